@@ -1,0 +1,41 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+)
+
+// command runs a subcommand given on the command line and returns the
+// process exit code.
+func command(args []string, stdout, stderr io.Writer) int {
+	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		printUsage(stdout)
+		return 0
+	case "version", "-version", "--version":
+		fmt.Fprintf(stdout, "strangers %s\n", version)
+		return 0
+	}
+	fmt.Fprintf(stderr, "strangers: unknown command %q (see strangers -h)\n", strings.Join(args, " "))
+	return 2
+}
+
+// oneLine joins the lines of a (possibly joined) error with "; " so that a
+// startup failure is one clear line.
+func oneLine(err error) string {
+	return strings.ReplaceAll(err.Error(), "\n", "; ")
+}
+
+// checkICEServersJSON checks that s is a JSON list of RTCIceServer objects.
+func checkICEServersJSON(s string) error {
+	var servers []struct {
+		URLs json.RawMessage `json:"urls"`
+	}
+	if err := json.Unmarshal([]byte(s), &servers); err != nil {
+		return errors.New("must be a JSON list of ICE servers")
+	}
+	return nil
+}

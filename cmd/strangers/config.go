@@ -1,0 +1,404 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+)
+
+// config is every setting of the server. Each field is one STRANGERS_*
+// environment variable: `env` names it, `envDefault` gives its default and
+// `help` says what it means. `strangers -h`, the README table and
+// deploy/example.env are all derived from (or checked against) these tags.
+// A `secret` tag keeps the value out of every message.
+type config struct {
+	// Core.
+	HTTPAddr       string        `env:"STRANGERS_HTTP_ADDR" envDefault:":8080" help:"Address the page, /ws, /healthz, /readyz and /metrics listen on."`
+	PublicIP       string        `env:"STRANGERS_PUBLIC_IP" help:"Public address advertised to browsers in relay candidates (set it on 1:1 NAT cloud VMs). Empty: the first non-loopback IPv4 address, else 127.0.0.1."`
+	PublicHost     string        `env:"STRANGERS_PUBLIC_HOST" help:"Host name used in the ICE server URLs handed to browsers. Empty: the public IP."`
+	AllowedOrigins []string      `env:"STRANGERS_ALLOWED_ORIGINS" envSeparator:"," help:"Comma-separated origins allowed to open /ws (e.g. https://chat.example.com), or * for any. Empty: the same host as the request."`
+	TrustedProxies []string      `env:"STRANGERS_TRUSTED_PROXIES" envSeparator:"," help:"Comma-separated CIDRs of reverse proxies whose X-Forwarded-For is believed for per-IP limits. Empty: the TCP peer address is the client."`
+	LogLevel       string        `env:"STRANGERS_LOG_LEVEL" envDefault:"info" help:"Log level: debug, info, warn or error."`
+	LogFormat      string        `env:"STRANGERS_LOG_FORMAT" envDefault:"text" help:"Log format: text or json."`
+	ShutdownGrace  time.Duration `env:"STRANGERS_SHUTDOWN_GRACE" envDefault:"10s" help:"How long connections get to drain after SIGINT/SIGTERM before they are cut."`
+
+	// Signaling.
+	InterestWait      time.Duration `env:"STRANGERS_INTEREST_WAIT" envDefault:"5s" help:"How long a waiting user is matched on shared interests only before anyone in the same mode will do."`
+	ResumeGrace       time.Duration `env:"STRANGERS_RESUME_GRACE" envDefault:"15s" help:"How long a dropped WebSocket may reconnect and get its session and match back before the partner is told."`
+	WSMaxMessage      int64         `env:"STRANGERS_WS_MAX_MESSAGE" envDefault:"65536" help:"Largest WebSocket message in bytes; a larger one closes the connection (1009)."`
+	WSRate            float64       `env:"STRANGERS_WS_RATE" envDefault:"20" help:"Messages per second a connection may send on average (token bucket refill)."`
+	WSBurst           int           `env:"STRANGERS_WS_BURST" envDefault:"100" help:"Messages a connection may send in a burst (ICE candidates come in bursts)."`
+	WSMaxPerIP        int           `env:"STRANGERS_WS_MAX_PER_IP" envDefault:"20" help:"Concurrent WebSocket connections allowed from one IP address."`
+	WSHelloTimeout    time.Duration `env:"STRANGERS_WS_HELLO_TIMEOUT" envDefault:"10s" help:"How long a new connection has to send hello."`
+	WSPingInterval    time.Duration `env:"STRANGERS_WS_PING_INTERVAL" envDefault:"20s" help:"How often the server pings each connection."`
+	WSPongWait        time.Duration `env:"STRANGERS_WS_PONG_WAIT" envDefault:"45s" help:"How long a connection may stay silent (no pong or message) before it is closed."`
+	WSWriteTimeout    time.Duration `env:"STRANGERS_WS_WRITE_TIMEOUT" envDefault:"10s" help:"Deadline for each write to a connection."`
+	WSSendQueue       int           `env:"STRANGERS_WS_SEND_QUEUE" envDefault:"64" help:"Messages queued for one connection before it counts as a slow reader and is disconnected."`
+	StatsInterval     time.Duration `env:"STRANGERS_STATS_INTERVAL" envDefault:"2s" help:"Shortest interval between stats pushes (online and waiting counts); sent only when they change."`
+	TURNEnabled       bool          `env:"STRANGERS_TURN_ENABLED" envDefault:"true" help:"Run the embedded TURN/STUN relay. false: hand out only STRANGERS_ICE_SERVERS."`
+	TURNAddr          string        `env:"STRANGERS_TURN_ADDR" envDefault:":3478" help:"Address the relay listens on for TURN and STUN, UDP and TCP on the same port."`
+	TURNUDPSockets    int           `env:"STRANGERS_TURN_UDP_SOCKETS" help:"UDP sockets (SO_REUSEPORT) on the TURN address, each read by its own goroutine. 0: one per CPU."`
+	RelayBindIP       string        `env:"STRANGERS_RELAY_BIND_IP" help:"Address relay sockets bind to. Empty: all addresses (0.0.0.0)."`
+	RelayPortMin      int           `env:"STRANGERS_RELAY_PORT_MIN" envDefault:"49152" help:"Lowest UDP port of the relay range."`
+	RelayPortMax      int           `env:"STRANGERS_RELAY_PORT_MAX" envDefault:"65535" help:"Highest UDP port of the relay range."`
+	RelayAllowPeers   []string      `env:"STRANGERS_RELAY_ALLOW_PEERS" envSeparator:"," help:"Comma-separated CIDRs the relay may send to although they are private or reserved (by default only public unicast addresses and our own relay address are allowed)."`
+	TURNSecret        string        `env:"STRANGERS_TURN_SECRET" secret:"true" help:"Shared secret for TURN credentials (TURN REST scheme, coturn's static-auth-secret). Empty: random at start, so restarts invalidate live credentials; several instances need one shared secret."`
+	TURNSecretFile    string        `env:"STRANGERS_TURN_SECRET_FILE,file" secret:"true" help:"Path of a file holding the TURN secret (Docker and systemd secrets); instead of STRANGERS_TURN_SECRET."`
+	TURNRealm         string        `env:"STRANGERS_TURN_REALM" envDefault:"strangers" help:"TURN realm."`
+	TURNCredentialTTL time.Duration `env:"STRANGERS_TURN_CREDENTIAL_TTL" envDefault:"1h" help:"Lifetime of the TURN credentials handed out with each match (checked when an allocation is created; a call may outlast it)."`
+	TURNSessionQuota  int           `env:"STRANGERS_TURN_SESSION_QUOTA" envDefault:"10" help:"Relay allocations one session's credential may hold at once."`
+	TURNTotalQuota    int           `env:"STRANGERS_TURN_TOTAL_QUOTA" envDefault:"10000" help:"Relay allocations the server holds at once, in total."`
+	ICEServers        string        `env:"STRANGERS_ICE_SERVERS" help:"JSON list of extra ICE servers handed to browsers besides ours, as RTCIceServer objects, e.g. [{\"urls\":\"stun:stun.example.com:3478\"}]."`
+}
+
+// testOnlyVariables are read by the test suite, not by the server; they are
+// not reported as unknown.
+var testOnlyVariables = []string{"STRANGERS_TEST_REQUIRE"}
+
+// settings is the validated form of config that the wiring uses.
+type settings struct {
+	config
+	publicIP       netip.Addr
+	relayBindIP    netip.Addr
+	allowPeers     []netip.Prefix
+	trustedProxies []netip.Prefix
+	turnSecret     []byte // nil: generate one
+}
+
+// variable describes one configuration variable, read from the config tags.
+type variable struct {
+	Name    string
+	Default string
+	Help    string
+	Secret  bool
+	field   string
+}
+
+// variables lists every configuration variable in declaration order.
+func variables() []variable {
+	t := reflect.TypeFor[config]()
+	vars := make([]variable, 0, t.NumField())
+	for f := range t.Fields() {
+		name, _, _ := strings.Cut(f.Tag.Get("env"), ",")
+		vars = append(vars, variable{
+			Name:    name,
+			Default: f.Tag.Get("envDefault"),
+			Help:    f.Tag.Get("help"),
+			Secret:  f.Tag.Get("secret") == "true",
+			field:   f.Name,
+		})
+	}
+	return vars
+}
+
+// printUsage writes the command line and every variable with its default
+// and meaning.
+func printUsage(w io.Writer) {
+	fmt.Fprint(w, `strangers: talk to strangers, a random video chat server.
+
+Usage:
+  strangers           run the server (configured by the environment)
+  strangers version   print the version
+  strangers -h        print this help
+
+Environment variables:
+`)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, v := range variables() {
+		def := v.Default
+		if def == "" {
+			def = "(empty)"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\n", v.Name, def, v.Help)
+	}
+	tw.Flush()
+}
+
+// loadConfig parses and validates the configuration. Values come from
+// getenv; names lists the variable names present in the environment, used
+// only to warn about unknown STRANGERS_* variables (most often typos).
+func loadConfig(getenv func(string) string, names []string) (settings, []string, error) {
+	vars := variables()
+	environment := make(map[string]string, len(vars))
+	for _, v := range vars {
+		if val := getenv(v.Name); val != "" {
+			environment[v.Name] = val
+		}
+	}
+	var warnings []string
+	for _, n := range names {
+		if !strings.HasPrefix(n, "STRANGERS_") || slices.Contains(testOnlyVariables, n) {
+			continue
+		}
+		if !slices.ContainsFunc(vars, func(v variable) bool { return v.Name == n }) {
+			warnings = append(warnings, fmt.Sprintf("unknown variable %s is ignored (see strangers -h)", n))
+		}
+	}
+
+	var c config
+	if err := env.ParseWithOptions(&c, env.Options{Environment: environment}); err != nil {
+		return settings{}, warnings, parseError(err, vars, environment)
+	}
+	s, err := validate(c)
+	var errs []error
+	if path, ok := environment["STRANGERS_TURN_SECRET_FILE"]; ok {
+		if _, both := environment["STRANGERS_TURN_SECRET"]; both {
+			errs = append(errs, errors.New("STRANGERS_TURN_SECRET: set either it or STRANGERS_TURN_SECRET_FILE, not both"))
+		} else if c.TURNSecretFile == "" {
+			errs = append(errs, fmt.Errorf("STRANGERS_TURN_SECRET_FILE=%s: the file is empty", path))
+		}
+	}
+	if err := errors.Join(append(errs, err)...); err != nil {
+		return settings{}, warnings, err
+	}
+	return s, warnings, nil
+}
+
+// parseError rewrites the env library's errors so that each names the
+// variable and its bad value.
+func parseError(err error, vars []variable, environment map[string]string) error {
+	var agg env.AggregateError
+	if !errors.As(err, &agg) {
+		return fmt.Errorf("config: %w", err)
+	}
+	var errs []error
+	for _, e := range agg.Errors {
+		var pe env.ParseError
+		var fe env.LoadFileContentError
+		switch {
+		case errors.As(e, &pe):
+			i := slices.IndexFunc(vars, func(v variable) bool { return v.field == pe.Name })
+			if i < 0 {
+				errs = append(errs, e)
+				continue
+			}
+			v := vars[i]
+			errs = append(errs, varError(v, environment[v.Name], "must be "+describeType(pe.Type)))
+		case errors.As(e, &fe):
+			errs = append(errs, fmt.Errorf("%s=%s: cannot read file: %w", fe.Key, fe.Filename, fe.Err))
+		default:
+			errs = append(errs, e)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func describeType(t reflect.Type) string {
+	switch {
+	case t == reflect.TypeFor[time.Duration]():
+		return "a duration such as 10s, 5m or 1h"
+	case t.Kind() == reflect.Bool:
+		return "true or false"
+	case t.Kind() == reflect.Int, t.Kind() == reflect.Int64:
+		return "a whole number"
+	case t.Kind() == reflect.Float64:
+		return "a number"
+	default:
+		return "a " + t.String()
+	}
+}
+
+// varError names the variable and, unless it is a secret, its value.
+func varError(v variable, value, problem string) error {
+	if v.Secret {
+		return fmt.Errorf("%s: %s", v.Name, problem)
+	}
+	return fmt.Errorf("%s=%s: %s", v.Name, value, problem)
+}
+
+// validate checks what parsing cannot and derives the typed settings.
+func validate(c config) (settings, error) {
+	s := settings{config: c}
+	var errs []error
+	bad := func(name, value, problem string) {
+		for _, v := range variables() {
+			if v.Name == name {
+				errs = append(errs, varError(v, value, problem))
+				return
+			}
+		}
+	}
+
+	checkHostPort := func(name, addr string) {
+		if _, port, err := net.SplitHostPort(addr); err != nil {
+			bad(name, addr, "must be host:port or :port")
+		} else if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+			bad(name, addr, "port must be 0-65535")
+		}
+	}
+	checkHostPort("STRANGERS_HTTP_ADDR", c.HTTPAddr)
+	checkHostPort("STRANGERS_TURN_ADDR", c.TURNAddr)
+
+	if c.PublicIP != "" {
+		ip, err := netip.ParseAddr(c.PublicIP)
+		if err != nil || ip.Zone() != "" || ip.IsUnspecified() || ip.IsMulticast() {
+			bad("STRANGERS_PUBLIC_IP", c.PublicIP, "must be a unicast IP address")
+		}
+		s.publicIP = ip.Unmap()
+	}
+	if c.PublicHost != "" && !validHost(c.PublicHost) {
+		bad("STRANGERS_PUBLIC_HOST", c.PublicHost, "must be a host name or IP address, without scheme or port")
+	}
+	if c.RelayBindIP != "" {
+		ip, err := netip.ParseAddr(c.RelayBindIP)
+		if err != nil || ip.Zone() != "" || ip.IsMulticast() {
+			bad("STRANGERS_RELAY_BIND_IP", c.RelayBindIP, "must be an IP address")
+		}
+		s.relayBindIP = ip.Unmap()
+	}
+	for _, o := range c.AllowedOrigins {
+		if o != "*" && !validOrigin(o) {
+			bad("STRANGERS_ALLOWED_ORIGINS", strings.Join(c.AllowedOrigins, ","), fmt.Sprintf("%q is not an origin like https://chat.example.com or *", o))
+			break
+		}
+	}
+	s.trustedProxies = parsePrefixes(c.TrustedProxies, "STRANGERS_TRUSTED_PROXIES", bad)
+	s.allowPeers = parsePrefixes(c.RelayAllowPeers, "STRANGERS_RELAY_ALLOW_PEERS", bad)
+
+	if _, err := parseLevel(c.LogLevel); err != nil {
+		bad("STRANGERS_LOG_LEVEL", c.LogLevel, "must be debug, info, warn or error")
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		bad("STRANGERS_LOG_FORMAT", c.LogFormat, "must be text or json")
+	}
+
+	positive := func(name string, d time.Duration) {
+		if d <= 0 {
+			bad(name, d.String(), "must be positive")
+		}
+	}
+	positive("STRANGERS_SHUTDOWN_GRACE", c.ShutdownGrace)
+	positive("STRANGERS_INTEREST_WAIT", c.InterestWait)
+	positive("STRANGERS_RESUME_GRACE", c.ResumeGrace)
+	positive("STRANGERS_WS_HELLO_TIMEOUT", c.WSHelloTimeout)
+	positive("STRANGERS_WS_PING_INTERVAL", c.WSPingInterval)
+	positive("STRANGERS_WS_PONG_WAIT", c.WSPongWait)
+	positive("STRANGERS_WS_WRITE_TIMEOUT", c.WSWriteTimeout)
+	positive("STRANGERS_STATS_INTERVAL", c.StatsInterval)
+	positive("STRANGERS_TURN_CREDENTIAL_TTL", c.TURNCredentialTTL)
+	if c.WSPingInterval >= c.WSPongWait && c.WSPingInterval > 0 {
+		bad("STRANGERS_WS_PING_INTERVAL", c.WSPingInterval.String(), "must be shorter than STRANGERS_WS_PONG_WAIT="+c.WSPongWait.String())
+	}
+
+	atLeast := func(name string, n, min int64) {
+		if n < min {
+			bad(name, strconv.FormatInt(n, 10), fmt.Sprintf("must be at least %d", min))
+		}
+	}
+	atLeast("STRANGERS_WS_MAX_MESSAGE", c.WSMaxMessage, 1024)
+	atLeast("STRANGERS_WS_BURST", int64(c.WSBurst), 1)
+	atLeast("STRANGERS_WS_MAX_PER_IP", int64(c.WSMaxPerIP), 1)
+	atLeast("STRANGERS_WS_SEND_QUEUE", int64(c.WSSendQueue), 1)
+	atLeast("STRANGERS_TURN_UDP_SOCKETS", int64(c.TURNUDPSockets), 0)
+	atLeast("STRANGERS_TURN_SESSION_QUOTA", int64(c.TURNSessionQuota), 1)
+	atLeast("STRANGERS_TURN_TOTAL_QUOTA", int64(c.TURNTotalQuota), 1)
+	if c.WSRate <= 0 {
+		bad("STRANGERS_WS_RATE", strconv.FormatFloat(c.WSRate, 'g', -1, 64), "must be positive")
+	}
+
+	portOK := true
+	for _, p := range []struct {
+		name string
+		port int
+	}{{"STRANGERS_RELAY_PORT_MIN", c.RelayPortMin}, {"STRANGERS_RELAY_PORT_MAX", c.RelayPortMax}} {
+		if p.port < 1 || p.port > 65535 {
+			bad(p.name, strconv.Itoa(p.port), "must be 1-65535")
+			portOK = false
+		}
+	}
+	if portOK && c.RelayPortMin > c.RelayPortMax {
+		bad("STRANGERS_RELAY_PORT_MIN", strconv.Itoa(c.RelayPortMin), fmt.Sprintf("must not be above STRANGERS_RELAY_PORT_MAX=%d", c.RelayPortMax))
+	}
+
+	switch {
+	case c.TURNSecret != "":
+		s.turnSecret = []byte(c.TURNSecret)
+	case c.TURNSecretFile != "":
+		s.turnSecret = []byte(strings.TrimRight(c.TURNSecretFile, "\r\n"))
+	}
+	if s.turnSecret != nil && len(s.turnSecret) < 16 {
+		name := "STRANGERS_TURN_SECRET"
+		if c.TURNSecretFile != "" {
+			name = "STRANGERS_TURN_SECRET_FILE"
+		}
+		bad(name, "", "must be at least 16 bytes")
+	}
+	if c.TURNRealm == "" {
+		bad("STRANGERS_TURN_REALM", "", "must not be empty")
+	}
+	if c.ICEServers != "" {
+		if err := checkICEServersJSON(c.ICEServers); err != nil {
+			bad("STRANGERS_ICE_SERVERS", c.ICEServers, err.Error())
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return settings{}, err
+	}
+	return s, nil
+}
+
+func parsePrefixes(list []string, name string, bad func(name, value, problem string)) []netip.Prefix {
+	var out []netip.Prefix
+	for _, item := range list {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(item)
+		if err != nil {
+			ip, ipErr := netip.ParseAddr(item)
+			if ipErr != nil {
+				bad(name, strings.Join(list, ","), fmt.Sprintf("%q is not a CIDR such as 10.0.0.0/8", item))
+				continue
+			}
+			p = netip.PrefixFrom(ip, ip.BitLen())
+		}
+		out = append(out, p.Masked())
+	}
+	return out
+}
+
+func validHost(h string) bool {
+	if _, err := netip.ParseAddr(h); err == nil {
+		return true
+	}
+	if len(h) > 253 || strings.ContainsAny(h, ":/ @") {
+		return false
+	}
+	for _, label := range strings.Split(h, ".") {
+		if label == "" || len(label) > 63 || strings.HasPrefix(label, "-") || strings.HasSuffix(label, "-") {
+			return false
+		}
+		for _, r := range label {
+			if !(r == '-' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func validOrigin(o string) bool {
+	scheme, rest, ok := strings.Cut(o, "://")
+	if !ok || (scheme != "http" && scheme != "https") || rest == "" || strings.ContainsAny(rest, "/?#") {
+		return false
+	}
+	host := rest
+	if h, port, err := net.SplitHostPort(rest); err == nil {
+		if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+			return false
+		}
+		host = h
+	}
+	return validHost(host)
+}

@@ -1,0 +1,105 @@
+package main
+
+import (
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(int) {
+		if binaryDir != "" {
+			os.RemoveAll(binaryDir)
+		}
+	}))
+}
+
+func TestRunServesHealthReadyMetricsAndPage(t *testing.T) {
+	s := startRun(t, nil)
+
+	if code, body := get(t, s.url("/healthz")); code != 200 || strings.TrimSpace(body) != "ok" {
+		t.Errorf("/healthz = %d %q, want 200 ok", code, body)
+	}
+	if code, body := get(t, s.url("/readyz")); code != 200 {
+		t.Errorf("/readyz = %d %q, want 200", code, body)
+	}
+
+	code, body := get(t, s.url("/metrics"))
+	if code != 200 {
+		t.Fatalf("/metrics = %d", code)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(strings.NewReader(body))
+	if err != nil {
+		t.Fatalf("/metrics does not parse as Prometheus text: %v", err)
+	}
+	for _, name := range []string{"go_goroutines", "process_resident_memory_bytes", "strangers_build_info"} {
+		if _, ok := families[name]; !ok {
+			t.Errorf("/metrics lacks %s", name)
+		}
+	}
+
+	code, body = get(t, s.url("/"))
+	if code != 200 || !strings.Contains(body, "<title>Strangers</title>") {
+		t.Errorf("/ = %d, body %.80q", code, body)
+	}
+}
+
+func TestRunStopsWithinGraceOnCancel(t *testing.T) {
+	s := startRun(t, map[string]string{"STRANGERS_SHUTDOWN_GRACE": "5s"})
+	// An idle keep-alive connection must not hold shutdown up.
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Get(s.url("/healthz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+
+	start := time.Now()
+	if err := s.stop(t); err != nil {
+		t.Fatalf("run returned %v after cancel, want nil", err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("run took %v to stop, more than the 5s grace", took)
+	}
+	if _, ok := s.logs.waitFor(func(m map[string]any) bool { return m["msg"] == "stopped" }, time.Second); !ok {
+		t.Errorf("no 'stopped' log line; logs:\n%s", s.logs.String())
+	}
+}
+
+func TestRunFailsWhenPortInUse(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	env := testEnv()
+	env["STRANGERS_HTTP_ADDR"] = ln.Addr().String()
+	err = run(t.Context(), func(k string) string { return env[k] }, &strings.Builder{})
+	if err == nil || !strings.Contains(err.Error(), ln.Addr().String()) {
+		t.Fatalf("run with a busy port = %v, want an error naming %s", err, ln.Addr())
+	}
+}
+
+func TestRunRejectsBadConfigBeforeListening(t *testing.T) {
+	env := testEnv()
+	env["STRANGERS_SHUTDOWN_GRACE"] = "soon"
+	var out strings.Builder
+	err := run(t.Context(), func(k string) string { return env[k] }, &out)
+	if err == nil || !strings.Contains(err.Error(), "STRANGERS_SHUTDOWN_GRACE=soon") {
+		t.Fatalf("run = %v, want an error naming STRANGERS_SHUTDOWN_GRACE=soon", err)
+	}
+	if strings.Contains(out.String(), "listening") {
+		t.Errorf("run listened despite bad config: %s", out.String())
+	}
+}
