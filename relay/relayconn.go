@@ -1,0 +1,149 @@
+package relay
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+
+	"github.com/pion/turn/v4"
+)
+
+// relayGen is the pion RelayAddressGenerator: pion's port-range generator
+// (bind BindIP, advertise PublicIP) whose sockets are wrapped in relayConn.
+type relayGen struct {
+	s     *Server
+	inner *turn.RelayAddressGeneratorPortRange
+}
+
+// Validate implements turn.RelayAddressGenerator.
+func (g *relayGen) Validate() error {
+	if err := g.inner.Validate(); err != nil {
+		return fmt.Errorf("relay: relay address generator: %w", err)
+	}
+
+	return nil
+}
+
+// AllocatePacketConn implements turn.RelayAddressGenerator.
+func (g *relayGen) AllocatePacketConn(network string, requestedPort int) (net.PacketConn, net.Addr, error) {
+	if g.s.isClosed() {
+		return nil, nil, ErrClosed
+	}
+	pc, addr, err := g.inner.AllocatePacketConn(network, requestedPort)
+	if err != nil {
+		return nil, nil, fmt.Errorf("relay: allocating relay socket: %w", err)
+	}
+	ua, ok := addr.(*net.UDPAddr)
+	if !ok {
+		pc.Close()
+
+		return nil, nil, fmt.Errorf("relay: relay socket has address %T", addr)
+	}
+	c := g.s.newRelayConn(pc, ua.Port)
+
+	return c, addr, nil
+}
+
+// AllocateConn implements turn.RelayAddressGenerator. RFC 6062 TCP relays
+// are not offered (browsers do not use them and they reach TCP services).
+func (g *relayGen) AllocateConn(string, int) (net.Conn, net.Addr, error) {
+	return nil, nil, ErrTCPRelay
+}
+
+// relayConn wraps one allocation's relay socket. It counts relayed traffic
+// in its own atomics, refuses to send to our own public address outside the
+// relay port range (so the own-address exception of the peer policy cannot
+// reach local UDP services), and lets Close be called from several places:
+// pion when the allocation ends, and the server when a session's grace
+// expires or the server shuts down.
+type relayConn struct {
+	net.PacketConn
+	s        *Server
+	port     int
+	counters connCounters
+
+	readers  atomic.Int32
+	closed   atomic.Bool
+	finished sync.Once
+	closeErr error
+	closing  sync.Once
+}
+
+func (s *Server) newRelayConn(pc net.PacketConn, port int) *relayConn {
+	c := &relayConn{PacketConn: pc, s: s, port: port}
+	s.track.add()
+	s.traffic.attach(c)
+	s.mu.Lock()
+	s.relays[port] = c
+	s.mu.Unlock()
+
+	return c
+}
+
+// ReadFrom implements net.PacketConn: a datagram from a peer.
+func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	c.readers.Add(1)
+	n, addr, err := c.PacketConn.ReadFrom(p)
+	c.readers.Add(-1)
+	if err != nil {
+		if c.closed.Load() {
+			c.finish()
+		}
+
+		return n, addr, err
+	}
+	c.counters.bytesFrom.Add(uint64(n))
+	c.counters.packetsFrom.Add(1)
+
+	return n, addr, nil
+}
+
+// WriteTo implements net.PacketConn: a datagram to a peer.
+func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
+	if ua, ok := addr.(*net.UDPAddr); ok && c.s.guardOwn {
+		if ip4 := ua.IP.To4(); ip4 != nil && [4]byte(ip4) == c.s.own4 &&
+			(ua.Port < c.s.cfg.PortMin || ua.Port > c.s.cfg.PortMax) {
+			c.s.metrics.peerDenied.Inc()
+
+			return 0, ErrPeerDenied
+		}
+	}
+	n, err := c.PacketConn.WriteTo(p, addr)
+	if err == nil {
+		c.counters.bytesTo.Add(uint64(n))
+		c.counters.packetsTo.Add(1)
+	}
+
+	return n, err
+}
+
+// Close implements net.PacketConn; it is idempotent.
+func (c *relayConn) Close() error {
+	c.closing.Do(func() {
+		c.closed.Store(true)
+		c.closeErr = c.PacketConn.Close()
+		if errors.Is(c.closeErr, net.ErrClosed) {
+			c.closeErr = nil
+		}
+		if c.readers.Load() == 0 {
+			c.finish()
+		}
+	})
+
+	return c.closeErr
+}
+
+// finish runs once the socket is closed and no reader is inside ReadFrom.
+func (c *relayConn) finish() {
+	c.finished.Do(func() {
+		c.s.mu.Lock()
+		if c.s.relays[c.port] == c {
+			delete(c.s.relays, c.port)
+		}
+		c.s.mu.Unlock()
+		c.s.traffic.detach(c)
+		c.s.track.done()
+	})
+}

@@ -1,0 +1,202 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+)
+
+const (
+	// udpReceiveBuffer is the receive buffer asked for on each client-facing
+	// UDP socket. The kernel default (~200 KiB) overflows at a few tens of
+	// thousands of datagrams per second; 4 MiB absorbs scheduling hiccups.
+	udpReceiveBuffer = 4 << 20
+	// freePortAttempts bounds the search for a port number free on both UDP
+	// and TCP when ListenAddr asks for port 0.
+	freePortAttempts = 10
+	// maxReadFailures is how many consecutive read errors a client-facing
+	// UDP socket tolerates before giving up.
+	maxReadFailures = 100
+)
+
+// openSockets opens cfg.UDPSockets SO_REUSEPORT UDP sockets and one TCP
+// listener on the same port of ListenAddr. It returns the granted receive
+// buffer size of the UDP sockets.
+func openSockets(ctx context.Context, cfg Config) (udp []net.PacketConn, tcp net.Listener, rcvbuf int, err error) {
+	host, portStr, err := net.SplitHostPort(cfg.ListenAddr)
+	if err != nil {
+		return nil, nil, 0, fmt.Errorf("%w %s: %w", ErrListen, cfg.ListenAddr, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return nil, nil, 0, fmt.Errorf("%w %s: %w", ErrListen, cfg.ListenAddr, err)
+	}
+	attempts := 1
+	if port == 0 {
+		attempts = freePortAttempts
+	}
+	var plain net.ListenConfig
+	for range attempts {
+		p := port
+		if port == 0 {
+			// Find a free UDP port without SO_REUSEPORT (binding port 0 with
+			// it could share a port another socket of ours holds), then bind
+			// TCP on it while holding the probe.
+			probe, perr := plain.ListenPacket(ctx, "udp", net.JoinHostPort(host, "0"))
+			if perr != nil {
+				return nil, nil, 0, fmt.Errorf("%w udp %s: %w", ErrListen, cfg.ListenAddr, perr)
+			}
+			p = probe.LocalAddr().(*net.UDPAddr).Port
+			tcp, err = plain.Listen(ctx, "tcp", net.JoinHostPort(host, strconv.Itoa(p)))
+			probe.Close()
+		} else {
+			tcp, err = plain.Listen(ctx, "tcp", net.JoinHostPort(host, strconv.Itoa(p)))
+		}
+		if err != nil {
+			err = fmt.Errorf("%w tcp %s: %w", ErrListen, net.JoinHostPort(host, strconv.Itoa(p)), err)
+
+			continue
+		}
+		udp, rcvbuf, err = openUDP(ctx, host, p, cfg.UDPSockets)
+		if err != nil {
+			tcp.Close()
+
+			continue
+		}
+
+		return udp, tcp, rcvbuf, nil
+	}
+
+	return nil, nil, 0, err
+}
+
+// openUDP binds n UDP sockets on host:port with SO_REUSEPORT.
+func openUDP(ctx context.Context, host string, port, n int) ([]net.PacketConn, int, error) {
+	lc := net.ListenConfig{}
+	if n > 1 {
+		lc.Control = reusePortControl
+	}
+	addr := net.JoinHostPort(host, strconv.Itoa(port))
+	conns := make([]net.PacketConn, 0, n)
+	rcvbuf := 0
+	for range n {
+		c, err := lc.ListenPacket(ctx, "udp", addr)
+		if err != nil {
+			for _, c := range conns {
+				c.Close()
+			}
+
+			return nil, 0, fmt.Errorf("%w udp %s: %w", ErrListen, addr, err)
+		}
+		got, err := setReceiveBuffer(c, udpReceiveBuffer)
+		if err != nil {
+			c.Close()
+			for _, c := range conns {
+				c.Close()
+			}
+
+			return nil, 0, fmt.Errorf("%w udp %s: receive buffer: %w", ErrListen, addr, err)
+		}
+		if rcvbuf == 0 || got < rcvbuf {
+			rcvbuf = got
+		}
+		conns = append(conns, c)
+	}
+
+	return conns, rcvbuf, nil
+}
+
+// detectPublicIP returns the first non-loopback, non-link-local IPv4 address
+// of the host, else 127.0.0.1.
+func detectPublicIP() netip.Addr {
+	addrs, err := net.InterfaceAddrs()
+	if err == nil {
+		for _, a := range addrs {
+			ipn, ok := a.(*net.IPNet)
+			if !ok {
+				continue
+			}
+			ip, ok := netip.AddrFromSlice(ipn.IP)
+			ip = ip.Unmap()
+			if ok && ip.Is4() && !ip.IsLoopback() && !ip.IsLinkLocalUnicast() && !ip.IsUnspecified() {
+				return ip
+			}
+		}
+	}
+
+	return netip.AddrFrom4([4]byte{127, 0, 0, 1})
+}
+
+// turnPacketConn wraps a client-facing UDP socket. It screens ChannelBind
+// requests (see Server.screenChannelBind) before pion sees them and tells the
+// shutdown tracker when pion's read loop has let go of the socket.
+type turnPacketConn struct {
+	net.PacketConn
+	s        *Server
+	doneOnce sync.Once
+	closed   chan struct{}
+	closeMu  sync.Once
+}
+
+func newTurnPacketConn(pc net.PacketConn, s *Server) *turnPacketConn {
+	s.track.add()
+
+	return &turnPacketConn{PacketConn: pc, s: s, closed: make(chan struct{})}
+}
+
+// ReadFrom implements net.PacketConn.
+// Transient read errors are retried (pion's read loop stops for good on the
+// first error it sees); only closing the socket, or a persistent error, ends
+// the loop.
+func (c *turnPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	failures := 0
+	for {
+		n, addr, err := c.PacketConn.ReadFrom(p)
+		if err != nil {
+			select {
+			case <-c.closed:
+				c.doneOnce.Do(c.s.track.done)
+
+				return n, addr, err
+			default:
+			}
+			if failures++; failures < maxReadFailures && !errors.Is(err, net.ErrClosed) {
+				continue
+			}
+			c.s.log.Error("udp socket read failed, socket no longer served", "addr", c.LocalAddr(), "err", err)
+			c.doneOnce.Do(c.s.track.done)
+
+			return n, addr, err
+		}
+		failures = 0
+		if isChannelBindRequest(p[:n]) {
+			if reply, handled := c.s.screenChannelBind(addr, p[:n]); handled {
+				if reply != nil {
+					_, _ = c.PacketConn.WriteTo(reply, addr)
+				}
+
+				continue
+			}
+		}
+
+		return n, addr, nil
+	}
+}
+
+// Close implements net.PacketConn; it is idempotent.
+func (c *turnPacketConn) Close() error {
+	var err error
+	c.closeMu.Do(func() {
+		close(c.closed)
+		err = c.PacketConn.Close()
+	})
+	if errors.Is(err, net.ErrClosed) {
+		err = nil
+	}
+
+	return err
+}
