@@ -464,4 +464,3 @@ func (s *sink) next(timeout time.Duration) []byte {
 		return nil
 	}
 }
-
