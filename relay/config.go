@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"runtime"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -255,6 +256,40 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 
 	return cfg, nil
+}
+
+// ParseAllowPeers parses a comma-separated list of CIDR prefixes or single
+// addresses (the STRANGERS_RELAY_ALLOW_PEERS format) for Config.AllowPeers.
+// Prefixes must have no host bits set; IPv4-mapped prefixes are unmapped.
+// An empty string yields an empty list.
+func ParseAllowPeers(list string) ([]netip.Prefix, error) {
+	out := []netip.Prefix{}
+	if strings.TrimSpace(list) == "" {
+		return out, nil
+	}
+	for _, item := range strings.Split(list, ",") {
+		item = strings.TrimSpace(item)
+		var p netip.Prefix
+		if strings.Contains(item, "/") {
+			var err error
+			if p, err = netip.ParsePrefix(item); err != nil {
+				return nil, fmt.Errorf("%w: allowed peers: %w", ErrConfig, err)
+			}
+			if p != p.Masked() {
+				return nil, fmt.Errorf("%w: allowed peers: %q has host bits set (did you mean %s?)",
+					ErrConfig, item, p.Masked())
+			}
+		} else {
+			a, err := netip.ParseAddr(item)
+			if err != nil {
+				return nil, fmt.Errorf("%w: allowed peers: %q is neither a CIDR prefix nor an address", ErrConfig, item)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		out = append(out, netip.PrefixFrom(p.Addr().Unmap(), unmappedBits(p)).Masked())
+	}
+
+	return out, nil
 }
 
 // unmappedBits returns the prefix length of p after unmapping an

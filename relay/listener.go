@@ -209,6 +209,7 @@ func (c *streamConn) Read(p []byte) (int, error) {
 					return 0, fmt.Errorf("%w: first frame is not STUN", ErrFrame)
 				}
 				c.gotFirst = true
+				c.readDeadline = time.Time{} // switch to the idle timeout on the next fill
 			}
 			if isChannelBindRequest(frame) {
 				if reply, handled := c.l.s.screenChannelBind(c.RemoteAddr(), frame); handled {
