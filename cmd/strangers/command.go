@@ -1,8 +1,6 @@
 package main
 
 import (
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -27,15 +25,4 @@ func command(args []string, stdout, stderr io.Writer) int {
 // startup failure is one clear line.
 func oneLine(err error) string {
 	return strings.ReplaceAll(err.Error(), "\n", "; ")
-}
-
-// checkICEServersJSON checks that s is a JSON list of RTCIceServer objects.
-func checkICEServersJSON(s string) error {
-	var servers []struct {
-		URLs json.RawMessage `json:"urls"`
-	}
-	if err := json.Unmarshal([]byte(s), &servers); err != nil {
-		return errors.New("must be a JSON list of ICE servers")
-	}
-	return nil
 }

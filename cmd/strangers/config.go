@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"net/url"
 	"reflect"
 	"slices"
 	"strconv"
@@ -14,6 +15,8 @@ import (
 	"time"
 
 	"github.com/caarlos0/env/v11"
+
+	"github.com/strangers-chat/strangers/relay"
 )
 
 // config is every setting of the server. Each field is one STRANGERS_*
@@ -32,19 +35,29 @@ type config struct {
 	LogFormat      string        `env:"STRANGERS_LOG_FORMAT" envDefault:"text" help:"Log format: text or json."`
 	ShutdownGrace  time.Duration `env:"STRANGERS_SHUTDOWN_GRACE" envDefault:"10s" help:"How long connections get to drain after SIGINT/SIGTERM before they are cut."`
 
+	// TLS: HTTPS, WebSocket and TURN over TLS on one port.
+	TLSAddr       string   `env:"STRANGERS_TLS_ADDR" envDefault:":443" help:"Address of the shared TLS port serving the page, /ws and TURN over TLS. Used only when TLS is configured (certificate files or ACME domains)."`
+	TLSCertFile   string   `env:"STRANGERS_TLS_CERT_FILE" help:"PEM certificate chain for HTTPS and TURN over TLS, reloaded when the file changes. Goes with STRANGERS_TLS_KEY_FILE."`
+	TLSKeyFile    string   `env:"STRANGERS_TLS_KEY_FILE" help:"PEM private key of STRANGERS_TLS_CERT_FILE."`
+	ACMEDomains   []string `env:"STRANGERS_ACME_DOMAINS" envSeparator:"," help:"Comma-separated domains to get certificates for automatically over ACME (TLS-ALPN-01 on the TLS port, HTTP-01 on port 80), instead of certificate files."`
+	ACMEEmail     string   `env:"STRANGERS_ACME_EMAIL" help:"Contact email for the ACME account (the CA's expiry notices)."`
+	ACMECache     string   `env:"STRANGERS_ACME_CACHE" envDefault:"/var/lib/strangers/acme" help:"Directory where the ACME account key and certificates are kept across restarts."`
+	ACMEDirectory string   `env:"STRANGERS_ACME_DIRECTORY" envDefault:"https://acme-v02.api.letsencrypt.org/directory" help:"ACME directory URL (Let's Encrypt by default)."`
+	ACMECAFile    string   `env:"STRANGERS_ACME_CA_FILE" help:"PEM roots trusted when talking to the ACME directory, for a private ACME server. Empty: the system roots."`
+
 	// Signaling.
 	InterestWait      time.Duration `env:"STRANGERS_INTEREST_WAIT" envDefault:"5s" help:"How long a waiting user is matched on shared interests only before anyone in the same mode will do."`
 	ResumeGrace       time.Duration `env:"STRANGERS_RESUME_GRACE" envDefault:"15s" help:"How long a dropped WebSocket may reconnect and get its session and match back before the partner is told."`
 	WSMaxMessage      int64         `env:"STRANGERS_WS_MAX_MESSAGE" envDefault:"65536" help:"Largest WebSocket message in bytes; a larger one closes the connection (1009)."`
 	WSRate            float64       `env:"STRANGERS_WS_RATE" envDefault:"20" help:"Messages per second a connection may send on average (token bucket refill)."`
-	WSBurst           int           `env:"STRANGERS_WS_BURST" envDefault:"100" help:"Messages a connection may send in a burst (ICE candidates come in bursts)."`
-	WSMaxPerIP        int           `env:"STRANGERS_WS_MAX_PER_IP" envDefault:"20" help:"Concurrent WebSocket connections allowed from one IP address."`
+	WSBurst           int           `env:"STRANGERS_WS_BURST" envDefault:"60" help:"Messages a connection may send in a burst (ICE candidates come in bursts)."`
+	WSMaxPerIP        int           `env:"STRANGERS_WS_MAX_PER_IP" envDefault:"32" help:"Concurrent WebSocket connections allowed from one IP address."`
 	WSHelloTimeout    time.Duration `env:"STRANGERS_WS_HELLO_TIMEOUT" envDefault:"10s" help:"How long a new connection has to send hello."`
 	WSPingInterval    time.Duration `env:"STRANGERS_WS_PING_INTERVAL" envDefault:"20s" help:"How often the server pings each connection."`
-	WSPongWait        time.Duration `env:"STRANGERS_WS_PONG_WAIT" envDefault:"45s" help:"How long a connection may stay silent (no pong or message) before it is closed."`
+	WSPongWait        time.Duration `env:"STRANGERS_WS_PONG_WAIT" envDefault:"30s" help:"How long a connection may stay silent (no pong or message) before it is closed."`
 	WSWriteTimeout    time.Duration `env:"STRANGERS_WS_WRITE_TIMEOUT" envDefault:"10s" help:"Deadline for each write to a connection."`
-	WSSendQueue       int           `env:"STRANGERS_WS_SEND_QUEUE" envDefault:"64" help:"Messages queued for one connection before it counts as a slow reader and is disconnected."`
-	StatsInterval     time.Duration `env:"STRANGERS_STATS_INTERVAL" envDefault:"2s" help:"Shortest interval between stats pushes (online and waiting counts); sent only when they change."`
+	WSSendQueue       int           `env:"STRANGERS_WS_SEND_QUEUE" envDefault:"256" help:"Messages queued for one connection before it counts as a slow reader and is disconnected."`
+	StatsInterval     time.Duration `env:"STRANGERS_STATS_INTERVAL" envDefault:"5s" help:"Shortest interval between stats pushes (online and waiting counts); sent only when they change."`
 	TURNEnabled       bool          `env:"STRANGERS_TURN_ENABLED" envDefault:"true" help:"Run the embedded TURN/STUN relay. false: hand out only STRANGERS_ICE_SERVERS."`
 	TURNAddr          string        `env:"STRANGERS_TURN_ADDR" envDefault:":3478" help:"Address the relay listens on for TURN and STUN, UDP and TCP on the same port."`
 	TURNUDPSockets    int           `env:"STRANGERS_TURN_UDP_SOCKETS" help:"UDP sockets (SO_REUSEPORT) on the TURN address, each read by its own goroutine. 0: one per CPU."`
@@ -65,6 +78,9 @@ type config struct {
 // not reported as unknown.
 var testOnlyVariables = []string{"STRANGERS_TEST_REQUIRE"}
 
+// tlsEnabled reports whether the shared TLS port is configured.
+func (c config) tlsEnabled() bool { return c.TLSCertFile != "" || len(c.ACMEDomains) > 0 }
+
 // settings is the validated form of config that the wiring uses.
 type settings struct {
 	config
@@ -73,6 +89,7 @@ type settings struct {
 	allowPeers     []netip.Prefix
 	trustedProxies []netip.Prefix
 	turnSecret     []byte // nil: generate one
+	extraICE       []relay.ICEServer
 }
 
 // variable describes one configuration variable, read from the config tags.
@@ -151,6 +168,13 @@ func loadConfig(getenv func(string) string, names []string) (settings, []string,
 	}
 	s, err := validate(c)
 	var errs []error
+	if len(c.ACMEDomains) == 0 {
+		for _, name := range []string{"STRANGERS_ACME_EMAIL", "STRANGERS_ACME_CACHE", "STRANGERS_ACME_DIRECTORY", "STRANGERS_ACME_CA_FILE"} {
+			if v, ok := environment[name]; ok {
+				errs = append(errs, fmt.Errorf("%s=%s: ACME is not on: set STRANGERS_ACME_DOMAINS", name, v))
+			}
+		}
+	}
 	if path, ok := environment["STRANGERS_TURN_SECRET_FILE"]; ok {
 		if _, both := environment["STRANGERS_TURN_SECRET"]; both {
 			errs = append(errs, errors.New("STRANGERS_TURN_SECRET: set either it or STRANGERS_TURN_SECRET_FILE, not both"))
@@ -238,6 +262,25 @@ func validate(c config) (settings, error) {
 	}
 	checkHostPort("STRANGERS_HTTP_ADDR", c.HTTPAddr)
 	checkHostPort("STRANGERS_TURN_ADDR", c.TURNAddr)
+	checkHostPort("STRANGERS_TLS_ADDR", c.TLSAddr)
+
+	switch {
+	case c.TLSCertFile != "" && c.TLSKeyFile == "":
+		bad("STRANGERS_TLS_KEY_FILE", "", "must be set with STRANGERS_TLS_CERT_FILE="+c.TLSCertFile)
+	case c.TLSKeyFile != "" && c.TLSCertFile == "":
+		bad("STRANGERS_TLS_CERT_FILE", "", "must be set with STRANGERS_TLS_KEY_FILE="+c.TLSKeyFile)
+	case c.TLSCertFile != "" && len(c.ACMEDomains) > 0:
+		bad("STRANGERS_ACME_DOMAINS", strings.Join(c.ACMEDomains, ","), "use either ACME or STRANGERS_TLS_CERT_FILE, not both")
+	}
+	for _, d := range c.ACMEDomains {
+		if _, err := netip.ParseAddr(d); err == nil || !validHost(d) || !strings.Contains(d, ".") {
+			bad("STRANGERS_ACME_DOMAINS", strings.Join(c.ACMEDomains, ","), fmt.Sprintf("%q is not a domain name", d))
+			break
+		}
+	}
+	if u, err := url.Parse(c.ACMEDirectory); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		bad("STRANGERS_ACME_DIRECTORY", c.ACMEDirectory, "must be an https:// URL")
+	}
 
 	if c.PublicIP != "" {
 		ip, err := netip.ParseAddr(c.PublicIP)
@@ -336,10 +379,10 @@ func validate(c config) (settings, error) {
 	if c.TURNRealm == "" {
 		bad("STRANGERS_TURN_REALM", "", "must not be empty")
 	}
-	if c.ICEServers != "" {
-		if err := checkICEServersJSON(c.ICEServers); err != nil {
-			bad("STRANGERS_ICE_SERVERS", c.ICEServers, err.Error())
-		}
+	if extra, err := relay.ParseICEServers(c.ICEServers); err != nil {
+		bad("STRANGERS_ICE_SERVERS", c.ICEServers, err.Error())
+	} else {
+		s.extraICE = extra
 	}
 	if err := errors.Join(errs...); err != nil {
 		return settings{}, err

@@ -2,14 +2,18 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -17,6 +21,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/strangers-chat/strangers/relay"
+	"github.com/strangers-chat/strangers/signaling"
 	"github.com/strangers-chat/strangers/web"
 )
 
@@ -46,6 +52,41 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	for _, w := range warnings {
 		logger.Warn(w)
 	}
+	a, err := start(cfg, logger)
+	if err != nil {
+		return err
+	}
+	return a.wait(ctx)
+}
+
+// app is one running server: its listeners and components.
+type app struct {
+	cfg   settings
+	log   *slog.Logger
+	ready atomic.Bool
+
+	relay *relay.Server // nil when the embedded relay is off
+	hub   *signaling.Hub
+
+	servers []*http.Server
+	mux     *tlsMux // nil without TLS
+	muxStop context.CancelFunc
+	served  chan error // one value per serving goroutine
+	serving int
+}
+
+// start opens every listener and starts every component. On error it
+// closes what it had opened.
+func start(cfg settings, logger *slog.Logger) (_ *app, err error) {
+	a := &app{cfg: cfg, log: logger, served: make(chan error, 4)}
+	var closers []func()
+	defer func() {
+		if err != nil {
+			for i := len(closers) - 1; i >= 0; i-- {
+				closers[i]()
+			}
+		}
+	}()
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
@@ -58,21 +99,161 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		}, func() float64 { return 1 }),
 	)
 
-	httpLn, err := net.Listen("tcp", cfg.HTTPAddr)
+	tlsSet, err := newTLSSetup(cfg, logger.With("component", "tls"))
 	if err != nil {
-		return fmt.Errorf("http: listen %s: %w", cfg.HTTPAddr, err)
+		return nil, err
 	}
 
-	var ready atomic.Bool
+	// Listeners first: a busy port fails before anything else starts.
+	httpLn, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return nil, fmt.Errorf("http: listen %s: %w", cfg.HTTPAddr, err)
+	}
+	closers = append(closers, func() { httpLn.Close() })
+	tlsPort := 0
+	if tlsSet.config != nil {
+		tlsLn, err := net.Listen("tcp", cfg.TLSAddr)
+		if err != nil {
+			return nil, fmt.Errorf("tls: listen %s: %w", cfg.TLSAddr, err)
+		}
+		closers = append(closers, func() { tlsLn.Close() })
+		tlsPort = tlsLn.Addr().(*net.TCPAddr).Port
+		a.mux = newTLSMux(tlsLn, tlsSet.config, defaultMuxLimits, logger.With("component", "tls"))
+	}
+
+	publicHost := cfg.PublicHost
+	if publicHost == "" {
+		publicHost = tlsSet.host
+	}
+	extraICE := cfg.extraICE
+	var ice signaling.ICEProvider = staticICE(toSignaling(extraICE))
+	var sessions signaling.SessionObserver
+	if cfg.TURNEnabled {
+		secret := cfg.turnSecret
+		if secret == nil {
+			secret = make([]byte, 32)
+			rand.Read(secret)
+			logger.Warn("STRANGERS_TURN_SECRET is unset: using a random secret, so a restart invalidates live TURN credentials and several instances cannot share credentials")
+		}
+		rcfg := relay.Config{
+			ListenAddr:    cfg.TURNAddr,
+			UDPSockets:    cfg.TURNUDPSockets,
+			PublicIP:      cfg.publicIP,
+			PublicHost:    publicHost,
+			BindIP:        cfg.relayBindIP,
+			PortMin:       cfg.RelayPortMin,
+			PortMax:       cfg.RelayPortMax,
+			Realm:         cfg.TURNRealm,
+			Secret:        secret,
+			CredentialTTL: cfg.TURNCredentialTTL,
+			SessionQuota:  cfg.TURNSessionQuota,
+			TotalQuota:    cfg.TURNTotalQuota,
+			AllowPeers:    cfg.allowPeers,
+
+			ExtraICEServers: extraICE,
+			Logger:          logger.With("component", "relay"),
+			Registerer:      reg,
+		}
+		if a.mux != nil {
+			rcfg.StreamListeners = []net.Listener{a.mux.turn}
+		}
+		a.relay, err = relay.New(rcfg)
+		if err != nil {
+			return nil, err
+		}
+		closers = append(closers, func() { a.relay.Close() })
+		ice, sessions = relayICE{r: a.relay, turns: turnsURL(publicHost, a.relay.PublicIP(), tlsPort)}, a.relay
+	}
+
+	a.hub, err = signaling.New(signaling.Config{
+		ICE:            ice,
+		Sessions:       sessions,
+		AllowedOrigins: cfg.AllowedOrigins,
+		TrustedProxies: cfg.trustedProxies,
+		InterestWait:   cfg.InterestWait,
+		ResumeGrace:    cfg.ResumeGrace,
+		MaxMessageSize: cfg.WSMaxMessage,
+		RateLimit:      cfg.WSRate,
+		RateBurst:      cfg.WSBurst,
+		MaxConnsPerIP:  cfg.WSMaxPerIP,
+		HelloTimeout:   cfg.WSHelloTimeout,
+		PingInterval:   cfg.WSPingInterval,
+		PongWait:       cfg.WSPongWait,
+		WriteWait:      cfg.WSWriteTimeout,
+		SendQueue:      cfg.WSSendQueue,
+		StatsInterval:  cfg.StatsInterval,
+		Logger:         logger.With("component", "signaling"),
+		Registerer:     reg,
+	})
+	if err != nil {
+		return nil, err
+	}
+
+	// From here on nothing fails: serve.
 	mux := http.NewServeMux()
 	mux.Handle("GET /", web.Handler())
+	mux.Handle("GET /ws", a.hub)
+	a.handleProbes(mux, reg)
+	httpLog := logger.With("component", "http")
+	newServer := func(h http.Handler) *http.Server {
+		srv := &http.Server{
+			Handler:           h,
+			ReadHeaderTimeout: readHeaderTimeout,
+			IdleTimeout:       idleTimeout,
+			MaxHeaderBytes:    maxHeaderBytes,
+			ErrorLog:          slog.NewLogLogger(httpLog.Handler(), slog.LevelDebug),
+		}
+		a.servers = append(a.servers, srv)
+		return srv
+	}
+	if a.mux == nil {
+		a.serve(newServer(mux), httpLn)
+	} else {
+		// The plain HTTP port answers probes and ACME HTTP-01 challenges
+		// and sends everything else to HTTPS.
+		plain := http.NewServeMux()
+		var rest http.Handler = redirectToHTTPS(cfg.PublicHost, tlsPort)
+		if tlsSet.acme != nil {
+			rest = tlsSet.acme.HTTPHandler(rest)
+		}
+		plain.Handle("/", rest)
+		a.handleProbes(plain, reg)
+		a.serve(newServer(plain), httpLn)
+		a.serve(newServer(mux), a.mux.http)
+
+		muxCtx, muxStop := context.WithCancel(context.Background())
+		a.muxStop = muxStop
+		a.serving++
+		go func() { a.served <- a.mux.serve(muxCtx) }()
+	}
+
+	a.ready.Store(true)
+	a.logSummary(httpLn.Addr(), tlsSet, publicHost)
+	return a, nil
+}
+
+// serve runs srv on ln in a goroutine that reports to a.served.
+func (a *app) serve(srv *http.Server, ln net.Listener) {
+	a.serving++
+	go func() {
+		err := srv.Serve(ln)
+		if errors.Is(err, http.ErrServerClosed) {
+			err = nil
+		} else if err != nil {
+			err = fmt.Errorf("http: serve %s: %w", ln.Addr(), err)
+		}
+		a.served <- err
+	}()
+}
+
+func (a *app) handleProbes(mux *http.ServeMux, reg *prometheus.Registry) {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		io.WriteString(w, "ok\n")
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		if !ready.Load() {
+		if !a.ready.Load() {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			io.WriteString(w, "not ready\n")
 			return
@@ -80,46 +261,158 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		io.WriteString(w, "ready\n")
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+}
 
-	httpLog := logger.With("component", "http")
-	srv := &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: readHeaderTimeout,
-		IdleTimeout:       idleTimeout,
-		MaxHeaderBytes:    maxHeaderBytes,
-		ErrorLog:          slog.NewLogLogger(httpLog.Handler(), slog.LevelDebug),
+// logSummary logs, once, what the server listens on and what it
+// advertises, and warns about risky settings.
+func (a *app) logSummary(httpAddr net.Addr, tlsSet tlsSetup, publicHost string) {
+	attrs := []any{"version", version, "http", httpAddr.String()}
+	if a.mux != nil {
+		mode := "files"
+		if tlsSet.acme != nil {
+			mode = "acme"
+			attrs = append(attrs, "acme_domains", strings.Join(a.cfg.ACMEDomains, ","))
+		}
+		attrs = append(attrs, "tls", a.mux.ln.Addr().String(), "tls_mode", mode)
 	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(httpLn) }()
+	if a.relay != nil {
+		attrs = append(attrs,
+			"turn_udp", a.relay.UDPAddr().String(),
+			"turn_tcp", a.relay.TCPAddr().String(),
+			"public_ip", a.relay.PublicIP().String(),
+			"relay_ports", strconv.Itoa(a.cfg.RelayPortMin)+"-"+strconv.Itoa(a.cfg.RelayPortMax))
+	} else {
+		attrs = append(attrs, "turn", "disabled")
+	}
+	if publicHost != "" {
+		attrs = append(attrs, "public_host", publicHost)
+	}
+	a.log.Info("listening", attrs...)
 
-	ready.Store(true)
-	logger.Info("listening", "version", version, "http", httpLn.Addr().String())
+	if a.relay != nil {
+		if ports := a.cfg.RelayPortMax - a.cfg.RelayPortMin + 1; ports < a.cfg.TURNTotalQuota {
+			a.log.Warn("the relay port range is smaller than the allocation quota: allocations beyond it fail",
+				"relay_ports", ports, "total_quota", a.cfg.TURNTotalQuota)
+		}
+		for _, p := range a.cfg.allowPeers {
+			if coversPrivate(p) {
+				a.log.Warn("STRANGERS_RELAY_ALLOW_PEERS lets the relay reach private or local addresses; only do this in tests or closed networks", "cidr", p.String())
+			}
+		}
+	}
+}
 
+// coversPrivate reports whether p overlaps loopback, private, link-local
+// or unique-local ranges.
+func coversPrivate(p netip.Prefix) bool {
+	for _, s := range []string{"127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16", "::1/128", "fc00::/7", "fe80::/10"} {
+		if p.Overlaps(netip.MustParsePrefix(s)) {
+			return true
+		}
+	}
+	return false
+}
+
+// wait serves until ctx ends or a server fails, then shuts down: not ready,
+// stop accepting, tell WebSocket clients, drain within the grace period,
+// close the relay.
+func (a *app) wait(ctx context.Context) error {
 	var serveErr error
 	select {
 	case <-ctx.Done():
-	case serveErr = <-served:
-		serveErr = fmt.Errorf("http: serve %s: %w", httpLn.Addr(), serveErr)
+	case serveErr = <-a.served:
+		a.serving--
 	}
-	ready.Store(false)
-
-	logger.Info("shutting down", "grace", cfg.ShutdownGrace)
-	graceCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownGrace)
+	a.ready.Store(false)
+	a.log.Info("shutting down", "grace", a.cfg.ShutdownGrace)
+	graceCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.ShutdownGrace)
 	defer cancel()
-	if err := srv.Shutdown(graceCtx); err != nil {
-		logger.Warn("grace period over; closing remaining HTTP connections", "err", err)
-		srv.Close()
+
+	var wg sync.WaitGroup
+	for _, srv := range a.servers {
+		wg.Go(func() {
+			if err := srv.Shutdown(graceCtx); err != nil {
+				a.log.Warn("grace period over; closing remaining HTTP connections", "err", err)
+				srv.Close()
+			}
+		})
 	}
-	if serveErr == nil {
-		if err := <-served; err != nil && !errors.Is(err, http.ErrServerClosed) {
-			serveErr = fmt.Errorf("http: serve %s: %w", httpLn.Addr(), err)
+	wg.Go(func() {
+		if err := a.hub.Shutdown(graceCtx); err != nil {
+			a.log.Warn("grace period over; WebSocket connections cut", "err", err)
+		}
+	})
+	if a.muxStop != nil {
+		a.muxStop()
+	}
+	wg.Wait()
+	for ; a.serving > 0; a.serving-- {
+		if err := <-a.served; err != nil && serveErr == nil {
+			serveErr = err
+		}
+	}
+	if a.relay != nil {
+		if err := a.relay.Close(); err != nil {
+			a.log.Warn("closing the relay", "err", err)
 		}
 	}
 	if serveErr != nil {
 		return serveErr
 	}
-	logger.Info("stopped")
+	a.log.Info("stopped")
 	return nil
+}
+
+// relayICE hands signaling the relay's ICE servers, adding TURN over TLS
+// on the shared TLS port when there is one.
+type relayICE struct {
+	r     *relay.Server
+	turns string // turns:host:port?transport=tcp, or empty
+}
+
+func (p relayICE) ICEServers(sessionID string) ([]signaling.ICEServer, error) {
+	servers, err := p.r.ICEServers(sessionID)
+	if err != nil {
+		return nil, err
+	}
+	out := toSignaling(servers)
+	if p.turns != "" {
+		for i, s := range out {
+			// Our own TURN entry: the one with credentials and turn: URLs.
+			if s.Username != "" && len(s.URLs) > 0 && strings.HasPrefix(s.URLs[0], "turn:") {
+				out[i].URLs = append(s.URLs[:len(s.URLs):len(s.URLs)], p.turns)
+				break
+			}
+		}
+	}
+	return out, nil
+}
+
+// turnsURL is the TURN-over-TLS URL for the shared TLS port, or "" without
+// TLS. Browsers check the certificate against host, so it is the
+// certificate's name rather than an address when there is one.
+func turnsURL(host string, ip netip.Addr, port int) string {
+	if port == 0 {
+		return ""
+	}
+	if host == "" {
+		host = ip.String()
+	}
+	return "turns:" + net.JoinHostPort(host, strconv.Itoa(port)) + "?transport=tcp"
+}
+
+// staticICE hands out a fixed list (STRANGERS_ICE_SERVERS) when the
+// embedded relay is off.
+type staticICE []signaling.ICEServer
+
+func (s staticICE) ICEServers(string) ([]signaling.ICEServer, error) { return s, nil }
+
+func toSignaling(in []relay.ICEServer) []signaling.ICEServer {
+	out := make([]signaling.ICEServer, len(in))
+	for i, s := range in {
+		out[i] = signaling.ICEServer{URLs: s.URLs, Username: s.Username, Credential: s.Credential}
+	}
+	return out
 }
 
 // environNames lists the STRANGERS_* names set in the process environment

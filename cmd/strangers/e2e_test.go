@@ -1,0 +1,72 @@
+package main
+
+import (
+	"testing"
+
+	"github.com/pion/webrtc/v4"
+)
+
+// These tests pair two real WebRTC stacks (pion/webrtc) through the real
+// matchmaker and the embedded TURN server started by run, and echo
+// messages over a data channel.
+
+func TestCallRelayOnlyThroughEmbeddedTURN(t *testing.T) {
+	s := startRun(t, nil)
+	a, b := dialPeer(t, s.addrs["http"].(string)), dialPeer(t, s.addrs["http"].(string))
+	opt := callOptions{relayOnly: true}
+	first, second := call(t, a, b, opt, opt)
+	for i, r := range []callResult{first, second} {
+		if r.local != webrtc.ICECandidateTypeRelay || r.remote != webrtc.ICECandidateTypeRelay {
+			t.Errorf("side %d: selected pair %s/%s, want relay/relay", i, r.local, r.remote)
+		}
+		if r.relayProtocol != "udp" {
+			t.Errorf("side %d: relay protocol %q, want udp", i, r.relayProtocol)
+		}
+		if len(r.receivedNonRelay) > 0 {
+			t.Errorf("side %d received non-relay candidates from a relay-only partner: %q", i, r.receivedNonRelay)
+		}
+	}
+}
+
+func TestCallRelayOnlyOverTCPWhenUDPIsBlocked(t *testing.T) {
+	s := startRun(t, nil)
+	a, b := dialPeer(t, s.addrs["http"].(string)), dialPeer(t, s.addrs["http"].(string))
+	opt := callOptions{relayOnly: true, tcpOnly: true}
+	first, second := call(t, a, b, opt, opt)
+	for i, r := range []callResult{first, second} {
+		if r.local != webrtc.ICECandidateTypeRelay {
+			t.Errorf("side %d: local candidate %s, want relay", i, r.local)
+		}
+		if r.relayProtocol != "tcp" {
+			t.Errorf("side %d: reached the relay over %q, want tcp", i, r.relayProtocol)
+		}
+	}
+}
+
+func TestCallDirectNeedsNoRelay(t *testing.T) {
+	s := startRun(t, nil)
+	a, b := dialPeer(t, s.addrs["http"].(string)), dialPeer(t, s.addrs["http"].(string))
+	first, second := call(t, a, b, callOptions{}, callOptions{})
+	for i, r := range []callResult{first, second} {
+		if r.local == webrtc.ICECandidateTypeRelay || r.remote == webrtc.ICECandidateTypeRelay {
+			t.Errorf("side %d: selected pair %s/%s: relayed although a direct path exists", i, r.local, r.remote)
+		}
+	}
+}
+
+func TestCallHideMyIPOnOneSide(t *testing.T) {
+	s := startRun(t, nil)
+	hider, other := dialPeer(t, s.addrs["http"].(string)), dialPeer(t, s.addrs["http"].(string))
+	// The hider's partner may gather every candidate; the hider's own
+	// addresses must never reach it.
+	hiderSaw, otherSaw := call(t, hider, other, callOptions{relayOnly: true}, callOptions{})
+	if hiderSaw.local != webrtc.ICECandidateTypeRelay {
+		t.Errorf("the hider's local candidate is %s, want relay", hiderSaw.local)
+	}
+	if otherSaw.remote != webrtc.ICECandidateTypeRelay {
+		t.Errorf("the partner's remote candidate is %s, want relay", otherSaw.remote)
+	}
+	if len(otherSaw.receivedNonRelay) > 0 {
+		t.Errorf("the partner received the hider's non-relay candidates: %q", otherSaw.receivedNonRelay)
+	}
+}
