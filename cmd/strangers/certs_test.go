@@ -26,9 +26,44 @@ type testCA struct {
 
 func newTestCA(t testing.TB) *testCA {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca, err := makeCA()
 	if err != nil {
 		t.Fatal(err)
+	}
+	return ca
+}
+
+// sharedCA is made in TestMain and installed as the process's system root
+// (SSL_CERT_FILE), so clients that cannot be given roots, such as pion's
+// TURN-over-TLS client, trust certificates it issues.
+var sharedCA *testCA
+
+// installSharedCA makes sharedCA and points SSL_CERT_FILE at it; it must
+// run before anything loads the system roots. It returns a cleanup.
+func installSharedCA() (func(), error) {
+	ca, err := makeCA()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "strangers-ca-")
+	if err != nil {
+		return nil, err
+	}
+	path := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(path, ca.pem, 0o600); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	os.Setenv("SSL_CERT_FILE", path)
+	os.Setenv("SSL_CERT_DIR", dir)
+	sharedCA = ca
+	return func() { os.RemoveAll(dir) }, nil
+}
+
+func makeCA() (*testCA, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(1),
@@ -41,15 +76,15 @@ func newTestCA(t testing.TB) *testCA {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	pool := x509.NewCertPool()
 	pool.AddCert(cert)
-	return &testCA{cert: cert, key: key, pool: pool, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
+	return &testCA{cert: cert, key: key, pool: pool, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}, nil
 }
 
 // issue signs a server certificate for names (DNS names or IPs), valid

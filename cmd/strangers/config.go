@@ -234,7 +234,7 @@ func describeType(t reflect.Type) string {
 
 // varError names the variable and, unless it is a secret, its value.
 func varError(v variable, value, problem string) error {
-	if v.Secret {
+	if v.Secret || value == "" {
 		return fmt.Errorf("%s: %s", v.Name, problem)
 	}
 	return fmt.Errorf("%s=%s: %s", v.Name, value, problem)

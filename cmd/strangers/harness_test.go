@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"maps"
 	"net/http"
 	"strings"
@@ -155,3 +156,5 @@ func (l *logTail) waitFor(match func(map[string]any) bool, d time.Duration) (map
 		}
 	}
 }
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }

@@ -37,6 +37,12 @@ func dialPeer(t *testing.T, httpAddr string) *wsPeer {
 		t.Fatalf("dial /ws: %v", err)
 	}
 	resp.Body.Close()
+	return newWSPeer(t, conn)
+}
+
+// newWSPeer starts reading conn, says hello and waits for welcome.
+func newWSPeer(t *testing.T, conn *websocket.Conn) *wsPeer {
+	t.Helper()
 	p := &wsPeer{t: t, conn: conn, in: make(chan map[string]any, 256), readErr: make(chan error, 1)}
 	go p.readLoop()
 	t.Cleanup(p.close)
@@ -121,6 +127,7 @@ func (p *wsPeer) expect(typ string, d time.Duration) map[string]any {
 type callOptions struct {
 	relayOnly bool // ICETransportPolicy relay, and relayOnly in find
 	tcpOnly   bool // only the TURN-over-TCP URL: nothing but TCP reaches the TURN server
+	turnsOnly bool // only the TURN-over-TLS URL
 }
 
 // callResult is what one side saw of its call.
@@ -131,8 +138,20 @@ type callResult struct {
 	receivedNonRelay []string // candidates received from the partner that are not relay
 }
 
-// iceServersFrom converts matched.iceServers into pion's form.
-func iceServersFrom(m map[string]any, tcpOnly bool) []webrtc.ICEServer {
+// keep returns the filter on ICE server URLs that opt asks for.
+func (opt callOptions) keep(u string) bool {
+	switch {
+	case opt.tcpOnly:
+		return strings.HasPrefix(u, "turn:") && strings.HasSuffix(u, "?transport=tcp")
+	case opt.turnsOnly:
+		return strings.HasPrefix(u, "turns:")
+	}
+	return true
+}
+
+// iceServersFrom converts matched.iceServers into pion's form, keeping
+// the URLs for which keep is true (all when keep is nil).
+func iceServersFrom(m map[string]any, keep func(string) bool) []webrtc.ICEServer {
 	raw, _ := json.Marshal(m["iceServers"])
 	var servers []struct {
 		URLs       any    `json:"urls"`
@@ -153,7 +172,7 @@ func iceServersFrom(m map[string]any, tcpOnly bool) []webrtc.ICEServer {
 		}
 		var kept []string
 		for _, u := range urls {
-			if tcpOnly && !strings.Contains(u, "transport=tcp") {
+			if keep != nil && !keep(u) {
 				continue
 			}
 			kept = append(kept, u)
@@ -191,7 +210,7 @@ func runSide(ctx context.Context, p *wsPeer, opt callOptions, messages int) (cal
 	}
 	api := webrtc.NewAPI(webrtc.WithSettingEngine(se))
 	pc, err := api.NewPeerConnection(webrtc.Configuration{
-		ICEServers:         iceServersFrom(matched, opt.tcpOnly),
+		ICEServers:         iceServersFrom(matched, opt.keep),
 		ICETransportPolicy: policy,
 	})
 	if err != nil {

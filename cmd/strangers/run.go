@@ -212,7 +212,7 @@ func start(cfg settings, logger *slog.Logger) (_ *app, err error) {
 		// The plain HTTP port answers probes and ACME HTTP-01 challenges
 		// and sends everything else to HTTPS.
 		plain := http.NewServeMux()
-		var rest http.Handler = redirectToHTTPS(cfg.PublicHost, tlsPort)
+		var rest http.Handler = redirectToHTTPS(publicHost, tlsPort)
 		if tlsSet.acme != nil {
 			rest = tlsSet.acme.HTTPHandler(rest)
 		}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -15,7 +16,13 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	removeCA, err := installSharedCA()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "test CA:", err)
+		os.Exit(1)
+	}
 	goleak.VerifyTestMain(m, goleak.Cleanup(func(int) {
+		removeCA()
 		if binaryDir != "" {
 			os.RemoveAll(binaryDir)
 		}
