@@ -1,0 +1,304 @@
+// @ts-check
+// One WebRTC call with one stranger: trickle ICE both ways, the offerer
+// restarts ICE when the connection fails (or stays disconnected), and
+// getStats tells whether media goes direct or through the relay, over which
+// transport, and the round-trip time.
+
+/**
+ * @typedef {object} CallStatus
+ * @property {'connecting' | 'connected' | 'reconnecting' | 'failed'} state
+ * @property {'direct' | 'relayed'} [path] once connected
+ * @property {string} [transport] udp, tcp or tls (to the relay when relayed)
+ * @property {number} [rttMs] round-trip time of the selected candidate pair
+ * @property {string} [reason] why it failed, in words for the user
+ */
+
+/** How long a first connection may take before we say it failed. */
+const connectTimeoutMs = 20000;
+/** How long "disconnected" may last before the offerer restarts ICE. */
+const disconnectedGraceMs = 4000;
+/** ICE restarts the offerer tries before giving up. */
+const maxRestarts = 3;
+/** How often the indicator's figures are refreshed. */
+const statsIntervalMs = 1000;
+
+export class Call {
+  /**
+   * @param {object} opts
+   * @param {'offerer' | 'answerer'} opts.role
+   * @param {RTCIceServer[]} opts.iceServers
+   * @param {boolean} opts.relayOnly relay candidates only ("Hide my IP")
+   * @param {MediaStream | null} opts.stream local camera and microphone
+   * @param {(s: {sdp?: RTCSessionDescriptionInit, candidate?: RTCIceCandidateInit}) => void} opts.send to the partner
+   * @param {(stream: MediaStream) => void} opts.onRemoteStream
+   * @param {(s: CallStatus) => void} opts.onStatus
+   */
+  constructor({ role, iceServers, relayOnly, stream, send, onRemoteStream, onStatus }) {
+    this.role = role;
+    this.relayOnly = relayOnly;
+    this.hasTURN = iceServers.some((s) => [s.urls].flat().some((u) => /^turns?:/.test(u)));
+    this.send = send;
+    this.onStatus = onStatus;
+    this.closed = false;
+    this.everConnected = false;
+    this.restarts = 0;
+    /** @type {Set<string>} candidate types gathered locally */
+    this.gathered = new Set();
+    /** @type {string[]} TURN/STUN errors while gathering */
+    this.gatherErrors = [];
+    /** @type {RTCIceCandidateInit[]} candidates that came before the remote description */
+    this.pending = [];
+    /** @type {CallStatus} */
+    this.status = { state: 'connecting' };
+    this.remote = new MediaStream();
+
+    const pc = new RTCPeerConnection({
+      iceServers,
+      iceTransportPolicy: relayOnly ? 'relay' : 'all',
+      bundlePolicy: 'max-bundle',
+    });
+    this.pc = pc;
+    for (const kind of ['audio', 'video']) {
+      const track = stream?.getTracks().find((t) => t.kind === kind);
+      if (track && stream) pc.addTrack(track, stream);
+      else if (role === 'offerer') pc.addTransceiver(kind, { direction: 'recvonly' });
+    }
+    pc.onicecandidate = (ev) => {
+      if (this.closed) return;
+      if (ev.candidate) {
+        if (ev.candidate.type) this.gathered.add(ev.candidate.type);
+        this.send({ candidate: ev.candidate.toJSON() });
+      }
+    };
+    pc.onicecandidateerror = (ev) => {
+      const e = /** @type {RTCPeerConnectionIceErrorEvent} */ (ev);
+      if (this.gatherErrors.length < 8) this.gatherErrors.push(`${e.url}: ${e.errorCode} ${e.errorText}`);
+    };
+    pc.ontrack = (ev) => {
+      if (this.closed) return;
+      if (!this.remote.getTracks().includes(ev.track)) this.remote.addTrack(ev.track);
+      onRemoteStream(this.remote);
+    };
+    pc.onconnectionstatechange = () => this.stateChanged();
+    pc.oniceconnectionstatechange = () => this.stateChanged();
+
+    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    this.connectTimer = setTimeout(() => this.giveUp(), connectTimeoutMs);
+    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    this.disconnectTimer = undefined;
+    /** @type {ReturnType<typeof setInterval> | undefined} */
+    this.statsTimer = undefined;
+  }
+
+  /** Makes the first offer (offerer) or waits for it (answerer). */
+  async start() {
+    if (this.role === 'offerer') await this.offer(false);
+  }
+
+  /** @param {boolean} iceRestart */
+  async offer(iceRestart) {
+    if (this.closed) return;
+    const offer = await this.pc.createOffer({ iceRestart });
+    if (this.closed) return;
+    await this.pc.setLocalDescription(offer);
+    if (this.closed || !this.pc.localDescription) return;
+    this.send({ sdp: this.pc.localDescription.toJSON() });
+  }
+
+  /**
+   * Applies what the partner sent: an offer (first or ICE restart), an
+   * answer, or a candidate.
+   * @param {{sdp?: RTCSessionDescriptionInit, candidate?: RTCIceCandidateInit}} s
+   */
+  async handleSignal(s) {
+    if (this.closed) return;
+    const pc = this.pc;
+    if (s.sdp) {
+      const d = s.sdp;
+      if (d.type === 'offer' && this.role === 'answerer') {
+        await pc.setRemoteDescription(d);
+        await this.addPending();
+        if (this.closed) return;
+        await pc.setLocalDescription(await pc.createAnswer());
+        if (this.closed || !pc.localDescription) return;
+        this.send({ sdp: pc.localDescription.toJSON() });
+      } else if (d.type === 'answer' && this.role === 'offerer' && pc.signalingState === 'have-local-offer') {
+        await pc.setRemoteDescription(d);
+        await this.addPending();
+      }
+      return;
+    }
+    if (s.candidate) {
+      if (!pc.remoteDescription) {
+        if (this.pending.length < 100) this.pending.push(s.candidate);
+        return;
+      }
+      await this.addCandidate(s.candidate);
+    }
+  }
+
+  async addPending() {
+    const list = this.pending;
+    this.pending = [];
+    for (const c of list) await this.addCandidate(c);
+  }
+
+  /** @param {RTCIceCandidateInit} c */
+  async addCandidate(c) {
+    try {
+      await this.pc.addIceCandidate(c.candidate === '' ? undefined : c);
+    } catch {
+      // A candidate of an earlier ICE generation (before a restart), or one
+      // the browser cannot use: neither is fatal.
+    }
+  }
+
+  stateChanged() {
+    if (this.closed) return;
+    const pc = this.pc;
+    const st = pc.connectionState;
+    const ice = pc.iceConnectionState;
+    if (st === 'connected' || ice === 'connected' || ice === 'completed') {
+      clearTimeout(this.connectTimer);
+      clearTimeout(this.disconnectTimer);
+      this.disconnectTimer = undefined;
+      this.everConnected = true;
+      this.restarts = 0;
+      if (this.status.state !== 'connected') {
+        this.setStatus({ ...this.status, state: 'connected', reason: undefined });
+        this.refreshStats();
+      }
+      if (this.statsTimer === undefined) this.statsTimer = setInterval(() => this.refreshStats(), statsIntervalMs);
+      return;
+    }
+    if (st === 'failed' || ice === 'failed') {
+      clearTimeout(this.disconnectTimer);
+      this.disconnectTimer = undefined;
+      this.restart();
+      return;
+    }
+    if ((st === 'disconnected' || ice === 'disconnected') && this.everConnected) {
+      // Often transient (a Wi-Fi hiccup): say so, and only if it lasts does
+      // the offerer restart ICE.
+      this.setStatus({ ...this.status, state: 'reconnecting' });
+      if (this.disconnectTimer === undefined) {
+        this.disconnectTimer = setTimeout(() => {
+          this.disconnectTimer = undefined;
+          const now = this.pc.iceConnectionState;
+          if (now === 'disconnected' || now === 'failed') this.restart();
+        }, disconnectedGraceMs);
+      }
+    }
+  }
+
+  /** The offerer restarts ICE; the answerer waits for the new offer. */
+  restart() {
+    if (this.closed) return;
+    if (this.restarts >= maxRestarts) {
+      this.giveUp();
+      return;
+    }
+    this.setStatus({ ...this.status, state: this.everConnected ? 'reconnecting' : 'connecting' });
+    if (this.role !== 'offerer') return;
+    this.restarts++;
+    clearTimeout(this.connectTimer);
+    this.connectTimer = setTimeout(() => this.giveUp(), connectTimeoutMs);
+    this.offer(true).catch(() => this.giveUp());
+  }
+
+  giveUp() {
+    if (this.closed) return;
+    const st = this.pc.connectionState;
+    if (st === 'connected') return;
+    this.setStatus({ state: 'failed', reason: this.explain() });
+  }
+
+  /** Says what most likely went wrong, from what ICE gathered. */
+  explain() {
+    const relay = this.gathered.has('relay');
+    if (this.relayOnly && !relay) {
+      return this.hasTURN
+        ? 'Could not reach our relay server, which \u201cHide my IP\u201d needs. Your network may block it; try again without \u201cHide my IP\u201d or on another network.'
+        : 'This server offers no relay, which \u201cHide my IP\u201d needs. Try again without it.';
+    }
+    if (!relay) {
+      return this.hasTURN
+        ? 'No direct connection was possible and our relay server could not be reached: your network probably blocks UDP (common on work and school networks). Try another network.'
+        : 'No direct connection was possible, and this server offers no relay to fall back on.';
+    }
+    return 'Our relay was reachable from here, so the stranger\u2019s network is probably blocking the connection. Press Next to try someone else.';
+  }
+
+  /** @param {CallStatus} s */
+  setStatus(s) {
+    this.status = s;
+    this.onStatus(s);
+  }
+
+  /** Reads the selected candidate pair and round-trip time. */
+  async refreshStats() {
+    if (this.closed) return;
+    let report;
+    try {
+      report = await this.pc.getStats();
+    } catch {
+      return;
+    }
+    if (this.closed) return;
+    const path = selectedPath(report);
+    if (!path) return;
+    if (this.status.state === 'connected' || this.status.state === 'reconnecting') {
+      this.setStatus({ ...this.status, ...path });
+    }
+  }
+
+  /**
+   * Swaps the camera or microphone being sent, without renegotiation.
+   * @param {MediaStreamTrack} track
+   */
+  async replaceTrack(track) {
+    for (const sender of this.pc.getSenders()) {
+      if (sender.track?.kind === track.kind) await sender.replaceTrack(track);
+    }
+  }
+
+  close() {
+    if (this.closed) return;
+    this.closed = true;
+    clearTimeout(this.connectTimer);
+    clearTimeout(this.disconnectTimer);
+    clearInterval(this.statsTimer);
+    this.pc.onicecandidate = this.pc.ontrack = null;
+    this.pc.onconnectionstatechange = this.pc.oniceconnectionstatechange = null;
+    this.pc.close();
+    for (const t of this.remote.getTracks()) t.stop();
+  }
+}
+
+/**
+ * Finds the selected candidate pair in a stats report and describes it.
+ * @param {RTCStatsReport} report
+ * @returns {{path: 'direct' | 'relayed', transport: string, rttMs?: number} | null}
+ */
+export function selectedPath(report) {
+  /** @type {any} */
+  let pair = null;
+  report.forEach((s) => {
+    if (s.type === 'transport' && s.selectedCandidatePairId) pair = report.get(s.selectedCandidatePairId) ?? pair;
+  });
+  if (!pair) {
+    report.forEach((s) => {
+      if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') pair = s;
+    });
+  }
+  if (!pair) return null;
+  const local = report.get(pair.localCandidateId);
+  const remote = report.get(pair.remoteCandidateId);
+  if (!local || !remote) return null;
+  const relayed = local.candidateType === 'relay' || remote.candidateType === 'relay';
+  const transport = String(local.candidateType === 'relay' ? local.relayProtocol ?? local.protocol : local.protocol ?? '');
+  /** @type {{path: 'direct' | 'relayed', transport: string, rttMs?: number}} */
+  const out = { path: relayed ? 'relayed' : 'direct', transport };
+  if (typeof pair.currentRoundTripTime === 'number') out.rttMs = Math.round(pair.currentRoundTripTime * 1000);
+  return out;
+}

@@ -1,0 +1,179 @@
+// @ts-check
+// The WebSocket client: hello first, then messages both ways. When the
+// connection drops it reconnects with exponential backoff and jitter and
+// presents its resume token, so the session (queue place or match) survives;
+// the media of a call never depended on the socket anyway.
+import * as P from './protocol.js';
+
+/**
+ * @typedef {{state: 'connecting'}
+ *   | {state: 'open', resumed: boolean, fresh: boolean}
+ *   | {state: 'reconnecting', attempt: number, delayMs: number}
+ *   | {state: 'closed', reason: string}} Status
+ * open.resumed: the server gave the old session back; open.fresh: a new
+ * session replaced one that was lost (what it was doing is gone).
+ */
+
+/** First reconnect delay; it doubles up to maxDelayMs (with jitter). */
+const baseDelayMs = 300;
+const maxDelayMs = 8000;
+/** A connection that has not been welcomed by then is dropped and retried. */
+const connectTimeoutMs = 10000;
+/** Messages kept while the socket is down; beyond that the oldest go. */
+const maxQueue = 200;
+/** The close code of a client that is done with its session. */
+const closeNormal = 1000;
+
+export class Signaling {
+  /**
+   * @param {object} opts
+   * @param {string} opts.url ws: or wss: URL of /ws
+   * @param {(m: P.ServerMessage) => void} opts.onMessage every message, welcome included
+   * @param {(s: Status) => void} opts.onStatus connection state changes
+   */
+  constructor({ url, onMessage, onStatus }) {
+    this.url = url;
+    this.onMessage = onMessage;
+    this.onStatus = onStatus;
+    /** @type {WebSocket | null} */
+    this.ws = null;
+    this.welcomed = false;
+    /** @type {string} */
+    this.resumeToken = '';
+    /** @type {string} */
+    this.session = '';
+    /** @type {P.Limits | null} */
+    this.limits = null;
+    this.attempt = 0;
+    this.closed = false;
+    /** @type {P.ClientMessage[]} */
+    this.queue = [];
+    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    this.retryTimer = undefined;
+    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    this.connectTimer = undefined;
+    this.onOnline = () => {
+      if (!this.closed && !this.welcomed && this.retryTimer !== undefined) {
+        clearTimeout(this.retryTimer);
+        this.retryTimer = undefined;
+        this.connect();
+      }
+    };
+    window.addEventListener('online', this.onOnline);
+  }
+
+  /** Opens the connection (again). */
+  connect() {
+    if (this.closed) return;
+    this.onStatus({ state: 'connecting' });
+    let ws;
+    try {
+      ws = new WebSocket(this.url);
+    } catch (e) {
+      this.onStatus({ state: 'closed', reason: `cannot open ${this.url}: ${e}` });
+      return;
+    }
+    this.ws = ws;
+    this.welcomed = false;
+    clearTimeout(this.connectTimer);
+    this.connectTimer = setTimeout(() => {
+      if (this.ws === ws && !this.welcomed) ws.close();
+      this.dropped(ws, 0);
+    }, connectTimeoutMs);
+    ws.onopen = () => ws.send(JSON.stringify(P.hello(this.resumeToken)));
+    ws.onmessage = (ev) => {
+      if (this.ws !== ws) return;
+      const m = P.parse(ev.data);
+      if (m === null) return;
+      if (m.type === 'welcome') this.welcome(m);
+      else if (m.type === 'error' && m.code === P.ErrorCode.badResume) this.resumeToken = '';
+      this.onMessage(m);
+    };
+    ws.onclose = (ev) => this.dropped(ws, ev.code);
+  }
+
+  /** @param {P.Welcome} m */
+  welcome(m) {
+    clearTimeout(this.connectTimer);
+    const hadSession = this.session !== '';
+    const resumed = Boolean(m.resumed) && m.session === this.session;
+    this.welcomed = true;
+    this.attempt = 0;
+    this.session = m.session;
+    this.resumeToken = m.resume;
+    this.limits = m.limits ?? null;
+    const queued = this.queue;
+    this.queue = [];
+    // What was queued for a session that is gone would be out of place.
+    if (resumed || !hadSession) for (const q of queued) this.send(q);
+    this.onStatus({ state: 'open', resumed, fresh: hadSession && !resumed });
+  }
+
+  /**
+   * @param {WebSocket} ws
+   * @param {number} code
+   */
+  dropped(ws, code) {
+    if (this.ws !== ws) return;
+    clearTimeout(this.connectTimer);
+    this.ws = null;
+    this.welcomed = false;
+    ws.onopen = ws.onmessage = ws.onclose = null;
+    if (this.closed) return;
+    if (code === 1002) {
+      // No hello first or the wrong version: retrying cannot help.
+      this.closed = true;
+      this.onStatus({ state: 'closed', reason: 'The server does not speak this page\u2019s protocol. Reload the page.' });
+      return;
+    }
+    if (code === P.CLOSE_RESUMED) {
+      // Another connection (another tab with our token) took the session.
+      this.resumeToken = '';
+    }
+    const delayMs = Math.round(Math.min(maxDelayMs, baseDelayMs * 2 ** this.attempt) * (0.5 + Math.random() / 2));
+    this.attempt++;
+    this.onStatus({ state: 'reconnecting', attempt: this.attempt, delayMs });
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      this.connect();
+    }, delayMs);
+  }
+
+  /** Whether messages go out now rather than being queued. */
+  get open() {
+    return this.welcomed && this.ws !== null && this.ws.readyState === WebSocket.OPEN;
+  }
+
+  /**
+   * Sends a message, or queues it until the connection is back.
+   * @param {P.ClientMessage} m
+   */
+  send(m) {
+    if (this.closed) return;
+    if (this.open && this.ws) {
+      this.ws.send(JSON.stringify(m));
+      return;
+    }
+    if (this.queue.length >= maxQueue) this.queue.shift();
+    this.queue.push(m);
+  }
+
+  /** Drops whatever is queued (it belongs to a match that ended). */
+  clearQueue() {
+    this.queue = [];
+  }
+
+  /** Ends the session for good (a normal close: the server forgets us). */
+  close() {
+    this.closed = true;
+    clearTimeout(this.retryTimer);
+    clearTimeout(this.connectTimer);
+    window.removeEventListener('online', this.onOnline);
+    const ws = this.ws;
+    this.ws = null;
+    if (ws) {
+      ws.onopen = ws.onmessage = ws.onclose = null;
+      ws.close(closeNormal, 'bye');
+    }
+  }
+}

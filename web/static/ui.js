@@ -1,0 +1,232 @@
+// @ts-check
+// The page's elements and how each piece of state is shown. No protocol or
+// WebRTC here: app.js decides, this module renders. Text always goes in with
+// textContent, never as HTML.
+
+/**
+ * @template {HTMLElement} E
+ * @param {string} id
+ * @param {new () => E} type
+ * @returns {E}
+ */
+function byId(id, type) {
+  const e = document.getElementById(id);
+  if (!(e instanceof type)) throw new Error(`page: #${id} is missing`);
+  return e;
+}
+
+export const el = {
+  onlineCount: byId('online-count', HTMLElement),
+  serverStatus: byId('server-status', HTMLElement),
+  landing: byId('landing', HTMLElement),
+  startForm: byId('start-form', HTMLFormElement),
+  interestInput: byId('interest-input', HTMLInputElement),
+  interestList: byId('interest-list', HTMLUListElement),
+  hideIP: byId('hide-ip', HTMLInputElement),
+  hideIPRow: byId('hide-ip-row', HTMLElement),
+  autoNext: byId('auto-next', HTMLInputElement),
+  startError: byId('start-error', HTMLElement),
+  start: byId('start', HTMLButtonElement),
+  chat: byId('chat', HTMLElement),
+  remoteVideo: byId('remote-video', HTMLVideoElement),
+  localVideo: byId('local-video', HTMLVideoElement),
+  stage: byId('stage', HTMLElement),
+  play: byId('play', HTMLButtonElement),
+  connection: byId('connection', HTMLElement),
+  mute: byId('mute', HTMLButtonElement),
+  cameraOff: byId('camera-off', HTMLButtonElement),
+  cameraSelect: byId('camera-select', HTMLSelectElement),
+  micSelect: byId('mic-select', HTMLSelectElement),
+  common: byId('common', HTMLElement),
+  chatLog: byId('chat-log', HTMLElement),
+  typing: byId('typing', HTMLElement),
+  chatForm: byId('chat-form', HTMLFormElement),
+  chatInput: byId('chat-input', HTMLInputElement),
+  send: byId('send', HTMLButtonElement),
+  next: byId('next', HTMLButtonElement),
+  stop: byId('stop', HTMLButtonElement),
+  report: byId('report', HTMLButtonElement),
+  keyHint: byId('key-hint', HTMLElement),
+  reportDialog: byId('report-dialog', HTMLDialogElement),
+  reportForm: byId('report-form', HTMLFormElement),
+};
+
+/** Most messages kept in the log; older ones are dropped. */
+const maxLogLines = 500;
+
+/** @param {'landing' | 'chat'} view */
+export function show(view) {
+  el.landing.hidden = view !== 'landing';
+  el.chat.hidden = view !== 'chat';
+}
+
+/** @param {'video' | 'text'} mode */
+export function setMode(mode) {
+  el.chat.dataset.mode = mode;
+}
+
+/** @param {number} n */
+export function setOnline(n) {
+  el.onlineCount.textContent = `${n} ${n === 1 ? 'stranger' : 'strangers'}`;
+}
+
+/** @param {string} text empty hides it */
+export function setServerStatus(text) {
+  el.serverStatus.textContent = text;
+  el.serverStatus.hidden = text === '';
+}
+
+/**
+ * What is happening in the remote video's place (or above the chat in text
+ * mode): looking, connecting, partner left. Empty hides it.
+ * @param {string} text
+ * @param {'info' | 'notice'} [kind]
+ */
+export function setStage(text, kind = 'info') {
+  el.stage.textContent = text;
+  el.stage.hidden = text === '';
+  el.stage.dataset.kind = kind;
+}
+
+/** @param {string} text shown under the Start button; empty hides it */
+export function showStartError(text) {
+  el.startError.textContent = text;
+  el.startError.hidden = text === '';
+}
+
+/**
+ * @param {import('./rtc.js').CallStatus | null} s null: no call
+ */
+export function setConnection(s) {
+  const c = el.connection;
+  if (!s) {
+    c.dataset.state = 'idle';
+    c.textContent = '';
+    c.title = '';
+    return;
+  }
+  let text;
+  let state = s.state;
+  switch (s.state) {
+    case 'connecting':
+      text = 'Connecting\u2026';
+      break;
+    case 'reconnecting':
+      text = 'Connection interrupted, recovering\u2026';
+      break;
+    case 'failed':
+      text = `Could not connect. ${s.reason ?? ''}`;
+      break;
+    default: {
+      const transport = (s.transport ?? '').toUpperCase();
+      const rtt = s.rttMs === undefined ? '' : ` \u00b7 ${s.rttMs} ms`;
+      if (s.path === 'relayed') {
+        state = 'relayed';
+        text = `Relayed${transport ? ` (TURN over ${transport})` : ''}${rtt}`;
+      } else if (s.path === 'direct') {
+        state = 'direct';
+        text = `Direct${transport ? ` (${transport})` : ''}${rtt}`;
+      } else {
+        text = 'Connected';
+      }
+    }
+  }
+  c.dataset.state = state;
+  c.textContent = text;
+}
+
+/**
+ * @param {'you' | 'stranger' | 'system'} who
+ * @param {string} text
+ */
+export function addMessage(who, text) {
+  const p = document.createElement('p');
+  p.className = `msg ${who}`;
+  if (who !== 'system') {
+    const name = document.createElement('strong');
+    name.textContent = who === 'you' ? 'You: ' : 'Stranger: ';
+    p.append(name);
+  }
+  p.append(text);
+  const log = el.chatLog;
+  const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
+  log.append(p);
+  while (log.childElementCount > maxLogLines) log.firstElementChild?.remove();
+  if (atBottom || who === 'you') log.scrollTop = log.scrollHeight;
+}
+
+export function clearLog() {
+  el.chatLog.replaceChildren();
+}
+
+/** @param {boolean} on */
+export function setTyping(on) {
+  el.typing.textContent = on ? 'Stranger is typing\u2026' : '';
+}
+
+/** @param {string[]} tags common interests; none hides the line */
+export function setCommon(tags) {
+  el.common.hidden = tags.length === 0;
+  el.common.textContent = tags.length === 0 ? '' : `You both like ${listText(tags)}.`;
+}
+
+/** @param {string[]} items @returns {string} */
+export function listText(items) {
+  if (items.length <= 1) return items.join('');
+  return `${items.slice(0, -1).join(', ')} and ${items[items.length - 1]}`;
+}
+
+/**
+ * Enables chat input and Report while matched.
+ * @param {boolean} matched
+ */
+export function setMatched(matched) {
+  el.chatInput.disabled = !matched;
+  el.send.disabled = !matched;
+  el.report.disabled = !matched;
+}
+
+/**
+ * @param {string[]} tags
+ * @param {(tag: string) => void} onRemove
+ */
+export function renderInterests(tags, onRemove) {
+  const items = tags.map((tag) => {
+    const li = document.createElement('li');
+    li.append(tag);
+    const rm = document.createElement('button');
+    rm.type = 'button';
+    rm.className = 'remove';
+    rm.textContent = '\u00d7';
+    rm.setAttribute('aria-label', `Remove ${tag}`);
+    rm.addEventListener('click', () => onRemove(tag));
+    li.append(rm);
+    return li;
+  });
+  el.interestList.replaceChildren(...items);
+}
+
+/**
+ * @param {HTMLSelectElement} select
+ * @param {MediaDeviceInfo[]} devices of one kind
+ * @param {string} currentId
+ */
+export function fillDevices(select, devices, currentId) {
+  const options = devices.map((d, i) => {
+    const o = document.createElement('option');
+    o.value = d.deviceId;
+    o.textContent = d.label || `Device ${i + 1}`;
+    o.selected = d.deviceId === currentId;
+    return o;
+  });
+  select.replaceChildren(...options);
+  select.disabled = devices.length < 2;
+}
+
+/**
+ * @param {HTMLButtonElement} button
+ * @param {boolean} pressed
+ */
+export function setPressed(button, pressed) {
+  button.setAttribute('aria-pressed', String(pressed));
+}
