@@ -1,3 +1,141 @@
 // Package signaling serves the WebSocket protocol at /ws: it pairs strangers
 // at random and carries their WebRTC handshake, chat and typing between them.
+//
+// A [Hub] is an http.Handler. New starts its owner goroutine, which alone
+// holds sessions, matches and the waiting pool; each connection has one read
+// and one write goroutine. Shutdown ends all of them. The relay plugs in
+// through [ICEProvider] (ICE servers with fresh TURN credentials per match)
+// and [SessionObserver] (which sessions are live).
+//
+// # Protocol, version 1
+//
+// This section is the contract for third-party clients; the page's
+// web/static/protocol.js mirrors it.
+//
+// Connect a WebSocket to /ws. Every frame is a text frame holding one JSON
+// object with a "type" field; there is no batching. Field names are
+// case-sensitive as written here. The server decodes strictly: unknown
+// fields, wrong field types, values over their bounds, nesting deeper than
+// 4 and anything after the object are refused with an error message. It
+// never forwards a client's bytes: what reaches a partner is the decoded
+// message encoded again, and the partner is always implied by the match,
+// never named by the sender.
+//
+// The first message must be hello. Messages from client to server:
+//
+//	{"type":"hello", "version":1, "resume"?:token}
+//	{"type":"find", "mode":"video"|"text", "interests"?:[tag...], "relayOnly"?:bool, "interestsOnly"?:bool}
+//	{"type":"next"}
+//	{"type":"stop"}
+//	{"type":"signal", "match":id, "sdp":RTCSessionDescriptionInit}      (exactly one of sdp
+//	{"type":"signal", "match":id, "candidate":RTCIceCandidateInit}       and candidate)
+//	{"type":"chat", "match":id, "text":string}
+//	{"type":"typing", "match":id, "typing":bool}
+//	{"type":"report", "match":id, "reason"?:string}
+//
+// Messages from server to client:
+//
+//	{"type":"welcome", "version":1, "session":id, "resume":token, "online":n,
+//	 "resumed"?:true, "state":"idle"|"waiting"|"matched", "match"?:id, "limits":{...}}
+//	{"type":"waiting", "mode":mode, "fallbackIn"?:ms}
+//	{"type":"matched", "match":id, "role":"offerer"|"answerer", "iceServers":[RTCIceServer...],
+//	 "interests":[common tags], "mode":mode, "relayOnly"?:true}
+//	{"type":"signal"|"chat"|"typing", ...}   as sent by the partner, re-encoded
+//	{"type":"partner_left", "match":id, "reason":"next"|"stop"|"disconnected"|"reported"}
+//	{"type":"stats", "online":n, "waiting":n}
+//	{"type":"error", "code":code, "message":text}
+//
+// # Sessions
+//
+// welcome names the session and carries a resume token. The session id is
+// public: base64url (RFC 4648 §5, no padding) of 16 random bytes, 22
+// characters of [A-Za-z0-9_-]; TURN usernames are "<expiry>:<session id>"
+// and the relay checks that form ([ValidSessionID]). The resume token is a
+// secret (43 characters); keep it only in the page (sessionStorage, say).
+// Match ids are also 22 random characters, distinct from session ids.
+//
+// If the connection drops, reconnect and send hello with "resume" within the
+// resume grace (limits.resumeGraceMs, default 15 s): the session comes back
+// as it was (idle, waiting with its original wait, or matched), welcome says
+// "resumed":true with the current state and match, and the messages sent to
+// the session while it was away follow (at most the send queue's bound;
+// partner_left always). Messages the server wrote to the old connection
+// before it noticed the drop are not sent again: reconcile from welcome's
+// state and match. Meanwhile the partner is told nothing; only when the grace
+// expires does it get partner_left "disconnected". A hello with a token that
+// is unknown or expired gets error "bad_resume", then a welcome for a new
+// session. A resume while the session is still attached to another
+// connection moves it to the new one; the old one is closed with 4000.
+//
+// A session ends at once when its connection closes with code 1000 (the
+// client is done), or when it drops while idle; otherwise when the grace
+// expires. Its partner, if any, then gets partner_left "disconnected".
+//
+// # Matching
+//
+// find queues the session (answered by waiting) in its mode: video users
+// only meet video users, text users only text users. Interests are
+// normalised: trimmed, lower-cased, blanks and duplicates dropped; at most 10
+// tags of at most 32 characters (more is an error). A session with
+// interests is first paired only with someone sharing a tag; after the
+// interest wait (waiting.fallbackIn milliseconds, default 5 s) anyone in its
+// mode will do, unless it sent "interestsOnly":true. A session without
+// interests accepts anyone at once. The partner is drawn at random; a
+// session is never paired with itself, with its last few partners (both
+// directions), or with anyone it reported or who reported it.
+//
+// When a pair is found both sides get matched with the same fresh match id.
+// Exactly one side is the "offerer": it creates the offer; the "answerer"
+// waits for it. iceServers holds this side's ICE servers with fresh TURN
+// credentials; interests the tags both share (possibly none).
+//
+// next ends the current match (the partner gets partner_left "next") and
+// queues the sender again at once with its last find; sent while idle it
+// queues again, while waiting it does nothing. stop ends the match (partner
+// gets "stop") or leaves the queue. A find while matched is refused
+// ("bad_state"); send next or stop first. After partner_left the session is
+// idle: send next or find to meet someone else.
+//
+// signal, chat and typing go to the partner of the named match if it is the
+// sender's current match; otherwise they are dropped silently (a late ICE
+// candidate of the previous match never reaches the next partner). An ICE
+// restart is just a new offer. Bounds: sdp.sdp 32 KiB, candidate 1 KiB, chat
+// text 1000 characters (non-empty).
+//
+// report ends the current match (the partner gets partner_left "reported")
+// or flags the partner of the match that just ended; either way the two are
+// never paired again. A report naming any other match gets "not_in_match".
+// The reason (at most 200 characters) is counted, never logged.
+//
+// relayOnly ("hide my IP") is echoed in matched so the client can set
+// iceTransportPolicy "relay". The server also enforces it on what such a
+// sender relays: candidates other than relay candidates are dropped, a relay
+// candidate's raddr/rport become 0.0.0.0 0, non-relay a=candidate lines are
+// removed from its SDPs, and the addresses of c= and a=rtcp lines become
+// 0.0.0.0 (or ::). The partner never learns a relayOnly sender's address.
+//
+// stats is pushed at most every few seconds, only when the figures changed.
+//
+// # Errors and limits
+//
+// Error codes: "bad_message" (malformed, unknown field, wrong type, bad
+// value), "unknown_type", "too_large" (a field over its bound), "not_hello"
+// and "bad_version" (then the connection is closed with 1002), "bad_state",
+// "bad_resume", "not_in_match", "rate_limited". An erroneous message is
+// otherwise ignored; unknown types are tolerated, but after 20 malformed
+// messages the connection is closed with 1008.
+//
+// Each connection has a token bucket (limits.rateLimit messages per second,
+// bursts of limits.rateBurst, enough for a burst of ICE candidates). Excess
+// messages are dropped and answered once with "rate_limited"; a client that
+// keeps flooding is closed with 1008. A frame over limits.maxMessageSize
+// (64 KiB by default) is closed with 1009. The server pings every 20 s and
+// drops a connection silent (no pong, no message) for 30 s; a new
+// connection has 10 s to send hello. A client that does not read what it is
+// sent is dropped. Connections per IP address (per /64 for IPv6) are capped:
+// over the cap the upgrade gets HTTP 429. The upgrade is refused with 403
+// when the Origin header is not allowed (by default: the same host the
+// request was sent to; requests without Origin, from non-browser clients,
+// are allowed), and with 503 while the server shuts down; at shutdown every
+// connection is closed with 1001.
 package signaling

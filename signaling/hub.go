@@ -1,0 +1,399 @@
+package signaling
+
+import (
+	"context"
+	crand "crypto/rand"
+	"encoding/base64"
+	"encoding/binary"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// ICEProvider mints ICE servers (with fresh TURN credentials) for one
+// session; called once per side at match time, from the hub's owner
+// goroutine, so it must be quick (no network round trips).
+type ICEProvider interface {
+	ICEServers(sessionID string) ([]ICEServer, error)
+}
+
+// SessionObserver is told when a session starts (after hello) and when it
+// ends for good (stop+close, or the resume grace expired). The relay uses it
+// to refuse credentials of departed sessions. Called from the hub's owner
+// goroutine: it must be quick and must not call back into the hub.
+type SessionObserver interface {
+	SessionStarted(sessionID string)
+	SessionEnded(sessionID string)
+}
+
+// Config configures a Hub. Zero fields take the defaults given.
+type Config struct {
+	// ICE mints the ICE servers announced in matched. Nil: matched carries
+	// an empty iceServers list.
+	ICE ICEProvider
+	// Sessions is told when sessions start and end. Nil: nobody is told.
+	Sessions SessionObserver
+	// AllowedOrigins lists the origins (like "https://chat.example.com")
+	// whose pages may open a WebSocket; "*" allows any. Empty: only pages
+	// served from the host the request was sent to (Origin host == Host).
+	// Requests without an Origin header (not from a browser) are allowed.
+	AllowedOrigins []string
+	// TrustedProxies are the peers whose X-Forwarded-For is believed when
+	// counting connections per IP. Empty: the TCP peer address is used.
+	TrustedProxies []netip.Prefix
+
+	// InterestWait is how long a session with interests waits for someone
+	// sharing one before it may be paired with anyone. Default 5s.
+	InterestWait time.Duration
+	// ResumeGrace is how long a session outlives its connection, waiting
+	// for hello{resume}. Default 15s.
+	ResumeGrace time.Duration
+	// RecentPartners is how many past partners a session will not be paired
+	// with again. Default 3. Reported partners are never paired again.
+	RecentPartners int
+
+	// MaxMessageSize caps a client frame in bytes; a larger one closes the
+	// connection with 1009. Default 64 KiB.
+	MaxMessageSize int64
+	// RateLimit is the sustained messages per second a connection may
+	// send. Default 20.
+	RateLimit float64
+	// RateBurst is the token bucket size: a burst of ICE candidates must
+	// fit. Default 60.
+	RateBurst int
+	// MaxConnsPerIP caps concurrent connections per client IP (IPv6: per
+	// /64); more get HTTP 429. Default 32.
+	MaxConnsPerIP int
+	// HandshakeTimeout bounds writing the upgrade response. Default 10s.
+	HandshakeTimeout time.Duration
+	// HelloTimeout is how long a new connection has to send its hello.
+	// Default 10s.
+	HelloTimeout time.Duration
+	// PingInterval is how often the server pings. Default 20s.
+	PingInterval time.Duration
+	// PongWait is how long a connection may stay silent (no pong, no
+	// message) after its hello before it is dropped; more than
+	// PingInterval. Default 30s.
+	PongWait time.Duration
+	// WriteWait bounds every write; a client that cannot take a message in
+	// that time is dropped. Default 10s.
+	WriteWait time.Duration
+	// SendQueue bounds the messages waiting to be written to one
+	// connection (and those kept for a detached session); a client that
+	// lets it fill is dropped. Default 256.
+	SendQueue int
+	// StatsInterval is the least time between two stats pushes; stats are
+	// pushed only when they changed. Default 5s.
+	StatsInterval time.Duration
+	// ReadBufferSize and WriteBufferSize size the WebSocket buffers. The
+	// read buffer is held for the connection's life, write buffers only
+	// while writing (they are pooled). Defaults 1 KiB and 4 KiB.
+	ReadBufferSize, WriteBufferSize int
+
+	// Logger receives the hub's logs. Nil: discard.
+	Logger *slog.Logger
+	// Registerer receives the hub's metrics. Nil: a private registry.
+	Registerer prometheus.Registerer
+	// Rand drives pairing and role choice; set a seeded one in tests. It is
+	// used only by the hub's owner goroutine. Nil: seeded from crypto/rand.
+	Rand *rand.Rand
+
+	// onMatch, for tests, is called from the owner goroutine with every
+	// match made and the session ids of its two sides.
+	onMatch func(match, a, b string)
+}
+
+func (c *Config) fill() error {
+	dur := func(d *time.Duration, def time.Duration) {
+		if *d == 0 {
+			*d = def
+		}
+	}
+	dur(&c.InterestWait, 5*time.Second)
+	dur(&c.ResumeGrace, 15*time.Second)
+	dur(&c.HandshakeTimeout, 10*time.Second)
+	dur(&c.HelloTimeout, 10*time.Second)
+	dur(&c.PingInterval, 20*time.Second)
+	dur(&c.PongWait, 30*time.Second)
+	dur(&c.WriteWait, 10*time.Second)
+	dur(&c.StatsInterval, 5*time.Second)
+	num := func(n *int, def int) {
+		if *n == 0 {
+			*n = def
+		}
+	}
+	num(&c.RecentPartners, 3)
+	num(&c.RateBurst, 60)
+	num(&c.MaxConnsPerIP, 32)
+	num(&c.SendQueue, 256)
+	num(&c.ReadBufferSize, 1<<10)
+	num(&c.WriteBufferSize, 4<<10)
+	if c.MaxMessageSize == 0 {
+		c.MaxMessageSize = 64 << 10
+	}
+	if c.RateLimit == 0 {
+		c.RateLimit = 20
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Registerer == nil {
+		c.Registerer = prometheus.NewRegistry()
+	}
+	if c.Rand == nil {
+		var seed [16]byte
+		crand.Read(seed[:])
+		c.Rand = rand.New(rand.NewPCG(binary.LittleEndian.Uint64(seed[:8]), binary.LittleEndian.Uint64(seed[8:])))
+	}
+
+	for name, d := range map[string]time.Duration{
+		"InterestWait": c.InterestWait, "ResumeGrace": c.ResumeGrace, "HandshakeTimeout": c.HandshakeTimeout,
+		"HelloTimeout": c.HelloTimeout, "PingInterval": c.PingInterval, "PongWait": c.PongWait,
+		"WriteWait": c.WriteWait, "StatsInterval": c.StatsInterval,
+	} {
+		if d < 0 {
+			return fmt.Errorf("%w: %s is negative", ErrConfig, name)
+		}
+	}
+	for name, n := range map[string]int{
+		"RecentPartners": c.RecentPartners, "RateBurst": c.RateBurst, "MaxConnsPerIP": c.MaxConnsPerIP,
+		"SendQueue": c.SendQueue, "ReadBufferSize": c.ReadBufferSize, "WriteBufferSize": c.WriteBufferSize,
+	} {
+		if n < 0 {
+			return fmt.Errorf("%w: %s is negative", ErrConfig, name)
+		}
+	}
+	switch {
+	case c.PongWait <= c.PingInterval:
+		return fmt.Errorf("%w: PongWait (%v) must exceed PingInterval (%v)", ErrConfig, c.PongWait, c.PingInterval)
+	case c.MaxMessageSize < 4<<10:
+		return fmt.Errorf("%w: MaxMessageSize %d is below 4 KiB: an SDP would not fit", ErrConfig, c.MaxMessageSize)
+	case c.RateLimit < 0:
+		return fmt.Errorf("%w: RateLimit is negative", ErrConfig)
+	case c.RateBurst < 10:
+		return fmt.Errorf("%w: RateBurst %d cannot carry a burst of ICE candidates (need 10 or more)", ErrConfig, c.RateBurst)
+	}
+	for _, p := range c.TrustedProxies {
+		if !p.IsValid() {
+			return fmt.Errorf("%w: TrustedProxies holds an invalid prefix", ErrConfig)
+		}
+	}
+	return nil
+}
+
+// Hub serves the signaling WebSocket and runs the matchmaker.
+type Hub struct {
+	// Static after New.
+	cfg       Config
+	log       *slog.Logger
+	m         *metrics
+	origins   originPolicy
+	upgrader  websocket.Upgrader
+	limits    Limits
+	events    chan event    // connections to the owner goroutine
+	quit      chan struct{} // closed by Shutdown once connections are gone
+	ownerDone chan struct{} // closed when the owner goroutine has returned
+
+	// Guarded by mu.
+	mu       sync.Mutex
+	shutdown bool
+	conns    map[*conn]struct{}
+	perIP    map[netip.Addr]int
+
+	connWG sync.WaitGroup // two per connection: read and write loops
+
+	// Owned by the owner goroutine (see session.go).
+	sessions  map[string]*session // by resume token
+	serial    uint64
+	pool      *pool
+	deadlines deadlineHeap
+	timer     *time.Timer
+	timerAt   time.Time // when timer fires; zero: stopped
+	lastStats Stats
+}
+
+// New validates cfg, fills defaults and starts the matchmaker's owner
+// goroutine. Call Shutdown to stop it.
+func New(cfg Config) (*Hub, error) {
+	if err := cfg.fill(); err != nil {
+		return nil, err
+	}
+	origins, err := newOriginPolicy(cfg.AllowedOrigins)
+	if err != nil {
+		return nil, err
+	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	h := &Hub{
+		cfg:     cfg,
+		log:     cfg.Logger.With("component", "signaling"),
+		m:       m,
+		origins: origins,
+		upgrader: websocket.Upgrader{
+			HandshakeTimeout: cfg.HandshakeTimeout,
+			ReadBufferSize:   cfg.ReadBufferSize,
+			WriteBufferSize:  cfg.WriteBufferSize,
+			WriteBufferPool:  new(sync.Pool),
+			CheckOrigin:      func(*http.Request) bool { return true }, // checked before Upgrade
+		},
+		limits: Limits{
+			MaxMessageSize: cfg.MaxMessageSize,
+			RateLimit:      cfg.RateLimit,
+			RateBurst:      cfg.RateBurst,
+			MaxInterests:   MaxInterests,
+			MaxInterestLen: MaxInterestLen,
+			MaxChatLen:     MaxChatLen,
+			InterestWaitMs: cfg.InterestWait.Milliseconds(),
+			ResumeGraceMs:  cfg.ResumeGrace.Milliseconds(),
+		},
+		events:    make(chan event, 1024),
+		quit:      make(chan struct{}),
+		ownerDone: make(chan struct{}),
+		conns:     make(map[*conn]struct{}),
+		perIP:     make(map[netip.Addr]int),
+		sessions:  make(map[string]*session),
+		pool:      newPool(cfg.Rand),
+		timer:     time.NewTimer(time.Hour),
+	}
+	h.timer.Stop()
+	go h.run()
+	return h, nil
+}
+
+// ServeHTTP upgrades the request to the signaling WebSocket.
+func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ip := clientAddr(r, h.cfg.TrustedProxies)
+	h.mu.Lock()
+	switch {
+	case h.shutdown:
+		h.mu.Unlock()
+		h.m.rejected.WithLabelValues(rejectShutdown).Inc()
+		http.Error(w, "shutting down", http.StatusServiceUnavailable)
+		return
+	case h.perIP[ip] >= h.cfg.MaxConnsPerIP:
+		h.mu.Unlock()
+		h.m.rejected.WithLabelValues(rejectPerIP).Inc()
+		w.Header().Set("Retry-After", "10")
+		http.Error(w, "too many connections from your address", http.StatusTooManyRequests)
+		return
+	}
+	h.perIP[ip]++
+	h.mu.Unlock()
+	release := func() {
+		h.mu.Lock()
+		if h.perIP[ip]--; h.perIP[ip] <= 0 {
+			delete(h.perIP, ip)
+		}
+		h.mu.Unlock()
+	}
+
+	if !h.origins.allow(r) {
+		release()
+		h.m.rejected.WithLabelValues(rejectOrigin).Inc()
+		http.Error(w, "origin not allowed", http.StatusForbidden)
+		return
+	}
+	ws, err := h.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		release() // the upgrader has answered
+		h.m.rejected.WithLabelValues(rejectUpgrade).Inc()
+		return
+	}
+
+	c := newConn(h, ws, ip)
+	h.mu.Lock()
+	if h.shutdown {
+		h.mu.Unlock()
+		release()
+		ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(CloseGoingAway, "shutting down"), time.Now().Add(time.Second))
+		ws.Close()
+		return
+	}
+	h.conns[c] = struct{}{}
+	h.connWG.Add(2)
+	h.mu.Unlock()
+	h.m.connections.Inc()
+	// The handler returns now, so that net/http's per-connection state and
+	// buffers are freed; the connection lives on in its two goroutines.
+	go c.readLoop()
+	go c.writeLoop()
+}
+
+// Shutdown stops accepting connections (new upgrades get 503), closes every
+// connection with 1001 "going away", waits for their goroutines and stops
+// the owner goroutine, ending every session. If ctx ends first, the
+// remaining connections are dropped without ceremony and ctx's error is
+// returned. Afterwards no goroutine of the hub is left.
+func (h *Hub) Shutdown(ctx context.Context) error {
+	h.mu.Lock()
+	if h.shutdown {
+		h.mu.Unlock()
+		return ErrShutdown
+	}
+	h.shutdown = true
+	conns := make([]*conn, 0, len(h.conns))
+	for c := range h.conns {
+		conns = append(conns, c)
+	}
+	h.mu.Unlock()
+
+	for _, c := range conns {
+		c.closeWith(CloseGoingAway, "server shutting down", reasonShutdown)
+	}
+	done := make(chan struct{})
+	go func() {
+		h.connWG.Wait()
+		close(done)
+	}()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = ctx.Err()
+		for _, c := range conns {
+			c.kill(reasonShutdown)
+		}
+		<-done
+	}
+	close(h.quit)
+	<-h.ownerDone
+	return err
+}
+
+// post hands an event to the owner goroutine; false once the hub stopped.
+func (h *Hub) post(ev event) bool {
+	select {
+	case h.events <- ev:
+		return true
+	case <-h.quit:
+		return false
+	}
+}
+
+// newID returns n random bytes from crypto/rand, base64url without padding.
+func newID(n int) string {
+	b := make([]byte, n)
+	crand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// ValidSessionID reports whether s has the form of a session id:
+// base64.RawURLEncoding of 16 random bytes, i.e. 22 characters of
+// [A-Za-z0-9_-] with the last one's unused bits zero. The relay checks this
+// form inside TURN usernames.
+func ValidSessionID(s string) bool {
+	if len(s) != 22 {
+		return false
+	}
+	b, err := base64.RawURLEncoding.Strict().DecodeString(s)
+	return err == nil && len(b) == 16
+}

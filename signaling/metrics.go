@@ -1,0 +1,119 @@
+package signaling
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Reasons a relayed or queued message was dropped.
+const (
+	dropStale       = "stale_match"  // named a match other than the sender's current one
+	dropNoMatch     = "not_in_match" // the sender is in no match at all
+	dropRelayOnly   = "relay_only"   // a non-relay candidate from a relayOnly sender
+	dropRateLimited = "rate_limited" // over the sender's token bucket
+	dropResumeQueue = "resume_queue" // the detached recipient's resume queue was full
+	dropClosed      = "closed"       // the recipient's connection was closing
+	dropInvalid     = "invalid"      // failed Decode
+	dropBeforeHello = "before_hello" // anything but hello as a first message
+	dropState       = "bad_state"    // made no sense in the session's state
+)
+
+// Reasons an upgrade was refused (HTTP status in brackets).
+const (
+	rejectShutdown = "shutdown"  // 503
+	rejectPerIP    = "per_ip"    // 429
+	rejectOrigin   = "origin"    // 403
+	rejectUpgrade  = "handshake" // 400 and others, answered by the upgrader
+)
+
+// metrics are registered on Config.Registerer. Label values come from fixed
+// sets; nothing is labelled per session.
+type metrics struct {
+	sessions    prometheus.Gauge
+	connections prometheus.Gauge
+	waiting     *prometheus.GaugeVec
+	matches     prometheus.Counter
+	timeToMatch prometheus.Histogram
+	messages    *prometheus.CounterVec
+	dropped     *prometheus.CounterVec
+	closes      *prometheus.CounterVec
+	rejected    *prometheus.CounterVec
+	rateLimited prometheus.Counter
+	reports     prometheus.Counter
+	resumes     *prometheus.CounterVec
+	iceErrors   prometheus.Counter
+
+	// Children looked up once.
+	msgByType                 map[MsgType]prometheus.Counter // read concurrently, never written after newMetrics
+	waitingVideo, waitingText prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		sessions: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "strangers_sessions", Help: "Sessions that said hello and have not ended (attached or within their resume grace).",
+		}),
+		connections: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "strangers_connections", Help: "Open WebSocket connections.",
+		}),
+		waiting: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "strangers_waiting", Help: "Sessions waiting for a partner, by mode.",
+		}, []string{"mode"}),
+		matches: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "strangers_matches_total", Help: "Matches made.",
+		}),
+		timeToMatch: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "strangers_time_to_match_seconds",
+			Help:    "Time from entering the queue to being matched, per side.",
+			Buckets: []float64{.001, .005, .02, .1, .5, 1, 2, 5, 10, 30, 60, 300},
+		}),
+		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "strangers_messages_total", Help: "Messages received from clients, by type (invalid: failed to decode).",
+		}, []string{"type"}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "strangers_dropped_messages_total", Help: "Client messages not acted on or not delivered, by reason.",
+		}, []string{"reason"}),
+		closes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "strangers_closes_total", Help: "WebSocket connections ended, by reason.",
+		}, []string{"reason"}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "strangers_rejected_upgrades_total", Help: "WebSocket upgrades refused, by reason.",
+		}, []string{"reason"}),
+		rateLimited: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "strangers_rate_limit_hits_total", Help: "Messages dropped by a connection's token bucket.",
+		}),
+		reports: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "strangers_reports_total", Help: "Reports of a partner.",
+		}),
+		resumes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "strangers_resumes_total", Help: "Hellos with a resume token, by outcome (ok, unknown).",
+		}, []string{"outcome"}),
+		iceErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "strangers_ice_server_errors_total", Help: "Matches announced without ICE servers because the provider failed.",
+		}),
+	}
+	for _, c := range []prometheus.Collector{
+		m.sessions, m.connections, m.waiting, m.matches, m.timeToMatch, m.messages,
+		m.dropped, m.closes, m.rejected, m.rateLimited, m.reports, m.resumes, m.iceErrors,
+	} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("signaling: registering metrics: %w", err)
+		}
+	}
+	m.msgByType = make(map[MsgType]prometheus.Counter)
+	for _, t := range []MsgType{TypeHello, TypeFind, TypeNext, TypeStop, TypeSignal, TypeChat, TypeTyping, TypeReport, "invalid"} {
+		m.msgByType[t] = m.messages.WithLabelValues(string(t))
+	}
+	m.waitingVideo = m.waiting.WithLabelValues(string(ModeVideo))
+	m.waitingText = m.waiting.WithLabelValues(string(ModeText))
+	return m, nil
+}
+
+func (m *metrics) message(t MsgType) {
+	if c, ok := m.msgByType[t]; ok {
+		c.Inc()
+	}
+}
+
+func (m *metrics) drop(reason string) { m.dropped.WithLabelValues(reason).Inc() }
