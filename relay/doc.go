@@ -1,4 +1,54 @@
-// Package relay embeds a TURN/STUN server (pion/turn) that hands every
+// Package relay embeds a TURN/STUN server (pion/turn v4) that hands every
 // session short-lived credentials, relays only to safe peers and enforces
 // quotas. It knows nothing of WebSockets or matches, only sessions.
+//
+// # Credentials
+//
+// Credentials follow the TURN REST scheme coturn implements with
+// use-auth-secret: username "<expiry unix seconds>:<session id>", password
+// base64(HMAC-SHA1(secret, username)). An external coturn configured with the
+// same static-auth-secret accepts them unchanged. A credential authenticates
+// only if the realm matches, the username parses strictly, the expiry is at
+// most CredentialTTL (plus a minute) ahead, and the session is live
+// (SessionStarted, or SessionEnded less than SessionGrace ago). Expiry is
+// enforced when an allocation is created; refreshes, permissions and channel
+// binds of a live allocation keep working after it, so a call may outlast
+// the credential. pion v4 does not tell the auth handler which method it is
+// authenticating, so "refresh" is recognised as a request from the client
+// transport address of a live allocation made with the same username.
+//
+// # Peer policy and limits
+//
+// Peers are judged after unwrapping every IPv4-in-IPv6 encoding
+// (CanonicalPeer). Loopback, private, CGNAT, link-local, benchmarking,
+// documentation, multicast and reserved ranges are denied, as are their
+// IPv6 counterparts; AllowPeers lifts the deny, and our own PublicIP is
+// always allowed so two relayed browsers can reach each other, but relay
+// sockets drop datagrams to PublicIP outside the relay port range.
+//
+// What pion v4 lets us enforce, and where:
+//   - allocations per session and in total: reserved in the QuotaHandler
+//     (486 when exceeded), released on deletion;
+//   - distinct peer IPs per allocation: in the PermissionHandler, which
+//     sees only the peer IP (CreatePermission fails, ChannelBind gets 401,
+//     as pion answers any permission refusal);
+//   - channels per allocation and the channel-number range: by screening
+//     ChannelBind requests on the client-facing sockets before pion
+//     (508 over the cap, 400 out of range);
+//   - session revocation: after the grace, authentication fails and the
+//     relay sockets of the session's allocations are closed, which makes
+//     pion delete them;
+//   - TURN over TCP (pion v4 sets no deadlines): per-IP connection cap,
+//     first-message deadline, idle timeout, write deadline, frames over
+//     1600 bytes or garbage close the connection.
+//
+// v4 relays are IPv4 UDP only; RFC 6062 TCP relays are refused.
+//
+// # Metrics
+//
+// On Config.Registerer, none labelled per user: strangers_relay_
+// allocations_active, allocations_created_total, allocations_failed_total
+// {reason}, auth_failures_total{reason}, peer_denied_total,
+// quota_hits_total{kind}, bytes_total{direction}, packets_total{direction},
+// stream_conns_closed_total{reason}.
 package relay

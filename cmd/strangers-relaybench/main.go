@@ -108,8 +108,10 @@ func run() error {
 		Secret:        []byte(secret),
 		CredentialTTL: 25 * time.Hour, // turnutils_uclient mints credentials valid for a day
 		SessionQuota:  1000,
-		AllowPeers:    []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
-		Logger:        slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		// uclient opens one TCP connection per client, all from 127.0.0.1.
+		TCPMaxConnsPerIP: 1000,
+		AllowPeers:       []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
+		Logger:           slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
 	if err != nil {
 		return err
@@ -151,7 +153,12 @@ func run() error {
 					}
 					res, err := drive(ctx, uclient, port, secret, sid, tr, p, cpu, *runTimeout)
 					if err != nil {
-						return fmt.Errorf("round %d %s %s %s: %w", r, srv, tr, p.name, err)
+						if ctx.Err() != nil {
+							return ctx.Err()
+						}
+						fmt.Printf("%-7d %-6s %-4s %-11s FAILED: %v\n", r, shortName(srv), tr, p.name, err)
+
+						continue
 					}
 					res.server, res.transport, res.profile = srv, tr, p.name
 					results = append(results, res)
