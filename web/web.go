@@ -1,11 +1,18 @@
 // Package web serves the page: static files embedded in the binary, with
 // security headers that keep it to its own origin.
+//
+// The page (static/) is plain ES modules with no build step: protocol.js
+// mirrors the signaling protocol, signaling.js is the WebSocket client,
+// rtc.js the WebRTC call, ui.js renders and app.js ties them together.
 package web
 
 import (
+	"crypto/sha256"
 	"embed"
+	"encoding/base64"
 	"io/fs"
 	"net/http"
+	"sync"
 )
 
 //go:embed static
@@ -13,34 +20,84 @@ var static embed.FS
 
 // Files is the page's file tree (index.html at its root).
 func Files() fs.FS {
-	sub, err := fs.Sub(static, "static")
-	if err != nil {
-		// The embed directive above guarantees the directory exists.
-		panic(err)
-	}
+	// fs.Sub fails only for an invalid path, and "static" is valid (the
+	// embed directive above guarantees the directory exists).
+	sub, _ := fs.Sub(static, "static")
 	return sub
 }
 
-// contentSecurityPolicy allows only our own origin: scripts, styles and
-// images from it, WebSockets back to it, and media from blob: (camera
-// previews) and mediastream:.
-const contentSecurityPolicy = "default-src 'self'; script-src 'self'; style-src 'self'; " +
-	"img-src 'self' data: blob:; media-src 'self' blob: mediastream:; connect-src 'self' ws: wss:; " +
-	"object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+// cspBase allows only our own origin: scripts, styles and images from it,
+// and media from blob: (camera previews) and mediastream:. connect-src is
+// completed per request with the WebSocket URLs of the host the page was
+// loaded from.
+const cspBase = "default-src 'self'; script-src 'self'; style-src 'self'; " +
+	"img-src 'self' data: blob:; media-src 'self' blob: mediastream:; " +
+	"object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'; connect-src 'self'"
 
-// Handler serves the embedded page with security headers.
+// contentSecurityPolicy is cspBase plus ws:// and wss:// to the request's own
+// host (CSP3 browsers match them with 'self' already; older ones need them
+// spelled out). A Host that is not a plain name or IPv4 address with an
+// optional port (CSP has no syntax for IPv6 literals) gets 'self' only.
+func contentSecurityPolicy(host string) string {
+	if !plainHost(host) {
+		return cspBase
+	}
+	return cspBase + " ws://" + host + " wss://" + host
+}
+
+// plainHost reports whether h is a host name or IPv4 address with an
+// optional port, and nothing that could end a CSP source expression.
+func plainHost(h string) bool {
+	if h == "" || len(h) > 260 {
+		return false
+	}
+	for _, r := range h {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9':
+		case r == '.' || r == '-' || r == ':':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// etags maps each file's path to a strong validator of its content, so
+// browsers can revalidate (the embedded files have no modification time).
+var etags = sync.OnceValue(func() map[string]string {
+	m := make(map[string]string)
+	fs.WalkDir(Files(), ".", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return nil
+		}
+		b, err := fs.ReadFile(Files(), path)
+		if err != nil {
+			return nil
+		}
+		sum := sha256.Sum256(b)
+		m["/"+path] = `"` + base64.RawURLEncoding.EncodeToString(sum[:12]) + `"`
+		return nil
+	})
+	m["/"] = m["/index.html"]
+	return m
+})
+
+// Handler serves the embedded page with security headers. Every response
+// must be revalidated (no-cache): the modules have fixed names, so a cached
+// old one must never meet a new index.html.
 func Handler() http.Handler {
 	files := http.FileServerFS(Files())
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
-		h.Set("Content-Security-Policy", contentSecurityPolicy)
+		h.Set("Content-Security-Policy", contentSecurityPolicy(r.Host))
 		h.Set("X-Content-Type-Options", "nosniff")
 		h.Set("Referrer-Policy", "no-referrer")
 		h.Set("Permissions-Policy", "camera=(self), microphone=(self), geolocation=(), payment=(), usb=()")
 		h.Set("Cross-Origin-Opener-Policy", "same-origin")
 		h.Set("X-Frame-Options", "DENY")
-		if r.URL.Path == "/" || r.URL.Path == "/index.html" {
-			h.Set("Cache-Control", "no-cache")
+		h.Set("Cache-Control", "no-cache")
+		if tag, ok := etags()[r.URL.Path]; ok {
+			h.Set("ETag", tag)
 		}
 		files.ServeHTTP(w, r)
 	})

@@ -1,0 +1,244 @@
+package web_test
+
+import (
+	"io"
+	"io/fs"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/strangers-chat/strangers/web"
+)
+
+func TestHandlerHeaders(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(web.Handler())
+	t.Cleanup(srv.Close)
+	host := strings.TrimPrefix(srv.URL, "http://")
+
+	tests := []struct {
+		path        string
+		status      int
+		contentType string
+	}{
+		{"/", 200, "text/html; charset=utf-8"},
+		{"/app.js", 200, "text/javascript; charset=utf-8"},
+		{"/protocol.js", 200, "text/javascript; charset=utf-8"},
+		{"/style.css", 200, "text/css; charset=utf-8"},
+		{"/no-such-file", 404, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.path, func(t *testing.T) {
+			t.Parallel()
+			resp, err := http.Get(srv.URL + tt.path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tt.status {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tt.status)
+			}
+			if tt.contentType != "" && resp.Header.Get("Content-Type") != tt.contentType {
+				t.Errorf("Content-Type %q, want %q", resp.Header.Get("Content-Type"), tt.contentType)
+			}
+			want := map[string]string{
+				"X-Content-Type-Options": "nosniff",
+				"Referrer-Policy":        "no-referrer",
+				"X-Frame-Options":        "DENY",
+			}
+			if tt.status == 200 {
+				want["Cache-Control"] = "no-cache"
+			}
+			for k, v := range want {
+				if got := resp.Header.Get(k); got != v {
+					t.Errorf("%s: %q, want %q", k, got, v)
+				}
+			}
+			pp := resp.Header.Get("Permissions-Policy")
+			for _, p := range []string{"camera=(self)", "microphone=(self)"} {
+				if !strings.Contains(pp, p) {
+					t.Errorf("Permissions-Policy %q lacks %s", pp, p)
+				}
+			}
+			csp := directives(resp.Header.Get("Content-Security-Policy"))
+			for d, v := range map[string]string{
+				"default-src":     "'self'",
+				"script-src":      "'self'",
+				"style-src":       "'self'",
+				"object-src":      "'none'",
+				"frame-ancestors": "'none'",
+				"connect-src":     "'self' ws://" + host + " wss://" + host,
+				"media-src":       "'self' blob: mediastream:",
+			} {
+				if csp[d] != v {
+					t.Errorf("CSP %s = %q, want %q", d, csp[d], v)
+				}
+			}
+		})
+	}
+}
+
+// directives splits a CSP into its directives.
+func directives(csp string) map[string]string {
+	m := make(map[string]string)
+	for _, d := range strings.Split(csp, ";") {
+		name, value, _ := strings.Cut(strings.TrimSpace(d), " ")
+		m[name] = value
+	}
+	return m
+}
+
+func TestHandlerCSPHost(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		host, connect string
+	}{
+		{"chat.example.com", "'self' ws://chat.example.com wss://chat.example.com"},
+		{"127.0.0.1:8080", "'self' ws://127.0.0.1:8080 wss://127.0.0.1:8080"},
+		{"[::1]:8080", "'self'"},
+		{"evil; script-src *", "'self'"},
+		{"a b", "'self'"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.host, func(t *testing.T) {
+			t.Parallel()
+			r := httptest.NewRequest("GET", "/", nil)
+			r.Host = tt.host
+			w := httptest.NewRecorder()
+			web.Handler().ServeHTTP(w, r)
+			csp := w.Header().Get("Content-Security-Policy")
+			if got := directives(csp)["connect-src"]; got != tt.connect {
+				t.Errorf("connect-src %q, want %q (CSP %q)", got, tt.connect, csp)
+			}
+			if strings.Count(csp, "script-src") != 1 {
+				t.Errorf("the Host header injected a directive: %q", csp)
+			}
+		})
+	}
+}
+
+func TestHandlerRevalidates(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(web.Handler())
+	t.Cleanup(srv.Close)
+	for _, path := range []string{"/", "/app.js"} {
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		tag := resp.Header.Get("ETag")
+		if tag == "" {
+			t.Fatalf("%s: no ETag", path)
+		}
+		req, _ := http.NewRequest("GET", srv.URL+path, nil)
+		req.Header.Set("If-None-Match", tag)
+		resp, err = http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotModified {
+			t.Errorf("%s with If-None-Match: status %d, want 304", path, resp.StatusCode)
+		}
+	}
+}
+
+// TestPageSelfContained checks what the CSP would otherwise only reveal in a
+// browser: nothing inline, nothing from elsewhere, no eval, no HTML built
+// from strings.
+func TestPageSelfContained(t *testing.T) {
+	t.Parallel()
+	files := web.Files()
+	index, err := fs.ReadFile(files, "index.html")
+	if err != nil {
+		t.Fatal(err)
+	}
+	html := string(index)
+	htmlBad := []struct {
+		re   *regexp.Regexp
+		what string
+	}{
+		{regexp.MustCompile(`<script(?:\s[^>]*)?>\s*[^<\s]`), "an inline script"},
+		{regexp.MustCompile(`<style`), "a <style> element"},
+		{regexp.MustCompile(`\sstyle=`), "a style attribute"},
+		{regexp.MustCompile(`\son[a-z]+=`), "an inline event handler"},
+		{regexp.MustCompile(`(?:src|href)="(?:[a-z]+:)?//`), "a resource from another origin"},
+		{regexp.MustCompile(`javascript:`), "a javascript: URL"},
+	}
+	for _, b := range htmlBad {
+		if b.re.MatchString(html) {
+			t.Errorf("index.html has %s: %q", b.what, b.re.FindString(html))
+		}
+	}
+	for _, ref := range regexp.MustCompile(`(?:src|href)="([^"#]+)"`).FindAllStringSubmatch(html, -1) {
+		if _, err := fs.Stat(files, strings.TrimPrefix(ref[1], "./")); err != nil {
+			t.Errorf("index.html refers to %s, which is not embedded", ref[1])
+		}
+	}
+
+	jsBad := []struct {
+		re   *regexp.Regexp
+		what string
+	}{
+		{regexp.MustCompile(`\beval\s*\(`), "eval"},
+		{regexp.MustCompile(`new\s+Function\b`), "new Function"},
+		{regexp.MustCompile(`\.(?:inner|outer)HTML\s*=|insertAdjacentHTML|document\.write`), "HTML built from strings"},
+		{regexp.MustCompile(`setTimeout\(\s*['"` + "`" + `]`), "setTimeout with a string"},
+		{regexp.MustCompile(`(?m)^\s*import\b[^;]*from\s+['"](?:[a-z]+:)?//`), "an import from elsewhere"},
+		{regexp.MustCompile(`\.style\.cssText|setAttribute\(\s*['"]style`), "an inline style"},
+	}
+	matches, _ := fs.Glob(files, "*.js")
+	if len(matches) < 5 {
+		t.Fatalf("only %d modules embedded: %v", len(matches), matches)
+	}
+	for _, name := range matches {
+		b, err := fs.ReadFile(files, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		src := string(b)
+		if !strings.HasPrefix(src, "// @ts-check") {
+			t.Errorf("%s does not start with // @ts-check", name)
+		}
+		for _, bad := range jsBad {
+			if bad.re.MatchString(src) {
+				t.Errorf("%s uses %s: %q", name, bad.what, bad.re.FindString(src))
+			}
+		}
+		for _, imp := range regexp.MustCompile(`(?m)^import\b[^;]*?from\s+'([^']+)'`).FindAllStringSubmatch(src, -1) {
+			if _, err := fs.Stat(files, strings.TrimPrefix(imp[1], "./")); err != nil {
+				t.Errorf("%s imports %s, which is not embedded", name, imp[1])
+			}
+		}
+	}
+}
+
+// TestAccessibleNames checks the names tests and screen readers rely on
+// (the browser tests find controls by them too).
+func TestAccessibleNames(t *testing.T) {
+	t.Parallel()
+	b, err := fs.ReadFile(web.Files(), "index.html")
+	if err != nil {
+		t.Fatal(err)
+	}
+	html := string(b)
+	for _, want := range []string{
+		`>Start</button>`, `>Next</button>`, `>Stop</button>`, `>Send</button>`, `>Report</button>`,
+		`aria-label="Stranger's video"`, `aria-label="Your video"`, `role="log"`,
+		`<label for="chat-input" class="visually-hidden">Message</label>`,
+		`playsinline`, `<html lang="en">`, `name="viewport"`,
+	} {
+		if !strings.Contains(html, want) {
+			t.Errorf("index.html lacks %s", want)
+		}
+	}
+	for _, video := range regexp.MustCompile(`<video[^>]*>`).FindAllString(html, -1) {
+		if !strings.Contains(video, "playsinline") || !strings.Contains(video, "autoplay") {
+			t.Errorf("%s: want autoplay and playsinline (mobile browsers)", video)
+		}
+	}
+}
