@@ -1,0 +1,646 @@
+package web_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/accessibility"
+	"github.com/chromedp/cdproto/browser"
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/dom"
+	"github.com/chromedp/cdproto/page"
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+)
+
+// Waits in the page. They bound how long a step may take on a busy machine;
+// a passing run takes a fraction of them.
+const (
+	stepTimeout    = 30 * time.Second
+	connectTimeout = 45 * time.Second
+	pollInterval   = 50 * time.Millisecond
+)
+
+// instrument runs in every page before its own scripts (CDP, so the page's
+// CSP does not apply to it): it keeps every RTCPeerConnection and WebSocket
+// the page makes, counts getUserMedia calls and records CSP violations, so
+// tests can read stats, drop sockets and check the page stays in its lane.
+// It changes nothing the page sees.
+const instrument = `(() => {
+  const t = { pcs: [], sockets: [], welcomes: [], gum: 0, csp: [] };
+  Object.defineProperty(window, '__test', { value: t });
+  const PC = window.RTCPeerConnection;
+  window.RTCPeerConnection = class extends PC {
+    constructor(...a) { super(...a); t.pcs.push(this); }
+  };
+  const WS = window.WebSocket;
+  window.WebSocket = class extends WS {
+    constructor(...a) {
+      super(...a);
+      t.sockets.push(this);
+      this.addEventListener('message', (e) => {
+        try {
+          const m = JSON.parse(e.data);
+          if (m.type === 'welcome') t.welcomes.push({ session: m.session, resumed: Boolean(m.resumed) });
+        } catch {}
+      });
+    }
+  };
+  const md = navigator.mediaDevices;
+  if (md) {
+    const gum = md.getUserMedia.bind(md);
+    md.getUserMedia = (c) => { t.gum++; return gum(c); };
+  }
+  document.addEventListener('securitypolicyviolation', (e) => t.csp.push(e.violatedDirective + ' ' + e.blockedURI));
+})();`
+
+// stage is what a test inside the namespace works with: the server and one
+// Chromium in which every user gets its own browser context (like a separate
+// profile: no shared storage or permissions).
+type stage struct {
+	tb   testing.TB // the test that owns the stage
+	srv  *server
+	root context.Context // the browser; users are children of it
+	// base is the secure-context origin (loopback); insecureBase is the same
+	// server reached over the veth address, which is not a secure context.
+	base, insecureBase string
+
+	promptOnce sync.Once
+	prompting  context.Context
+
+	probeOnce sync.Once
+	wsStatus  int
+	probeErr  error
+}
+
+// chromiumFlags is the whole command line: chromedp's defaults would set a
+// second --disable-features, and Chromium keeps only the last one.
+func chromiumFlags(tb testing.TB, fakeUI bool) []chromedp.ExecAllocatorOption {
+	path, err := chromiumPath()
+	if err != nil {
+		missing(tb, "no Chromium: %v", err)
+	}
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(path),
+		chromedp.UserDataDir(tb.TempDir()),
+		chromedp.Flag("headless", true),
+		chromedp.Flag("no-sandbox", true),
+		chromedp.Flag("disable-gpu", true),
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("no-first-run", true),
+		chromedp.Flag("no-default-browser-check", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-default-apps", true),
+		chromedp.Flag("disable-extensions", true),
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.Flag("disable-breakpad", true),
+		chromedp.Flag("disable-client-side-phishing-detection", true),
+		chromedp.Flag("disable-hang-monitor", true),
+		chromedp.Flag("disable-popup-blocking", true),
+		chromedp.Flag("metrics-recording-only", true),
+		chromedp.Flag("safebrowsing-disable-auto-update", true),
+		chromedp.Flag("password-store", "basic"),
+		chromedp.Flag("use-mock-keychain", true),
+		// Several tabs play video at once; none may be throttled as hidden.
+		chromedp.Flag("disable-background-timer-throttling", true),
+		chromedp.Flag("disable-backgrounding-occluded-windows", true),
+		chromedp.Flag("disable-renderer-backgrounding", true),
+		chromedp.Flag("hide-scrollbars", true),
+		chromedp.Flag("mute-audio", true),
+		chromedp.Flag("window-size", "1280,800"),
+		chromedp.Flag("use-fake-device-for-media-stream", true),
+		// Nothing leaves the machine: every name fails to resolve except
+		// loopback and our test addresses.
+		chromedp.Flag("host-resolver-rules", "MAP * ~NOTFOUND , EXCLUDE localhost , EXCLUDE 127.0.0.1 , EXCLUDE ::1 , EXCLUDE "+relayIP+" , EXCLUDE "+peerIP),
+		// Host candidates as plain addresses (not mDNS names we could not
+		// resolve), and nothing phoning home.
+		chromedp.Flag("disable-features", "WebRtcHideLocalIpsWithMdns,Translate,OptimizationHints,MediaRouter,DialMediaRouteProvider,AutofillServerCommunication,CertificateTransparencyComponentUpdater,InterestFeedContentSuggestions"),
+	}
+	if fakeUI {
+		opts = append(opts, chromedp.Flag("use-fake-ui-for-media-stream", true))
+	}
+	return opts
+}
+
+// newStage starts the server and Chromium inside the namespace.
+func newStage(tb testing.TB) *stage {
+	tb.Helper()
+	if !inNamespace() {
+		tb.Fatal("newStage outside a test namespace")
+	}
+	srv := startServer(tb)
+	st := &stage{
+		tb:           tb,
+		srv:          srv,
+		root:         startChromium(tb, true),
+		base:         "http://127.0.0.1:" + httpPort,
+		insecureBase: "http://" + relayIP + ":" + httpPort,
+	}
+	return st
+}
+
+// startChromium starts a browser that lives until the test ends. fakeUI
+// accepts every camera and microphone prompt.
+func startChromium(tb testing.TB, fakeUI bool) context.Context {
+	tb.Helper()
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), chromiumFlags(tb, fakeUI)...)
+	tb.Cleanup(cancelAlloc)
+	root, cancelRoot := chromedp.NewContext(allocCtx)
+	tb.Cleanup(cancelRoot)
+	// The first run starts Chromium and ties it to the context it is given:
+	// that must be root itself, not a shorter-lived child.
+	if err := chromedp.Do(root); err != nil {
+		tb.Fatalf("starting Chromium: %v", err)
+	}
+	return root
+}
+
+// promptingBrowser is a second Chromium without the fake prompt, where
+// permissions can be refused (the fake prompt grants whatever is asked).
+func (st *stage) promptingBrowser(tb testing.TB) context.Context {
+	// The browser belongs to the whole stage, not to the subtest asking.
+	st.promptOnce.Do(func() { st.prompting = startChromium(st.tb, false) })
+	return st.prompting
+}
+
+// requireSignaling skips when the binary does not serve /ws yet (the page
+// can be tested only against a server that speaks the protocol).
+func (st *stage) requireSignaling(tb testing.TB) {
+	tb.Helper()
+	st.probeOnce.Do(func() { st.wsStatus, st.probeErr = st.probeWS() })
+	if st.probeErr != nil {
+		tb.Fatalf("probing /ws: %v", st.probeErr)
+	}
+	if st.wsStatus == 404 {
+		missing(tb, "this build of cmd/strangers does not serve /ws yet")
+	}
+}
+
+func (st *stage) probeWS() (int, error) {
+	ctx, cancel := context.WithTimeout(st.root, stepTimeout)
+	defer cancel()
+	tctx, tcancel := chromedp.NewContext(ctx)
+	defer tcancel()
+	if err := chromedp.Do(tctx, chromedp.Navigate(st.base+"/healthz")); err != nil {
+		return 0, err
+	}
+	return chromedp.Run(tctx, chromedp.Evaluate[int](`fetch('/ws').then(r => r.status)`, chromedp.EvalAwaitPromise))
+}
+
+// user is one visitor: a tab in a browser context of its own.
+type user struct {
+	tb   testing.TB
+	name string
+	ctx  context.Context
+	st   *stage
+
+	mu       sync.Mutex
+	problems []string // page exceptions and console errors
+}
+
+type userOption func(*userOptions)
+
+type userOptions struct {
+	base       string
+	denyCamera bool
+	waitOnline bool
+	viewportW  int64
+	viewportH  int64
+}
+
+// from loads the page from another origin than the secure loopback one.
+func from(base string) userOption { return func(o *userOptions) { o.base = base } }
+
+// withoutSignaling does not wait for the WebSocket (for pages that never
+// get that far).
+func withoutSignaling() userOption { return func(o *userOptions) { o.waitOnline = false } }
+
+// denyMedia makes the browser context refuse camera and microphone.
+func denyMedia() userOption { return func(o *userOptions) { o.denyCamera = true } }
+
+// phone sizes the window like a phone.
+func phone() userOption {
+	return func(o *userOptions) { o.viewportW, o.viewportH = 390, 844 }
+}
+
+// newUser opens the page in a new browser context. When the test fails the
+// user's screen is saved as a screenshot; page errors are logged, and CSP
+// violations or uncaught exceptions fail the test.
+func (st *stage) newUser(tb testing.TB, name string, opts ...userOption) *user {
+	tb.Helper()
+	o := userOptions{base: st.base, waitOnline: true}
+	for _, f := range opts {
+		f(&o)
+	}
+	root := st.root
+	if o.denyCamera {
+		root = st.promptingBrowser(tb)
+	}
+	ctx, cancel := chromedp.NewContext(root, chromedp.WithNewBrowserContext())
+	u := &user{tb: tb, name: name, ctx: ctx, st: st}
+	var wg sync.WaitGroup
+	tb.Cleanup(func() {
+		// Leaving the page closes its WebSocket normally (the server
+		// forgets the session at once); then the tab and context go.
+		lctx, lcancel := context.WithTimeout(ctx, 5*time.Second)
+		chromedp.Do(lctx, chromedp.Navigate("about:blank"))
+		lcancel()
+		cancel()
+		wg.Wait()
+	})
+	tb.Cleanup(func() { u.finish() })
+
+	// The first run opens the tab and binds it to the context it is given.
+	if err := chromedp.Do(ctx); err != nil {
+		tb.Fatalf("%s: opening a tab: %v", name, err)
+	}
+	setup, scancel := context.WithTimeout(ctx, stepTimeout)
+	defer scancel()
+	if err := chromedp.Do(setup, chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+		_, err := cdp.Call(ctx, t, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: instrument})
+		return err
+	})); err != nil {
+		tb.Fatalf("%s: setting up the tab: %v", name, err)
+	}
+	if o.viewportW > 0 {
+		if err := chromedp.Do(setup, chromedp.EmulateViewport(o.viewportW, o.viewportH, chromedp.EmulateMobile, chromedp.EmulateTouch)); err != nil {
+			tb.Fatalf("%s: phone viewport: %v", name, err)
+		}
+	}
+	if o.denyCamera {
+		id := chromedp.FromContext(ctx).BrowserContextID
+		for _, perm := range []string{"camera", "microphone"} {
+			if _, err := chromedp.CallBrowser(setup, browser.SetPermission, browser.SetPermissionParams{
+				Permission:       &browser.PermissionDescriptor{Name: perm},
+				Setting:          browser.PermissionSettingDenied,
+				Origin:           o.base,
+				BrowserContextID: id,
+			}); err != nil {
+				tb.Fatalf("%s: denying %s: %v", name, perm, err)
+			}
+		}
+	}
+
+	exceptions := chromedp.Events(ctx, runtime.ExceptionThrown)
+	console := chromedp.Events(ctx, runtime.ConsoleAPICalled)
+	wg.Go(func() {
+		for ev, err := range exceptions {
+			if err != nil {
+				return
+			}
+			u.problem("exception: " + exceptionText(ev.ExceptionDetails))
+		}
+	})
+	wg.Go(func() {
+		for ev, err := range console {
+			if err != nil {
+				return
+			}
+			var parts []string
+			for _, a := range ev.Args {
+				if a.Value != nil {
+					var s string
+					if json.Unmarshal(a.Value, &s) == nil {
+						parts = append(parts, s)
+						continue
+					}
+					parts = append(parts, string(a.Value))
+				} else {
+					parts = append(parts, a.Description)
+				}
+			}
+			line := fmt.Sprintf("console.%s: %s", ev.Type, strings.Join(parts, " "))
+			u.mu.Lock()
+			u.problems = append(u.problems, line)
+			u.mu.Unlock()
+		}
+	})
+
+	if err := chromedp.Do(setup, chromedp.Navigate(o.base+"/")); err != nil {
+		tb.Fatalf("%s: loading the page: %v", name, err)
+	}
+	if o.waitOnline {
+		u.waitFor(`/^\d/.test(document.getElementById('online-count').textContent)`, "the online count (the WebSocket is up)")
+	}
+	return u
+}
+
+func exceptionText(d *runtime.ExceptionDetails) string {
+	if d == nil {
+		return "?"
+	}
+	if d.Exception != nil && d.Exception.Description != "" {
+		return d.Exception.Description
+	}
+	return d.Text
+}
+
+func (u *user) problem(s string) {
+	u.mu.Lock()
+	u.problems = append(u.problems, "!"+s)
+	u.mu.Unlock()
+}
+
+// finish runs when the test ends: a screenshot if it failed, and the page's
+// own complaints checked.
+func (u *user) finish() {
+	tb := u.tb
+	ctx, cancel := context.WithTimeout(u.ctx, 10*time.Second)
+	defer cancel()
+	if tb.Failed() {
+		u.screenshot(ctx, "failed")
+	}
+	violations, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`window.__test ? window.__test.csp : []`))
+	if err == nil && len(violations) > 0 {
+		tb.Errorf("%s: Content-Security-Policy violations: %q", u.name, violations)
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for _, p := range u.problems {
+		if strings.HasPrefix(p, "!") {
+			tb.Errorf("%s: uncaught in the page: %s", u.name, p[1:])
+		} else {
+			tb.Logf("%s: %s", u.name, p)
+		}
+	}
+}
+
+var unsafeName = regexp.MustCompile(`[^A-Za-z0-9_.-]+`)
+
+// screenshot saves what the user sees under the artifact directory.
+func (u *user) screenshot(ctx context.Context, label string) {
+	dir := os.Getenv(envArtifacts)
+	if dir == "" {
+		dir = u.tb.ArtifactDir()
+	}
+	png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
+	if err != nil {
+		u.tb.Logf("%s: no screenshot: %v", u.name, err)
+		return
+	}
+	name := unsafeName.ReplaceAllString(u.tb.Name()+"-"+u.name+"-"+label, "_") + ".png"
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, png, 0o644); err != nil {
+		u.tb.Logf("%s: saving the screenshot: %v", u.name, err)
+		return
+	}
+	u.tb.Logf("%s: screenshot %s", u.name, path)
+}
+
+// do runs actions with the step timeout and fails the test on error.
+func (u *user) do(what string, actions ...chromedp.Action[chromedp.Void]) {
+	u.tb.Helper()
+	ctx, cancel := context.WithTimeout(u.ctx, stepTimeout)
+	defer cancel()
+	if err := chromedp.Do(ctx, actions...); err != nil {
+		u.tb.Fatalf("%s: %s: %v", u.name, what, err)
+	}
+}
+
+// eval evaluates an expression (awaiting a promise) and decodes its value.
+func eval[T any](u *user, expr string) T {
+	u.tb.Helper()
+	ctx, cancel := context.WithTimeout(u.ctx, stepTimeout)
+	defer cancel()
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr, chromedp.EvalAwaitPromise))
+	if err != nil {
+		u.tb.Fatalf("%s: evaluating %.80q: %v", u.name, expr, err)
+	}
+	return v
+}
+
+// waitFor polls a page expression until it is truthy.
+func (u *user) waitFor(expr, what string) {
+	u.tb.Helper()
+	u.waitForWithin(expr, what, stepTimeout)
+}
+
+func (u *user) waitForWithin(expr, what string, d time.Duration) {
+	u.tb.Helper()
+	ctx, cancel := context.WithTimeout(u.ctx, d)
+	defer cancel()
+	_, err := chromedp.Run(ctx, chromedp.Poll[chromedp.Void](expr, chromedp.WithPollingInterval(pollInterval)))
+	if err != nil {
+		u.tb.Fatalf("%s: waiting for %s: %v\n%s", u.name, what, err, u.describe())
+	}
+}
+
+// describe is a short account of the page's state for failure messages.
+func (u *user) describe() string {
+	ctx, cancel := context.WithTimeout(u.ctx, 5*time.Second)
+	defer cancel()
+	s, err := chromedp.Run(ctx, chromedp.Evaluate[string](`[
+	  "url=" + location.href,
+	  "stage=" + JSON.stringify(document.getElementById('stage')?.textContent),
+	  'connection=' + JSON.stringify(document.getElementById('connection')?.textContent),
+	  'server=' + JSON.stringify(document.getElementById('server-status')?.textContent),
+	  'error=' + JSON.stringify(document.getElementById('start-error')?.textContent),
+	  'log=' + JSON.stringify(document.getElementById('chat-log')?.innerText),
+	].join('\n')`))
+	if err != nil {
+		return "(page state unavailable: " + err.Error() + ")"
+	}
+	return s
+}
+
+// byRole finds elements the way a screen reader does: by computed role and
+// accessible name, through the accessibility tree. Hidden elements are not in
+// it, so only what the user can reach matches.
+func byRole(role, name string) chromedp.QueryOption {
+	return chromedp.ByFunc(func(ctx context.Context, t *chromedp.Target, n *chromedp.Node) ([]cdp.NodeID, error) {
+		res, err := cdp.Call(ctx, t, accessibility.QueryAXTree, accessibility.QueryAXTreeParams{NodeID: n.NodeID, Role: role, AccessibleName: name})
+		if err != nil {
+			return nil, err
+		}
+		var backend []cdp.BackendNodeID
+		for _, ax := range res.Nodes {
+			if !ax.Ignored && ax.BackendDOMNodeID != 0 {
+				backend = append(backend, ax.BackendDOMNodeID)
+			}
+		}
+		if len(backend) == 0 {
+			return nil, nil
+		}
+		pushed, err := cdp.Call(ctx, t, dom.PushNodesByBackendIDsToFrontend, dom.PushNodesByBackendIDsToFrontendParams{BackendNodeIDs: backend})
+		if err != nil {
+			return nil, err
+		}
+		return pushed.NodeIDs, nil
+	})
+}
+
+// press clicks the button with this accessible name, as a user would (a real
+// mouse event, so it counts as a user gesture).
+func (u *user) press(name string) {
+	u.tb.Helper()
+	u.do("pressing "+name, chromedp.Click(name, byRole("button", name)))
+}
+
+// typeInto types into the text box with this accessible name.
+func (u *user) typeInto(name, text string) {
+	u.tb.Helper()
+	u.do("typing into "+name, chromedp.SendKeys(name, text, byRole("textbox", name)))
+}
+
+// key sends key presses to whatever has the focus.
+func (u *user) key(keys string) {
+	u.tb.Helper()
+	u.do("pressing keys", chromedp.KeyEvent(keys))
+}
+
+type startOptions struct {
+	text      bool
+	hideIP    bool
+	autoNext  bool
+	interests []string
+}
+
+// start fills the landing form and presses Start.
+func (u *user) start(o startOptions) {
+	u.tb.Helper()
+	if o.text {
+		u.do("choosing text only", chromedp.Click("Text only", byRole("radio", "Text only")))
+	}
+	if o.hideIP {
+		u.do("ticking Hide my IP", chromedp.Click("#hide-ip", byID("hide-ip")))
+	}
+	if o.autoNext {
+		u.do("ticking auto next", chromedp.Click("#auto-next", byID("auto-next")))
+	}
+	for _, tag := range o.interests {
+		// A comma ends a tag as Enter does. (chromedp sends Enter's char
+		// event separately from its keydown, so the page's preventDefault
+		// on keydown would not stop the form's implicit submission as it
+		// does for a real key press.)
+		u.do("adding an interest", chromedp.SendKeys("#interest-input", tag+",", byID("interest-input")))
+	}
+	u.press("Start")
+}
+
+// byID selects by element id (for controls whose accessible name is long).
+func byID(id string) chromedp.QueryOption {
+	return chromedp.ByFunc(func(ctx context.Context, t *chromedp.Target, n *chromedp.Node) ([]cdp.NodeID, error) {
+		res, err := cdp.Call(ctx, t, dom.QuerySelector, dom.QuerySelectorParams{NodeID: n.NodeID, Selector: "#" + id})
+		if err != nil || res.NodeID == 0 {
+			return nil, err
+		}
+		return []cdp.NodeID{res.NodeID}, nil
+	})
+}
+
+// media is what the page's newest peer connection and the remote video show.
+type media struct {
+	PCs         int    `json:"pcs"`
+	State       string `json:"state"`
+	Width       int    `json:"width"`
+	Frames      int    `json:"frames"`
+	AudioLive   bool   `json:"audioLive"`
+	AudioIn     int    `json:"audioIn"`
+	Local       string `json:"local"`
+	Remote      string `json:"remote"`
+	LocalAddr   string `json:"localAddr"`
+	RemoteAddr  string `json:"remoteAddr"`
+	Protocol    string `json:"protocol"`
+	RelayProto  string `json:"relayProtocol"`
+	Indicator   string `json:"indicator"`
+	IndicatorOK string `json:"indicatorState"`
+}
+
+const mediaJS = `(async () => {
+  const pcs = window.__test.pcs;
+  const pc = pcs[pcs.length - 1];
+  const v = document.getElementById('remote-video');
+  const c = document.getElementById('connection');
+  const out = { pcs: pcs.length, state: pc ? pc.connectionState : '', width: v.videoWidth, frames: 0,
+    audioLive: false, audioIn: 0, local: '', remote: '', localAddr: '', remoteAddr: '', protocol: '', relayProtocol: '',
+    indicator: c.textContent, indicatorState: c.dataset.state };
+  if (v.srcObject) out.audioLive = v.srcObject.getAudioTracks().some((t) => t.readyState === 'live');
+  if (pc && pc.connectionState !== 'closed') {
+    const r = await pc.getStats();
+    let pair = null;
+    r.forEach((s) => {
+      if (s.type === 'inbound-rtp' && s.kind === 'video') out.frames = s.framesDecoded || 0;
+      if (s.type === 'inbound-rtp' && s.kind === 'audio') out.audioIn = s.packetsReceived || 0;
+      if (s.type === 'transport' && s.selectedCandidatePairId) pair = r.get(s.selectedCandidatePairId);
+    });
+    if (pair) {
+      const l = r.get(pair.localCandidateId), rc = r.get(pair.remoteCandidateId);
+      out.local = l.candidateType; out.remote = rc.candidateType;
+      out.localAddr = l.address || ''; out.remoteAddr = rc.address || '';
+      out.protocol = l.protocol || ''; out.relayProtocol = l.relayProtocol || '';
+    }
+  }
+  return out;
+})()`
+
+func (u *user) media() media {
+	u.tb.Helper()
+	return eval[media](u, mediaJS)
+}
+
+// waitMedia polls the media state until ok accepts it.
+func (u *user) waitMedia(what string, d time.Duration, ok func(media) bool) media {
+	u.tb.Helper()
+	deadline := time.Now().Add(d)
+	var m media
+	for {
+		m = u.media()
+		if ok(m) {
+			return m
+		}
+		if time.Now().After(deadline) {
+			u.tb.Fatalf("%s: waiting %v for %s; last %+v\n%s", u.name, d, what, m, u.describe())
+		}
+		select {
+		case <-u.ctx.Done():
+			u.tb.Fatalf("%s: %v", u.name, u.ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// seesStranger waits until the stranger's video plays: frames decoded and
+// still coming, the video element sized, the audio track live.
+func (u *user) seesStranger() media {
+	u.tb.Helper()
+	first := u.waitMedia("the stranger's video", connectTimeout, func(m media) bool {
+		return m.State == "connected" && m.Frames > 0 && m.Width > 0 && m.AudioLive
+	})
+	return u.waitMedia("more decoded frames", stepTimeout, func(m media) bool { return m.Frames > first.Frames+5 })
+}
+
+// text returns the text content of the element with this id.
+func (u *user) text(id string) string {
+	u.tb.Helper()
+	return eval[string](u, fmt.Sprintf(`document.getElementById(%q).textContent`, id))
+}
+
+// waitText polls until the element's text matches re.
+func (u *user) waitText(id string, re string) {
+	u.tb.Helper()
+	u.waitFor(fmt.Sprintf(`new RegExp(%q).test(document.getElementById(%q).textContent)`, re, id), fmt.Sprintf("#%s to match /%s/", id, re))
+}
+
+// eventually polls ok until it holds, for at most stepTimeout.
+func eventually(tb testing.TB, what string, ok func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(stepTimeout)
+	tick := time.NewTicker(pollInterval)
+	defer tick.Stop()
+	for !ok() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("waited %v for %s", stepTimeout, what)
+		}
+		<-tick.C
+	}
+}

@@ -1,0 +1,388 @@
+package web_test
+
+// The browser tests run the real server and a headless Chromium inside a
+// network namespace made for the test: the namespace has only loopback and a
+// veth pair with test addresses (198.51.100.0/24, TEST-NET-2), so ICE host
+// candidates never name the machine's interfaces and no packet can leave.
+//
+// The test binary re-executes itself inside the namespace (ip netns exec) with
+// envNamespace set; the copy inside starts the server binary and Chromium,
+// drives the page, and reports through its output and exit status, which the
+// outer test relays.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+const (
+	// envNamespace names the namespace a re-executed test runs in; its
+	// presence means "you are the copy inside".
+	envNamespace = "STRANGERS_WEB_NETNS"
+	// envServerBin is the path of the strangers binary built by the outer test.
+	envServerBin = "STRANGERS_WEB_SERVER_BIN"
+	// envArtifacts is where the copy inside saves screenshots.
+	envArtifacts = "STRANGERS_WEB_ARTIFACTS"
+	// envRequire=all turns every skip for a missing prerequisite into a failure.
+	envRequire = "STRANGERS_TEST_REQUIRE"
+
+	// Addresses inside the namespace. relayIP is the veth end the server
+	// advertises as its public address (TURN); peerIP is the other end.
+	relayIP = "198.51.100.1"
+	peerIP  = "198.51.100.2"
+	netBits = "24"
+	// The namespace is empty, so fixed ports cannot collide.
+	httpPort = "8080"
+	turnPort = "3478"
+
+	// childTimeout bounds one re-executed test run.
+	childTimeout = 6 * time.Minute
+)
+
+var (
+	buildOnce sync.Once
+	buildDir  string
+	buildBin  string
+	buildErr  error
+	buildOut  []byte
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
+		if buildDir != "" {
+			os.RemoveAll(buildDir)
+		}
+		os.Exit(code)
+	}))
+}
+
+// inNamespace reports whether this process is the copy inside a namespace.
+func inNamespace() bool { return os.Getenv(envNamespace) != "" }
+
+// missing skips the test for a missing prerequisite, or fails it when
+// STRANGERS_TEST_REQUIRE=all.
+func missing(tb testing.TB, format string, args ...any) {
+	tb.Helper()
+	msg := fmt.Sprintf(format, args...)
+	if os.Getenv(envRequire) == "all" {
+		tb.Fatalf("%s (required: %s=all)", msg, envRequire)
+	}
+	tb.Skip(msg)
+}
+
+// chromiumPath finds Debian's Chromium.
+func chromiumPath() (string, error) {
+	for _, p := range []string{"/usr/bin/chromium", "/usr/bin/chromium-browser"} {
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	return exec.LookPath("chromium")
+}
+
+// checkPrerequisites skips (or fails) when the browser tests cannot run here.
+func checkPrerequisites(tb testing.TB) {
+	tb.Helper()
+	if testing.Short() {
+		tb.Skip("browser tests take a minute or two; skipped with -short")
+	}
+	if os.Geteuid() != 0 {
+		missing(tb, "browser tests need root to create a network namespace (ip netns); run as root")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		missing(tb, "browser tests need the ip command (Debian package iproute2)")
+	}
+	if _, err := chromiumPath(); err != nil {
+		missing(tb, "browser tests need Chromium at /usr/bin/chromium (Debian package chromium)")
+	}
+	if _, err := exec.LookPath("go"); err != nil {
+		missing(tb, "browser tests build cmd/strangers and need the go command")
+	}
+}
+
+// serverBinary builds cmd/strangers once per test process.
+func serverBinary(tb testing.TB) string {
+	tb.Helper()
+	buildOnce.Do(func() {
+		buildDir, buildErr = os.MkdirTemp("", "strangers-web-")
+		if buildErr != nil {
+			return
+		}
+		buildBin = filepath.Join(buildDir, "strangers")
+		cmd := exec.Command("go", "build", "-o", buildBin, "../cmd/strangers")
+		buildOut, buildErr = cmd.CombinedOutput()
+	})
+	if buildErr != nil {
+		tb.Fatalf("go build ../cmd/strangers: %v\n%s", buildErr, buildOut)
+	}
+	return buildBin
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func ipCmd(ctx context.Context, args ...string) error {
+	out, err := exec.CommandContext(ctx, "ip", args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("ip %s: %w: %s", strings.Join(args, " "), err, bytes.TrimSpace(out))
+	}
+	return nil
+}
+
+// newNamespace creates a network namespace with loopback up and a veth pair
+// whose two ends carry relayIP and peerIP. It is deleted when the test ends.
+func newNamespace(tb testing.TB) string {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	id := randomHex(4)
+	ns := "strangers-web-" + id
+	if err := ipCmd(ctx, "netns", "add", ns); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := ipCmd(ctx, "netns", "del", ns); err != nil {
+			tb.Errorf("deleting the namespace: %v", err)
+		}
+	})
+	// Both ends are created inside the namespace (ip -n), so nothing is ever
+	// left behind in the host's namespace.
+	a, b := "swa"+id, "swb"+id
+	steps := [][]string{
+		{"-n", ns, "link", "set", "lo", "up"},
+		{"-n", ns, "link", "add", a, "type", "veth", "peer", "name", b},
+		{"-n", ns, "addr", "add", relayIP + "/" + netBits, "dev", a},
+		{"-n", ns, "addr", "add", peerIP + "/" + netBits, "dev", b},
+		{"-n", ns, "link", "set", a, "up"},
+		{"-n", ns, "link", "set", b, "up"},
+	}
+	for _, s := range steps {
+		if err := ipCmd(ctx, s...); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	return ns
+}
+
+// childRunPattern is the -test.run pattern for the copy inside: this test,
+// plus whatever subtest pattern the outer run was given.
+func childRunPattern(name string) string {
+	pattern := "^" + regexp.QuoteMeta(name) + "$"
+	if f := flag.Lookup("test.run"); f != nil {
+		parts := strings.SplitN(f.Value.String(), "/", 2)
+		if len(parts) == 2 && parts[1] != "" {
+			pattern += "/" + parts[1]
+		}
+	}
+	return pattern
+}
+
+// reexec runs this test (or benchmark) again inside a new namespace and
+// relays its output; it returns that output.
+func reexec(tb testing.TB, bench bool) string {
+	tb.Helper()
+	checkPrerequisites(tb)
+	bin := serverBinary(tb)
+	ns := newNamespace(tb)
+
+	ctx, cancel := context.WithTimeout(context.Background(), childTimeout)
+	defer cancel()
+	args := []string{"netns", "exec", ns, os.Args[0], "-test.v", "-test.count=1",
+		"-test.timeout=" + childTimeout.String()}
+	if bench {
+		args = append(args, "-test.run=^$", "-test.bench=^"+regexp.QuoteMeta(tb.Name())+"$", "-test.benchtime=1x")
+	} else {
+		args = append(args, "-test.run="+childRunPattern(tb.Name()))
+	}
+	cmd := exec.CommandContext(ctx, "ip", args...)
+	cmd.Env = append(os.Environ(),
+		envNamespace+"="+ns,
+		envServerBin+"="+bin,
+		envArtifacts+"="+tb.ArtifactDir(),
+	)
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGQUIT) }
+	cmd.WaitDelay = 10 * time.Second
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cmd.Stderr = cmd.Stdout
+	if err := cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	var all strings.Builder
+	sc := bufio.NewScanner(out)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		all.WriteString(line)
+		all.WriteByte('\n')
+		tb.Log("netns| " + line)
+	}
+	err = cmd.Wait()
+	output := all.String()
+	if skipped := regexp.MustCompile(`(?m)^--- SKIP: ` + regexp.QuoteMeta(tb.Name()) + ` `).MatchString(output); skipped && err == nil {
+		tb.Skip("skipped inside the namespace (see the log above)")
+	}
+	if err != nil {
+		tb.Fatalf("the test inside namespace %s failed: %v (its output is above)", ns, err)
+	}
+	return output
+}
+
+// ---- Inside the namespace: the server ---------------------------------------
+
+// server is the strangers binary running inside the namespace.
+type server struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+	mu   sync.Mutex
+	logs bytes.Buffer
+}
+
+// startServer starts the server and waits until it is listening.
+func startServer(tb testing.TB, extraEnv ...string) *server {
+	tb.Helper()
+	bin := os.Getenv(envServerBin)
+	if bin == "" {
+		tb.Fatalf("%s is not set", envServerBin)
+	}
+	s := &server{done: make(chan struct{})}
+	s.cmd = exec.Command(bin)
+	s.cmd.Env = append([]string{
+		"PATH=" + os.Getenv("PATH"),
+		"HOME=" + os.TempDir(),
+		"STRANGERS_HTTP_ADDR=0.0.0.0:" + httpPort,
+		"STRANGERS_TURN_ADDR=" + relayIP + ":" + turnPort,
+		"STRANGERS_PUBLIC_IP=" + relayIP,
+		"STRANGERS_RELAY_ALLOW_PEERS=127.0.0.0/8,198.51.100.0/24",
+		"STRANGERS_TURN_SECRET=" + randomHex(16),
+		"STRANGERS_LOG_FORMAT=json",
+		"STRANGERS_LOG_LEVEL=debug",
+		"STRANGERS_INTEREST_WAIT=1s",
+		"STRANGERS_WS_MAX_PER_IP=200",
+	}, extraEnv...)
+	stdout, err := s.cmd.StdoutPipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s.cmd.Stderr = s.cmd.Stdout
+	if err := s.cmd.Start(); err != nil {
+		tb.Fatalf("starting %s: %v", bin, err)
+	}
+	listening := make(chan map[string]any, 1)
+	go func() {
+		defer close(s.done)
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			s.mu.Lock()
+			s.logs.Write(sc.Bytes())
+			s.logs.WriteByte('\n')
+			s.mu.Unlock()
+			var m map[string]any
+			if json.Unmarshal(sc.Bytes(), &m) == nil && m["msg"] == "listening" {
+				select {
+				case listening <- m:
+				default:
+				}
+			}
+		}
+	}()
+	tb.Cleanup(func() { s.stop(tb) })
+	select {
+	case <-listening:
+	case <-s.done:
+		tb.Fatalf("the server exited before listening:\n%s", s.Logs())
+	case <-time.After(30 * time.Second):
+		tb.Fatalf("the server did not log \"listening\" within 30s:\n%s", s.Logs())
+	}
+	return s
+}
+
+// Logs returns what the server has logged so far.
+func (s *server) Logs() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.logs.String()
+}
+
+// stop sends SIGTERM, waits for a graceful exit, and kills it if it hangs.
+func (s *server) stop(tb testing.TB) {
+	if s.cmd.Process == nil || s.cmd.ProcessState != nil {
+		return
+	}
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	exited := make(chan error, 1)
+	go func() {
+		<-s.done
+		exited <- s.cmd.Wait()
+	}()
+	select {
+	case err := <-exited:
+		if err != nil {
+			tb.Errorf("server exit: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		s.cmd.Process.Kill()
+		<-exited
+		tb.Errorf("the server did not exit within 20s of SIGTERM")
+	}
+	if tb.Failed() {
+		tb.Logf("server logs:\n%s", tailLines(s.Logs(), 300))
+	}
+}
+
+func tailLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = append([]string{fmt.Sprintf("… %d earlier lines", len(lines)-n)}, lines[len(lines)-n:]...)
+	}
+	return strings.Join(lines, "\n")
+}
+
+// killConnections resets every TCP connection to the server made to the
+// given local address: to the browser it looks like a network drop (no close
+// frame), to the server like a lost connection.
+func killConnections(ctx context.Context, localAddr string) error {
+	var killed bool
+	srcs := []string{localAddr}
+	if !strings.HasPrefix(localAddr, "[") {
+		// On a dual-stack listener IPv4 peers appear IPv4-mapped.
+		srcs = append(srcs, "[::ffff:"+localAddr+"]")
+	}
+	for _, src := range srcs {
+		out, err := exec.CommandContext(ctx, "ss", "-K", "-tn", "src", src, "and", "sport", "=", ":"+httpPort).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("ss -K: %w: %s", err, out)
+		}
+		killed = killed || strings.Contains(string(out), src+":"+httpPort)
+	}
+	if !killed {
+		list, _ := exec.CommandContext(ctx, "ss", "-tn").CombinedOutput()
+		return fmt.Errorf("ss -K found no connection to %s:%s to kill; connections:\n%s", localAddr, httpPort, list)
+	}
+	return nil
+}
