@@ -32,6 +32,7 @@
 //	{"type":"chat", "match":id, "text":string}
 //	{"type":"typing", "match":id, "typing":bool}
 //	{"type":"report", "match":id, "reason"?:string}
+//	{"type":"ice"}
 //
 // Messages from server to client:
 //
@@ -43,6 +44,7 @@
 //	{"type":"signal"|"chat"|"typing", ...}   as sent by the partner, re-encoded
 //	{"type":"partner_left", "match":id, "reason":"next"|"stop"|"disconnected"|"reported"}
 //	{"type":"stats", "online":n, "waiting":n}
+//	{"type":"ice", "iceServers":[RTCIceServer...]}
 //	{"type":"error", "code":code, "message":text}
 //
 // # Sessions
@@ -115,6 +117,11 @@
 // 0.0.0.0 (or ::). The partner never learns a relayOnly sender's address.
 //
 // stats is pushed at most every few seconds, only when the figures changed.
+//
+// ice asks for this session's ICE servers outside a match, for a
+// connectivity preflight or a checker; the answer is an ice message with
+// iceServers as in matched. Three may be asked in a row, then one per 10 s;
+// beyond that the answer is error "rate_limited".
 //
 // # Errors and limits
 //

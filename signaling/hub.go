@@ -18,8 +18,9 @@ import (
 )
 
 // ICEProvider mints ICE servers (with fresh TURN credentials) for one
-// session; called once per side at match time, from the hub's owner
-// goroutine, so it must be quick (no network round trips).
+// session; called once per side at match time (and for an ice request),
+// from the hub's owner goroutine, so it must be quick (no network round
+// trips).
 type ICEProvider interface {
 	ICEServers(sessionID string) ([]ICEServer, error)
 }

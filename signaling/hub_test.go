@@ -310,3 +310,30 @@ func TestReport(t *testing.T) {
 		t.Fatalf("reports_total %v", got)
 	}
 }
+
+func TestICERequest(t *testing.T) {
+	t.Parallel()
+	ice := &fakeICE{}
+	cfg := testConfig()
+	cfg.ICE = ice
+	e := newEnv(t, cfg)
+	c := e.dial()
+	w := c.hello()
+	for range iceRequestBurst {
+		c.send(ICERequest{Type: TypeICE})
+		got := c.expect(TypeICE)
+		if len(got.ICEServers) != 2 || !strings.HasSuffix(got.ICEServers[1].Username, ":"+w.Session) {
+			t.Fatalf("ice reply %+v", got)
+		}
+	}
+	c.send(ICERequest{Type: TypeICE})
+	c.expectError(CodeRateLimited)
+	// Without a provider the answer is an empty list, not null.
+	e2 := newEnv(t, testConfig())
+	d := e2.dial()
+	d.hello()
+	d.sendRaw(`{"type":"ice"}`)
+	if got := d.expect(TypeICE); got.ICEServers == nil || len(got.ICEServers) != 0 {
+		t.Fatalf("%+v", got)
+	}
+}

@@ -238,6 +238,11 @@ func TestLimitSlowReader(t *testing.T) {
 	defer slowWS.Close()
 	slowWS.WriteJSON(Hello{Type: TypeHello, Version: ProtocolVersion})
 	slowWS.WriteJSON(Find{Type: TypeFind, Mode: ModeText})
+	for range 2 { // welcome, waiting
+		if _, _, err := slowWS.ReadMessage(); err != nil {
+			t.Fatal(err)
+		}
+	}
 	fast := e.dial()
 	fast.hello()
 	fast.find(ModeText)

@@ -45,6 +45,7 @@ const (
 	TypeChat   MsgType = "chat"   // both directions
 	TypeTyping MsgType = "typing" // both directions
 	TypeReport MsgType = "report"
+	TypeICE    MsgType = "ice" // both directions: ICE servers without a match
 )
 
 // Server to client.
@@ -191,6 +192,20 @@ type Report struct {
 	Reason string  `json:"reason,omitempty"`
 }
 
+// ICERequest asks for ICE servers outside a match (for a connectivity
+// preflight or a checker). It is answered with ICEReply; at most
+// iceRequestBurst in a row, then one per iceRequestEvery.
+type ICERequest struct {
+	Type MsgType `json:"type"`
+}
+
+// ICEReply answers ICERequest with ICE servers (fresh TURN credentials) for
+// the session.
+type ICEReply struct {
+	Type       MsgType     `json:"type"`
+	ICEServers []ICEServer `json:"iceServers"`
+}
+
 // Limits tells a client the bounds it must stay within (sent in welcome).
 type Limits struct {
 	MaxMessageSize int64   `json:"maxMessageSize"` // bytes per frame
@@ -273,7 +288,7 @@ func decodeErr(code ErrorCode, format string, args ...any) error {
 // Decode parses one client message strictly: a JSON object with a known
 // "type", no unknown fields, fields of the right types, values within their
 // bounds, nothing after the object. It returns a pointer to Hello, Find,
-// Next, Stop, Signal, Chat, Typing or Report, or a *DecodeError.
+// Next, Stop, Signal, Chat, Typing, Report or ICERequest, or a *DecodeError.
 func Decode(data []byte) (any, error) {
 	if len(data) > maxDecodeMessage {
 		return nil, decodeErr(CodeTooLarge, "message of %d bytes", len(data))
@@ -305,6 +320,8 @@ func Decode(data []byte) (any, error) {
 		msg = new(Typing)
 	case TypeReport:
 		msg = new(Report)
+	case TypeICE:
+		msg = new(ICERequest)
 	case "":
 		return nil, decodeErr(CodeBadMessage, "missing type")
 	default:
@@ -446,8 +463,9 @@ func normalizeInterests(raw []string) ([]string, error) {
 	return tags, nil
 }
 
-func (m *Next) validate() error { return nil }
-func (m *Stop) validate() error { return nil }
+func (m *Next) validate() error       { return nil }
+func (m *ICERequest) validate() error { return nil }
+func (m *Stop) validate() error       { return nil }
 
 func (m *Signal) validate() error {
 	if err := checkMatch(m.Match); err != nil {
@@ -520,6 +538,8 @@ func msgType(m any) MsgType {
 		return TypeTyping
 	case *Report:
 		return TypeReport
+	case *ICERequest:
+		return TypeICE
 	}
 	return ""
 }

@@ -17,6 +17,10 @@ const (
 	matchIDBytes   = 16
 	tokenBytes     = 32 // the resume token is a secret
 	maxReported    = 64 // reported partners remembered per session
+
+	// ice requests outside a match: a few in a row, then one per 10s.
+	iceRequestBurst = 3
+	iceRequestEvery = 10 * time.Second
 )
 
 type evKind uint8
@@ -68,6 +72,8 @@ type session struct {
 	reported    map[uint64]struct{} // never paired again
 
 	pending []outMsg // messages for it while detached, delivered on resume
+
+	iceBucket tokenBucket // ice requests
 }
 
 // avoids reports whether s must not be paired with o.
@@ -241,6 +247,13 @@ func (h *Hub) handle(ev event) {
 		h.relay(s, m.Match, m)
 	case *Report:
 		h.report(s, m)
+	case *ICERequest:
+		if !s.iceBucket.take(now) {
+			h.m.drop(dropRateLimited)
+			s.conn.sendError(CodeRateLimited, "too many ice requests")
+			return
+		}
+		h.deliver(s, outMsg{v: &ICEReply{Type: TypeICE, ICEServers: h.iceServers(s)}})
 	}
 }
 
@@ -289,11 +302,12 @@ func (h *Hub) hello(c *conn, m *Hello) {
 	}
 	h.serial++
 	s := &session{
-		id:     newID(sessionIDBytes),
-		token:  newID(tokenBytes),
-		serial: h.serial,
-		state:  StateIdle,
-		conn:   c,
+		id:        newID(sessionIDBytes),
+		token:     newID(tokenBytes),
+		serial:    h.serial,
+		state:     StateIdle,
+		conn:      c,
+		iceBucket: newTokenBucket(1/iceRequestEvery.Seconds(), iceRequestBurst, time.Now()),
 	}
 	c.sess = s
 	h.sessions[s.token] = s

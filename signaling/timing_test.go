@@ -253,6 +253,7 @@ func TestLimitHelloTimeout(t *testing.T) {
 		if waited := time.Since(start); waited != 10*time.Second {
 			t.Fatalf("dropped after %v, want HelloTimeout", waited)
 		}
+		synctest.Wait()
 		if got := counter(e.hub.m.closes.WithLabelValues(string(reasonHelloTimeout))); got != 1 {
 			t.Fatalf("hello_timeout closes %v", got)
 		}
