@@ -35,7 +35,14 @@ const (
 // tests can read stats, drop sockets and check the page stays in its lane.
 // It changes nothing the page sees.
 const instrument = `(() => {
-  const t = { pcs: [], sockets: [], welcomes: [], gum: 0, csp: [] };
+  const t = { pcs: [], sockets: [], welcomes: [], iceServers: [], gum: 0, csp: [], msgs: [] };
+  const note = (dir, data) => {
+    try {
+      const m = JSON.parse(data);
+      t.msgs.push([performance.now(), dir + m.type + (m.sdp ? ':' + m.sdp.type : '') + (m.candidate ? ':cand' : '')]);
+      if (t.msgs.length > 500) t.msgs.shift();
+    } catch {}
+  };
   Object.defineProperty(window, '__test', { value: t });
   const PC = window.RTCPeerConnection;
   window.RTCPeerConnection = class extends PC {
@@ -43,13 +50,16 @@ const instrument = `(() => {
   };
   const WS = window.WebSocket;
   window.WebSocket = class extends WS {
+    send(data) { note('>', data); super.send(data); }
     constructor(...a) {
       super(...a);
       t.sockets.push(this);
+      this.addEventListener('message', (e) => note('<', e.data));
       this.addEventListener('message', (e) => {
         try {
           const m = JSON.parse(e.data);
           if (m.type === 'welcome') t.welcomes.push({ session: m.session, resumed: Boolean(m.resumed) });
+          if (m.type === 'matched') t.iceServers = m.iceServers;
         } catch {}
       });
     }
@@ -204,6 +214,11 @@ type user struct {
 	ctx  context.Context
 	st   *stage
 
+	// close checks the page's complaints (and takes a screenshot if the
+	// test failed), leaves the page and closes the tab; it runs at the end
+	// of the test unless called before.
+	close func()
+
 	mu       sync.Mutex
 	problems []string // page exceptions and console errors
 }
@@ -249,7 +264,8 @@ func (st *stage) newUser(tb testing.TB, name string, opts ...userOption) *user {
 	ctx, cancel := chromedp.NewContext(root, chromedp.WithNewBrowserContext())
 	u := &user{tb: tb, name: name, ctx: ctx, st: st}
 	var wg sync.WaitGroup
-	tb.Cleanup(func() {
+	u.close = sync.OnceFunc(func() {
+		u.finish()
 		// Leaving the page closes its WebSocket normally (the server
 		// forgets the session at once); then the tab and context go.
 		lctx, lcancel := context.WithTimeout(ctx, 5*time.Second)
@@ -258,7 +274,7 @@ func (st *stage) newUser(tb testing.TB, name string, opts ...userOption) *user {
 		cancel()
 		wg.Wait()
 	})
-	tb.Cleanup(func() { u.finish() })
+	tb.Cleanup(u.close)
 
 	// The first run opens the tab and binds it to the context it is given.
 	if err := chromedp.Do(ctx); err != nil {

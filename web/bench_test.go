@@ -1,0 +1,157 @@
+package web_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"slices"
+	"strconv"
+	"testing"
+)
+
+// benchTries is how many times each figure is measured.
+const benchTries = 20
+
+// nextToFrameJS presses Next and resolves with the milliseconds until the
+// new peer connection has decoded its first video frame (-1 on timeout).
+const nextToFrameJS = `(async () => {
+  const t = window.__test, n = t.pcs.length;
+  const t0 = performance.now();
+  t.t0 = t0;
+  document.getElementById('next').click();
+  while (performance.now() - t0 < 20000) {
+    const pc = t.pcs.length > n ? t.pcs[t.pcs.length - 1] : null;
+    if (pc) {
+      const r = await pc.getStats();
+      let f = 0;
+      r.forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'video') f = s.framesDecoded || 0; });
+      if (f > 0) return performance.now() - t0;
+    }
+    await new Promise((res) => setTimeout(res, 5));
+  }
+  return -1;
+})()`
+
+const timelineJS = `window.__test.msgs.filter(([ts]) => ts >= (window.__test.t0 ?? 0) - 2000).map(([ts, what]) => (ts - (window.__test.t0 ?? 0)).toFixed(0) + ' ' + what).join(', ')`
+
+// loopbackCallJS is the reference: two peer connections in one page, the
+// same camera and ICE servers, no signaling server. It resolves with the
+// milliseconds from creating them to the first decoded frame.
+const loopbackCallJS = `(async (iceServers, relayOnly) => {
+  const stream = await navigator.mediaDevices.getUserMedia({ video: true, audio: true });
+  const cfg = { iceServers, iceTransportPolicy: relayOnly ? 'relay' : 'all', bundlePolicy: 'max-bundle' };
+  const t0 = performance.now();
+  const p1 = new RTCPeerConnection(cfg), p2 = new RTCPeerConnection(cfg);
+  p1.onicecandidate = (e) => { if (e.candidate) p2.addIceCandidate(e.candidate).catch(() => {}); };
+  p2.onicecandidate = (e) => { if (e.candidate) p1.addIceCandidate(e.candidate).catch(() => {}); };
+  for (const tr of stream.getTracks()) p1.addTrack(tr, stream);
+  await p1.setLocalDescription();
+  await p2.setRemoteDescription(p1.localDescription);
+  await p2.setLocalDescription();
+  await p1.setRemoteDescription(p2.localDescription);
+  let ms = -1;
+  while (performance.now() - t0 < 20000) {
+    const r = await p2.getStats();
+    let f = 0;
+    r.forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'video') f = s.framesDecoded || 0; });
+    if (f > 0) { ms = performance.now() - t0; break; }
+    await new Promise((res) => setTimeout(res, 5));
+  }
+  p1.close(); p2.close();
+  for (const tr of stream.getTracks()) tr.stop();
+  return ms;
+})`
+
+// BenchmarkNextToFirstFrame measures, in the browser, the time from pressing
+// Next to the first decoded frame of the new stranger's video, direct and
+// with "Hide my IP" on both sides, over benchTries tries each, and the same
+// for two peer connections inside one page (no signaling) for reference.
+// It prints p50 and p95; nothing is asserted.
+//
+//	go test -run '^$' -bench NextToFirstFrame ./web/
+func BenchmarkNextToFirstFrame(b *testing.B) {
+	if !inNamespace() {
+		out := reexec(b, true)
+		for _, m := range regexp.MustCompile(`(?m)^\s*figure (\S+) ([0-9.]+)$`).FindAllStringSubmatch(out, -1) {
+			v, _ := strconv.ParseFloat(m[2], 64)
+			b.ReportMetric(v, m[1])
+		}
+		return
+	}
+	st := newStage(b)
+	st.requireSignaling(b)
+	for _, mode := range []struct {
+		name   string
+		hideIP bool
+	}{{"direct", false}, {"relay", true}} {
+		var next, loop []float64
+		// The one who presses Next; each try a fresh stranger waits for them.
+		presser := st.newUser(b, "presser-"+mode.name)
+		presser.start(startOptions{hideIP: mode.hideIP})
+		partner := st.newUser(b, "first-"+mode.name)
+		partner.start(startOptions{hideIP: mode.hideIP})
+		presser.seesStranger()
+		for i := range benchTries + 1 { // the first try warms up
+			waiting := st.newUser(b, fmt.Sprintf("stranger-%s-%d", mode.name, i))
+			waiting.start(startOptions{hideIP: mode.hideIP})
+			waiting.waitText("stage", "Looking for a stranger")
+			ms := eval[float64](presser, nextToFrameJS)
+			if ms < 0 {
+				b.Fatalf("%s try %d: no frame within 20s\n%s", mode.name, i, presser.describe())
+			}
+			if testing.Verbose() && i < 4 {
+				b.Logf("%s try %d: %.0f ms; presser %s", mode.name, i, ms, eval[string](presser, timelineJS))
+				b.Logf("  stranger %s", eval[string](waiting, timelineJS))
+			}
+			partner.close()
+			partner = waiting
+			if i > 0 {
+				next = append(next, ms)
+			}
+		}
+		ice, err := json.Marshal(eval[any](presser, `window.__test.iceServers`))
+		if err != nil {
+			b.Fatal(err)
+		}
+		ref := st.newUser(b, "reference-"+mode.name)
+		for i := range benchTries + 1 {
+			ms := eval[float64](ref, fmt.Sprintf("%s(%s, %t)", loopbackCallJS, ice, mode.hideIP))
+			if ms < 0 {
+				b.Fatalf("%s reference try %d: no frame within 20s", mode.name, i)
+			}
+			if i > 0 {
+				loop = append(loop, ms)
+			}
+		}
+		ref.close()
+		partner.close()
+		presser.close()
+
+		p50, p95 := percentile(next, 50), percentile(next, 95)
+		r50, r95 := percentile(loop, 50), percentile(loop, 95)
+		b.Logf("%s: Next → first frame over %d tries: p50 %.0f ms, p95 %.0f ms (min %.0f, max %.0f)",
+			mode.name, len(next), p50, p95, slices.Min(next), slices.Max(next))
+		b.Logf("%s: reference, two peer connections in one page: p50 %.0f ms, p95 %.0f ms; Next adds %.0f ms at p50",
+			mode.name, r50, r95, p50-r50)
+		for _, f := range []struct {
+			name string
+			v    float64
+		}{
+			{mode.name + "-p50-ms", p50}, {mode.name + "-p95-ms", p95},
+			{mode.name + "-ref-p50-ms", r50}, {mode.name + "-ref-p95-ms", r95},
+		} {
+			b.ReportMetric(f.v, f.name)
+			fmt.Printf("figure %s %.1f\n", f.name, f.v)
+		}
+	}
+}
+
+// percentile returns the p-th percentile (nearest rank) of xs.
+func percentile(xs []float64, p float64) float64 {
+	s := slices.Sorted(slices.Values(xs))
+	if len(s) == 0 {
+		return 0
+	}
+	i := int(float64(len(s))*p/100+0.5) - 1
+	return s[max(0, min(i, len(s)-1))]
+}
