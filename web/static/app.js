@@ -256,9 +256,11 @@ function showRemote(stream) {
     v.srcObject = stream;
     v.muted = false;
   }
-  v.play().catch(() => {
+  v.play().catch((err) => {
     // Autoplay with sound refused (mobile browsers without a recent tap):
-    // play muted and offer a button for the sound.
+    // play muted and offer a button for the sound. (Other rejections mean
+    // the call ended meanwhile.)
+    if (!(err instanceof DOMException) || err.name !== 'NotAllowedError' || v.srcObject !== stream) return;
     v.muted = true;
     el.play.hidden = false;
     v.play().catch(() => {});

@@ -41,6 +41,8 @@ export class Call {
     this.onStatus = onStatus;
     this.closed = false;
     this.everConnected = false;
+    /** Set once we have told the user it failed: no more restarts. */
+    this.gaveUp = false;
     this.restarts = 0;
     /** @type {Set<string>} candidate types gathered locally */
     this.gathered = new Set();
@@ -163,6 +165,7 @@ export class Call {
       clearTimeout(this.disconnectTimer);
       this.disconnectTimer = undefined;
       this.everConnected = true;
+      this.gaveUp = false;
       this.restarts = 0;
       if (this.status.state !== 'connected') {
         this.setStatus({ ...this.status, state: 'connected', reason: undefined });
@@ -171,12 +174,13 @@ export class Call {
       if (this.statsTimer === undefined) this.statsTimer = setInterval(() => this.refreshStats(), statsIntervalMs);
       return;
     }
-    if (st === 'failed' || ice === 'failed') {
+    if ((st === 'failed' || ice === 'failed') && !this.gaveUp) {
       clearTimeout(this.disconnectTimer);
       this.disconnectTimer = undefined;
       this.restart();
       return;
     }
+    if (this.gaveUp) return;
     if ((st === 'disconnected' || ice === 'disconnected') && this.everConnected) {
       // Often transient (a Wi-Fi hiccup): say so, and only if it lasts does
       // the offerer restart ICE.
@@ -193,7 +197,7 @@ export class Call {
 
   /** The offerer restarts ICE; the answerer waits for the new offer. */
   restart() {
-    if (this.closed) return;
+    if (this.closed || this.gaveUp) return;
     if (this.restarts >= maxRestarts) {
       this.giveUp();
       return;
@@ -201,15 +205,22 @@ export class Call {
     this.setStatus({ ...this.status, state: this.everConnected ? 'reconnecting' : 'connecting' });
     if (this.role !== 'offerer') return;
     this.restarts++;
-    clearTimeout(this.connectTimer);
-    this.connectTimer = setTimeout(() => this.giveUp(), connectTimeoutMs);
+    if (this.everConnected) {
+      // Recovering a call gets a fresh window; a first connection keeps
+      // the one it started with.
+      clearTimeout(this.connectTimer);
+      this.connectTimer = setTimeout(() => this.giveUp(), connectTimeoutMs);
+    }
     this.offer(true).catch(() => this.giveUp());
   }
 
   giveUp() {
-    if (this.closed) return;
+    if (this.closed || this.gaveUp) return;
     const st = this.pc.connectionState;
     if (st === 'connected') return;
+    this.gaveUp = true;
+    clearTimeout(this.connectTimer);
+    clearTimeout(this.disconnectTimer);
     this.setStatus({ state: 'failed', reason: this.explain() });
   }
 
