@@ -13,6 +13,8 @@ func command(args []string, stdout, stderr io.Writer) int {
 	case "-h", "-help", "--help", "help":
 		printUsage(stdout)
 		return 0
+	case "check":
+		return checkCommand(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintf(stdout, "strangers %s\n", version)
 		return 0

@@ -125,6 +125,7 @@ func printUsage(w io.Writer) {
 
 Usage:
   strangers           run the server (configured by the environment)
+  strangers check URL test a deployment the way a browser would (strangers check -h)
   strangers version   print the version
   strangers -h        print this help
 
