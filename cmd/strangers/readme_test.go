@@ -57,3 +57,29 @@ func TestREADMEConfigTable(t *testing.T) {
 	}
 	t.Errorf("README.md's configuration table differs from the config struct; run: go test ./cmd/strangers -run TestREADMEConfigTable -update-readme")
 }
+
+// TestREADMEDocumentsEveryMetric checks that every strangers_* metric the
+// running server exposes has a row in the README's metrics table.
+func TestREADMEDocumentsEveryMetric(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := startRun(t, nil)
+	_, body := get(t, s.url("/metrics"))
+	seen := map[string]bool{}
+	for _, line := range strings.Split(body, "\n") {
+		if name, ok := strings.CutPrefix(line, "# TYPE "); ok {
+			name, _, _ = strings.Cut(name, " ")
+			if strings.HasPrefix(name, "strangers_") && !seen[name] {
+				seen[name] = true
+				if !strings.Contains(string(data), "`"+name+"`") && !strings.Contains(string(data), "`"+name+"{") {
+					t.Errorf("README.md's metrics table lacks %s", name)
+				}
+			}
+		}
+	}
+	if len(seen) < 10 {
+		t.Errorf("only %d strangers_* metrics exposed: %v", len(seen), seen)
+	}
+}

@@ -110,3 +110,27 @@ func TestRunRejectsBadConfigBeforeListening(t *testing.T) {
 		t.Errorf("run listened despite bad config: %s", out.String())
 	}
 }
+
+func TestRunSummarisesAndWarnsAboutRiskySettings(t *testing.T) {
+	s := startRun(t, map[string]string{
+		"STRANGERS_RELAY_ALLOW_PEERS": "127.0.0.0/8",
+		"STRANGERS_RELAY_PORT_MIN":    "50000",
+		"STRANGERS_RELAY_PORT_MAX":    "50099",
+	})
+	for _, key := range []string{"http", "turn_udp", "turn_tcp", "public_ip", "relay_ports", "version"} {
+		if _, ok := s.addrs[key]; !ok {
+			t.Errorf("startup line lacks %s: %v", key, s.addrs)
+		}
+	}
+	for _, want := range []string{"STRANGERS_TURN_SECRET is unset", "relay port range is smaller", "STRANGERS_RELAY_ALLOW_PEERS lets the relay reach private"} {
+		if _, ok := s.logs.waitFor(func(m map[string]any) bool {
+			msg, _ := m["msg"].(string)
+			return m["level"] == "WARN" && strings.Contains(msg, want)
+		}, 5*time.Second); !ok {
+			t.Errorf("no warning containing %q; logs:\n%s", want, s.logs.String())
+		}
+	}
+	if strings.Contains(s.logs.String(), "secret\":") {
+		t.Errorf("a secret reached the logs:\n%s", s.logs.String())
+	}
+}
