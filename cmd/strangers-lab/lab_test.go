@@ -1,0 +1,182 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+// envRequire=all turns every skip for a missing prerequisite into a failure.
+const envRequire = "STRANGERS_TEST_REQUIRE"
+
+// TestMain also serves the lab's role processes: the lab re-executes this
+// test binary inside client namespaces with envReexec set and a role's
+// arguments (peer, browser) instead of test flags.
+func TestMain(m *testing.M) {
+	if os.Getenv(envReexec) != "" {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+		stop()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	goleak.VerifyTestMain(m)
+}
+
+// missing skips the test for a missing prerequisite, or fails it when
+// STRANGERS_TEST_REQUIRE=all.
+func missing(tb testing.TB, format string, args ...any) {
+	tb.Helper()
+	msg := fmt.Sprintf(format, args...)
+	if os.Getenv(envRequire) == "all" {
+		tb.Fatalf("%s (required: %s=all)", msg, envRequire)
+	}
+	tb.Skip(msg)
+}
+
+// requireLab skips (or fails) when the lab cannot be built here.
+func requireLab(tb testing.TB) {
+	tb.Helper()
+	if testing.Short() {
+		tb.Skip("the NAT lab takes about a minute; skipped with -short")
+	}
+	if os.Geteuid() != 0 {
+		missing(tb, "the NAT lab needs root to create network namespaces; run as root")
+	}
+	for _, tool := range []struct{ name, pkg string }{{"ip", "iproute2"}, {"nft", "nftables"}, {"go", "golang"}} {
+		if _, err := exec.LookPath(tool.name); err != nil {
+			missing(tb, "the NAT lab needs the %s command (Debian package %s)", tool.name, tool.pkg)
+		}
+	}
+}
+
+// buildServer builds cmd/strangers into a temporary directory.
+func buildServer(tb testing.TB) string {
+	tb.Helper()
+	bin := filepath.Join(tb.TempDir(), "strangers")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "../strangers").CombinedOutput()
+	if err != nil {
+		tb.Fatalf("go build ../strangers: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// TestLab builds the lab, checks every NAT behaves as its kind must, then
+// runs the matrix once per cell and asserts the rules: every cell
+// connects; pairs that can connect directly do so without the relay;
+// symmetric ↔ symmetric uses the relay; firewalled sides use TURN over TLS
+// on 443; a side that hides its IP is relayed and its partner never learns
+// its addresses. Chromium cells run when Chromium is installed.
+func TestLab(t *testing.T) {
+	requireLab(t)
+	bin := buildServer(t)
+	chromium := defaultChromium()
+	if chromium == "" {
+		if os.Getenv(envRequire) == "all" {
+			t.Fatalf("the browser cells need Chromium at /usr/bin/chromium (Debian package chromium) (required: %s=all)", envRequire)
+		}
+		t.Log("no Chromium (Debian package chromium): the browser cells are skipped")
+	} else if _, err := exec.LookPath("certutil"); err != nil {
+		missing(t, "the browser cells need certutil (Debian package libnss3-tools) to trust the lab CA")
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	logw := &testWriter{t: t}
+	cfg := matrixConfig{Runs: 1, Strangers: bin, Chromium: chromium, Verbose: testing.Verbose()}
+	m, err := startMatrix(ctx, cfg, slog.New(slog.NewTextHandler(logw, nil)), logw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("server log (tail):\n%s", tail(m.server.Logs(), 200))
+		}
+		if err := m.Close(); err != nil {
+			t.Errorf("tearing the lab down: %v", err)
+		}
+		if left := labNamespaces(t, m.lab.id); len(left) > 0 {
+			t.Errorf("namespaces left behind: %v", left)
+		}
+	})
+
+	t.Run("nat", func(t *testing.T) {
+		for _, s := range m.lab.sites {
+			t.Run(s.name, func(t *testing.T) {
+				got, err := m.lab.probeNAT(ctx, s)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if want := s.kind.want(s); got != want {
+					t.Errorf("behaves as %+v, want %+v", got, want)
+				}
+			})
+		}
+	})
+
+	var results []cellResult
+	runCells := func(t *testing.T, cells []cell) {
+		for _, c := range cells {
+			t.Run(c.String(), func(t *testing.T) {
+				r := m.runner.runCell(ctx, c, cfg.Runs)
+				results = append(results, r)
+				for _, run := range r.runs {
+					t.Logf("A %+v", run.a)
+					t.Logf("B %+v", run.b)
+				}
+				for _, v := range check(m.lab, r) {
+					t.Error(v.msg)
+				}
+			})
+		}
+	}
+	t.Run("pion", func(t *testing.T) { runCells(t, pionCells()) })
+	t.Run("chromium", func(t *testing.T) {
+		if chromium == "" {
+			t.Skip("no Chromium")
+		}
+		runCells(t, browserCells())
+	})
+	var table strings.Builder
+	printMatrix(&table, results)
+	t.Logf("matrix (%d run per cell):\n%s", cfg.Runs, table.String())
+}
+
+// labNamespaces lists the namespaces of lab id that still exist.
+func labNamespaces(t *testing.T, id string) []string {
+	out, err := exec.Command("ip", "netns", "list").Output()
+	if err != nil {
+		t.Errorf("ip netns list: %v", err)
+		return nil
+	}
+	var left []string
+	for _, line := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(line); len(f) > 0 && strings.HasPrefix(f[0], nsPrefix+id+"-") {
+			left = append(left, f[0])
+		}
+	}
+	return left
+}
+
+// testWriter sends what it is given to the test log, line by line.
+type testWriter struct{ t *testing.T }
+
+func (w *testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
