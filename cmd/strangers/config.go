@@ -71,6 +71,12 @@ type config struct {
 	TURNCredentialTTL time.Duration `env:"STRANGERS_TURN_CREDENTIAL_TTL" envDefault:"1h" help:"Lifetime of the TURN credentials handed out with each match (checked when an allocation is created; a call may outlast it)."`
 	TURNSessionQuota  int           `env:"STRANGERS_TURN_SESSION_QUOTA" envDefault:"10" help:"Relay allocations one session's credential may hold at once."`
 	TURNTotalQuota    int           `env:"STRANGERS_TURN_TOTAL_QUOTA" envDefault:"10000" help:"Relay allocations the server holds at once, in total."`
+	TURNSessionGrace  time.Duration `env:"STRANGERS_TURN_SESSION_GRACE" envDefault:"30s" help:"How long a session's relay allocations keep working after the session ended (its user left for good), before they are closed."`
+	TURNMaxPerms      int           `env:"STRANGERS_TURN_MAX_PERMISSIONS" envDefault:"64" help:"Peer addresses one relay allocation may hold permissions for."`
+	TURNMaxChannels   int           `env:"STRANGERS_TURN_MAX_CHANNELS" envDefault:"64" help:"Channels one relay allocation may bind."`
+	TURNTCPMaxPerIP   int           `env:"STRANGERS_TURN_TCP_MAX_PER_IP" envDefault:"16" help:"Concurrent TURN-over-TCP/TLS connections from one IP address (raise it when many users share one NAT)."`
+	TURNTCPFirstMsg   time.Duration `env:"STRANGERS_TURN_TCP_FIRST_MESSAGE_TIMEOUT" envDefault:"10s" help:"How long a new TURN-over-TCP/TLS connection has to send its first complete STUN message."`
+	TURNTCPIdle       time.Duration `env:"STRANGERS_TURN_TCP_IDLE_TIMEOUT" envDefault:"5m" help:"How long a TURN-over-TCP/TLS connection may stay silent before it is closed."`
 	ICEServers        string        `env:"STRANGERS_ICE_SERVERS" help:"JSON list of extra ICE servers handed to browsers besides ours, as RTCIceServer objects, e.g. [{\"urls\":\"stun:stun.example.com:3478\"}]."`
 }
 
@@ -307,7 +313,11 @@ func validate(c config) (settings, error) {
 		}
 	}
 	s.trustedProxies = parsePrefixes(c.TrustedProxies, "STRANGERS_TRUSTED_PROXIES", bad)
-	s.allowPeers = parsePrefixes(c.RelayAllowPeers, "STRANGERS_RELAY_ALLOW_PEERS", bad)
+	if peers, err := relay.ParseAllowPeers(strings.Join(c.RelayAllowPeers, ",")); err != nil {
+		bad("STRANGERS_RELAY_ALLOW_PEERS", strings.Join(c.RelayAllowPeers, ","), err.Error())
+	} else {
+		s.allowPeers = peers
+	}
 
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		bad("STRANGERS_LOG_LEVEL", c.LogLevel, "must be debug, info, warn or error")
@@ -330,6 +340,9 @@ func validate(c config) (settings, error) {
 	positive("STRANGERS_WS_WRITE_TIMEOUT", c.WSWriteTimeout)
 	positive("STRANGERS_STATS_INTERVAL", c.StatsInterval)
 	positive("STRANGERS_TURN_CREDENTIAL_TTL", c.TURNCredentialTTL)
+	positive("STRANGERS_TURN_SESSION_GRACE", c.TURNSessionGrace)
+	positive("STRANGERS_TURN_TCP_FIRST_MESSAGE_TIMEOUT", c.TURNTCPFirstMsg)
+	positive("STRANGERS_TURN_TCP_IDLE_TIMEOUT", c.TURNTCPIdle)
 	if c.WSPingInterval >= c.WSPongWait && c.WSPingInterval > 0 {
 		bad("STRANGERS_WS_PING_INTERVAL", c.WSPingInterval.String(), "must be shorter than STRANGERS_WS_PONG_WAIT="+c.WSPongWait.String())
 	}
@@ -346,6 +359,9 @@ func validate(c config) (settings, error) {
 	atLeast("STRANGERS_TURN_UDP_SOCKETS", int64(c.TURNUDPSockets), 0)
 	atLeast("STRANGERS_TURN_SESSION_QUOTA", int64(c.TURNSessionQuota), 1)
 	atLeast("STRANGERS_TURN_TOTAL_QUOTA", int64(c.TURNTotalQuota), 1)
+	atLeast("STRANGERS_TURN_MAX_PERMISSIONS", int64(c.TURNMaxPerms), 1)
+	atLeast("STRANGERS_TURN_MAX_CHANNELS", int64(c.TURNMaxChannels), 1)
+	atLeast("STRANGERS_TURN_TCP_MAX_PER_IP", int64(c.TURNTCPMaxPerIP), 1)
 	if c.WSRate <= 0 {
 		bad("STRANGERS_WS_RATE", strconv.FormatFloat(c.WSRate, 'g', -1, 64), "must be positive")
 	}

@@ -149,6 +149,13 @@ func start(cfg settings, logger *slog.Logger) (_ *app, err error) {
 			SessionQuota:  cfg.TURNSessionQuota,
 			TotalQuota:    cfg.TURNTotalQuota,
 			AllowPeers:    cfg.allowPeers,
+			SessionGrace:  cfg.TURNSessionGrace,
+
+			MaxPermissionsPerAllocation: cfg.TURNMaxPerms,
+			MaxChannelsPerAllocation:    cfg.TURNMaxChannels,
+			TCPMaxConnsPerIP:            cfg.TURNTCPMaxPerIP,
+			TCPFirstMessageTimeout:      cfg.TURNTCPFirstMsg,
+			TCPIdleTimeout:              cfg.TURNTCPIdle,
 
 			ExtraICEServers: extraICE,
 			Logger:          logger.With("component", "relay"),
