@@ -4,7 +4,7 @@
 // matched or partner_left; buttons only send requests and tidy up locally.
 import * as P from './protocol.js';
 import { Signaling } from './signaling.js';
-import { Call } from './rtc.js';
+import { Call, probeReachability } from './rtc.js';
 import * as ui from './ui.js';
 
 const { el } = ui;
@@ -52,6 +52,10 @@ const state = {
   escTimer: undefined,
   /** @type {ReturnType<typeof setTimeout> | undefined} */
   resumeCheck: undefined,
+  /** Resolves the pending ice request (the reachability probe). */
+  /** @type {((servers: P.ICEServer[]) => void) | null} */
+  iceReply: null,
+  probed: false,
 };
 
 const sig = new Signaling({
@@ -132,10 +136,37 @@ function onMessage(m) {
     case 'partner_left':
       if (m.match === state.match?.match) partnerLeft(m.reason);
       break;
+    case 'ice':
+      if (state.iceReply) state.iceReply(Array.isArray(m.iceServers) ? m.iceServers : []);
+      state.iceReply = null;
+      break;
     case 'error':
       onError(m);
       break;
   }
+}
+
+/**
+ * Once per page, while the first call is being set up: can our relay be
+ * reached from this network? If not, say so now rather than after a call
+ * fails to connect. It never blocks anything.
+ */
+async function checkReachability() {
+  if (state.probed) return;
+  state.probed = true;
+  /** @type {P.ICEServer[]} */
+  const servers = await new Promise((resolve) => {
+    state.iceReply = resolve;
+    sig.send(P.iceRequest());
+    setTimeout(() => resolve([]), 10000);
+  });
+  if (servers.length === 0) return;
+  const r = await probeReachability(servers);
+  if (r.relay) return;
+  const warning = el.hideIP.checked
+    ? 'Heads-up: our relay server cannot be reached from your network, and \u201cHide my IP\u201d needs it. Calls will probably not connect; try without it or on another network.'
+    : 'Heads-up: our relay server cannot be reached from your network (UDP and TCP to it seem blocked). Calls will only connect when a direct connection is possible.';
+  ui.setNetworkHint(warning);
 }
 
 /**
@@ -496,6 +527,7 @@ el.startForm.addEventListener('submit', async (e) => {
     el.localVideo.play().catch(() => {});
     applyTrackToggles();
     fillDevices().catch(() => {});
+    checkReachability().catch(() => {});
   }
   state.mode = mode;
   state.relayOnly = mode === 'video' && el.hideIP.checked;

@@ -24,6 +24,7 @@ export const T = Object.freeze({
   signal: 'signal',
   chat: 'chat',
   typing: 'typing',
+  ice: 'ice',
   // server → client
   welcome: 'welcome',
   waiting: 'waiting',
@@ -91,7 +92,8 @@ export const CLOSE_RESUMED = 4000;
  * @typedef {{type: 'signal', match: string, sdp?: SessionDescription, candidate?: ICECandidate}} Signal exactly one of sdp and candidate
  * @typedef {{type: 'chat', match: string, text: string}} Chat
  * @typedef {{type: 'typing', match: string, typing: boolean}} Typing
- * @typedef {Hello | Find | Next | Stop | Report | Signal | Chat | Typing} ClientMessage
+ * @typedef {{type: 'ice'}} ICERequest ICE servers outside a match (a connectivity preflight); rate limited
+ * @typedef {Hello | Find | Next | Stop | Report | Signal | Chat | Typing | ICERequest} ClientMessage
  */
 
 /**
@@ -102,7 +104,8 @@ export const CLOSE_RESUMED = 4000;
  * @typedef {{type: 'partner_left', match: string, reason: LeftReason}} PartnerLeft
  * @typedef {{type: 'stats', online: number, waiting: number}} Stats
  * @typedef {{type: 'error', code: string, message: string}} ErrorMessage
- * @typedef {Welcome | Waiting | Matched | Signal | Chat | Typing | PartnerLeft | Stats | ErrorMessage} ServerMessage
+ * @typedef {{type: 'ice', iceServers: ICEServer[]}} ICEReply
+ * @typedef {Welcome | Waiting | Matched | Signal | Chat | Typing | PartnerLeft | Stats | ErrorMessage | ICEReply} ServerMessage
  */
 
 /** @param {string} [resume] @returns {Hello} */
@@ -151,6 +154,9 @@ export function signalCandidate(match, c) {
   if (c.usernameFragment != null) cand.usernameFragment = c.usernameFragment;
   return { type: 'signal', match, candidate: cand };
 }
+
+/** @returns {ICERequest} */
+export const iceRequest = () => ({ type: 'ice' });
 
 /** @param {string} match @param {string} text @returns {Chat} */
 export const chat = (match, text) => ({ type: 'chat', match, text });

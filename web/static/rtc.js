@@ -313,3 +313,50 @@ export function selectedPath(report) {
   if (typeof pair.currentRoundTripTime === 'number') out.rttMs = Math.round(pair.currentRoundTripTime * 1000);
   return out;
 }
+
+/**
+ * @typedef {object} Reachability what ICE could gather on this network
+ * @property {boolean} relay a relay candidate (our TURN answered)
+ * @property {string[]} relayProtocols udp, tcp and/or tls
+ * @property {boolean} srflx a server-reflexive candidate (STUN answered)
+ */
+
+/**
+ * Gathers candidates with the given ICE servers, without calling anyone,
+ * to learn whether our relay is reachable from here. It gives up after
+ * timeoutMs.
+ * @param {RTCIceServer[]} iceServers
+ * @param {number} [timeoutMs]
+ * @returns {Promise<Reachability>}
+ */
+export async function probeReachability(iceServers, timeoutMs = 5000) {
+  /** @type {Reachability} */
+  const found = { relay: false, relayProtocols: [], srflx: false };
+  const pc = new RTCPeerConnection({ iceServers });
+  try {
+    pc.createDataChannel('probe');
+    /** @type {Promise<void>} */
+    const gathered = new Promise((resolve) => {
+      const timer = setTimeout(resolve, timeoutMs);
+      pc.onicecandidate = (ev) => {
+        const c = ev.candidate;
+        if (!c) {
+          clearTimeout(timer);
+          resolve();
+          return;
+        }
+        if (c.type === 'srflx') found.srflx = true;
+        if (c.type === 'relay') {
+          found.relay = true;
+          if (c.relayProtocol && !found.relayProtocols.includes(c.relayProtocol)) found.relayProtocols.push(c.relayProtocol);
+        }
+      };
+    });
+    await pc.setLocalDescription(await pc.createOffer());
+    await gathered;
+  } finally {
+    pc.onicecandidate = null;
+    pc.close();
+  }
+  return found;
+}

@@ -37,6 +37,7 @@ export const el = {
   cameraOff: byId('camera-off', HTMLButtonElement),
   cameraSelect: byId('camera-select', HTMLSelectElement),
   micSelect: byId('mic-select', HTMLSelectElement),
+  network: byId('network', HTMLElement),
   common: byId('common', HTMLElement),
   chatLog: byId('chat-log', HTMLElement),
   typing: byId('typing', HTMLElement),
@@ -162,6 +163,12 @@ export function clearLog() {
 /** @param {boolean} on */
 export function setTyping(on) {
   el.typing.textContent = on ? 'Stranger is typing\u2026' : '';
+}
+
+/** @param {string} text a warning about this network; empty hides it */
+export function setNetworkHint(text) {
+  el.network.textContent = text;
+  el.network.hidden = text === '';
 }
 
 /** @param {string[]} tags common interests; none hides the line */
