@@ -15,12 +15,13 @@ const benchTries = 20
 // nextToFrameJS presses Next and resolves with the milliseconds until the
 // new peer connection has decoded its first video frame (-1 on timeout).
 const nextToFrameJS = `(async () => {
-  const t = window.__test, n = t.pcs.length;
+  const t = window.__test, n = t.calls().length;
   const t0 = performance.now();
   t.t0 = t0;
   document.getElementById('next').click();
   while (performance.now() - t0 < 20000) {
-    const pc = t.pcs.length > n ? t.pcs[t.pcs.length - 1] : null;
+    const calls = t.calls();
+    const pc = calls.length > n ? calls[calls.length - 1] : null;
     if (pc) {
       const r = await pc.getStats();
       let f = 0;

@@ -36,6 +36,8 @@ const (
 // It changes nothing the page sees.
 const instrument = `(() => {
   const t = { pcs: [], sockets: [], welcomes: [], iceServers: [], gum: 0, csp: [], msgs: [] };
+  // The page's calls: peer connections with media (not its reachability probe).
+  t.calls = () => t.pcs.filter((p) => p.getTransceivers().length > 0);
   const note = (dir, data) => {
     try {
       const m = JSON.parse(data);
@@ -147,6 +149,12 @@ func newStage(tb testing.TB) *stage {
 	tb.Helper()
 	if !inNamespace() {
 		tb.Fatal("newStage outside a test namespace")
+	}
+	// Browsers take their UDP ports from this range, the relay from
+	// relayPortMin-relayPortMax (sysctls under /proc/sys/net belong to the
+	// namespace of the process).
+	if err := os.WriteFile("/proc/sys/net/ipv4/ip_local_port_range", []byte(ephemeralPort), 0o644); err != nil {
+		tb.Fatalf("setting the namespace's ephemeral ports: %v", err)
 	}
 	srv := startServer(tb)
 	st := &stage{
@@ -375,6 +383,8 @@ func (u *user) finish() {
 	defer cancel()
 	if tb.Failed() {
 		u.screenshot(ctx, "failed")
+	} else if os.Getenv(envScreenshots) == "all" {
+		u.screenshot(ctx, "end")
 	}
 	violations, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`window.__test ? window.__test.csp : []`))
 	if err == nil && len(violations) > 0 {
@@ -445,7 +455,7 @@ func (u *user) waitForWithin(expr, what string, d time.Duration) {
 	u.tb.Helper()
 	ctx, cancel := context.WithTimeout(u.ctx, d)
 	defer cancel()
-	_, err := chromedp.Run(ctx, chromedp.Poll[chromedp.Void](expr, chromedp.WithPollingInterval(pollInterval)))
+	_, err := chromedp.Run(ctx, chromedp.Poll[chromedp.Void](expr, chromedp.WithPollingInterval(pollInterval), chromedp.WithPollingTimeout(d)))
 	if err != nil {
 		u.tb.Fatalf("%s: waiting for %s: %v\n%s", u.name, what, err, u.describe())
 	}
@@ -573,7 +583,7 @@ type media struct {
 }
 
 const mediaJS = `(async () => {
-  const pcs = window.__test.pcs;
+  const pcs = window.__test.calls();
   const pc = pcs[pcs.length - 1];
   const v = document.getElementById('remote-video');
   const c = document.getElementById('connection');

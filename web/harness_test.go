@@ -40,6 +40,9 @@ const (
 	envServerBin = "STRANGERS_WEB_SERVER_BIN"
 	// envArtifacts is where the copy inside saves screenshots.
 	envArtifacts = "STRANGERS_WEB_ARTIFACTS"
+	// envScreenshots=all saves every user's screen at the end of each test,
+	// not only on failure (to look at the page).
+	envScreenshots = "STRANGERS_WEB_SCREENSHOTS"
 	// envRequire=all turns every skip for a missing prerequisite into a failure.
 	envRequire = "STRANGERS_TEST_REQUIRE"
 
@@ -51,6 +54,12 @@ const (
 	// The namespace is empty, so fixed ports cannot collide.
 	httpPort = "8080"
 	turnPort = "3478"
+	// The relay's ports, kept apart from the namespace's ephemeral range
+	// (set in newStage) so a firewall rule can tell relay traffic from the
+	// browsers' own.
+	relayPortMin  = 40000
+	relayPortMax  = 40999
+	ephemeralPort = "41000 60999"
 
 	// childTimeout bounds one re-executed test run.
 	childTimeout = 6 * time.Minute
@@ -283,6 +292,8 @@ func startServer(tb testing.TB, extraEnv ...string) *server {
 		"STRANGERS_LOG_LEVEL=debug",
 		"STRANGERS_INTEREST_WAIT=1s",
 		"STRANGERS_WS_MAX_PER_IP=200",
+		fmt.Sprintf("STRANGERS_RELAY_PORT_MIN=%d", relayPortMin),
+		fmt.Sprintf("STRANGERS_RELAY_PORT_MAX=%d", relayPortMax),
 	}, extraEnv...)
 	stdout, err := s.cmd.StdoutPipe()
 	if err != nil {
@@ -361,6 +372,41 @@ func tailLines(s string, n int) string {
 		lines = append([]string{fmt.Sprintf("… %d earlier lines", len(lines)-n)}, lines[len(lines)-n:]...)
 	}
 	return strings.Join(lines, "\n")
+}
+
+// blockUDP drops every UDP datagram in the namespace except those between
+// relay ports (relay to relay), as on a network that lets only TCP out; with
+// turnTCP false it drops TCP to the TURN port too. It lasts until the test
+// ends.
+func blockUDP(tb testing.TB, turnTCP bool) {
+	tb.Helper()
+	if _, err := exec.LookPath("nft"); err != nil {
+		missing(tb, "this test needs the nft command (Debian package nftables)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), stepTimeout)
+	defer cancel()
+	rules := fmt.Sprintf(`table inet strangers_test {
+  chain out {
+    type filter hook output priority 0; policy accept;
+    meta l4proto udp udp sport != %[1]d-%[2]d drop
+  }
+}
+`, relayPortMin, relayPortMax)
+	if !turnTCP {
+		rules = strings.Replace(rules, "drop\n", "drop\n    tcp dport "+turnPort+" drop\n", 1)
+	}
+	cmd := exec.CommandContext(ctx, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(rules)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		tb.Fatalf("nft: %v: %s", err, out)
+	}
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), stepTimeout)
+		defer cancel()
+		if out, err := exec.CommandContext(ctx, "nft", "delete", "table", "inet", "strangers_test").CombinedOutput(); err != nil {
+			tb.Errorf("nft delete: %v: %s", err, out)
+		}
+	})
 }
 
 // killConnections resets every TCP connection to the server made to the

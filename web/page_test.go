@@ -108,7 +108,7 @@ func TestBrowser(t *testing.T) {
 		})
 
 		step(t, "next with a third user", func(t *testing.T) {
-			c := st.newUser(t, "carol")
+			c := st.newUser(t, "carol", phone())
 			c.start(startOptions{})
 			c.waitText("stage", "Looking for a stranger")
 			b.press("Next")
@@ -129,8 +129,13 @@ func TestBrowser(t *testing.T) {
 			if log := a.text("chat-log"); strings.Contains(log, "hello carol") {
 				t.Errorf("alice sees bob's new chat: %q", log)
 			}
-			if got := eval[int](a, `window.__test.pcs.filter(p => p.connectionState !== 'closed').length`); got != 0 {
+			if got := eval[int](a, `window.__test.calls().filter(p => p.connectionState !== 'closed').length`); got != 0 {
 				t.Errorf("alice still has %d open peer connections", got)
+			}
+			for _, u := range []*user{a, b, c} {
+				if !eval[bool](u, `document.getElementById('network').hidden`) {
+					t.Errorf("%s: a network warning on a network where the relay works: %q", u.name, u.text("network"))
+				}
 			}
 		})
 	})
@@ -154,11 +159,54 @@ func TestBrowser(t *testing.T) {
 		// No candidate naming a host address was ever added on either side.
 		for _, u := range []*user{a, b} {
 			if got := eval[[]string](u, `(async () => {
-				const r = await window.__test.pcs.at(-1).getStats(); const out = [];
+				const r = await window.__test.calls().at(-1).getStats(); const out = [];
 				r.forEach(s => { if (s.type === 'remote-candidate' && s.candidateType !== 'relay') out.push(s.candidateType + ' ' + s.address); });
 				return out; })()`); len(got) > 0 {
 				t.Errorf("%s learnt non-relay candidates: %q", u.name, got)
 			}
+		}
+	})
+
+	t.Run("UDP blocked mid-call: ICE restarts over TURN/TCP", func(t *testing.T) {
+		st.requireSignaling(t)
+		a := st.newUser(t, "alice")
+		b := st.newUser(t, "bob")
+		a.start(startOptions{})
+		b.start(startOptions{})
+		for _, u := range []*user{a, b} {
+			u.seesStranger()
+		}
+		ufrag := `window.__test.calls().at(-1).localDescription.sdp.match(/a=ice-ufrag:(\S+)/)[1]`
+		before := eval[string](a, ufrag)
+		blockUDP(t, true)
+		for _, u := range []*user{a, b} {
+			m := u.waitMedia("the call back over TURN/TCP", 2*connectTimeout, func(m media) bool {
+				return m.State == "connected" && m.Local == "relay" && m.RelayProto == "tcp"
+			})
+			u.waitMedia("frames over TCP", stepTimeout, func(n media) bool { return n.Frames > m.Frames+10 })
+			u.waitText("connection", `^Relayed \(TURN over TCP\)`)
+			if m.PCs != 1 {
+				t.Errorf("%s: %d peer connections; the same call should have recovered", u.name, m.PCs)
+			}
+		}
+		if after := eval[string](a, ufrag); after == before {
+			t.Error("the ICE credentials did not change: no ICE restart happened")
+		}
+	})
+
+	t.Run("no way through: the page says why", func(t *testing.T) {
+		st.requireSignaling(t)
+		blockUDP(t, false)
+		a := st.newUser(t, "alice")
+		b := st.newUser(t, "bob")
+		a.start(startOptions{})
+		b.start(startOptions{})
+		for _, u := range []*user{a, b} {
+			u.waitForWithin(`document.getElementById('connection').dataset.state === 'failed'`, "the failure to be reported", 2*connectTimeout)
+			u.waitText("connection", "blocks UDP")
+			u.waitText("stage", "Press Next")
+			// The reachability probe warned before the call even started.
+			u.waitText("network", "relay server cannot be reached")
 		}
 	})
 
