@@ -647,5 +647,11 @@ window.addEventListener('pagehide', () => {
   state.call?.close();
 });
 
+// Back from the back/forward cache the session is gone (closed on
+// pagehide): start afresh.
+window.addEventListener('pageshow', (e) => {
+  if (e.persisted) location.reload();
+});
+
 ui.show('landing');
 sig.connect();
