@@ -1,13 +1,45 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"flag"
+	"fmt"
 	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/page"
+	"github.com/chromedp/chromedp"
 )
 
-// ErrNoBrowser is returned for browser cells, which this build lacks.
-var ErrNoBrowser = errors.New("strangers-lab: browser cells are not available")
+// The browser role: headless Chromium with the real page, in a client
+// namespace. The role process drives the browser over the DevTools
+// protocol, so both live in the same namespace. It presses Start, waits
+// until the stranger's video plays, prints one peerResult line on stdout,
+// and keeps the call up until its stdin is closed (the partner may still
+// be measuring).
+
+const (
+	// browserTimeout bounds one browser side of one run.
+	browserTimeout = 90 * time.Second
+	// pollEvery is how often the page's state is polled.
+	pollEvery = 50 * time.Millisecond
+	// minFrames is how many frames of the stranger's video must be decoded.
+	minFrames = 10
+)
+
+// ErrBrowser is returned when Chromium cannot be started or driven.
+var ErrBrowser = errors.New("strangers-lab: browser")
 
 // browserOptions are what the browser role needs from the matrix.
 type browserOptions struct {
@@ -16,10 +48,353 @@ type browserOptions struct {
 	caFile   string // the lab CA, PEM
 }
 
-func (r *runner) runBrowser(ctx context.Context, c cell) runResult {
-	return runResult{err: ErrNoBrowser}
+// labScript runs in the page before its own scripts (over DevTools, so the
+// page's CSP does not apply). It records when matched arrives, when the
+// peer connection first connects, and every candidate the server forwards
+// from the partner; it changes nothing the page sees.
+const labScript = `(() => {
+  const t = { matchedAt: 0, connectedAt: 0, received: [], pcs: [] };
+  Object.defineProperty(window, '__lab', { value: t });
+  const PC = window.RTCPeerConnection;
+  window.RTCPeerConnection = class extends PC {
+    constructor(...a) {
+      super(...a);
+      t.pcs.push(this);
+      this.addEventListener('connectionstatechange', () => {
+        if (this.connectionState === 'connected' && !t.connectedAt) t.connectedAt = performance.now();
+      });
+    }
+  };
+  const WS = window.WebSocket;
+  window.WebSocket = class extends WS {
+    constructor(...a) {
+      super(...a);
+      this.addEventListener('message', (e) => {
+        let m;
+        try { m = JSON.parse(e.data); } catch { return; }
+        if (m.type === 'matched' && !t.matchedAt) t.matchedAt = performance.now();
+        if (m.type !== 'signal') return;
+        if (m.candidate && m.candidate.candidate) t.received.push(m.candidate.candidate);
+        if (m.sdp && m.sdp.sdp) {
+          for (const line of m.sdp.sdp.split(/\r?\n/)) if (line.startsWith('a=candidate:')) t.received.push(line.slice(2));
+          t.received.push('sdp ' + m.sdp.sdp.split(/\r?\n/).filter((l) => /^(c=|a=rtcp:)/.test(l)).join(' '));
+        }
+      });
+    }
+  };
+})();`
+
+// statusJS reports the call as the page's newest peer connection sees it.
+const statusJS = `(async () => {
+  const t = window.__lab, pcs = t.pcs, pc = pcs[pcs.length - 1];
+  const out = { state: pc ? pc.connectionState : '', frames: 0, local: '', remote: '', relayProtocol: '',
+    connectedMs: t.connectedAt && t.matchedAt ? t.connectedAt - t.matchedAt : 0, received: t.received };
+  if (pc && pc.connectionState !== 'closed') {
+    const r = await pc.getStats();
+    let pair = null;
+    r.forEach((s) => {
+      if (s.type === 'inbound-rtp' && s.kind === 'video') out.frames = s.framesDecoded || 0;
+      if (s.type === 'transport' && s.selectedCandidatePairId) pair = r.get(s.selectedCandidatePairId);
+    });
+    if (pair) {
+      const l = r.get(pair.localCandidateId), rc = r.get(pair.remoteCandidateId);
+      out.local = l.candidateType; out.remote = rc.candidateType; out.relayProtocol = l.relayProtocol || '';
+    }
+  }
+  return out;
+})()`
+
+// pageStatus is what statusJS returns.
+type pageStatus struct {
+	State         string   `json:"state"`
+	Frames        int      `json:"frames"`
+	Local         string   `json:"local"`
+	Remote        string   `json:"remote"`
+	RelayProtocol string   `json:"relayProtocol"`
+	ConnectedMs   float64  `json:"connectedMs"`
+	Received      []string `json:"received"`
 }
 
+// runBrowser starts a browser role in each side's client namespace and
+// collects their results; both keep their call up until both reported.
+func (r *runner) runBrowser(ctx context.Context, c cell) runResult {
+	if r.browser.chromium == "" {
+		return runResult{err: fmt.Errorf("%w: no Chromium", ErrBrowser)}
+	}
+	tag := "lab" + randHex(6)
+	ctx, cancel := context.WithTimeout(ctx, browserTimeout+procGrace)
+	defer cancel()
+	type proc struct {
+		cmd    *exec.Cmd
+		stdin  io.WriteCloser
+		stderr bytes.Buffer
+		res    peerResult
+		err    error
+		got    chan struct{} // closed when the result line is in (or never will be)
+		eof    chan struct{} // closed when stdout is read to the end
+	}
+	var procs [2]*proc
+	for i, s := range []side{c.a, c.b} {
+		st, err := r.lab.site(s.site)
+		if err != nil {
+			return runResult{err: err}
+		}
+		p := &proc{got: make(chan struct{}), eof: make(chan struct{})}
+		procs[i] = p
+		args := []string{"netns", "exec", st.client, r.exe, "browser",
+			"-chromium", r.browser.chromium, "-ca", r.browser.caFile, "-tag", tag}
+		if s.hide {
+			args = append(args, "-hide")
+		}
+		p.cmd = exec.CommandContext(ctx, "ip", args...)
+		p.cmd.Env = r.env
+		p.cmd.Cancel = func() error { return p.cmd.Process.Signal(syscall.SIGTERM) }
+		p.cmd.WaitDelay = procGrace
+		p.cmd.Stderr = &p.stderr
+		stdout, err := p.cmd.StdoutPipe()
+		if err == nil {
+			p.stdin, err = p.cmd.StdinPipe()
+		}
+		if err == nil {
+			err = p.cmd.Start()
+		}
+		if err != nil {
+			p.err = fmt.Errorf("%w: starting the browser role in %s: %w", ErrRun, st.client, err)
+			close(p.got)
+			close(p.eof)
+			continue
+		}
+		go func() {
+			defer close(p.eof)
+			sc := bufio.NewScanner(stdout)
+			sc.Buffer(make([]byte, 64<<10), 4<<20)
+			if sc.Scan() {
+				if err := json.Unmarshal(sc.Bytes(), &p.res); err != nil {
+					p.err = fmt.Errorf("%w: browser in %s printed %.200q: %w", ErrRun, st.client, sc.Bytes(), err)
+				}
+			} else {
+				p.err = fmt.Errorf("%w: browser in %s printed no result", ErrRun, st.client)
+			}
+			close(p.got)
+			io.Copy(io.Discard, stdout)
+		}()
+	}
+	for _, p := range procs {
+		<-p.got
+	}
+	// Both have reported: let them hang up.
+	var errs []error
+	for i, p := range procs {
+		if p.cmd.Process == nil {
+			errs = append(errs, p.err)
+			continue
+		}
+		p.stdin.Close()
+		<-p.eof
+		werr := p.cmd.Wait()
+		if r.log != nil && p.stderr.Len() > 0 {
+			fmt.Fprintf(r.log, "[browser %d]\n%s", i, p.stderr.Bytes())
+		}
+		if p.err != nil {
+			errs = append(errs, fmt.Errorf("%w (exit: %v); stderr:\n%s", p.err, werr, tail(p.stderr.String(), 20)))
+		}
+	}
+	return runResult{a: procs[0].res, b: procs[1].res, err: errors.Join(errs...)}
+}
+
+// browserConfig is one browser side's part in a run.
+type browserConfig struct {
+	Chromium string        // the browser binary
+	CA       string        // the lab CA to trust, PEM
+	URL      string        // the page
+	Tag      string        // the interest shared with the partner
+	Hide     bool          // tick "Hide my IP"
+	Timeout  time.Duration // bound on the whole run
+}
+
+// runBrowserRole plays one browser side: it prints the result, then keeps
+// the call up until stdin is closed.
 func runBrowserRole(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	return ErrNoBrowser
+	var cfg browserConfig
+	fs := flag.NewFlagSet("browser", flag.ContinueOnError)
+	fs.StringVar(&cfg.Chromium, "chromium", defaultChromium(), "Chromium binary")
+	fs.StringVar(&cfg.CA, "ca", "", "CA certificate to trust (PEM)")
+	fs.StringVar(&cfg.URL, "url", "https://"+serverAddr+"/", "the page")
+	fs.StringVar(&cfg.Tag, "tag", "", "interest shared with the partner")
+	fs.BoolVar(&cfg.Hide, "hide", false, "tick Hide my IP")
+	fs.DurationVar(&cfg.Timeout, "timeout", browserTimeout, "bound on the whole run")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	defer cancel()
+
+	home, err := os.MkdirTemp("", "strangers-lab-chromium-")
+	if err != nil {
+		return fmt.Errorf("%w: home: %w", ErrBrowser, err)
+	}
+	defer os.RemoveAll(home)
+	start := time.Now()
+	res, stop, err := playBrowser(ctx, cfg, home, stderr)
+	if stop != nil {
+		defer func() {
+			t := time.Now()
+			stop()
+			fmt.Fprintf(stderr, "browser: closed in %v\n", time.Since(t).Round(time.Millisecond))
+		}()
+	}
+	fmt.Fprintf(stderr, "browser: call up after %v (err %v)\n", time.Since(start).Round(time.Millisecond), err)
+	if err != nil {
+		res.Error = err.Error()
+	}
+	if err := json.NewEncoder(stdout).Encode(res); err != nil {
+		return err
+	}
+	// Hold the call until the parent says both sides are done.
+	released := make(chan struct{})
+	go func() {
+		io.Copy(io.Discard, stdin)
+		close(released)
+	}()
+	select {
+	case <-released:
+	case <-ctx.Done():
+	}
+	return nil
+}
+
+// playBrowser starts Chromium trusting the lab CA, opens the page and
+// plays a call up to the stranger's video. stop closes the browser.
+func playBrowser(ctx context.Context, cfg browserConfig, home string, logw io.Writer) (peerResult, func(), error) {
+	res := peerResult{Role: "browser", Received: []string{}, Addrs: []string{}}
+	if err := trustCA(ctx, home, cfg.CA); err != nil {
+		return res, nil, err
+	}
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(ctx, chromiumOptions(cfg.Chromium, home)...)
+	tab, cancelTab := chromedp.NewContext(allocCtx)
+	stop := func() {
+		cancelTab()
+		cancelAlloc()
+	}
+	if err := chromedp.Do(tab); err != nil {
+		return res, stop, fmt.Errorf("%w: starting Chromium: %w", ErrBrowser, err)
+	}
+	steps := []struct {
+		what string
+		act  chromedp.Action[chromedp.Void]
+	}{
+		{"instrumenting the page", chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+			_, err := cdp.Call(ctx, t, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: labScript})
+			return err
+		})},
+		{"loading the page", chromedp.Navigate(cfg.URL)},
+	}
+	for _, s := range steps {
+		if err := chromedp.Do(tab, s.act); err != nil {
+			return res, stop, fmt.Errorf("%w: %s: %w", ErrBrowser, s.what, err)
+		}
+	}
+	if err := waitJS(tab, `/^\d/.test(document.getElementById('online-count').textContent)`); err != nil {
+		return res, stop, fmt.Errorf("%w: waiting for the WebSocket (online count): %w", ErrBrowser, err)
+	}
+	actions := []chromedp.Action[chromedp.Void]{}
+	if cfg.Tag != "" {
+		actions = append(actions, chromedp.SendKeys("#interest-input", cfg.Tag+"\n"))
+	}
+	if cfg.Hide {
+		actions = append(actions, chromedp.Click("#hide-ip"))
+	}
+	actions = append(actions, chromedp.Click("#start"))
+	if err := chromedp.Do(tab, actions...); err != nil {
+		return res, stop, fmt.Errorf("%w: pressing Start: %w", ErrBrowser, err)
+	}
+	var st pageStatus
+	for {
+		var err error
+		st, err = chromedp.Run(tab, chromedp.Evaluate[pageStatus](statusJS, chromedp.EvalAwaitPromise))
+		if err != nil {
+			return res, stop, fmt.Errorf("%w: reading the call's state: %w", ErrBrowser, err)
+		}
+		if st.State == "failed" {
+			return res, stop, fmt.Errorf("%w: the peer connection failed", ErrCall)
+		}
+		if st.State == "connected" && st.Frames >= minFrames && st.Local != "" {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			desc, _ := chromedp.Run(tab, chromedp.Evaluate[string](`document.getElementById('stage').textContent + ' | ' + document.getElementById('connection').textContent`))
+			return res, stop, fmt.Errorf("%w: no video from the stranger (state %q, %d frames, page: %q): %w", ErrCall, st.State, st.Frames, desc, ctx.Err())
+		case <-time.After(pollEvery):
+		}
+	}
+	res.Connected = true
+	res.ConnectedMs = st.ConnectedMs
+	res.Local, res.Remote, res.RelayProto = st.Local, st.Remote, st.RelayProtocol
+	res.Frames = st.Frames
+	for _, line := range st.Received {
+		if c, ok := strings.CutPrefix(line, "sdp "); ok {
+			noteAddrs(&res, c)
+			continue
+		}
+		res.Received = append(res.Received, line)
+		noteAddrs(&res, line)
+	}
+	return res, stop, nil
+}
+
+// noteAddrs adds the addresses named in text to res.Addrs.
+func noteAddrs(res *peerResult, text string) {
+	for _, a := range addrsIn(text) {
+		if !slices.Contains(res.Addrs, a) {
+			res.Addrs = append(res.Addrs, a)
+		}
+	}
+}
+
+// waitJS polls expr in the page until it is truthy or ctx ends.
+func waitJS(ctx context.Context, expr string) error {
+	_, err := chromedp.Run(ctx, chromedp.Poll[chromedp.Void](expr, chromedp.WithPollingInterval(pollEvery)))
+	return err
+}
+
+// trustCA creates the NSS database Chromium reads under $HOME and adds the
+// lab CA to it as trusted for TLS servers.
+func trustCA(ctx context.Context, home, ca string) error {
+	db := "sql:" + filepath.Join(home, ".pki", "nssdb")
+	if err := os.MkdirAll(filepath.Join(home, ".pki", "nssdb"), 0o700); err != nil {
+		return fmt.Errorf("%w: NSS db: %w", ErrBrowser, err)
+	}
+	if err := command(ctx, nil, "certutil", "-d", db, "-N", "--empty-password"); err != nil {
+		return fmt.Errorf("%w: NSS db: %w", ErrBrowser, err)
+	}
+	if err := command(ctx, nil, "certutil", "-d", db, "-A", "-n", "strangers-lab-ca", "-t", "C,,", "-i", ca); err != nil {
+		return fmt.Errorf("%w: trusting the lab CA: %w", ErrBrowser, err)
+	}
+	return nil
+}
+
+// chromiumOptions is Chromium's whole command line: chromedp's defaults
+// would add a second --disable-features, and Chromium keeps only the last.
+func chromiumOptions(path, home string) []chromedp.ExecAllocatorOption {
+	return []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(path),
+		chromedp.UserDataDir(filepath.Join(home, "profile")),
+		chromedp.Env("HOME=" + home),
+		chromedp.Flag("headless", true),
+		chromedp.Flag("no-sandbox", true),
+		chromedp.Flag("disable-gpu", true),
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("no-first-run", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.Flag("use-fake-device-for-media-stream", true),
+		chromedp.Flag("use-fake-ui-for-media-stream", true),
+		// Names resolve nowhere; addresses load only from the lab server.
+		chromedp.Flag("host-resolver-rules", "MAP * ~NOTFOUND , EXCLUDE localhost , EXCLUDE 127.0.0.1 , EXCLUDE ::1 , EXCLUDE "+serverAddr),
+		// Host candidates as plain addresses, not mDNS names.
+		chromedp.Flag("disable-features", "WebRtcHideLocalIpsWithMdns,Translate,OptimizationHints,MediaRouter,DialMediaRouteProvider"),
+	}
 }

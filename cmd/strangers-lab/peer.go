@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -104,6 +105,7 @@ type peerResult struct {
 	Remote      string  `json:"remote"`               // selected pair: remote candidate type
 	RelayProto  string  `json:"relayProto,omitempty"` // udp, tcp or tls: how a local relay candidate reaches TURN
 	Echoed      int     `json:"echoed"`               // messages that came back (offerer) or were echoed (answerer)
+	Frames      int     `json:"frames,omitempty"`     // video frames decoded from the partner (browser)
 	Leaked      int     `json:"leaked"`               // candidates naming our own addresses sent while hiding (-leak)
 	// Received lists every candidate the server forwarded from the partner
 	// (trickled or in an SDP), and Addrs every address named in what it
@@ -424,14 +426,12 @@ func playCall(ctx context.Context, cfg peerConfig) (peerResult, error) {
 func signalLoop(ctx context.Context, sig *signalConn, pc *webrtc.PeerConnection, match string, offerer bool, done chan error, mu *sync.Mutex, res *peerResult) error {
 	var pending []webrtc.ICECandidateInit
 	haveRemote := false
-	addrs := map[string]bool{}
 	note := func(text string) {
 		mu.Lock()
 		defer mu.Unlock()
-		for _, f := range strings.Fields(text) {
-			if a, err := netip.ParseAddr(f); err == nil && !addrs[a.String()] {
-				addrs[a.String()] = true
-				res.Addrs = append(res.Addrs, a.String())
+		for _, a := range addrsIn(text) {
+			if !slices.Contains(res.Addrs, a) {
+				res.Addrs = append(res.Addrs, a)
 			}
 		}
 	}
@@ -546,6 +546,18 @@ func signalLoop(ctx context.Context, sig *signalConn, pc *webrtc.PeerConnection,
 			return fmt.Errorf("%w: server error %v: %v", ErrProtocol, m["code"], m["message"])
 		}
 	}
+}
+
+// addrsIn returns the IP addresses named in text (as whitespace-separated
+// words, as in candidate lines and SDP).
+func addrsIn(text string) []string {
+	var out []string
+	for _, f := range strings.Fields(text) {
+		if a, err := netip.ParseAddr(f); err == nil {
+			out = append(out, a.String())
+		}
+	}
+	return out
 }
 
 // leakCandidates returns host and srflx candidate lines naming the
