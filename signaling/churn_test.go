@@ -215,9 +215,7 @@ func TestChurn(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	t.Logf("%d clients × %d steps in %v: %d matches made, %d relayed messages and partner_lefts received",
-		clients, steps, time.Since(start).Round(time.Millisecond), len(log.made), len(log.received))
-
+	elapsed := time.Since(start)
 	if snap := h.inspect(); snap.broken != 0 {
 		t.Fatalf("inconsistent matches: %+v", snap)
 	}
@@ -231,6 +229,11 @@ func TestChurn(t *testing.T) {
 		t.Fatalf("sessions gauge %v", n)
 	}
 	eventually(t, func() bool { return counter(h.m.connections) == 0 })
+	// No session is left, so no match can be made any more: log is still.
+	log.mu.Lock()
+	defer log.mu.Unlock()
+	t.Logf("%d clients × %d steps in %v: %d matches made, %d relayed messages and partner_lefts received",
+		clients, steps, elapsed.Round(time.Millisecond), len(log.made), len(log.received))
 
 	for _, e := range log.errs {
 		t.Error(e)

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -23,61 +24,72 @@ const closeGrace = 2 * time.Second
 // talking to an older server is told, not cut off.
 const maxBadMessages = 20
 
-// outMsg is one queued outbound message: either bytes encoded once and
-// shared (stats), or a value the writer encodes (so that JSON encoding is
-// spread over the connections' own goroutines, never done by the owner).
-type outMsg struct {
-	data []byte
-	v    any
-}
-
-// conn is one WebSocket connection. It has exactly two goroutines: the read
-// loop, which decodes and checks client messages and posts them to the hub's
-// owner goroutine, and the write loop, the only writer of data frames. Each
-// ends the other: the read loop closes done when it returns, the write loop
-// closes the socket when it returns, which fails the pending read.
+// conn is one WebSocket connection. It has exactly two goroutines:
+//
+//   - the read loop, the only reader of ws, which hands each frame to the
+//     connection's decode shard (decode.go) and does nothing else, so that
+//     its stack stays small while it waits for the next frame;
+//   - the write loop, the only writer of data frames, which waits on the
+//     single channel wake and writes what is queued (bytes, already
+//     encoded), pings when the hub's pinger asks, and the close frame.
+//
+// Each ends the other: the read loop marks readDone and wakes the write
+// loop when it returns; the write loop closes the socket when it returns,
+// which fails the pending read.
 type conn struct {
 	// Static after construction.
-	h        *Hub
-	ws       *websocket.Conn
-	ip       netip.Addr
-	notify   chan struct{} // capacity 1: the queue is not empty
-	closeReq chan struct{} // closed by closeWith: send a close frame and finish
-	done     chan struct{} // closed when the read loop has returned
+	h     *Hub
+	ws    *websocket.Conn
+	ip    netip.Addr
+	shard int           // decode shard
+	slot  int           // ping slot
+	wake  chan struct{} // capacity 1: something below changed
 
 	// Guarded by mu.
 	mu        sync.Mutex
-	queue     []outMsg
+	queue     [][]byte
+	pingDue   bool
+	readDone  bool
 	closing   bool // closeWith or kill was called: accept nothing more
 	reason    closeReason
-	closeCode int
+	closeCode int // 0 with closing: drop without a close frame
 	closeText string
+
+	helloed atomic.Bool // set by the decode shard, read by the read loop
 
 	// Owned by the hub's owner goroutine.
 	sess *session
 
-	// Owned by the read loop.
-	helloed bool
-	bucket  tokenBucket
-	limited bool // told rate_limited since the last message that passed
-	bad     int  // malformed messages so far
+	// Owned by the decode shard.
+	bucket    tokenBucket
+	limited   bool // told rate_limited since the last message that passed
+	bad       int  // malformed messages so far
+	relayOnly bool // the last find asked relayOnly (a hint; the owner decides)
 }
 
-func newConn(h *Hub, ws *websocket.Conn, ip netip.Addr) *conn {
+func newConn(h *Hub, ws *websocket.Conn, ip netip.Addr, n uint64) *conn {
 	return &conn{
-		h:        h,
-		ws:       ws,
-		ip:       ip,
-		notify:   make(chan struct{}, 1),
-		closeReq: make(chan struct{}),
-		done:     make(chan struct{}),
-		bucket:   newTokenBucket(h.cfg.RateLimit, h.cfg.RateBurst, time.Now()),
+		h:      h,
+		ws:     ws,
+		ip:     ip,
+		shard:  int(n % uint64(len(h.shards))),
+		slot:   int(n % pingSlots),
+		wake:   make(chan struct{}, 1),
+		bucket: newTokenBucket(h.cfg.RateLimit, h.cfg.RateBurst, time.Now()),
 	}
 }
 
-// send queues m without blocking. A connection whose queue is full is a slow
-// consumer: it is dropped at once so that it never holds anyone else up.
-func (c *conn) send(m outMsg) bool {
+func (c *conn) poke() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// send queues an encoded message without blocking. A connection whose queue
+// is full is a slow consumer: it is dropped at once so that it never holds
+// anyone else up.
+func (c *conn) send(data []byte) bool {
 	c.mu.Lock()
 	if c.closing {
 		c.mu.Unlock()
@@ -88,19 +100,16 @@ func (c *conn) send(m outMsg) bool {
 		c.kill(reasonSlow)
 		return false
 	}
-	c.queue = append(c.queue, m)
+	c.queue = append(c.queue, data)
 	c.mu.Unlock()
-	select {
-	case c.notify <- struct{}{}:
-	default:
-	}
+	c.poke()
 	return true
 }
 
 // sendAll queues ms in order, ignoring the queue bound: used once, to hand a
 // resumed connection what its session was sent while it was away (itself
 // bounded by SendQueue).
-func (c *conn) sendAll(ms []outMsg) {
+func (c *conn) sendAll(ms [][]byte) {
 	c.mu.Lock()
 	if c.closing {
 		c.mu.Unlock()
@@ -108,14 +117,19 @@ func (c *conn) sendAll(ms []outMsg) {
 	}
 	c.queue = append(c.queue, ms...)
 	c.mu.Unlock()
-	select {
-	case c.notify <- struct{}{}:
-	default:
-	}
+	c.poke()
 }
 
 func (c *conn) sendError(code ErrorCode, msg string) {
-	c.send(outMsg{v: &Error{Type: TypeError, Code: code, Message: msg}})
+	c.send(encode(&Error{Type: TypeError, Code: code, Message: msg}))
+}
+
+// ping asks the write loop to send a ping (from the hub's pinger).
+func (c *conn) ping() {
+	c.mu.Lock()
+	c.pingDue = true
+	c.mu.Unlock()
+	c.poke()
 }
 
 // closeWith asks the write loop to flush the queue, send a close frame with
@@ -129,7 +143,7 @@ func (c *conn) closeWith(code int, text string, reason closeReason) {
 	}
 	c.closing, c.reason, c.closeCode, c.closeText = true, reason, code, text
 	c.mu.Unlock()
-	close(c.closeReq)
+	c.poke()
 }
 
 // kill drops the TCP connection at once, without a close frame: for a peer
@@ -140,9 +154,11 @@ func (c *conn) kill(reason closeReason) {
 		c.reason = reason
 	}
 	c.closing = true
+	c.closeCode = 0
 	c.queue = nil
 	c.mu.Unlock()
 	c.ws.Close()
+	c.poke()
 }
 
 func (c *conn) isClosing() bool {
@@ -161,120 +177,51 @@ func (c *conn) extendRead(d time.Duration) {
 	}
 }
 
-// readLoop runs until the connection fails, times out or closes. It is the
-// only reader of ws.
+// readLoop runs until the connection fails, times out or closes. It only
+// reads: everything else about a frame happens on the decode shard, in
+// order.
 func (c *conn) readLoop() {
 	h := c.h
-	cfg := &h.cfg
 	peerCode := 0
-	var err error
-	defer func() {
-		c.finish(readCloseReason(err, c.helloed), peerCode)
-	}()
-
-	c.ws.SetReadLimit(cfg.MaxMessageSize)
-	c.ws.SetReadDeadline(time.Now().Add(cfg.HelloTimeout))
-	c.ws.SetPongHandler(func(string) error {
-		if c.helloed {
-			c.extendRead(cfg.PongWait)
-		}
-		return nil
-	})
+	c.ws.SetReadLimit(h.cfg.MaxMessageSize)
+	c.ws.SetReadDeadline(time.Now().Add(h.cfg.HelloTimeout))
+	c.ws.SetPongHandler(c.pong)
 	c.ws.SetCloseHandler(func(code int, _ string) error {
 		peerCode = code
-		c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, ""), time.Now().Add(cfg.WriteWait))
+		c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, ""), time.Now().Add(h.cfg.WriteWait))
 		return nil
 	})
-
+	var err error
 	for {
 		var mt int
 		var data []byte
-		mt, data, err = c.ws.ReadMessage()
-		if err != nil {
-			return
+		if mt, data, err = c.ws.ReadMessage(); err != nil {
+			break
 		}
 		if c.isClosing() {
 			continue // draining until the client answers our close frame
 		}
-		if c.helloed {
-			c.extendRead(cfg.PongWait) // any message shows the client is alive, like a pong
+		if c.helloed.Load() {
+			c.extendRead(h.cfg.PongWait) // any message shows the client is alive, like a pong
 		}
-		if !c.bucket.take(time.Now()) {
-			h.m.rateLimited.Inc()
-			h.m.drop(dropRateLimited)
-			if c.bucket.abusive() {
-				c.closeWith(ClosePolicy, "rate limit exceeded", reasonRateLimit)
-				continue
-			}
-			if !c.limited {
-				c.limited = true
-				c.sendError(CodeRateLimited, "too many messages: slow down")
-			}
-			continue
-		}
-		c.limited = false
-		if mt != websocket.TextMessage {
-			c.reject(CodeBadMessage, "only text frames are accepted")
-			continue
-		}
-		msg, derr := Decode(data)
-		if derr != nil {
-			var de *DecodeError
-			errors.As(derr, &de)
-			c.reject(de.Code, de.Msg)
-			continue
-		}
-		typ := msgType(msg)
-		h.m.message(typ)
-		if !c.helloed {
-			c.first(msg)
-			continue
-		}
-		if typ == TypeHello {
-			h.m.drop(dropState)
-			c.sendError(CodeBadState, "hello already received")
-			continue
-		}
-		h.post(event{kind: evMsg, c: c, msg: msg})
+		h.decode(frame{c: c, text: mt == websocket.TextMessage, data: data})
 	}
+	reason := c.finish(readCloseReason(err, c.helloed.Load()))
+	h.decode(frame{c: c, end: true, reason: reason, clean: peerCode == closeNormalFromPeer})
+	h.connWG.Done()
 }
 
-// first handles a connection's first message, which must be a hello with
-// our version.
-func (c *conn) first(msg any) {
-	hello, ok := msg.(*Hello)
-	switch {
-	case !ok:
-		c.h.m.drop(dropBeforeHello)
-		c.sendError(CodeNotHello, "the first message must be a hello")
-		c.closeWith(CloseProtocol, "hello first", reasonProtocol)
-	case hello.Version != ProtocolVersion:
-		c.sendError(CodeBadVersion, "this server speaks protocol version 1")
-		c.closeWith(CloseProtocol, "unsupported protocol version", reasonProtocol)
-	default:
-		c.helloed = true
+func (c *conn) pong(string) error {
+	if c.helloed.Load() {
 		c.extendRead(c.h.cfg.PongWait)
-		c.h.post(event{kind: evHello, c: c, msg: hello})
 	}
+	return nil
 }
 
-// reject answers a message that could not be used, and closes a
-// connection that keeps sending them.
-func (c *conn) reject(code ErrorCode, msg string) {
-	c.h.m.drop(dropInvalid)
-	c.h.m.message("invalid")
-	c.sendError(code, msg)
-	if code == CodeUnknownType {
-		return
-	}
-	if c.bad++; c.bad > maxBadMessages {
-		c.closeWith(ClosePolicy, "too many malformed messages", reasonBadInput)
-	}
-}
-
-// finish runs when the read loop returns: it stops the write loop, releases
-// the connection's place in the hub and tells the owner goroutine.
-func (c *conn) finish(reason closeReason, peerCode int) {
+// finish runs when the read loop is over: it stops the write loop and
+// releases the connection's place in the hub. It returns the reason the
+// connection ended.
+func (c *conn) finish(reason closeReason) closeReason {
 	h := c.h
 	c.mu.Lock()
 	if c.reason != "" {
@@ -282,14 +229,15 @@ func (c *conn) finish(reason closeReason, peerCode int) {
 	}
 	c.reason = reason
 	c.closing = true
+	c.readDone = true
 	c.queue = nil
 	c.mu.Unlock()
-	close(c.done)
+	c.poke()
 
 	h.m.closes.WithLabelValues(string(reason)).Inc()
 	h.m.connections.Dec()
 	h.mu.Lock()
-	delete(h.conns, c)
+	delete(h.pingSlots[c.slot], c)
 	if h.perIP[c.ip]--; h.perIP[c.ip] <= 0 {
 		delete(h.perIP, c.ip)
 	}
@@ -297,68 +245,53 @@ func (c *conn) finish(reason closeReason, peerCode int) {
 	if reason == reasonWriteError {
 		h.log.Warn("connection write failed", "ip", c.ip)
 	}
-	if c.helloed {
-		h.post(event{kind: evGone, c: c, clean: peerCode == closeNormalFromPeer})
-	}
-	h.connWG.Done()
+	return reason
 }
 
-// writeLoop is the only goroutine writing data frames and pings to ws.
+// writeLoop is the only goroutine writing data frames, pings and close
+// frames to ws. Idle, it waits on one channel.
 func (c *conn) writeLoop() {
-	cfg := &c.h.cfg
 	defer c.h.connWG.Done()
 	defer c.ws.Close()
-	ping := time.NewTicker(cfg.PingInterval)
-	defer ping.Stop()
-	for {
-		select {
-		case <-c.notify:
-			if err := c.flush(); err != nil {
-				c.kill(writeCloseReason(err))
+	closeSent := false
+	for range c.wake {
+		c.mu.Lock()
+		batch := c.queue
+		c.queue = nil
+		ping := c.pingDue
+		c.pingDue = false
+		readDone, closing, code, text := c.readDone, c.closing, c.closeCode, c.closeText
+		c.mu.Unlock()
+
+		if readDone || (closing && code == 0) {
+			return
+		}
+		if err := c.write(batch, ping); err != nil {
+			c.kill(writeCloseReason(err))
+			return
+		}
+		if closing && !closeSent {
+			closeSent = true
+			msg := websocket.FormatCloseMessage(code, text)
+			if c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(c.h.cfg.WriteWait)) != nil {
 				return
 			}
-		case <-ping.C:
-			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(cfg.WriteWait)); err != nil {
-				c.kill(writeCloseReason(err))
-				return
-			}
-		case <-c.closeReq:
-			if err := c.flush(); err == nil {
-				c.mu.Lock()
-				code, text := c.closeCode, c.closeText
-				c.mu.Unlock()
-				msg := websocket.FormatCloseMessage(code, text)
-				if c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(cfg.WriteWait)) == nil {
-					c.ws.SetReadDeadline(time.Now().Add(closeGrace))
-					<-c.done
-				}
-			}
-			return
-		case <-c.done:
-			return
+			c.ws.SetReadDeadline(time.Now().Add(closeGrace)) // the read loop ends when the client answers, or then
 		}
 	}
 }
 
-// flush writes everything queued, each message under the write deadline.
-func (c *conn) flush() error {
-	c.mu.Lock()
-	batch := c.queue
-	c.queue = nil
-	c.mu.Unlock()
-	for _, m := range batch {
-		data := m.data
-		if data == nil {
-			var err error
-			if data, err = json.Marshal(m.v); err != nil {
-				c.h.log.Error("encoding a message", "err", err)
-				continue
-			}
-		}
-		c.ws.SetWriteDeadline(time.Now().Add(c.h.cfg.WriteWait))
+// write writes a batch of messages and a ping, each under the write deadline.
+func (c *conn) write(batch [][]byte, ping bool) error {
+	wait := c.h.cfg.WriteWait
+	for _, data := range batch {
+		c.ws.SetWriteDeadline(time.Now().Add(wait))
 		if err := c.ws.WriteMessage(websocket.TextMessage, data); err != nil {
 			return err
 		}
+	}
+	if ping {
+		return c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(wait))
 	}
 	return nil
 }
@@ -373,4 +306,11 @@ func writeCloseReason(err error) closeReason {
 		return reasonLost // the peer went away, or whoever closed the socket set the reason
 	}
 	return reasonWriteError
+}
+
+// encode marshals a message. Our message types hold only strings, numbers,
+// booleans, slices and pointers to such, so encoding cannot fail.
+func encode(v any) []byte {
+	data, _ := json.Marshal(v)
+	return data
 }

@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/netip"
+	"runtime"
 	"sync"
 	"time"
 
@@ -94,8 +95,9 @@ type Config struct {
 	// pushed only when they changed. Default 5s.
 	StatsInterval time.Duration
 	// ReadBufferSize and WriteBufferSize size the WebSocket buffers. The
-	// read buffer is held for the connection's life, write buffers only
-	// while writing (they are pooled). Defaults 1 KiB and 4 KiB.
+	// read buffer is held for the connection's life (larger messages are
+	// read past it), write buffers only while writing (they are pooled).
+	// Defaults 512 bytes and 4 KiB.
 	ReadBufferSize, WriteBufferSize int
 
 	// Logger receives the hub's logs. Nil: discard.
@@ -134,7 +136,7 @@ func (c *Config) fill() error {
 	num(&c.RateBurst, 60)
 	num(&c.MaxConnsPerIP, 32)
 	num(&c.SendQueue, 256)
-	num(&c.ReadBufferSize, 1<<10)
+	num(&c.ReadBufferSize, 512)
 	num(&c.WriteBufferSize, 4<<10)
 	if c.MaxMessageSize == 0 {
 		c.MaxMessageSize = 64 << 10
@@ -203,12 +205,16 @@ type Hub struct {
 	ownerDone chan struct{} // closed when the owner goroutine has returned
 
 	// Guarded by mu.
-	mu       sync.Mutex
-	shutdown bool
-	conns    map[*conn]struct{}
-	perIP    map[netip.Addr]int
+	mu        sync.Mutex
+	shutdown  bool
+	perIP     map[netip.Addr]int
+	pingSlots [pingSlots]map[*conn]struct{} // every connection, in the slot it is pinged in
+	connCount uint64                        // connections ever accepted
 
-	connWG sync.WaitGroup // two per connection: read and write loops
+	shards  []chan frame   // decode shards (decode.go); closed by Shutdown
+	connWG  sync.WaitGroup // two per connection: read and write loops
+	shardWG sync.WaitGroup // one per shard
+	bgWG    sync.WaitGroup // the pinger
 
 	// Owned by the owner goroutine (see session.go).
 	sessions  map[string]*session // by resume token
@@ -259,15 +265,54 @@ func New(cfg Config) (*Hub, error) {
 		events:    make(chan event, 1024),
 		quit:      make(chan struct{}),
 		ownerDone: make(chan struct{}),
-		conns:     make(map[*conn]struct{}),
 		perIP:     make(map[netip.Addr]int),
 		sessions:  make(map[string]*session),
 		pool:      newPool(cfg.Rand),
 		timer:     time.NewTimer(time.Hour),
 	}
 	h.timer.Stop()
+	for i := range h.pingSlots {
+		h.pingSlots[i] = make(map[*conn]struct{})
+	}
+	h.shards = make([]chan frame, min(64, max(2, 2*runtime.GOMAXPROCS(0))))
+	for i := range h.shards {
+		h.shards[i] = make(chan frame, shardQueue)
+		h.shardWG.Add(1)
+		go h.runShard(h.shards[i])
+	}
+	h.bgWG.Add(1)
+	go h.pinger()
 	go h.run()
 	return h, nil
+}
+
+// pingSlots is how many groups the pinger splits connections into; it wakes
+// pingSlots times per PingInterval and pings one group, so that pings are
+// spread out and no connection needs a timer of its own.
+const pingSlots = 16
+
+func (h *Hub) pinger() {
+	defer h.bgWG.Done()
+	tick := time.NewTicker(h.cfg.PingInterval / pingSlots)
+	defer tick.Stop()
+	var batch []*conn
+	for slot := 0; ; slot = (slot + 1) % pingSlots {
+		select {
+		case <-tick.C:
+		case <-h.quit:
+			return
+		}
+		h.mu.Lock()
+		for c := range h.pingSlots[slot] {
+			batch = append(batch, c)
+		}
+		h.mu.Unlock()
+		for _, c := range batch {
+			c.ping()
+		}
+		clear(batch)
+		batch = batch[:0]
+	}
 }
 
 // ServeHTTP upgrades the request to the signaling WebSocket.
@@ -310,7 +355,6 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	c := newConn(h, ws, ip)
 	h.mu.Lock()
 	if h.shutdown {
 		h.mu.Unlock()
@@ -319,7 +363,9 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		ws.Close()
 		return
 	}
-	h.conns[c] = struct{}{}
+	h.connCount++
+	c := newConn(h, ws, ip, h.connCount)
+	h.pingSlots[c.slot][c] = struct{}{}
 	h.connWG.Add(2)
 	h.mu.Unlock()
 	h.m.connections.Inc()
@@ -331,9 +377,9 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // Shutdown stops accepting connections (new upgrades get 503), closes every
 // connection with 1001 "going away", waits for their goroutines and stops
-// the owner goroutine, ending every session. If ctx ends first, the
-// remaining connections are dropped without ceremony and ctx's error is
-// returned. Afterwards no goroutine of the hub is left.
+// the hub's own (decode shards, pinger, owner), ending every session. If ctx
+// ends first, the remaining connections are dropped without ceremony and
+// ctx's error is returned. Afterwards no goroutine of the hub is left.
 func (h *Hub) Shutdown(ctx context.Context) error {
 	h.mu.Lock()
 	if h.shutdown {
@@ -341,9 +387,11 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 		return ErrShutdown
 	}
 	h.shutdown = true
-	conns := make([]*conn, 0, len(h.conns))
-	for c := range h.conns {
-		conns = append(conns, c)
+	var conns []*conn
+	for _, slot := range h.pingSlots {
+		for c := range slot {
+			conns = append(conns, c)
+		}
 	}
 	h.mu.Unlock()
 
@@ -365,8 +413,15 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 		}
 		<-done
 	}
+	// No read loop is left to send a frame: let the shards finish theirs
+	// (they may still post to the owner), then stop the owner and pinger.
+	for _, q := range h.shards {
+		close(q)
+	}
+	h.shardWG.Wait()
 	close(h.quit)
 	<-h.ownerDone
+	h.bgWG.Wait()
 	return err
 }
 

@@ -272,6 +272,53 @@ func TestLimitSlowReader(t *testing.T) {
 	}
 }
 
+// A client that stops reading is dropped when a write misses WriteWait,
+// even while its queue has room.
+func TestLimitWriteDeadline(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig()
+	cfg.SendQueue = 1 << 20 // never the reason
+	cfg.WriteWait = 300 * time.Millisecond
+	cfg.ResumeGrace = 100 * time.Millisecond
+	h, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(h)
+	srv.Listener = smallBufListener{srv.Listener}
+	srv.Start()
+	t.Cleanup(func() {
+		h.Shutdown(context.Background())
+		srv.Close()
+	})
+	e := &env{t: t, hub: h, srv: srv, url: "ws" + strings.TrimPrefix(srv.URL, "http")}
+	slowWS, _, err := websocket.DefaultDialer.Dial(e.url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slowWS.Close()
+	slowWS.WriteJSON(Hello{Type: TypeHello, Version: ProtocolVersion})
+	slowWS.WriteJSON(Find{Type: TypeFind, Mode: ModeText})
+	for range 2 {
+		slowWS.ReadMessage()
+	}
+	fast := e.dial()
+	fast.hello()
+	fast.find(ModeText)
+	m := fast.expect(TypeMatched).Match
+	text := strings.Repeat("w", MaxChatLen)
+	slow := e.hub.m.closes.WithLabelValues(string(reasonSlow))
+	start := time.Now()
+	for counter(slow) == 0 {
+		if time.Since(start) > 10*time.Second {
+			t.Fatal("the stuck reader was never dropped")
+		}
+		fast.send(Chat{Type: TypeChat, Match: m, Text: text})
+		time.Sleep(time.Millisecond) // pace the sender, not a synchronisation
+	}
+	fast.expect(TypePartnerLeft)
+}
+
 func TestBadInput(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, testConfig())

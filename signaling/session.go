@@ -2,7 +2,6 @@ package signaling
 
 import (
 	"container/heap"
-	"encoding/json"
 	"time"
 )
 
@@ -38,6 +37,14 @@ type event struct {
 	msg   any
 	clean bool            // evGone: the client closed with 1000
 	reply chan<- snapshot // evInspect
+
+	// Signal, chat and typing come encoded by the decode shard, ready to
+	// forward; a signal also as a relayOnly sender may send it, if the
+	// shard took the sender for one (scrubbed, or scrubDrop: not at all).
+	raw       []byte
+	scrubbed  []byte
+	scrubDrop bool
+	hasScrub  bool
 }
 
 // session outlives its connections: a client that reconnects within
@@ -71,9 +78,9 @@ type session struct {
 	recentNext  int                 // next slot of recent to overwrite
 	reported    map[uint64]struct{} // never paired again
 
-	pending []outMsg // messages for it while detached, delivered on resume
+	pending [][]byte // messages for it while detached, delivered on resume
 
-	iceBucket tokenBucket // ice requests
+	iceBucket *tokenBucket // ice requests; nil until the first
 }
 
 // avoids reports whether s must not be paired with o.
@@ -240,41 +247,45 @@ func (h *Hub) handle(ev event) {
 	case *Stop:
 		h.stop(s)
 	case *Signal:
-		h.relay(s, m.Match, m)
+		h.relay(s, m.Match, ev)
 	case *Chat:
-		h.relay(s, m.Match, m)
+		h.relay(s, m.Match, ev)
 	case *Typing:
-		h.relay(s, m.Match, m)
+		h.relay(s, m.Match, ev)
 	case *Report:
 		h.report(s, m)
 	case *ICERequest:
+		if s.iceBucket == nil {
+			b := newTokenBucket(1/iceRequestEvery.Seconds(), iceRequestBurst, now)
+			s.iceBucket = &b
+		}
 		if !s.iceBucket.take(now) {
 			h.m.drop(dropRateLimited)
 			s.conn.sendError(CodeRateLimited, "too many ice requests")
 			return
 		}
-		h.deliver(s, outMsg{v: &ICEReply{Type: TypeICE, ICEServers: h.iceServers(s)}})
+		h.deliver(s, encode(&ICEReply{Type: TypeICE, ICEServers: h.iceServers(s)}), false)
 	}
 }
 
-// deliver queues m for s: on its connection, or, while it is detached, in
-// its bounded resume queue (a partner_left always fits: it is the last
-// message of a match).
-func (h *Hub) deliver(s *session, m outMsg) {
+// deliver queues an encoded message for s: on its connection, or, while it
+// is detached, in its bounded resume queue (unless always: the one
+// partner_left that ends a match always fits).
+func (h *Hub) deliver(s *session, data []byte, always bool) {
 	if s.conn != nil {
-		if !s.conn.send(m) {
+		if !s.conn.send(data) {
 			h.m.drop(dropClosed)
 		}
 		return
 	}
-	if _, last := m.v.(*PartnerLeft); !last && len(s.pending) >= h.cfg.SendQueue {
+	if !always && len(s.pending) >= h.cfg.SendQueue {
 		h.m.drop(dropResumeQueue)
 		return
 	}
-	s.pending = append(s.pending, m)
+	s.pending = append(s.pending, data)
 }
 
-func (h *Hub) welcome(s *session, resumed bool) outMsg {
+func (h *Hub) welcome(s *session, resumed bool) []byte {
 	w := &Welcome{
 		Type:    TypeWelcome,
 		Version: ProtocolVersion,
@@ -288,7 +299,7 @@ func (h *Hub) welcome(s *session, resumed bool) outMsg {
 	if s.match != nil {
 		w.Match = s.match.id
 	}
-	return outMsg{v: w}
+	return encode(w)
 }
 
 func (h *Hub) hello(c *conn, m *Hello) {
@@ -302,12 +313,11 @@ func (h *Hub) hello(c *conn, m *Hello) {
 	}
 	h.serial++
 	s := &session{
-		id:        newID(sessionIDBytes),
-		token:     newID(tokenBytes),
-		serial:    h.serial,
-		state:     StateIdle,
-		conn:      c,
-		iceBucket: newTokenBucket(1/iceRequestEvery.Seconds(), iceRequestBurst, time.Now()),
+		id:     newID(sessionIDBytes),
+		token:  newID(tokenBytes),
+		serial: h.serial,
+		state:  StateIdle,
+		conn:   c,
 	}
 	c.sess = s
 	h.sessions[s.token] = s
@@ -442,7 +452,7 @@ func (h *Hub) startWaiting(s *session, now time.Time) {
 	if len(s.interests) > 0 && !s.interestsOnly {
 		w.FallbackIn = max(0, s.fallbackAt.Sub(now).Milliseconds())
 	}
-	h.deliver(s, outMsg{v: w})
+	h.deliver(s, encode(w), false)
 }
 
 // queue pairs s at once if it can, else puts it in the pool (scheduling its
@@ -479,7 +489,7 @@ func (h *Hub) pair(a, b *session, now time.Time) {
 		s.match = m
 		s.gen++
 		h.m.timeToMatch.Observe(now.Sub(s.waitSince).Seconds())
-		h.deliver(s, outMsg{v: &Matched{
+		h.deliver(s, encode(&Matched{
 			Type:       TypeMatched,
 			Match:      m.id,
 			Role:       roles[i],
@@ -487,7 +497,7 @@ func (h *Hub) pair(a, b *session, now time.Time) {
 			Interests:  common,
 			Mode:       s.mode,
 			RelayOnly:  s.relayOnly,
-		}})
+		}), false)
 	}
 }
 
@@ -520,12 +530,13 @@ func (h *Hub) endMatch(s *session, why LeftReason) {
 		x.lastPartner = o.serial
 		x.remember(o, h.cfg.RecentPartners)
 	}
-	h.deliver(p, outMsg{v: &PartnerLeft{Type: TypePartnerLeft, Match: m.id, Reason: why}})
+	h.deliver(p, encode(&PartnerLeft{Type: TypePartnerLeft, Match: m.id, Reason: why}), true)
 }
 
 // relay forwards a signal, chat or typing message to the sender's partner,
-// re-encoded from the decoded value, if it names the sender's current match.
-func (h *Hub) relay(s *session, matchID string, m any) {
+// as the decode shard re-encoded it, if it names the sender's current match.
+// A relayOnly sender's signals go scrubbed (relayonly.go).
+func (h *Hub) relay(s *session, matchID string, ev event) {
 	switch {
 	case s.match == nil:
 		h.m.drop(dropNoMatch)
@@ -534,11 +545,18 @@ func (h *Hub) relay(s *session, matchID string, m any) {
 		h.m.drop(dropStale)
 		return
 	}
-	if sig, ok := m.(*Signal); ok && s.relayOnly && !scrub(sig) {
-		h.m.drop(dropRelayOnly)
-		return
+	data := ev.raw
+	if sig, ok := ev.msg.(*Signal); ok && s.relayOnly {
+		if !ev.hasScrub { // the shard did not know: a resumed connection
+			ev.scrubbed, ev.scrubDrop = scrubEncoded(sig)
+		}
+		if ev.scrubDrop {
+			h.m.drop(dropRelayOnly)
+			return
+		}
+		data = ev.scrubbed
 	}
-	h.deliver(s.match.other(s), outMsg{v: m})
+	h.deliver(s.match.other(s), data, false)
 }
 
 // scrub applies the relayOnly rules (relayonly.go) to a signal; false means
@@ -581,13 +599,10 @@ func (h *Hub) pushStats() {
 		return
 	}
 	h.lastStats = st
-	data, err := json.Marshal(st)
-	if err != nil {
-		return
-	}
+	data := encode(st)
 	for _, s := range h.sessions {
 		if s.conn != nil {
-			s.conn.send(outMsg{data: data})
+			s.conn.send(data)
 		}
 	}
 }
