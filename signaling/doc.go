@@ -2,10 +2,12 @@
 // at random and carries their WebRTC handshake, chat and typing between them.
 //
 // A [Hub] is an http.Handler. New starts its owner goroutine, which alone
-// holds sessions, matches and the waiting pool; each connection has one read
-// and one write goroutine. Shutdown ends all of them. The relay plugs in
-// through [ICEProvider] (ICE servers with fresh TURN credentials per match)
-// and [SessionObserver] (which sessions are live).
+// holds sessions, matches and the waiting pool, a few decode shards, which
+// check and decode client frames (each connection's in order), and a pinger;
+// each connection has one read and one write goroutine, small while idle.
+// Shutdown ends all of them. The relay plugs in through [ICEProvider] (ICE
+// servers with fresh TURN credentials per match) and [SessionObserver]
+// (which sessions are live).
 //
 // # Protocol, version 1
 //

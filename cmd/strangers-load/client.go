@@ -36,12 +36,11 @@ type client struct {
 }
 
 type dialer struct {
-	url   string
-	srcs  []net.IP
-	next  atomic.Uint64
-	ws    websocket.Dialer
-	pool  sync.Pool
-	fails atomic.Int64
+	url  string
+	srcs []net.IP
+	next atomic.Uint64
+	ws   websocket.Dialer
+	pool sync.Pool
 }
 
 func newDialer(url string, srcs []net.IP) *dialer {

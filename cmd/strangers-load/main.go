@@ -195,6 +195,13 @@ func run(o options) error {
 		case <-ctx.Done():
 		}
 	}
+	var dropped int64
+	for _, c := range clients {
+		dropped += c.dropped.Load()
+	}
+	if dropped > 0 {
+		fmt.Printf("\n%d server messages were lost in this tool (a client's queue was full): figures may be off\n", dropped)
+	}
 	wall := time.Since(start)
 	if cpu := srv.cpu() - cpu0; cpu > 0 {
 		fmt.Printf("\nserver CPU %.1fs over %.1fs (%.0f%% of one core on average)\n", cpu.Seconds(), wall.Seconds(), 100*cpu.Seconds()/wall.Seconds())
