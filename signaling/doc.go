@@ -15,8 +15,9 @@
 // web/static/protocol.js mirrors it.
 //
 // Connect a WebSocket to /ws. Every frame is a text frame holding one JSON
-// object with a "type" field; there is no batching. Field names are
-// case-sensitive as written here. The server decodes strictly: unknown
+// object with a "type" field; there is no batching. Spell field names as
+// written here (the server's JSON decoder also accepts other letter cases;
+// do not rely on it). The server decodes strictly: unknown
 // fields, wrong field types, values over their bounds, nesting deeper than
 // 4 and anything after the object are refused with an error message. It
 // never forwards a client's bytes: what reaches a partner is the decoded
