@@ -120,6 +120,15 @@ func (c *conn) sendAll(ms [][]byte) {
 	c.poke()
 }
 
+// takeQueue removes and returns what is queued and not yet being written.
+func (c *conn) takeQueue() [][]byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	q := c.queue
+	c.queue = nil
+	return q
+}
+
 func (c *conn) sendError(code ErrorCode, msg string) {
 	c.send(encode(&Error{Type: TypeError, Code: code, Message: msg}))
 }

@@ -64,9 +64,10 @@
 // as it was (idle, waiting with its original wait, or matched), welcome says
 // "resumed":true with the current state and match, and the messages sent to
 // the session while it was away follow (at most the send queue's bound;
-// partner_left always). Messages the server wrote to the old connection
-// before it noticed the drop are not sent again: reconcile from welcome's
-// state and match. Meanwhile the partner is told nothing; only when the grace
+// partner_left always), and so does whatever was still queued, unwritten,
+// on the old connection. Messages the server had already written to the old
+// connection before it noticed the drop are not sent again: reconcile from
+// welcome's state and match. Meanwhile the partner is told nothing; only when the grace
 // expires does it get partner_left "disconnected". A hello with a token that
 // is unknown or expired gets error "bad_resume", then a welcome for a new
 // session. A resume while the session is still attached to another

@@ -328,13 +328,15 @@ func (h *Hub) hello(c *conn, m *Hello) {
 	c.send(h.welcome(s, false))
 }
 
-// resume attaches s to c: a connection still attached to it is closed, what
-// was kept for it is delivered, and a waiting session goes back into the
-// pool with its original wait.
+// resume attaches s to c: a connection still attached to it is closed and
+// what it had not written yet moves to c, what was kept for the session is
+// delivered, and a waiting session goes back into the pool with its
+// original wait.
 func (h *Hub) resume(s *session, c *conn) {
 	h.m.resumes.WithLabelValues("ok").Inc()
 	if old := s.conn; old != nil {
 		old.sess = nil
+		s.pending = append(old.takeQueue(), s.pending...)
 		old.closeWith(CloseResumed, "session resumed on another connection", reasonResumed)
 	}
 	s.gen++ // void the grace deadline

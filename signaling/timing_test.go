@@ -214,6 +214,49 @@ func TestResumeTakesOver(t *testing.T) {
 	})
 }
 
+// When a client resumes before the server noticed its old connection die,
+// what was still queued on the old connection goes to the new one.
+func TestResumeTakesOverQueue(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := newPipeEnv(t, testConfig())
+		// a's old connection: read by hand, then not at all (a dead network).
+		old, _, err := e.dialer.Dial("ws://pipe/ws", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer old.Close()
+		var w rx
+		old.WriteJSON(Hello{Type: TypeHello, Version: ProtocolVersion})
+		old.ReadJSON(&w)
+		old.WriteJSON(Find{Type: TypeFind, Mode: ModeText})
+		old.ReadJSON(&rx{}) // waiting
+		b := e.dial()
+		b.hello()
+		b.find(ModeText)
+		m := b.expect(TypeMatched).Match
+		var matched rx
+		old.ReadJSON(&matched)
+		b.send(Chat{Type: TypeChat, Match: m, Text: "1"})
+		synctest.Wait() // the write loop is stuck writing "1" to the dead connection
+		b.send(Chat{Type: TypeChat, Match: m, Text: "2"})
+		b.send(Chat{Type: TypeChat, Match: m, Text: "3"})
+		synctest.Wait() // queued behind it
+
+		a := e.dial()
+		a.send(Hello{Type: TypeHello, Version: ProtocolVersion, Resume: w.Resume})
+		if got := a.expect(TypeWelcome); !got.Resumed || got.Match != m {
+			t.Fatalf("%+v", got)
+		}
+		// What was in the stuck write is lost; what was queued behind it
+		// arrives, in order.
+		for _, want := range []string{"2", "3"} {
+			if got := a.expect(TypeChat); got.Text != want {
+				t.Fatalf("got chat %q, want %q", got.Text, want)
+			}
+		}
+	})
+}
+
 func TestLimitMissingPong(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		cfg := testConfig()
