@@ -1,0 +1,68 @@
+package main
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/strangers-chat/strangers/signaling"
+)
+
+// TestRunAllPhases runs every phase with tiny numbers against a hub in this
+// process, so that the tool keeps working as the server changes.
+func TestRunAllPhases(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	hub, err := signaling.New(signaling.Config{Registerer: reg, MaxConnsPerIP: 10000, RateLimit: 1000, RateBurst: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/ws", hub)
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	defer hub.Shutdown(t.Context())
+
+	o := options{
+		url:        "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws",
+		serverPID:  os.Getpid(),
+		n:          120,
+		connected:  100,
+		srcIPs:     2,
+		workers:    20,
+		settle:     10 * time.Millisecond,
+		churners:   40,
+		matchDur:   300 * time.Millisecond,
+		groups:     5,
+		pairRate:   100,
+		latDur:     300 * time.Millisecond,
+		signalRate: 200,
+		relayDur:   300 * time.Millisecond,
+		phases:     "idle,matches,latency,relay",
+		timeout:    time.Minute,
+	}
+	if err := run(o); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	var ds []time.Duration
+	for i := 1; i <= 100; i++ {
+		ds = append(ds, time.Duration(i)*time.Millisecond)
+	}
+	for q, want := range map[float64]time.Duration{0.5: 50 * time.Millisecond, 0.99: 99 * time.Millisecond, 1: 100 * time.Millisecond} {
+		if got := percentile(ds, q); got != want {
+			t.Errorf("percentile(%v) = %v, want %v", q, got, want)
+		}
+	}
+	if percentile(nil, 0.5) != 0 {
+		t.Error("empty")
+	}
+}
