@@ -100,8 +100,12 @@ func run(o options) error {
 	if o.connected > o.n {
 		o.connected = o.n
 	}
-	if need := o.churners; need > o.connected {
-		return fmt.Errorf("-churners %d exceeds -connected %d", need, o.connected)
+	want := func(p string) bool { return slices.Contains(strings.Split(o.phases, ","), p) }
+	if !want("matches") {
+		o.churners = 0
+	}
+	if !want("latency") && !want("relay") {
+		o.groups = 0
 	}
 	if need := o.churners + o.groups*groupSize; need > o.connected {
 		return fmt.Errorf("-churners %d and -groups %d need %d sessions, more than -connected %d", o.churners, o.groups, need, o.connected)
@@ -115,7 +119,12 @@ func run(o options) error {
 	var srv *server
 	switch {
 	case o.spawn != "":
-		srv, err = spawn(ctx, o.spawn, o.env)
+		for try := 1; ; try++ { // the free ports picked may be taken meanwhile
+			if srv, err = spawn(ctx, o.spawn, o.env); err == nil || try == 3 || ctx.Err() != nil {
+				break
+			}
+			fmt.Fprintf(os.Stderr, "strangers-load: %v; trying again\n", err)
+		}
 		if err != nil {
 			return err
 		}
@@ -134,7 +143,6 @@ func run(o options) error {
 		srcs[i] = net.IPv4(127, 0, 0, byte(2+i))
 	}
 	d := newDialer(o.url, srcs)
-	want := func(p string) bool { return slices.Contains(strings.Split(o.phases, ","), p) }
 	cpu0, self0 := srv.cpu(), selfCPU()
 	start := time.Now()
 
