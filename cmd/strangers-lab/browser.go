@@ -297,15 +297,25 @@ func playBrowser(ctx context.Context, cfg browserConfig, home string, logw io.Wr
 	if err := waitJS(tab, `/^\d/.test(document.getElementById('online-count').textContent)`); err != nil {
 		return res, stop, fmt.Errorf("%w: waiting for the WebSocket (online count): %w", ErrBrowser, err)
 	}
-	actions := []chromedp.Action[chromedp.Void]{}
+	// The tag ends with a comma, which makes it a tag: Enter could submit
+	// the form (press Start) if it came before the typed text.
 	if cfg.Tag != "" {
-		actions = append(actions, chromedp.SendKeys("#interest-input", cfg.Tag+"\n"))
+		if err := chromedp.Do(tab, chromedp.SendKeys("#interest-input", cfg.Tag+",")); err != nil {
+			return res, stop, fmt.Errorf("%w: typing the interest: %w", ErrBrowser, err)
+		}
+		if err := waitJS(tab, fmt.Sprintf(`document.getElementById('interest-list').textContent.includes(%q)`, cfg.Tag)); err != nil {
+			return res, stop, fmt.Errorf("%w: waiting for the interest tag: %w", ErrBrowser, err)
+		}
 	}
 	if cfg.Hide {
-		actions = append(actions, chromedp.Click("#hide-ip"))
+		if err := chromedp.Do(tab, chromedp.Click("#hide-ip")); err != nil {
+			return res, stop, fmt.Errorf("%w: ticking Hide my IP: %w", ErrBrowser, err)
+		}
+		if err := waitJS(tab, `document.getElementById('hide-ip').checked`); err != nil {
+			return res, stop, fmt.Errorf("%w: waiting for Hide my IP to be ticked: %w", ErrBrowser, err)
+		}
 	}
-	actions = append(actions, chromedp.Click("#start"))
-	if err := chromedp.Do(tab, actions...); err != nil {
+	if err := chromedp.Do(tab, chromedp.Click("#start")); err != nil {
 		return res, stop, fmt.Errorf("%w: pressing Start: %w", ErrBrowser, err)
 	}
 	var st pageStatus

@@ -307,7 +307,7 @@ func playCall(ctx context.Context, cfg peerConfig) (peerResult, error) {
 	}
 	defer func() {
 		cancelDials()
-		pc.Close()
+		closeBounded(pc)
 	}()
 
 	var mu sync.Mutex // guards res's connection fields and echoed from pion's callbacks
@@ -545,6 +545,27 @@ func signalLoop(ctx context.Context, sig *signalConn, pc *webrtc.PeerConnection,
 		case "error":
 			return fmt.Errorf("%w: server error %v: %v", ErrProtocol, m["code"], m["message"])
 		}
+	}
+}
+
+// closeWait bounds closing a peer connection at the end of a peer process.
+// Pion's Close waits for candidate gathering, and STUN and TURN over UDP
+// that a firewall silently drops retry for seconds before giving up.
+const closeWait = time.Second
+
+// closeBounded closes pc, waiting at most closeWait. It is for the end of
+// the peer process: a Close still pending is cut short when it exits.
+func closeBounded(pc *webrtc.PeerConnection) {
+	closed := make(chan struct{})
+	go func() {
+		pc.Close()
+		close(closed)
+	}()
+	t := time.NewTimer(closeWait)
+	defer t.Stop()
+	select {
+	case <-closed:
+	case <-t.C:
 	}
 }
 
