@@ -170,12 +170,6 @@ func (c *conn) kill(reason closeReason) {
 	c.poke()
 }
 
-func (c *conn) isClosing() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.closing
-}
-
 // extendRead moves the read deadline d ahead, unless the connection is
 // closing (then the close grace set by the write loop stands).
 func (c *conn) extendRead(d time.Duration) {
@@ -207,17 +201,29 @@ func (c *conn) readLoop() {
 		if mt, data, err = c.ws.ReadMessage(); err != nil {
 			break
 		}
-		if c.isClosing() {
-			continue // draining until the client answers our close frame
+		if c.admit() {
+			h.decode(frame{c: c, text: mt == websocket.TextMessage, data: data})
 		}
-		if c.helloed.Load() {
-			c.extendRead(h.cfg.PongWait) // any message shows the client is alive, like a pong
-		}
-		h.decode(frame{c: c, text: mt == websocket.TextMessage, data: data})
 	}
-	reason := c.finish(readCloseReason(err, c.helloed.Load()))
-	h.decode(frame{c: c, end: true, reason: reason, clean: peerCode == closeNormalFromPeer})
+	c.finish(readCloseReason(err, c.helloed.Load()))
+	h.decode(frame{c: c, end: true, clean: peerCode == closeNormalFromPeer})
 	h.connWG.Done()
+}
+
+// admit reports whether a frame just read is to be handled: not while
+// closing (the read loop then only drains until the client answers our
+// close frame). After hello, any frame shows the client is alive, like a
+// pong, and moves the read deadline ahead.
+func (c *conn) admit() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing {
+		return false
+	}
+	if c.helloed.Load() {
+		c.ws.SetReadDeadline(time.Now().Add(c.h.cfg.PongWait))
+	}
+	return true
 }
 
 func (c *conn) pong(string) error {
@@ -227,10 +233,10 @@ func (c *conn) pong(string) error {
 	return nil
 }
 
-// finish runs when the read loop is over: it stops the write loop and
-// releases the connection's place in the hub. It returns the reason the
-// connection ended.
-func (c *conn) finish(reason closeReason) closeReason {
+// finish runs when the read loop is over: it stops the write loop,
+// releases the connection's place in the hub and counts why it ended (the
+// first reason given by whoever closed it, else the read error's).
+func (c *conn) finish(reason closeReason) {
 	h := c.h
 	c.mu.Lock()
 	if c.reason != "" {
@@ -254,7 +260,6 @@ func (c *conn) finish(reason closeReason) closeReason {
 	if reason == reasonWriteError {
 		h.log.Warn("connection write failed", "ip", c.ip)
 	}
-	return reason
 }
 
 // writeLoop is the only goroutine writing data frames, pings and close

@@ -15,12 +15,11 @@ import (
 
 // frame is what a read loop hands its shard: a message, or the end.
 type frame struct {
-	c      *conn
-	text   bool
-	data   []byte
-	end    bool        // the read loop is over
-	reason closeReason // with end
-	clean  bool        // with end: the client closed with 1000
+	c     *conn
+	text  bool
+	data  []byte
+	end   bool // the read loop is over
+	clean bool // with end: the client closed with 1000
 }
 
 // shardQueue bounds the frames waiting for one shard; a full queue makes read
