@@ -44,6 +44,9 @@ type matrixConfig struct {
 	Chromium string
 	// Only keeps the cells whose name contains it. Default: all.
 	Only string
+	// Waits are the pion peers' nomination waits. Default: the lab's
+	// (defaultSrflxWait, defaultPrflxWait, defaultRelayWait).
+	Waits nominationWaits
 	// Verbose passes the role processes' logs and the server's debug log
 	// through to stderr.
 	Verbose bool
@@ -57,6 +60,9 @@ func runMatrix(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.StringVar(&cfg.Strangers, "strangers", defaultStrangers(), "path of the strangers server binary")
 	fs.StringVar(&cfg.Chromium, "chromium", defaultChromium(), `Chromium for the browser cells ("" skips them)`)
 	fs.StringVar(&cfg.Only, "only", "", "run only the cells whose name contains this")
+	fs.DurationVar(&cfg.Waits.srflx, "srflx-wait", defaultSrflxWait, "pion peers: wait before nominating a srflx pair (pion's default 500ms)")
+	fs.DurationVar(&cfg.Waits.prflx, "prflx-wait", defaultPrflxWait, "pion peers: wait before nominating a prflx pair (pion's default 1s)")
+	fs.DurationVar(&cfg.Waits.relay, "relay-wait", defaultRelayWait, "pion peers: wait before nominating a relay pair (pion's default 2s)")
 	fs.BoolVar(&cfg.Verbose, "v", false, "pass the clients' and the server's logs through")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -79,7 +85,7 @@ func runMatrix(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	cells = slices.DeleteFunc(cells, func(c cell) bool { return !strings.Contains(c.String(), cfg.Only) })
 	fmt.Fprintf(stdout, "strangers-lab: %d cells × %d runs, server %s (TLS on :443, TURN on :3478)\n", len(cells), cfg.Runs, serverAddr)
-	fmt.Fprintf(stdout, "pion nomination waits: srflx %v, prflx %v, relay %v\n\n", defaultSrflxWait, defaultPrflxWait, defaultRelayWait)
+	fmt.Fprintf(stdout, "pion nomination waits: %v\n\n", cfg.Waits)
 	broken, err := checkNAT(ctx, m.lab, stdout)
 	if err != nil {
 		return err
@@ -150,7 +156,10 @@ func startMatrix(ctx context.Context, cfg matrixConfig, log *slog.Logger, stderr
 		logw = stderr
 	}
 	bo := browserOptions{chromium: cfg.Chromium, dir: m.dir, caFile: certs.caFile}
-	if m.runner, err = newRunner(m.lab, certs, logw, bo); err != nil {
+	if cfg.Waits == (nominationWaits{}) {
+		cfg.Waits = nominationWaits{defaultSrflxWait, defaultPrflxWait, defaultRelayWait}
+	}
+	if m.runner, err = newRunner(m.lab, certs, logw, bo, cfg.Waits); err != nil {
 		return nil, err
 	}
 	return m, nil

@@ -174,11 +174,22 @@ type runner struct {
 	env     []string // environment of every role process
 	log     io.Writer
 	browser browserOptions
+	waits   nominationWaits
+}
+
+// nominationWaits are the pion peers' waits before nominating a pair by
+// candidate type (see defaultSrflxWait).
+type nominationWaits struct {
+	srflx, prflx, relay time.Duration
+}
+
+func (w nominationWaits) String() string {
+	return fmt.Sprintf("srflx %v, prflx %v, relay %v", w.srflx, w.prflx, w.relay)
 }
 
 // newRunner prepares role processes: they trust the lab CA (SSL_CERT_FILE
 // for Go's TLS, and a Chromium NSS db under HOME made by the browser role).
-func newRunner(l *lab, certs labCerts, logw io.Writer, bo browserOptions) (*runner, error) {
+func newRunner(l *lab, certs labCerts, logw io.Writer, bo browserOptions, waits nominationWaits) (*runner, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("%w: finding this executable: %w", ErrRun, err)
@@ -193,6 +204,7 @@ func newRunner(l *lab, certs labCerts, logw io.Writer, bo browserOptions) (*runn
 		},
 		log:     logw,
 		browser: bo,
+		waits:   waits,
 	}, nil
 }
 
@@ -226,7 +238,8 @@ func (r *runner) runPion(ctx context.Context, c cell) runResult {
 		if err != nil {
 			return runResult{err: err}
 		}
-		args := []string{"peer", "-tag", tag, "-timeout", peerTimeout.String()}
+		args := []string{"peer", "-tag", tag, "-timeout", peerTimeout.String(),
+			"-srflx-wait", r.waits.srflx.String(), "-prflx-wait", r.waits.prflx.String(), "-relay-wait", r.waits.relay.String()}
 		if s.hide {
 			args = append(args, "-hide", "-leak")
 		}
@@ -409,6 +422,14 @@ func checkNAT(ctx context.Context, l *lab, w io.Writer) ([]violation, error) {
 		}
 	}
 	tw.Flush()
+	silent, err := l.probeBlackhole()
+	if err != nil {
+		return out, err
+	}
+	fmt.Fprintf(w, "sends from the internet to an address that exists nowhere vanish silently: %v\n", silent)
+	if !silent {
+		out = append(out, violation{"blackhole", "a send to an address that exists nowhere failed or drew an error"})
+	}
 	return out, nil
 }
 

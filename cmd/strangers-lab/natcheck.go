@@ -137,6 +137,39 @@ func (l *lab) probeNAT(ctx context.Context, s *site) (natBehaviour, error) {
 	return b, nil
 }
 
+// nowhere is an address that exists nowhere in the lab (TEST-NET-1).
+const nowhere = "192.0.2.1:9"
+
+// probeBlackhole sends from the internet namespace towards an address
+// that exists nowhere and reports whether the packets vanish silently:
+// no "network unreachable" on send, no ICMP error afterwards.
+func (l *lab) probeBlackhole() (silent bool, err error) {
+	var c *net.UDPConn
+	err = inNetns(l.inet, func() error {
+		raddr, err := net.ResolveUDPAddr("udp4", nowhere)
+		if err != nil {
+			return err
+		}
+		c, err = net.DialUDP("udp4", nil, raddr)
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("%w: socket towards %s: %w", ErrProbe, nowhere, err)
+	}
+	defer c.Close()
+	for range 2 {
+		if _, err := c.Write([]byte("anyone?")); err != nil {
+			return false, nil
+		}
+	}
+	// An ICMP error would surface as an error on this read; silence is a
+	// timeout.
+	c.SetReadDeadline(time.Now().Add(probeWait / 4))
+	_, err = c.Read(make([]byte, 16))
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout(), nil
+}
+
 // readFrom waits up to probeWait for a packet on c and returns its source.
 func readFrom(c *net.UDPConn) (netip.AddrPort, bool) {
 	buf := make([]byte, 64)
