@@ -24,33 +24,38 @@ const closeGrace = 2 * time.Second
 // talking to an older server is told, not cut off.
 const maxBadMessages = 20
 
-// conn is one WebSocket connection. It has exactly two goroutines:
+// conn is one WebSocket connection. It has one goroutine for its whole
+// life and at most one more at a time:
 //
 //   - the read loop, the only reader of ws, which hands each frame to the
 //     connection's decode shard (decode.go) and does nothing else, so that
 //     its stack stays small while it waits for the next frame;
-//   - the write loop, the only writer of data frames, which waits on the
-//     single channel wake and writes what is queued (bytes, already
-//     encoded), pings when the hub's pinger asks, and the close frame.
+//   - the write loop, the only writer to ws, started when there is
+//     something to write (messages, a ping the hub's pinger asked for, the
+//     close frame) and gone again once it is written, so that an idle
+//     connection costs one goroutine, not two. writing says whether it
+//     runs; whoever queues work starts it if not.
 //
-// Each ends the other: the read loop marks readDone and wakes the write
-// loop when it returns; the write loop closes the socket when it returns,
-// which fails the pending read.
+// Neither outlives the other: when the read loop ends, a running write loop
+// sees readDone and closes the socket on its way out (with none running,
+// the read loop closes it); a write loop that fails closes the socket, which
+// ends the read loop.
 type conn struct {
 	// Static after construction.
 	h     *Hub
 	ws    *websocket.Conn
 	ip    netip.Addr
-	shard int           // decode shard
-	slot  int           // ping slot
-	wake  chan struct{} // capacity 1: something below changed
+	shard int // decode shard
+	slot  int // ping slot
 
 	// Guarded by mu.
 	mu        sync.Mutex
 	queue     [][]byte
 	pingDue   bool
+	writing   bool // a write loop runs
 	readDone  bool
 	closing   bool // closeWith or kill was called: accept nothing more
+	closeSent bool
 	reason    closeReason
 	closeCode int // 0 with closing: drop without a close frame
 	closeText string
@@ -74,16 +79,20 @@ func newConn(h *Hub, ws *websocket.Conn, ip netip.Addr, n uint64) *conn {
 		ip:     ip,
 		shard:  int(n % uint64(len(h.shards))),
 		slot:   int(n % pingSlots),
-		wake:   make(chan struct{}, 1),
 		bucket: newTokenBucket(h.cfg.RateLimit, h.cfg.RateBurst, time.Now()),
 	}
 }
 
-func (c *conn) poke() {
-	select {
-	case c.wake <- struct{}{}:
-	default:
+// startWriter starts the write loop unless it runs or the read loop is over
+// (then the connection is being torn down). c.mu must be held. Adding to
+// connWG is safe: the read loop still holds its own count.
+func (c *conn) startWriter() {
+	if c.writing || c.readDone {
+		return
 	}
+	c.writing = true
+	c.h.connWG.Add(1)
+	go c.writeLoop()
 }
 
 // send queues an encoded message without blocking. A connection whose queue
@@ -101,8 +110,8 @@ func (c *conn) send(data []byte) bool {
 		return false
 	}
 	c.queue = append(c.queue, data)
+	c.startWriter()
 	c.mu.Unlock()
-	c.poke()
 	return true
 }
 
@@ -116,8 +125,8 @@ func (c *conn) sendAll(ms [][]byte) {
 		return
 	}
 	c.queue = append(c.queue, ms...)
+	c.startWriter()
 	c.mu.Unlock()
-	c.poke()
 }
 
 // takeQueue removes and returns what is queued and not yet being written.
@@ -136,9 +145,11 @@ func (c *conn) sendError(code ErrorCode, msg string) {
 // ping asks the write loop to send a ping (from the hub's pinger).
 func (c *conn) ping() {
 	c.mu.Lock()
-	c.pingDue = true
+	if !c.closing {
+		c.pingDue = true
+		c.startWriter()
+	}
 	c.mu.Unlock()
-	c.poke()
 }
 
 // closeWith asks the write loop to flush the queue, send a close frame with
@@ -151,8 +162,8 @@ func (c *conn) closeWith(code int, text string, reason closeReason) {
 		return
 	}
 	c.closing, c.reason, c.closeCode, c.closeText = true, reason, code, text
+	c.startWriter()
 	c.mu.Unlock()
-	c.poke()
 }
 
 // kill drops the TCP connection at once, without a close frame: for a peer
@@ -167,7 +178,6 @@ func (c *conn) kill(reason closeReason) {
 	c.queue = nil
 	c.mu.Unlock()
 	c.ws.Close()
-	c.poke()
 }
 
 // extendRead moves the read deadline d ahead, unless the connection is
@@ -246,8 +256,11 @@ func (c *conn) finish(reason closeReason) {
 	c.closing = true
 	c.readDone = true
 	c.queue = nil
+	writing := c.writing
 	c.mu.Unlock()
-	c.poke()
+	if !writing {
+		c.ws.Close() // else the write loop does, on its way out
+	}
 
 	h.m.closes.WithLabelValues(string(reason)).Inc()
 	h.m.connections.Dec()
@@ -262,35 +275,43 @@ func (c *conn) finish(reason closeReason) {
 	}
 }
 
-// writeLoop is the only goroutine writing data frames, pings and close
-// frames to ws. Idle, it waits on one channel.
+// writeLoop writes what is queued, a due ping and the close frame, then
+// returns when there is nothing left to write (see conn).
 func (c *conn) writeLoop() {
 	defer c.h.connWG.Done()
-	defer c.ws.Close()
-	closeSent := false
-	for range c.wake {
+	for {
 		c.mu.Lock()
+		if c.readDone || (c.closing && c.closeCode == 0) {
+			c.mu.Unlock()
+			c.ws.Close()
+			return
+		}
 		batch := c.queue
 		c.queue = nil
 		ping := c.pingDue
 		c.pingDue = false
-		readDone, closing, code, text := c.readDone, c.closing, c.closeCode, c.closeText
-		c.mu.Unlock()
-
-		if readDone || (closing && code == 0) {
+		sendClose := c.closing && !c.closeSent
+		c.closeSent = c.closeSent || sendClose
+		code, text := c.closeCode, c.closeText
+		if len(batch) == 0 && !ping && !sendClose {
+			c.writing = false
+			c.mu.Unlock()
 			return
 		}
+		c.mu.Unlock()
+
 		if err := c.write(batch, ping); err != nil {
 			c.kill(writeCloseReason(err))
 			return
 		}
-		if closing && !closeSent {
-			closeSent = true
+		if sendClose {
 			msg := websocket.FormatCloseMessage(code, text)
-			if c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(c.h.cfg.WriteWait)) != nil {
+			if err := c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(c.h.cfg.WriteWait)); err != nil {
+				c.kill(writeCloseReason(err))
 				return
 			}
-			c.ws.SetReadDeadline(time.Now().Add(closeGrace)) // the read loop ends when the client answers, or then
+			// The read loop drains until the client answers, or until then.
+			c.ws.SetReadDeadline(time.Now().Add(closeGrace))
 		}
 	}
 }

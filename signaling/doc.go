@@ -4,7 +4,8 @@
 // A [Hub] is an http.Handler. New starts its owner goroutine, which alone
 // holds sessions, matches and the waiting pool, a few decode shards, which
 // check and decode client frames (each connection's in order), and a pinger;
-// each connection has one read and one write goroutine, small while idle.
+// each connection has a read goroutine, and a write goroutine while it has
+// something to write.
 // Shutdown ends all of them. The relay plugs in through [ICEProvider] (ICE
 // servers with fresh TURN credentials per match) and [SessionObserver]
 // (which sessions are live).

@@ -212,7 +212,7 @@ type Hub struct {
 	connCount uint64                        // connections ever accepted
 
 	shards  []chan frame   // decode shards (decode.go); closed by Shutdown
-	connWG  sync.WaitGroup // two per connection: read and write loops
+	connWG  sync.WaitGroup // per connection: its read loop, and its write loop while one runs
 	shardWG sync.WaitGroup // one per shard
 	bgWG    sync.WaitGroup // the pinger
 
@@ -366,13 +366,13 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.connCount++
 	c := newConn(h, ws, ip, h.connCount)
 	h.pingSlots[c.slot][c] = struct{}{}
-	h.connWG.Add(2)
+	h.connWG.Add(1)
 	h.mu.Unlock()
 	h.m.connections.Inc()
 	// The handler returns now, so that net/http's per-connection state and
-	// buffers are freed; the connection lives on in its two goroutines.
+	// buffers are freed; the connection lives on in its read loop (and a
+	// write loop when there is something to write).
 	go c.readLoop()
-	go c.writeLoop()
 }
 
 // Shutdown stops accepting connections (new upgrades get 503), closes every
