@@ -30,11 +30,12 @@ const maxBadMessages = 20
 //   - the read loop, the only reader of ws, which hands each frame to the
 //     connection's decode shard (decode.go) and does nothing else, so that
 //     its stack stays small while it waits for the next frame;
-//   - the write loop, the only writer to ws, started when there is
-//     something to write (messages, a ping the hub's pinger asked for, the
-//     close frame) and gone again once it is written, so that an idle
-//     connection costs one goroutine, not two. writing says whether it
-//     runs; whoever queues work starts it if not.
+//   - the write loop, the only writer of messages, pings and our close
+//     frame, started when there is something to write and gone again once
+//     it is written, so that an idle connection costs one goroutine, not
+//     two. writing says whether it runs; whoever queues work starts it if
+//     not. (gorilla answers a client's ping or close frame from the read
+//     loop with WriteControl, which may run beside the write loop.)
 //
 // Neither outlives the other: when the read loop ends, a running write loop
 // sees readDone and closes the socket on its way out (with none running,
