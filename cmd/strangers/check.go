@@ -475,7 +475,7 @@ func (c *checker) stunBinding(u turnURL) (net.Addr, error) {
 	defer done()
 	mapped, err := client.SendBindingRequest()
 	if err != nil {
-		return nil, fmt.Errorf("no binding answer from %s over UDP: %w; %s", u.addr(), err, hint("udp"))
+		return nil, fmt.Errorf("no binding answer from %s over UDP: %s; %s", u.addr(), plainTURNError(err), hint("udp"))
 	}
 	return mapped, nil
 }
@@ -497,7 +497,7 @@ func (c *checker) checkTURN(ctx context.Context, u turnURL) {
 		defer done()
 		relay, err := client.Allocate()
 		if err != nil {
-			c.add(name, true, start, fmt.Errorf("allocation at %s refused or unanswered: %w; %s", u.addr(), err, hint(tr)), "")
+			c.add(name, true, start, fmt.Errorf("allocation at %s refused or unanswered: %s; %s", u.addr(), plainTURNError(err), hint(tr)), "")
 			return
 		}
 		defer relay.Close()
@@ -519,6 +519,15 @@ func (c *checker) checkTURN(ctx context.Context, u turnURL) {
 		return
 	}
 	c.add(name, true, start, nil, fmt.Sprintf("round trip between two relay allocations in %v", rtt.Round(100*time.Microsecond)))
+}
+
+// plainTURNError says a TURN client error in words: the client's own
+// timeout message names a transaction id, which helps nobody.
+func plainTURNError(err error) string {
+	if strings.Contains(err.Error(), "all retransmissions failed") {
+		return "no answer"
+	}
+	return err.Error()
 }
 
 // roundTrip sends a message from a to b, which echoes it back, retrying

@@ -138,7 +138,7 @@ func start(cfg settings, logger *slog.Logger) (_ *app, err error) {
 		rcfg := relay.Config{
 			ListenAddr:    cfg.TURNAddr,
 			UDPSockets:    cfg.TURNUDPSockets,
-			PublicIP:      cfg.publicIP,
+			PublicIP:      advertisedIP(cfg),
 			PublicHost:    publicHost,
 			BindIP:        cfg.relayBindIP,
 			PortMin:       cfg.RelayPortMin,
@@ -368,6 +368,20 @@ func (a *app) wait(ctx context.Context) error {
 	}
 	a.log.Info("stopped")
 	return nil
+}
+
+// advertisedIP is STRANGERS_PUBLIC_IP, else the TURN address's host when
+// it names one (a relay listening on one address is reachable only there),
+// else zero: the relay detects one.
+func advertisedIP(cfg settings) netip.Addr {
+	if cfg.publicIP.IsValid() {
+		return cfg.publicIP
+	}
+	host, _, _ := net.SplitHostPort(cfg.TURNAddr)
+	if ip, err := netip.ParseAddr(host); err == nil && !ip.IsUnspecified() {
+		return ip.Unmap()
+	}
+	return netip.Addr{}
 }
 
 // relayICE hands signaling the relay's ICE servers, adding TURN over TLS

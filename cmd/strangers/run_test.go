@@ -134,3 +134,26 @@ func TestRunSummarisesAndWarnsAboutRiskySettings(t *testing.T) {
 		t.Errorf("a secret reached the logs:\n%s", s.logs.String())
 	}
 }
+
+func TestAdvertisedIP(t *testing.T) {
+	t.Parallel()
+	cases := []struct{ publicIP, turnAddr, want string }{
+		{"203.0.113.7", "127.0.0.1:3478", "203.0.113.7"}, // set: always wins
+		{"", "127.0.0.1:3478", "127.0.0.1"},              // a relay on one address is reachable only there
+		{"", ":3478", "invalid IP"},                      // unset and unbound: the relay detects one
+		{"", "0.0.0.0:3478", "invalid IP"},
+	}
+	for _, c := range cases {
+		env := map[string]string{"STRANGERS_TURN_ADDR": c.turnAddr}
+		if c.publicIP != "" {
+			env["STRANGERS_PUBLIC_IP"] = c.publicIP
+		}
+		s, _, err := load(t, env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := advertisedIP(s).String(); got != c.want {
+			t.Errorf("PUBLIC_IP=%q TURN_ADDR=%q: advertised %s, want %s", c.publicIP, c.turnAddr, got, c.want)
+		}
+	}
+}
