@@ -195,8 +195,11 @@ func (r *runner) runBrowser(ctx context.Context, c cell) runResult {
 		if r.log != nil && p.stderr.Len() > 0 {
 			fmt.Fprintf(r.log, "[browser %d]\n%s", i, p.stderr.Bytes())
 		}
-		if p.err != nil {
+		switch {
+		case p.err != nil:
 			errs = append(errs, fmt.Errorf("%w (exit: %v); stderr:\n%s", p.err, werr, tail(p.stderr.String(), 20)))
+		case werr != nil:
+			errs = append(errs, fmt.Errorf("%w: browser in %s: %w; stderr:\n%s", ErrRun, c.String(), werr, tail(p.stderr.String(), 40)))
 		}
 	}
 	return runResult{a: procs[0].res, b: procs[1].res, err: errors.Join(errs...)}

@@ -69,7 +69,7 @@ var baseOctet = map[siteKind]int{kindCone: 10, kindSymmetric: 20, kindFirewall: 
 // namespace, or a public host.
 type site struct {
 	name    string     // e.g. "cone-a"
-	kind    siteKind   //
+	kind    siteKind   // what the client sits behind
 	nat     string     // the NAT namespace; "" for a public host
 	client  string     // the namespace the client runs in
 	public  netip.Addr // the site's address on the internet (NAT or host)

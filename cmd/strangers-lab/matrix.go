@@ -268,6 +268,11 @@ func (r *runner) role(ctx context.Context, ns string, limit time.Duration, args 
 	if jerr := json.Unmarshal(lastLine(stdout.Bytes()), &res); jerr != nil {
 		return res, fmt.Errorf("%w: %s in %s printed no result (exit: %v): %w; stderr:\n%s", ErrRun, args[0], ns, err, jerr, tail(stderr.String(), 20))
 	}
+	if err != nil {
+		// It printed a result but did not end cleanly (under the race
+		// detector, a data race makes the exit status 66).
+		return res, fmt.Errorf("%w: %s in %s: %w; stderr:\n%s", ErrRun, args[0], ns, err, tail(stderr.String(), 40))
+	}
 	return res, nil
 }
 

@@ -310,7 +310,12 @@ func playCall(ctx context.Context, cfg peerConfig) (peerResult, error) {
 		closeBounded(pc)
 	}()
 
-	var mu sync.Mutex // guards res's connection fields and echoed from pion's callbacks
+	var mu sync.Mutex // guards res from here on: pion's callbacks write to it
+	snapshot := func() peerResult {
+		mu.Lock()
+		defer mu.Unlock()
+		return res
+	}
 	done := make(chan error, 1)
 	finish := func(err error) {
 		select {
@@ -358,7 +363,7 @@ func playCall(ctx context.Context, cfg peerConfig) (peerResult, error) {
 	if offerer {
 		dc, err := pc.CreateDataChannel("lab", nil)
 		if err != nil {
-			return res, fmt.Errorf("%w: data channel: %w", ErrCall, err)
+			return snapshot(), fmt.Errorf("%w: data channel: %w", ErrCall, err)
 		}
 		dc.OnOpen(func() {
 			for i := range peerMessages {
@@ -380,13 +385,13 @@ func playCall(ctx context.Context, cfg peerConfig) (peerResult, error) {
 		})
 		offer, err := pc.CreateOffer(nil)
 		if err != nil {
-			return res, fmt.Errorf("%w: offer: %w", ErrCall, err)
+			return snapshot(), fmt.Errorf("%w: offer: %w", ErrCall, err)
 		}
 		if err := pc.SetLocalDescription(offer); err != nil {
-			return res, fmt.Errorf("%w: set local offer: %w", ErrCall, err)
+			return snapshot(), fmt.Errorf("%w: set local offer: %w", ErrCall, err)
 		}
 		if err := sig.send(map[string]any{"type": "signal", "match": match, "sdp": map[string]any{"type": "offer", "sdp": offer.SDP}}); err != nil {
-			return res, err
+			return snapshot(), err
 		}
 	} else {
 		pc.OnDataChannel(func(dc *webrtc.DataChannel) {
