@@ -223,7 +223,12 @@ type Hub struct {
 	deadlines deadlineHeap
 	timer     *time.Timer
 	timerAt   time.Time // when timer fires; zero: stopped
-	lastStats Stats
+
+	lastStats  Stats   // last pushed
+	statsTicks int     // statsTick calls
+	statsData  []byte  // lastStats, encoded
+	statsTo    []*conn // still to be sent statsData
+	statsChunk int     // how many of statsTo per tick
 }
 
 // New validates cfg, fills defaults and starts the matchmaker's owner

@@ -159,7 +159,7 @@ func (d *deadlineHeap) Pop() any {
 // run is the owner goroutine.
 func (h *Hub) run() {
 	defer close(h.ownerDone)
-	stats := time.NewTicker(h.cfg.StatsInterval)
+	stats := time.NewTicker(h.cfg.StatsInterval / statsChunks)
 	defer stats.Stop()
 	defer h.timer.Stop()
 	for {
@@ -170,7 +170,7 @@ func (h *Hub) run() {
 			h.timerAt = time.Time{}
 			h.expire(time.Now())
 		case <-stats.C:
-			h.pushStats()
+			h.statsTick()
 		case <-h.quit:
 			h.endAll()
 			return
@@ -593,20 +593,38 @@ func (h *Hub) report(s *session, m *Report) {
 	h.m.reports.Inc()
 }
 
-// pushStats sends stats to every attached session if they changed since the
-// last push. The message is encoded once.
-func (h *Hub) pushStats() {
-	st := Stats{Type: TypeStats, Online: len(h.sessions), Waiting: h.pool.waiting(ModeVideo) + h.pool.waiting(ModeText)}
-	if st == h.lastStats {
-		return
-	}
-	h.lastStats = st
-	data := encode(st)
-	for _, s := range h.sessions {
-		if s.conn != nil {
-			s.conn.send(data)
+// statsChunks is how many pieces a stats push is cut into, sent one per
+// StatsInterval/statsChunks: writing to every connection at once would be a
+// burst of work that delays everything queued behind it.
+const statsChunks = 16
+
+// statsTick runs statsChunks times per StatsInterval. Once per interval it
+// takes the figures and, if they changed, encodes them once and lists the
+// attached sessions' connections; every tick sends to the next share of
+// that list.
+func (h *Hub) statsTick() {
+	h.statsTicks++
+	if h.statsTicks%statsChunks == 0 {
+		st := Stats{Type: TypeStats, Online: len(h.sessions), Waiting: h.pool.waiting(ModeVideo) + h.pool.waiting(ModeText)}
+		if st != h.lastStats {
+			h.lastStats = st
+			h.statsData = encode(st)
+			clear(h.statsTo)
+			h.statsTo = h.statsTo[:0]
+			for _, s := range h.sessions {
+				if s.conn != nil {
+					h.statsTo = append(h.statsTo, s.conn)
+				}
+			}
+			h.statsChunk = (len(h.statsTo) + statsChunks - 1) / statsChunks
 		}
 	}
+	n := min(h.statsChunk, len(h.statsTo))
+	for _, c := range h.statsTo[:n] {
+		c.send(h.statsData) // false if it closed meanwhile: nothing lost
+	}
+	clear(h.statsTo[:n])
+	h.statsTo = h.statsTo[n:]
 }
 
 // snapshot is the owner's state as tests see it.

@@ -316,7 +316,7 @@ func TestStatsCoalesced(t *testing.T) {
 			others[i].hello()
 			others[i].find(ModeText)
 		}
-		time.Sleep(5 * time.Second)
+		time.Sleep(10 * time.Second) // a push is spread over the interval after it
 		synctest.Wait()
 		// Eleven sessions arrived, ten queued (five matches): one stats
 		// message, not one per event.
@@ -330,7 +330,7 @@ func TestStatsCoalesced(t *testing.T) {
 			t.Fatalf("unchanged stats pushed again: %+v", stats)
 		}
 		others[0].ws.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""))
-		time.Sleep(5 * time.Second)
+		time.Sleep(10 * time.Second)
 		synctest.Wait()
 		if stats := drainStats(a); len(stats) != 1 || stats[0].Online != 10 {
 			t.Fatalf("stats after a session left: %+v", stats)
