@@ -30,6 +30,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -75,6 +76,8 @@ func run() error {
 	transports := flag.String("transports", "udp,tcp", "comma-separated client transports: udp, tcp")
 	sockets := flag.Int("udp-sockets", runtime.NumCPU(), "SO_REUSEPORT UDP sockets for our relay")
 	runTimeout := flag.Duration("run-timeout", 2*time.Minute, "upper bound for one uclient run")
+	serverList := flag.String("servers", "strangers,coturn", "comma-separated servers to drive: strangers, coturn")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of this process (our relay) to this file")
 	flag.Parse()
 
 	uclient, err := exec.LookPath("turnutils_uclient")
@@ -125,6 +128,26 @@ func run() error {
 	}
 	defer coturn.stop()
 
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return fmt.Errorf("cpu profile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("cpu profile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
+	servers := map[string]bool{}
+	for _, s := range strings.Split(*serverList, ",") {
+		s = strings.TrimSpace(s)
+		if s != "strangers" && s != "coturn" {
+			return fmt.Errorf("unknown server %q", s)
+		}
+		servers[s] = true
+	}
+
 	fmt.Printf("relay: %d UDP sockets on %s; coturn %s (pid %d) on 127.0.0.1:%d; %d CPUs\n",
 		*sockets, ours.UDPAddr(), coturn.version, coturn.cmd.Process.Pid, coturn.port, runtime.NumCPU())
 	fmt.Printf("%-7s %-6s %-4s %-11s %8s %8s %7s %9s %9s %11s\n",
@@ -144,6 +167,9 @@ func run() error {
 					order[0], order[1] = order[1], order[0] // alternate who goes first
 				}
 				for _, srv := range order {
+					if !servers[srv] {
+						continue
+					}
 					if ctx.Err() != nil {
 						return ctx.Err()
 					}
