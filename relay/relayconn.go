@@ -60,6 +60,7 @@ func (g *relayGen) AllocateConn(string, int) (net.Conn, net.Addr, error) {
 // expires or the server shuts down.
 type relayConn struct {
 	net.PacketConn
+	rd       *batchReader // nil: reads go to PacketConn one by one
 	s        *Server
 	port     int
 	counters connCounters
@@ -72,7 +73,7 @@ type relayConn struct {
 }
 
 func (s *Server) newRelayConn(pc net.PacketConn, port int) *relayConn {
-	c := &relayConn{PacketConn: pc, s: s, port: port}
+	c := &relayConn{PacketConn: pc, rd: newBatchReader(pc, s.batches, relayAddrCache), s: s, port: port}
 	s.track.add()
 	s.traffic.attach(c)
 	s.mu.Lock()
@@ -85,7 +86,14 @@ func (s *Server) newRelayConn(pc net.PacketConn, port int) *relayConn {
 // ReadFrom implements net.PacketConn: a datagram from a peer.
 func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	c.readers.Add(1)
-	n, addr, err := c.PacketConn.ReadFrom(p)
+	var n int
+	var addr net.Addr
+	var err error
+	if c.rd != nil {
+		n, addr, err = c.rd.ReadFrom(p)
+	} else {
+		n, addr, err = c.PacketConn.ReadFrom(p)
+	}
 	c.readers.Add(-1)
 	if err != nil {
 		if c.closed.Load() {
@@ -123,7 +131,11 @@ func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 func (c *relayConn) Close() error {
 	c.closing.Do(func() {
 		c.closed.Store(true)
-		c.closeErr = c.PacketConn.Close()
+		if c.rd != nil {
+			c.closeErr = c.rd.Close()
+		} else {
+			c.closeErr = c.PacketConn.Close()
+		}
 		if errors.Is(c.closeErr, net.ErrClosed) {
 			c.closeErr = nil
 		}

@@ -42,6 +42,7 @@ type Server struct {
 	quota     *quota
 	limiter   *authLimiter
 	track     *tracker
+	batches   *batchPool // receive batches shared by all UDP sockets
 	turn      *turn.Server
 	udpAddr   *net.UDPAddr
 	tcpAddr   *net.TCPAddr
@@ -97,6 +98,7 @@ func New(cfg Config) (*Server, error) {
 		quota:    newQuota(cfg.SessionQuota, cfg.TotalQuota),
 		limiter:  newAuthLimiter(),
 		track:    newTracker(),
+		batches:  newBatchPool(),
 		own4:     cfg.PublicIP.As4(),
 		guardOwn: true,
 		stop:     make(chan struct{}),

@@ -15,6 +15,11 @@ const (
 	// UDP socket. The kernel default (~200 KiB) overflows at a few tens of
 	// thousands of datagrams per second; 4 MiB absorbs scheduling hiccups.
 	udpReceiveBuffer = 4 << 20
+	// listenerAddrCache and relayAddrCache size the source-address caches
+	// of batched readers: a client-facing socket hears from many clients, a
+	// relay socket from a few peers.
+	listenerAddrCache = 256
+	relayAddrCache    = 4
 	// freePortAttempts bounds the search for a port number free on both UDP
 	// and TCP when ListenAddr asks for port 0.
 	freePortAttempts = 10
@@ -136,6 +141,7 @@ func detectPublicIP() netip.Addr {
 // shutdown tracker when pion's read loop has let go of the socket.
 type turnPacketConn struct {
 	net.PacketConn
+	rd       *batchReader // nil: reads go to PacketConn one by one
 	s        *Server
 	doneOnce sync.Once
 	closed   chan struct{}
@@ -145,7 +151,12 @@ type turnPacketConn struct {
 func newTurnPacketConn(pc net.PacketConn, s *Server) *turnPacketConn {
 	s.track.add()
 
-	return &turnPacketConn{PacketConn: pc, s: s, closed: make(chan struct{})}
+	return &turnPacketConn{
+		PacketConn: pc,
+		rd:         newBatchReader(pc, s.batches, listenerAddrCache),
+		s:          s,
+		closed:     make(chan struct{}),
+	}
 }
 
 // ReadFrom implements net.PacketConn.
@@ -155,7 +166,7 @@ func newTurnPacketConn(pc net.PacketConn, s *Server) *turnPacketConn {
 func (c *turnPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	failures := 0
 	for {
-		n, addr, err := c.PacketConn.ReadFrom(p)
+		n, addr, err := c.read(p)
 		if err != nil {
 			select {
 			case <-c.closed:
@@ -187,12 +198,24 @@ func (c *turnPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	}
 }
 
+func (c *turnPacketConn) read(p []byte) (int, net.Addr, error) {
+	if c.rd != nil {
+		return c.rd.ReadFrom(p)
+	}
+
+	return c.PacketConn.ReadFrom(p)
+}
+
 // Close implements net.PacketConn; it is idempotent.
 func (c *turnPacketConn) Close() error {
 	var err error
 	c.closeMu.Do(func() {
 		close(c.closed)
-		err = c.PacketConn.Close()
+		if c.rd != nil {
+			err = c.rd.Close()
+		} else {
+			err = c.PacketConn.Close()
+		}
 	})
 	if errors.Is(err, net.ErrClosed) {
 		err = nil

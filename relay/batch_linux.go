@@ -1,0 +1,294 @@
+//go:build linux
+
+package relay
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+const (
+	// batchSize is how many datagrams one recvmmsg call may return.
+	batchSize = 16
+	// batchSlot is the size of each buffered datagram slot. Callers with a
+	// larger buffer get one datagram per call (so truncation stays exactly
+	// that of a plain read); pion reads with 1600-byte buffers.
+	batchSlot = 2048
+)
+
+// mmsghdr is struct mmsghdr: a msghdr and the length received. Go pads it
+// to the alignment of the msghdr, as C does.
+type mmsghdr struct {
+	hdr unix.Msghdr
+	n   uint32
+}
+
+// batch is the memory of one recvmmsg call. Its pointers (iovecs, names)
+// point into itself and are set once, when the pool creates it.
+type batch struct {
+	hdrs  [batchSize]mmsghdr
+	iovs  [batchSize]unix.Iovec
+	names [batchSize]unix.RawSockaddrInet6
+	bufs  [batchSize][batchSlot]byte
+}
+
+// batchPool pools the receive batches of a server's sockets. A reader
+// holds one only while it has datagrams buffered, never while it waits for
+// the socket, so idle relay sockets cost no batch memory.
+type batchPool struct{ p sync.Pool }
+
+func newBatchPool() *batchPool {
+	return &batchPool{p: sync.Pool{New: func() any {
+		b := new(batch)
+		for i := range b.hdrs {
+			b.hdrs[i].hdr.Name = (*byte)(unsafe.Pointer(&b.names[i]))
+			b.hdrs[i].hdr.Iov = &b.iovs[i]
+			b.hdrs[i].hdr.SetIovlen(1)
+			if i > 0 {
+				b.iovs[i].Base = &b.bufs[i][0]
+				b.iovs[i].SetLen(batchSlot)
+			}
+		}
+
+		return b
+	}}}
+}
+
+func (bp *batchPool) get() *batch  { return bp.p.Get().(*batch) } //nolint:forcetypeassert // only batches are put
+func (bp *batchPool) put(b *batch) { bp.p.Put(b) }
+
+// batchReader reads a UDP socket with recvmmsg: one system call returns
+// every datagram already queued (up to batchSize), and the following
+// ReadFrom calls hand them out one by one, copied into the caller's buffer.
+// The first datagram of a call lands directly in the caller's buffer. The
+// socket's read deadline applies as to a plain read. Source addresses come
+// from a small cache, so steady traffic from known peers allocates nothing.
+type batchReader struct {
+	conn   *net.UDPConn
+	raw    syscall.RawConn
+	laddr  net.Addr
+	pool   *batchPool
+	closed atomic.Bool
+
+	mu      sync.Mutex // serialises readers; guards the fields below
+	b       *batch     // datagrams 1..n-1 of the last call; nil when none is left
+	next, n int
+	p       []byte // the caller's buffer during a system call
+	errno   syscall.Errno
+	recvF   func(fd uintptr) bool // recv bound once, so Read does not allocate
+	addrs   addrCache
+}
+
+// newBatchReader returns a batchReader for pc, or nil when pc is not a UDP
+// socket that supports it.
+func newBatchReader(pc net.PacketConn, pool *batchPool, cacheSize int) *batchReader {
+	uc, ok := pc.(*net.UDPConn)
+	if !ok {
+		return nil
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	r := &batchReader{conn: uc, raw: raw, laddr: uc.LocalAddr(), pool: pool, addrs: newAddrCache(cacheSize)}
+	r.recvF = r.recv
+
+	return r
+}
+
+// ReadFrom reads one datagram, as net.PacketConn's ReadFrom.
+func (r *batchReader) ReadFrom(p []byte) (int, net.Addr, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed.Load() {
+		r.drop()
+
+		return 0, nil, r.opErr(net.ErrClosed)
+	}
+	if r.b != nil {
+		i := r.next
+		n := copy(p, r.b.bufs[i][:r.b.hdrs[i].n])
+		addr := r.addrs.get(&r.b.names[i])
+		if r.next++; r.next == r.n {
+			r.drop()
+		}
+
+		return n, addr, nil
+	}
+	r.p = p
+	err := r.raw.Read(r.recvF)
+	r.p = nil
+	if err == nil && r.errno != 0 {
+		err = os.NewSyscallError("recvmmsg", r.errno)
+	}
+	if err != nil {
+		r.drop()
+		var op *net.OpError
+		if errors.As(err, &op) {
+			err = op.Err // RawConn.Read wraps as "raw-read"; report a plain read
+		}
+
+		return 0, nil, r.opErr(err)
+	}
+	n := int(r.b.hdrs[0].n)
+	addr := r.addrs.get(&r.b.names[0])
+	if r.n <= 1 {
+		r.drop()
+	} else {
+		r.next = 1
+	}
+
+	return n, addr, nil
+}
+
+// recv is the RawConn.Read callback: one recvmmsg, the first datagram into
+// r.p and any further ones into the batch. It returns false to wait for the
+// socket when nothing is queued.
+func (r *batchReader) recv(fd uintptr) bool {
+	if r.b == nil {
+		r.b = r.pool.get()
+	}
+	b := r.b
+	vlen := batchSize
+	if len(r.p) > batchSlot {
+		vlen = 1
+	}
+	for {
+		for i := range vlen {
+			b.hdrs[i].hdr.Namelen = unix.SizeofSockaddrInet6
+			b.hdrs[i].hdr.Flags = 0
+			b.hdrs[i].n = 0
+		}
+		b.iovs[0].Base = nil
+		if len(r.p) > 0 {
+			b.iovs[0].Base = &r.p[0]
+		}
+		b.iovs[0].SetLen(len(r.p))
+		n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.hdrs[0])),
+			uintptr(vlen), 0, 0, 0)
+		b.iovs[0].Base = nil // do not keep the caller's buffer alive
+		switch errno {
+		case 0:
+			r.n, r.errno = int(n), 0
+
+			return true
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			r.drop() // do not hold a batch while waiting
+
+			return false
+		default:
+			r.errno = errno
+
+			return true
+		}
+	}
+}
+
+// drop returns the batch to the pool.
+func (r *batchReader) drop() {
+	if r.b != nil {
+		r.pool.put(r.b)
+		r.b = nil
+	}
+	r.next, r.n = 0, 0
+}
+
+func (r *batchReader) opErr(err error) error {
+	return &net.OpError{Op: "read", Net: "udp", Source: r.laddr, Err: err}
+}
+
+// Close marks the reader closed (buffered datagrams are discarded) and
+// closes the socket.
+func (r *batchReader) Close() error {
+	r.closed.Store(true)
+
+	return r.conn.Close()
+}
+
+// addrCache maps raw source addresses to *net.UDPAddr values handed out
+// before, so a steady peer does not cost an allocation per datagram. It is
+// direct-mapped; a miss allocates a new address and replaces the entry
+// (entries are never modified once handed out).
+type addrCache struct {
+	keys  []netip.AddrPort
+	addrs []*net.UDPAddr
+	mask  uint32
+}
+
+// newAddrCache returns a cache of size entries, rounded up to a power of 2.
+func newAddrCache(size int) addrCache {
+	n := 1
+	for n < size {
+		n <<= 1
+	}
+
+	return addrCache{keys: make([]netip.AddrPort, n), addrs: make([]*net.UDPAddr, n), mask: uint32(n - 1)} //nolint:gosec // n is small
+}
+
+func (c *addrCache) get(sa *unix.RawSockaddrInet6) *net.UDPAddr {
+	var key netip.AddrPort
+	var scope uint32
+	switch sa.Family {
+	case unix.AF_INET:
+		sa4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
+		key = netip.AddrPortFrom(netip.AddrFrom4(sa4.Addr), ntohs(sa4.Port))
+	case unix.AF_INET6:
+		key = netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), ntohs(sa.Port))
+		scope = sa.Scope_id
+	default:
+		return &net.UDPAddr{}
+	}
+	if scope != 0 {
+		return udpAddr(key, zoneName(scope)) // link-local with a zone: rare, not cached
+	}
+	a := key.Addr().As16()
+	h := (uint32(a[12])<<24 | uint32(a[13])<<16 | uint32(a[14])<<8 | uint32(a[15])) ^ uint32(key.Port())*0x9E3779B1
+	i := (h ^ h>>16) & c.mask
+	if c.addrs[i] != nil && c.keys[i] == key {
+		return c.addrs[i]
+	}
+	ua := udpAddr(key, "")
+	c.keys[i], c.addrs[i] = key, ua
+
+	return ua
+}
+
+// udpAddr builds the address a plain read returns: a 4-byte IP for IPv4
+// sockets, 16 bytes (IPv4-mapped where it applies) for IPv6 ones.
+func udpAddr(key netip.AddrPort, zone string) *net.UDPAddr {
+	var ip net.IP
+	if a := key.Addr(); a.Is4() {
+		b := a.As4()
+		ip = append(ip, b[:]...)
+	} else {
+		b := a.As16()
+		ip = append(ip, b[:]...)
+	}
+
+	return &net.UDPAddr{IP: ip, Port: int(key.Port()), Zone: zone}
+}
+
+func zoneName(index uint32) string {
+	if ifi, err := net.InterfaceByIndex(int(index)); err == nil {
+		return ifi.Name
+	}
+
+	return strconv.FormatUint(uint64(index), 10)
+}
+
+func ntohs(port uint16) uint16 {
+	b := (*[2]byte)(unsafe.Pointer(&port))
+
+	return uint16(b[0])<<8 | uint16(b[1])
+}

@@ -1,0 +1,282 @@
+//go:build linux
+
+package relay
+
+import (
+	"bytes"
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"testing"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// listenUDP opens a UDP socket on network/addr, closed when the test ends.
+func listenUDP(t *testing.T, network, addr string) *net.UDPConn {
+	t.Helper()
+	c, err := net.ListenPacket(network, addr)
+	if err != nil {
+		t.Skipf("cannot listen on %s %s: %v", network, addr, err)
+	}
+	t.Cleanup(func() { c.Close() })
+
+	return c.(*net.UDPConn)
+}
+
+func TestBatchReader(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name      string
+		network   string
+		addr      string
+		datagrams int
+		size      int // datagram size
+		buf       int // reader buffer size
+		wantLen   int // bytes each read returns
+	}{
+		{"one", "udp4", "127.0.0.1:0", 1, 100, 1600, 100},
+		{"several batches", "udp4", "127.0.0.1:0", 3*batchSize + 5, 1000, 1600, 1000},
+		{"truncated to the caller's buffer", "udp4", "127.0.0.1:0", batchSize + 2, 1500, 1000, 1000},
+		{"truncated at the slot size", "udp4", "127.0.0.1:0", batchSize + 2, batchSlot + 100, batchSlot, batchSlot},
+		{"buffer larger than a slot", "udp4", "127.0.0.1:0", 5, batchSlot + 100, batchSlot + 500, batchSlot + 100},
+		{"empty datagrams", "udp4", "127.0.0.1:0", batchSize + 1, 0, 1600, 0},
+		{"ipv6", "udp6", "[::1]:0", batchSize + 3, 500, 1600, 500},
+		{"dual stack, ipv4 sender", "udp", "127.0.0.1:0", batchSize + 3, 500, 1600, 500},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			rc := listenUDP(t, tt.network, tt.addr)
+			if _, err := setReceiveBuffer(rc, 4<<20); err != nil {
+				t.Fatal(err)
+			}
+			rd := newBatchReader(rc, newBatchPool(), 4)
+			if rd == nil {
+				t.Fatal("no batch reader for a UDP socket")
+			}
+			senderNet := tt.network
+			if senderNet == "udp" {
+				senderNet = "udp4"
+			}
+			host := "127.0.0.1:0"
+			if senderNet == "udp6" {
+				host = "[::1]:0"
+			}
+			senders := []*net.UDPConn{listenUDP(t, senderNet, host), listenUDP(t, senderNet, host)}
+			dst := rc.LocalAddr()
+			for i := range tt.datagrams {
+				msg := bytes.Repeat([]byte{byte(i)}, tt.size)
+				if _, err := senders[i%2].WriteTo(msg, dst); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// What a plain read reports as the source, for comparison.
+			plain := listenUDP(t, tt.network, tt.addr)
+			if _, err := senders[0].WriteTo([]byte("x"), plain.LocalAddr()); err != nil {
+				t.Fatal(err)
+			}
+			_ = plain.SetReadDeadline(time.Now().Add(5 * time.Second))
+			_, wantSrc, err := plain.ReadFrom(make([]byte, 10))
+			if err != nil {
+				t.Fatal(err)
+			}
+
+			buf := make([]byte, tt.buf)
+			_ = rc.SetReadDeadline(time.Now().Add(5 * time.Second))
+			for i := range tt.datagrams {
+				n, addr, err := rd.ReadFrom(buf)
+				if err != nil {
+					t.Fatalf("datagram %d: %v", i, err)
+				}
+				if n != tt.wantLen {
+					t.Fatalf("datagram %d: got %d bytes, want %d", i, n, tt.wantLen)
+				}
+				if want := bytes.Repeat([]byte{byte(i)}, n); !bytes.Equal(buf[:n], want) {
+					t.Fatalf("datagram %d: wrong content", i)
+				}
+				from := senders[i%2].LocalAddr().(*net.UDPAddr)
+				ua, ok := addr.(*net.UDPAddr)
+				if !ok || ua.Port != from.Port || !ua.IP.Equal(from.IP) {
+					t.Fatalf("datagram %d: source %v, want %v", i, addr, from)
+				}
+				if i%2 == 0 && (len(ua.IP) != len(wantSrc.(*net.UDPAddr).IP) || ua.String() != wantSrc.String()) {
+					t.Fatalf("datagram %d: source %#v, a plain read says %#v", i, ua, wantSrc)
+				}
+			}
+		})
+	}
+}
+
+func TestBatchReaderDeadlineAndClose(t *testing.T) {
+	t.Parallel()
+	rc := listenUDP(t, "udp4", "127.0.0.1:0")
+	rd := newBatchReader(rc, newBatchPool(), 4)
+	buf := make([]byte, 1600)
+
+	_ = rc.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+	_, _, err := rd.ReadFrom(buf)
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("read past the deadline: %v, want a timeout", err)
+	}
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read past the deadline: %v, want os.ErrDeadlineExceeded", err)
+	}
+
+	// Buffered datagrams are discarded once the reader is closed.
+	snd := listenUDP(t, "udp4", "127.0.0.1:0")
+	for range 4 {
+		if _, err := snd.WriteTo([]byte("hello"), rc.LocalAddr()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = rc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, _, err := rd.ReadFrom(buf); err != nil {
+		t.Fatal(err)
+	}
+	if err := rd.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := rd.ReadFrom(buf); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("read after close: %v, want net.ErrClosed", err)
+	}
+
+	// A reader blocked in ReadFrom returns when the socket is closed.
+	rc2 := listenUDP(t, "udp4", "127.0.0.1:0")
+	rd2 := newBatchReader(rc2, newBatchPool(), 4)
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := rd2.ReadFrom(make([]byte, 1600))
+		done <- err
+	}()
+	if err := rd2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("blocked read after close: %v, want net.ErrClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("blocked read did not return after close")
+	}
+}
+
+func TestAddrCache(t *testing.T) {
+	t.Parallel()
+	c := newAddrCache(3)
+	if len(c.addrs) != 4 {
+		t.Fatalf("cache of %d entries, want 4", len(c.addrs))
+	}
+	keys := []netip.AddrPort{
+		netip.MustParseAddrPort("192.0.2.1:1000"),
+		netip.MustParseAddrPort("192.0.2.1:1001"),
+		netip.MustParseAddrPort("[2001:db8::1]:1000"),
+		netip.MustParseAddrPort("[::ffff:192.0.2.1]:1000"),
+	}
+	for i := range 3 * len(keys) {
+		k := keys[i%len(keys)]
+		sa := rawSockaddr(k)
+		got := c.get(&sa)
+		if got.Port != int(k.Port()) || !got.IP.Equal(net.IP(k.Addr().AsSlice())) {
+			t.Fatalf("get(%v) = %v", k, got)
+		}
+		if k.Addr().Is4() && len(got.IP) != net.IPv4len {
+			t.Fatalf("get(%v): IPv4 source with a %d-byte IP", k, len(got.IP))
+		}
+		if again := c.get(&sa); again != got {
+			t.Fatalf("get(%v) twice: different addresses (not cached)", k)
+		}
+	}
+}
+
+// TestPacketPathAllocs checks that the wrappers add no allocation per
+// datagram: batched reads on client-facing and relay sockets, and relay
+// socket writes.
+func TestPacketPathAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts are not meaningful with -race (sync.Pool drops items)")
+	}
+	cfg := testConfig()
+	cfg.PortMin = 1024 // so that writes to snd pass the own-address guard (and exercise it)
+	s := newServer(t, cfg)
+	snd := listenUDP(t, "udp4", "127.0.0.1:0")
+	msg := make([]byte, 1000)
+	buf := make([]byte, 1600)
+	const runs = 200
+
+	rc := listenUDP(t, "udp4", "127.0.0.1:0")
+	if _, err := setReceiveBuffer(rc, 4<<20); err != nil {
+		t.Fatal(err)
+	}
+	tc := newTurnPacketConn(rc, s)
+	relaySock := listenUDP(t, "udp4", "127.0.0.1:0")
+	if _, err := setReceiveBuffer(relaySock, 4<<20); err != nil {
+		t.Fatal(err)
+	}
+	rl := s.newRelayConn(relaySock, relaySock.LocalAddr().(*net.UDPAddr).Port)
+	t.Cleanup(func() {
+		tc.Close()
+		_, _, _ = tc.ReadFrom(buf) // lets the tracker know the read loop is done
+		rl.Close()
+	})
+
+	for _, tt := range []struct {
+		name string
+		dst  net.Addr
+		read func([]byte) (int, net.Addr, error)
+	}{
+		{"client-facing read", rc.LocalAddr(), tc.ReadFrom},
+		{"relay read", relaySock.LocalAddr(), rl.ReadFrom},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			for range runs + 1 {
+				if _, err := snd.WriteTo(msg, tt.dst); err != nil {
+					t.Fatal(err)
+				}
+			}
+			allocs := testing.AllocsPerRun(runs, func() {
+				if _, _, err := tt.read(buf); err != nil {
+					t.Fatal(err)
+				}
+			})
+			if allocs != 0 {
+				t.Errorf("%.1f allocations per datagram, want 0", allocs)
+			}
+		})
+	}
+	t.Run("relay write", func(t *testing.T) {
+		to := snd.LocalAddr().(*net.UDPAddr)
+		allocs := testing.AllocsPerRun(runs, func() {
+			if _, err := rl.WriteTo(msg, to); err != nil {
+				t.Fatal(err)
+			}
+		})
+		if allocs != 0 {
+			t.Errorf("%.1f allocations per datagram, want 0", allocs)
+		}
+	})
+}
+
+// rawSockaddr encodes k as the kernel does in recvmmsg's name buffer.
+func rawSockaddr(k netip.AddrPort) unix.RawSockaddrInet6 {
+	var sa unix.RawSockaddrInet6
+	port := [2]byte{byte(k.Port() >> 8), byte(k.Port())}
+	if k.Addr().Is4() {
+		sa4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(&sa))
+		sa4.Family = unix.AF_INET
+		sa4.Port = *(*uint16)(unsafe.Pointer(&port))
+		sa4.Addr = k.Addr().As4()
+
+		return sa
+	}
+	sa.Family = unix.AF_INET6
+	sa.Port = *(*uint16)(unsafe.Pointer(&port))
+	sa.Addr = k.Addr().As16()
+
+	return sa
+}
