@@ -174,6 +174,8 @@ func (c *Config) fill() error {
 		}
 	}
 	switch {
+	case c.PingInterval < 100*time.Millisecond || c.StatsInterval < 100*time.Millisecond:
+		return fmt.Errorf("%w: PingInterval (%v) and StatsInterval (%v) must be at least 100ms", ErrConfig, c.PingInterval, c.StatsInterval)
 	case c.PongWait <= c.PingInterval:
 		return fmt.Errorf("%w: PongWait (%v) must exceed PingInterval (%v)", ErrConfig, c.PongWait, c.PingInterval)
 	case c.MaxMessageSize < 4<<10:
@@ -294,7 +296,7 @@ func New(cfg Config) (*Hub, error) {
 // pingSlots is how many groups the pinger splits connections into; it wakes
 // pingSlots times per PingInterval and pings one group, so that pings are
 // spread out and no connection needs a timer of its own.
-const pingSlots = 16
+const pingSlots = 64
 
 func (h *Hub) pinger() {
 	defer h.bgWG.Done()

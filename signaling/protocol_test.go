@@ -217,6 +217,8 @@ func TestNormalizeOrigin(t *testing.T) {
 func TestConfig(t *testing.T) {
 	bad := []Config{
 		{PingInterval: time.Minute, PongWait: time.Second},
+		{PingInterval: time.Millisecond, PongWait: time.Second},
+		{StatsInterval: time.Nanosecond},
 		{MaxMessageSize: 100},
 		{RateBurst: 3},
 		{RateLimit: -1},

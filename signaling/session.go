@@ -596,7 +596,7 @@ func (h *Hub) report(s *session, m *Report) {
 // statsChunks is how many pieces a stats push is cut into, sent one per
 // StatsInterval/statsChunks: writing to every connection at once would be a
 // burst of work that delays everything queued behind it.
-const statsChunks = 16
+const statsChunks = 32
 
 // statsTick runs statsChunks times per StatsInterval. Once per interval it
 // takes the figures and, if they changed, encodes them once and lists the
