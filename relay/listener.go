@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -22,6 +22,9 @@ const (
 	maxStreamFrame = 1600
 	// acceptBackoffMax caps the pause after a failed Accept (e.g. EMFILE).
 	acceptBackoffMax = time.Second
+	// streamOutMax bounds the bytes queued for a stream connection's writer;
+	// a Write that would exceed it waits (up to streamWriteTimeout).
+	streamOutMax = 64 << 10
 )
 
 // Reasons for closing stream connections, the "reason" label of
@@ -123,12 +126,21 @@ func (l *streamListener) admit(c net.Conn) *streamConn {
 	}
 	l.perIP[ip]++
 	now := time.Now()
-	sc := &streamConn{Conn: c, l: l, ip: ip, buf: make([]byte, streamBufSize)}
+	sc := &streamConn{
+		Conn:  c,
+		l:     l,
+		ip:    ip,
+		buf:   make([]byte, streamBufSize),
+		wake:  make(chan struct{}, 1),
+		done:  make(chan struct{}),
+		space: make(chan struct{}),
+	}
 	sc.readDeadline = now.Add(l.s.cfg.TCPFirstMessageTimeout)
 	l.conns[sc] = struct{}{}
 	l.s.track.add()
 	l.mu.Unlock()
 	_ = c.SetReadDeadline(sc.readDeadline)
+	go sc.writeLoop()
 
 	return sc
 }
@@ -174,7 +186,10 @@ func (l *streamListener) release(c *streamConn) {
 
 // streamConn is one hardened TURN-over-TCP connection. Read is called only
 // by pion's per-connection read loop; Write may be called concurrently by
-// that loop and by the allocation's relay loop.
+// that loop and by the allocation's relay loop. Write queues the frame for
+// the connection's writer goroutine, which writes everything queued in one
+// system call: under load many frames share one TCP write, as with
+// coturn's buffered output, instead of one write (and one segment) each.
 type streamConn struct {
 	net.Conn
 	l  *streamListener
@@ -186,9 +201,19 @@ type streamConn struct {
 	gotFirst     bool
 	readDeadline time.Time
 
-	writeDeadline atomic.Int64 // unix nanoseconds of the last write deadline set
-	closeOnce     sync.Once
-	closeErr      error
+	// Static after admit.
+	wake chan struct{} // capacity 1: out has bytes for the writer
+	done chan struct{} // closed by Close; stops the writer
+
+	wmu     sync.Mutex
+	out     []byte        // guarded by wmu; frames queued for the writer
+	spare   []byte        // guarded by wmu; the writer's last buffer, reused
+	werr    error         // guarded by wmu; the write error that closed the connection
+	space   chan struct{} // guarded by wmu; closed (and replaced) when the writer takes out
+	waiting bool          // guarded by wmu; a Write waits on space
+
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // Read implements net.Conn. It returns exactly one STUN or ChannelData
@@ -302,33 +327,116 @@ func (c *streamConn) fill() error {
 	return nil
 }
 
-// Write implements net.Conn with a write deadline; a failed write closes
-// the connection, since a partial frame would corrupt the stream.
+// Write implements net.Conn. It queues p whole for the writer and returns;
+// when streamOutMax bytes are already queued it waits for the writer, at
+// most streamWriteTimeout, then closes the connection. A failed write
+// closes the connection (a partial frame would corrupt the stream) and
+// later Writes return its error.
 func (c *streamConn) Write(p []byte) (int, error) {
-	now := time.Now()
-	if last := c.writeDeadline.Load(); now.UnixNano() > last-int64(streamWriteTimeout-streamWriteTimeout/16) {
-		dl := now.Add(streamWriteTimeout)
-		c.writeDeadline.Store(dl.UnixNano())
-		if err := c.Conn.SetWriteDeadline(dl); err != nil {
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	c.wmu.Lock()
+	for {
+		if c.werr != nil {
+			err := c.werr
+			c.wmu.Unlock()
+
 			return 0, err
 		}
+		select {
+		case <-c.done:
+			c.wmu.Unlock()
+
+			return 0, fmt.Errorf("relay: stream write: %w", net.ErrClosed)
+		default:
+		}
+		if len(c.out) == 0 || len(c.out)+len(p) <= streamOutMax {
+			break
+		}
+		c.waiting = true
+		space := c.space
+		c.wmu.Unlock()
+		if timer == nil {
+			timer = time.NewTimer(streamWriteTimeout)
+		}
+		select {
+		case <-space:
+		case <-c.done:
+		case <-timer.C:
+			c.Close()
+
+			return 0, fmt.Errorf("relay: stream write: %w", os.ErrDeadlineExceeded)
+		}
+		c.wmu.Lock()
 	}
-	n, err := c.Conn.Write(p)
-	if err != nil {
-		c.Close()
+	wasEmpty := len(c.out) == 0
+	c.out = append(c.out, p...)
+	c.wmu.Unlock()
+	if wasEmpty {
+		select {
+		case c.wake <- struct{}{}:
+		default:
+		}
 	}
 
-	return n, err
+	return len(p), nil
 }
 
-// Close implements net.Conn; it is idempotent.
+// writeLoop writes what Write queues, everything queued at once, each
+// write under streamWriteTimeout. It ends when the connection is closed or
+// a write fails, and then releases the connection from the listener.
+func (c *streamConn) writeLoop() {
+	defer c.l.release(c)
+	for {
+		select {
+		case <-c.wake:
+		case <-c.done:
+			return
+		}
+		c.wmu.Lock()
+		out := c.out
+		c.out, c.spare = c.spare[:0], nil
+		if c.waiting {
+			close(c.space)
+			c.space, c.waiting = make(chan struct{}), false
+		}
+		c.wmu.Unlock()
+		if len(out) == 0 {
+			continue
+		}
+		err := c.Conn.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
+		if err == nil {
+			_, err = c.Conn.Write(out)
+		}
+		c.wmu.Lock()
+		if cap(out) <= streamOutMax+maxStreamFrame {
+			c.spare = out[:0]
+		}
+		if err != nil {
+			c.werr = fmt.Errorf("relay: stream write: %w", err)
+		}
+		c.wmu.Unlock()
+		if err != nil {
+			c.Close()
+
+			return
+		}
+	}
+}
+
+// Close implements net.Conn; it is idempotent. Frames still queued are
+// dropped.
 func (c *streamConn) Close() error {
 	c.closeOnce.Do(func() {
+		close(c.done)
 		c.closeErr = c.Conn.Close()
 		if errors.Is(c.closeErr, net.ErrClosed) {
 			c.closeErr = nil
 		}
-		c.l.release(c)
 	})
 
 	return c.closeErr
