@@ -77,7 +77,7 @@ func buildServer(tb testing.TB) string {
 }
 
 // TestLab builds the lab, checks every NAT behaves as its kind must, then
-// runs the matrix once per cell and asserts the rules: every cell
+// runs the matrix once per cell and asserts the lab's rules: every cell
 // connects; pairs that can connect directly do so without the relay;
 // symmetric ↔ symmetric uses the relay; firewalled sides use TURN over TLS
 // on 443; a side that hides its IP is relayed and its partner never learns

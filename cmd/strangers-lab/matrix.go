@@ -323,7 +323,7 @@ func kindOf(l *lab, s side) siteKind {
 	return st.kind
 }
 
-// check returns every rule of the "must hold" list that res breaks.
+// check returns every rule of the lab's "must hold" list that res breaks.
 func check(l *lab, res cellResult) []violation {
 	c := res.cell
 	var out []violation

@@ -1,5 +1,5 @@
 // Command strangers-load puts the signaling server under load on loopback
-// and prints what it measured against the targets of issue 3:
+// and prints what it measured against the signaling targets:
 //
 //  1. idle: N sessions connect and say hello; peak connected sessions and
 //     the server's resident memory per idle session (VmRSS before/after);
