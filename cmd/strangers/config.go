@@ -80,9 +80,13 @@ type config struct {
 	ICEServers        string        `env:"STRANGERS_ICE_SERVERS" help:"JSON list of extra ICE servers handed to browsers besides ours, as RTCIceServer objects, e.g. [{\"urls\":\"stun:stun.example.com:3478\"}]."`
 }
 
-// testOnlyVariables are read by the test suite, not by the server; they are
-// not reported as unknown.
-var testOnlyVariables = []string{"STRANGERS_TEST_REQUIRE"}
+// testOnlyVariables are read by the test suite and the tools under cmd/,
+// not by the server; they are not reported as unknown.
+var testOnlyVariables = []string{
+	"STRANGERS_TEST_REQUIRE",
+	"STRANGERS_WEB_ARTIFACTS", "STRANGERS_WEB_NETNS", "STRANGERS_WEB_SCREENSHOTS", "STRANGERS_WEB_SERVER_BIN",
+	"STRANGERS_LAB_ROLE", "STRANGERS_LOAD_TRACE",
+}
 
 // tlsEnabled reports whether the shared TLS port is configured.
 func (c config) tlsEnabled() bool { return c.TLSCertFile != "" || len(c.ACMEDomains) > 0 }
