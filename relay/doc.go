@@ -44,6 +44,18 @@
 //
 // v4 relays are IPv4 UDP only; RFC 6062 TCP relays are refused.
 //
+// # Throughput
+//
+// pion reads each socket in one goroutine, one datagram per ReadFrom. The
+// client-facing UDP port is served by several SO_REUSEPORT sockets (one
+// per core, 4 MiB receive buffers), and every UDP socket, client-facing
+// or relay, is read with recvmmsg: one system call fetches what is
+// queued and later ReadFrom calls are served from that batch, which is
+// borrowed from a pool only while it holds datagrams. Reads, relay writes
+// and the wrappers' counters allocate nothing per datagram. TURN-over-TCP
+// output is queued per connection and written by one writer goroutine,
+// so frames produced under load share TCP writes.
+//
 // # Metrics
 //
 // On Config.Registerer, none labelled per user: strangers_relay_

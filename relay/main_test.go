@@ -44,7 +44,7 @@ func testConfig() Config {
 }
 
 // newServer starts a relay with cfg and closes it when the test ends.
-func newServer(t *testing.T, cfg Config) *Server {
+func newServer(t testing.TB, cfg Config) *Server {
 	t.Helper()
 	s, err := New(cfg)
 	if err != nil {
@@ -60,7 +60,7 @@ func newServer(t *testing.T, cfg Config) *Server {
 }
 
 // newSID mints a session id the way the matchmaker does.
-func newSID(t *testing.T) string {
+func newSID(t testing.TB) string {
 	t.Helper()
 	b := make([]byte, 16)
 	if _, err := rand.Read(b); err != nil {
@@ -92,7 +92,7 @@ func (c *fakeClock) Advance(d time.Duration) {
 }
 
 // waitFor polls cond until it holds or a generous deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {
@@ -126,7 +126,7 @@ func (c *pionClient) Allocate() (net.PacketConn, error) {
 }
 
 // dialPion returns a pion TURN client of s over UDP or TCP.
-func dialPion(t *testing.T, s *Server, user, pass string, tcp bool) *pionClient {
+func dialPion(t testing.TB, s *Server, user, pass string, tcp bool) *pionClient {
 	t.Helper()
 	var conn net.PacketConn
 	addr := s.UDPAddr().String()
@@ -178,7 +178,7 @@ func dialPion(t *testing.T, s *Server, user, pass string, tcp bool) *pionClient 
 // cannot be made to send (refreshes on demand, mapped peer addresses,
 // out-of-range channel numbers).
 type rawClient struct {
-	t          *testing.T
+	t          testing.TB
 	conn       net.Conn
 	tcp        bool
 	user, pass string
@@ -186,7 +186,7 @@ type rawClient struct {
 	nonce      string
 }
 
-func dialRaw(t *testing.T, s *Server, user, pass string, tcp bool) *rawClient {
+func dialRaw(t testing.TB, s *Server, user, pass string, tcp bool) *rawClient {
 	t.Helper()
 	var (
 		c   net.Conn
