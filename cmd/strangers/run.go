@@ -158,7 +158,7 @@ func start(cfg settings, logger *slog.Logger) (_ *app, err error) {
 			TCPIdleTimeout:              cfg.TURNTCPIdle,
 
 			ExtraICEServers: extraICE,
-			Logger:          logger.With("component", "relay"),
+			Logger:          logger, // the relay names itself (component=relay)
 			Registerer:      reg,
 		}
 		if a.mux != nil {
@@ -189,7 +189,7 @@ func start(cfg settings, logger *slog.Logger) (_ *app, err error) {
 		WriteWait:      cfg.WSWriteTimeout,
 		SendQueue:      cfg.WSSendQueue,
 		StatsInterval:  cfg.StatsInterval,
-		Logger:         logger.With("component", "signaling"),
+		Logger:         logger, // the hub names itself (component=signaling)
 		Registerer:     reg,
 	})
 	if err != nil {
