@@ -59,13 +59,21 @@ func startProcess(t *testing.T, env []string, name string, args ...string) {
 	})
 }
 
-// TestACMEObtainsCertificateFromLocalCA runs Pebble (a local ACME server)
-// with a fake DNS server that resolves every name to 127.0.0.1, and checks
-// that the binary obtains a certificate over TLS-ALPN-01 through the shared
-// TLS port's demultiplexer and then serves it.
-func TestACMEObtainsCertificateFromLocalCA(t *testing.T) {
+// pebble is a local ACME server (Pebble) with a fake DNS server that
+// resolves every name to 127.0.0.1, started for one test.
+type pebble struct {
+	directory string         // ACME directory URL
+	caFile    string         // roots that Pebble's API certificate chains to
+	roots     *x509.CertPool // roots of the certificates Pebble issues
+	apiPort   int
+}
+
+// startPebble starts Pebble, which validates TLS-ALPN-01 on 127.0.0.1:tlsPort
+// and HTTP-01 on 127.0.0.1:httpPort.
+func startPebble(t *testing.T, tlsPort, httpPort int) *pebble {
+	t.Helper()
 	dir := t.TempDir()
-	pebble := goTool(t, dir, "github.com/letsencrypt/pebble/v2/cmd/pebble")
+	bin := goTool(t, dir, "github.com/letsencrypt/pebble/v2/cmd/pebble")
 	dnsSrv := goTool(t, dir, "github.com/letsencrypt/pebble/v2/cmd/pebble-challtestsrv")
 
 	dnsPort, mgmtPort := freePort(t), freePort(t)
@@ -78,68 +86,87 @@ func TestACMEObtainsCertificateFromLocalCA(t *testing.T) {
 	// Pebble serves its API with a certificate from our test CA, which
 	// the binary is told to trust with STRANGERS_ACME_CA_FILE.
 	pebbleCert, pebbleKey := sharedCA.writeFiles(t, dir, time.Now().Add(-time.Hour), time.Now().Add(time.Hour), "127.0.0.1")
-	caFile := filepath.Join(dir, "ca.pem")
-	os.WriteFile(caFile, sharedCA.pem, 0o600)
-	apiPort, adminPort, tlsPort := freePort(t), freePort(t), freePort(t)
+	p := &pebble{caFile: filepath.Join(dir, "ca.pem"), apiPort: freePort(t)}
+	os.WriteFile(p.caFile, sharedCA.pem, 0o600)
+	adminPort := freePort(t)
 	var cfg struct {
 		Pebble map[string]any `json:"pebble"`
 	}
 	cfg.Pebble = map[string]any{
-		"listenAddress":           fmt.Sprintf("127.0.0.1:%d", apiPort),
+		"listenAddress":           fmt.Sprintf("127.0.0.1:%d", p.apiPort),
 		"managementListenAddress": fmt.Sprintf("127.0.0.1:%d", adminPort),
 		"certificate":             pebbleCert,
 		"privateKey":              pebbleKey,
-		"httpPort":                freePort(t),
-		"tlsPort":                 tlsPort, // where it validates TLS-ALPN-01: our shared TLS port
+		"httpPort":                httpPort,
+		"tlsPort":                 tlsPort,
 	}
 	cfgFile := filepath.Join(dir, "pebble.json")
 	data, _ := json.Marshal(cfg)
 	os.WriteFile(cfgFile, data, 0o600)
-	startProcess(t, []string{"PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0"}, pebble,
+	startProcess(t, []string{"PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0"}, bin,
 		"-config", cfgFile, "-dnsserver", fmt.Sprintf("127.0.0.1:%d", dnsPort))
+	p.directory = fmt.Sprintf("https://127.0.0.1:%d/dir", p.apiPort)
 
 	api := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: sharedCA.pool}}}
 	defer api.CloseIdleConnections()
 	waitFor(t, 30*time.Second, "Pebble to serve its directory", func() bool {
-		resp, err := api.Get(fmt.Sprintf("https://127.0.0.1:%d/dir", apiPort))
+		resp, err := api.Get(p.directory)
 		if err != nil {
 			return false
 		}
 		resp.Body.Close()
 		return resp.StatusCode == 200
 	})
-
-	const domain = "chat.strangers.test"
-	s := startRun(t, map[string]string{
-		"STRANGERS_TLS_ADDR":       fmt.Sprintf("127.0.0.1:%d", tlsPort),
-		"STRANGERS_ACME_DOMAINS":   domain,
-		"STRANGERS_ACME_EMAIL":     "ops@strangers.test",
-		"STRANGERS_ACME_DIRECTORY": fmt.Sprintf("https://127.0.0.1:%d/dir", apiPort),
-		"STRANGERS_ACME_CACHE":     filepath.Join(dir, "acme-cache"),
-		"STRANGERS_ACME_CA_FILE":   caFile,
-	})
-	if s.addrs["tls_mode"] != "acme" || s.addrs["public_host"] != domain {
-		t.Errorf("startup line: tls_mode %v public_host %v", s.addrs["tls_mode"], s.addrs["public_host"])
-	}
-
-	// Pebble's root, to verify what the binary serves.
+	// Pebble's root, to verify what the binary will serve.
 	resp, err := api.Get(fmt.Sprintf("https://127.0.0.1:%d/roots/0", adminPort))
 	if err != nil {
 		t.Fatal(err)
 	}
 	rootPEM, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM(rootPEM) {
+	p.roots = x509.NewCertPool()
+	if !p.roots.AppendCertsFromPEM(rootPEM) {
 		t.Fatalf("no root from Pebble: %q", rootPEM)
 	}
+	return p
+}
 
-	// The first handshake for the domain makes the binary order a
-	// certificate; Pebble validates it through our TLS port.
+const acmeDomain = "chat.strangers.test"
+
+// startACMERun starts the binary getting certificates from p for acmeDomain.
+func startACMERun(t *testing.T, p *pebble, httpPort, tlsPort int) *server {
+	t.Helper()
+	cache := filepath.Join(t.TempDir(), "acme-cache")
+	s := startRun(t, map[string]string{
+		"STRANGERS_HTTP_ADDR":      fmt.Sprintf("127.0.0.1:%d", httpPort),
+		"STRANGERS_TLS_ADDR":       fmt.Sprintf("127.0.0.1:%d", tlsPort),
+		"STRANGERS_ACME_DOMAINS":   acmeDomain,
+		"STRANGERS_ACME_EMAIL":     "ops@strangers.test",
+		"STRANGERS_ACME_DIRECTORY": p.directory,
+		"STRANGERS_ACME_CACHE":     cache,
+		"STRANGERS_ACME_CA_FILE":   p.caFile,
+	})
+	if s.addrs["tls_mode"] != "acme" || s.addrs["public_host"] != acmeDomain {
+		t.Errorf("startup line: tls_mode %v public_host %v", s.addrs["tls_mode"], s.addrs["public_host"])
+	}
+	t.Cleanup(func() {
+		// The certificate was cached for the next start.
+		if entries, _ := os.ReadDir(cache); !t.Failed() && len(entries) < 2 {
+			t.Errorf("ACME cache holds %d entries, want the account key and the certificate", len(entries))
+		}
+	})
+	return s
+}
+
+// expectACMECertificate makes the first handshake for acmeDomain, which
+// has the binary order a certificate, then checks it is served and works
+// for a page request.
+func expectACMECertificate(t *testing.T, p *pebble, tlsPort int) {
+	t.Helper()
 	var state tls.ConnectionState
-	waitFor(t, 60*time.Second, "a certificate issued by Pebble", func() bool {
-		d := tls.Dialer{Config: &tls.Config{ServerName: domain, RootCAs: roots}}
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	waitFor(t, 90*time.Second, "a certificate issued by Pebble", func() bool {
+		d := tls.Dialer{Config: &tls.Config{ServerName: acmeDomain, RootCAs: p.roots}}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		c, err := d.DialContext(ctx, "tcp", fmt.Sprintf("127.0.0.1:%d", tlsPort))
 		if err != nil {
@@ -150,19 +177,17 @@ func TestACMEObtainsCertificateFromLocalCA(t *testing.T) {
 		c.Close()
 		return true
 	})
-	if leaf := state.PeerCertificates[0]; leaf.VerifyHostname(domain) != nil {
-		t.Errorf("served certificate names %v, want %s", leaf.DNSNames, domain)
+	if leaf := state.PeerCertificates[0]; leaf.VerifyHostname(acmeDomain) != nil {
+		t.Errorf("served certificate names %v, want %s", leaf.DNSNames, acmeDomain)
 	}
-
-	// And the page is served with it, to a client that trusts Pebble.
 	page := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{ServerName: domain, RootCAs: roots},
+		TLSClientConfig: &tls.Config{ServerName: acmeDomain, RootCAs: p.roots},
 		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
 			return (&net.Dialer{}).DialContext(ctx, network, fmt.Sprintf("127.0.0.1:%d", tlsPort))
 		},
 	}}
 	defer page.CloseIdleConnections()
-	resp, err = page.Get("https://" + domain + "/healthz")
+	resp, err := page.Get("https://" + acmeDomain + "/healthz")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,10 +195,25 @@ func TestACMEObtainsCertificateFromLocalCA(t *testing.T) {
 	if resp.StatusCode != 200 {
 		t.Errorf("GET /healthz over the ACME certificate: %d", resp.StatusCode)
 	}
-	// The certificate was cached for the next start.
-	if entries, _ := os.ReadDir(filepath.Join(dir, "acme-cache")); len(entries) < 2 {
-		t.Errorf("ACME cache holds %d entries, want the account key and the certificate", len(entries))
-	}
+}
+
+// TestACMEOverTLSALPN has Pebble validate TLS-ALPN-01 through the shared
+// TLS port's demultiplexer.
+func TestACMEOverTLSALPN(t *testing.T) {
+	httpPort, tlsPort := freePort(t), freePort(t)
+	p := startPebble(t, tlsPort, freePort(t))
+	startACMERun(t, p, httpPort, tlsPort)
+	expectACMECertificate(t, p, tlsPort)
+}
+
+// TestACMEOverHTTP01 has Pebble find nothing on the TLS-ALPN-01 port, so
+// the binary falls back to HTTP-01, answered by its plain HTTP listener
+// (the one that otherwise redirects to HTTPS).
+func TestACMEOverHTTP01(t *testing.T) {
+	httpPort, tlsPort := freePort(t), freePort(t)
+	p := startPebble(t, freePort(t), httpPort)
+	startACMERun(t, p, httpPort, tlsPort)
+	expectACMECertificate(t, p, tlsPort)
 }
 
 // waitFor polls cond until it holds or d passes.

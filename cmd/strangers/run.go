@@ -221,7 +221,7 @@ func start(cfg settings, logger *slog.Logger) (_ *app, err error) {
 		plain := http.NewServeMux()
 		var rest http.Handler = redirectToHTTPS(publicHost, tlsPort)
 		if tlsSet.acme != nil {
-			rest = tlsSet.acme.HTTPHandler(rest)
+			rest = withoutPort(tlsSet.acme.HTTPHandler(rest))
 		}
 		plain.Handle("/", rest)
 		a.handleProbes(plain, reg)
@@ -268,6 +268,18 @@ func (a *app) handleProbes(mux *http.ServeMux, reg *prometheus.Registry) {
 		io.WriteString(w, "ready\n")
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+}
+
+// withoutPort strips the port from the Host header, so that the ACME
+// host policy judges the name alone when the plain HTTP port is not 80.
+func withoutPort(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if host, _, err := net.SplitHostPort(r.Host); err == nil {
+			r = r.Clone(r.Context())
+			r.Host = host
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // logSummary logs, once, what the server listens on and what it
