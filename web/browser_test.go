@@ -130,7 +130,9 @@ func chromiumFlags(tb testing.TB, fakeUI bool) []chromedp.ExecAllocatorOption {
 		chromedp.Flag("hide-scrollbars", true),
 		chromedp.Flag("mute-audio", true),
 		chromedp.Flag("window-size", "1280,800"),
-		chromedp.Flag("use-fake-device-for-media-stream", true),
+		// Three cameras (the third's frames are MJPEG), so a test can
+		// switch to another one.
+		chromedp.Flag("use-fake-device-for-media-stream", "device-count=3"),
 		// Nothing leaves the machine: every name fails to resolve except
 		// loopback and our test addresses.
 		chromedp.Flag("host-resolver-rules", "MAP * ~NOTFOUND , EXCLUDE localhost , EXCLUDE 127.0.0.1 , EXCLUDE ::1 , EXCLUDE "+relayIP+" , EXCLUDE "+peerIP),

@@ -140,6 +140,8 @@ func TestBrowser(t *testing.T) {
 		})
 	})
 
+	t.Run("controls", func(t *testing.T) { controls(t, st) })
+
 	t.Run("hide my IP relays both sides through our TURN", func(t *testing.T) {
 		st.requireSignaling(t)
 		a := st.newUser(t, "alice")
