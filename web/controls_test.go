@@ -269,7 +269,7 @@ func controls(t *testing.T, st *stage) {
 		}
 	})
 
-	step(t, "automatic next after the stranger leaves", func(t *testing.T) {
+	step(t, "esc twice skips; automatic next meets the waiting stranger", func(t *testing.T) {
 		// bob waits for someone new; alice skips carol (Esc twice, in a
 		// video call) and may not meet bob again so soon. carol, told
 		// alice left, looks again by herself and meets the waiting bob.
@@ -277,6 +277,9 @@ func controls(t *testing.T, st *stage) {
 		b.waitText("stage", "Looking for a stranger")
 		a.key("\x1b")
 		a.waitText("key-hint", "again")
+		if m := a.media(); m.State != "connected" || eval[bool](c, `window.__test.msgs.some(([, m]) => m === '<partner_left')`) {
+			t.Fatalf("the first Esc ended the call (alice's call is %q)", m.State)
+		}
 		a.key("\x1b")
 		c.waitFor(`window.__test.msgs.some(([, m]) => m === '<partner_left')`, "alice's leaving")
 		for _, u := range []*user{c, b} {
@@ -291,7 +294,7 @@ func controls(t *testing.T, st *stage) {
 		b.waitFor(`[...document.querySelectorAll('[role=log] .msg.stranger')].some(p => p.textContent === 'Stranger: carol here')`, "carol's message")
 	})
 
-	step(t, "esc twice in a video call meets someone new", func(t *testing.T) {
+	step(t, "after esc the next stranger comes", func(t *testing.T) {
 		a.waitText("stage", "Looking for a stranger")
 		d := st.newUser(t, "dave")
 		d.start(startOptions{})
@@ -300,6 +303,32 @@ func controls(t *testing.T, st *stage) {
 			if u == a && m.PCs != 3 {
 				t.Errorf("alice has had %d calls, want 3 (bob, carol, dave)", m.PCs)
 			}
+		}
+	})
+
+	step(t, "stop while waiting leaves the queue", func(t *testing.T) {
+		for _, u := range []*user{a, b, c} {
+			u.close()
+		}
+		// erin waits and stops; frank comes, then grace. Had erin stayed
+		// in the queue frank would meet her, and grace would wait alone.
+		e := st.newUser(t, "erin")
+		e.start(startOptions{text: true})
+		e.waitText("stage", "Looking for a stranger")
+		e.press("Stop")
+		e.waitFor(`!document.getElementById('landing').hidden && document.activeElement === document.getElementById('start')`, "the landing page, Start focused")
+		f := st.newUser(t, "frank")
+		f.start(startOptions{text: true})
+		f.waitText("stage", "Looking for a stranger")
+		g := st.newUser(t, "grace")
+		g.start(startOptions{text: true})
+		for _, u := range []*user{f, g} {
+			u.waitFor(`!document.getElementById('chat-input').disabled`, "a match")
+		}
+		f.typeInto("Message", "frank here\n")
+		g.waitFor(`document.querySelector('[role=log]').textContent.includes('Stranger: frank here')`, "frank's message")
+		if !eval[bool](e, `document.getElementById('chat').hidden && document.getElementById('chat-input').disabled`) {
+			t.Error("erin was matched after she stopped")
 		}
 	})
 }
