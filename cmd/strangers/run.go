@@ -244,7 +244,9 @@ func (a *app) serve(srv *http.Server, ln net.Listener) {
 	a.serving++
 	go func() {
 		err := srv.Serve(ln)
-		if errors.Is(err, http.ErrServerClosed) {
+		if errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) && !a.ready.Load() {
+			// Shut down: by the server, or by the TLS demultiplexer
+			// closing the listener it feeds.
 			err = nil
 		} else if err != nil {
 			err = fmt.Errorf("http: serve %s: %w", ln.Addr(), err)
@@ -361,10 +363,12 @@ func (a *app) wait(ctx context.Context) error {
 			a.log.Warn("grace period over; WebSocket connections cut", "err", err)
 		}
 	})
+	wg.Wait()
 	if a.muxStop != nil {
+		// After the HTTP servers: the listener it feeds them is theirs to
+		// close first.
 		a.muxStop()
 	}
-	wg.Wait()
 	for ; a.serving > 0; a.serving-- {
 		if err := <-a.served; err != nil && serveErr == nil {
 			serveErr = err
