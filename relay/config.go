@@ -108,6 +108,10 @@ type Config struct {
 	Logger *slog.Logger
 	// Registerer receives the relay's metrics. Default: a private registry.
 	Registerer prometheus.Registerer
+
+	// channelLifetime is the lifetime of a channel binding. Zero: pion's
+	// default, 10 minutes (RFC 5766). Tests shorten it to see expiry.
+	channelLifetime time.Duration
 }
 
 // withDefaults validates cfg and returns a copy with defaults filled in.

@@ -56,6 +56,16 @@
 // output is queued per connection and written by one writer goroutine,
 // so frames produced under load share TCP writes.
 //
+// ChannelData, the bulk of relayed traffic, skips pion when it can: the
+// socket wrappers keep a lock-free mirror of each allocation's channels
+// and permissions, fed by pion's events, and relay a ChannelData message
+// from a client, or a datagram from a peer with a bound channel, straight
+// to the other side (padded to 4 bytes, as pion does). Anything the mirror
+// does not vouch for (unknown or expired channel, no live permission for
+// the peer's IP, closed relay socket, oversized datagram, Data indications)
+// goes to pion as before, so the fast path never relays what pion would
+// refuse.
+//
 // # Metrics
 //
 // On Config.Registerer, none labelled per user: strangers_relay_

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -200,6 +201,9 @@ type streamConn struct {
 	start, end   int
 	gotFirst     bool
 	readDeadline time.Time
+	pendingKey   string // see turnPacketConn.pendingKey
+
+	fast atomic.Pointer[fastAlloc] // the connection's allocation, for the fast path
 
 	// Static after admit.
 	wake chan struct{} // capacity 1: out has bytes for the writer
@@ -219,6 +223,10 @@ type streamConn struct {
 // Read implements net.Conn. It returns exactly one STUN or ChannelData
 // frame per call, so pion's STUN framer never holds a second frame.
 func (c *streamConn) Read(p []byte) (int, error) {
+	if c.pendingKey != "" {
+		c.l.s.forgetAllocate(c.pendingKey)
+		c.pendingKey = ""
+	}
 	for {
 		if frame, err := c.nextFrame(); err != nil {
 			c.l.s.metrics.tcpRejected.WithLabelValues(streamFrame).Inc()
@@ -246,6 +254,14 @@ func (c *streamConn) Read(p []byte) (int, error) {
 
 					continue
 				}
+			}
+			if len(frame) < pionInboundMTU && frame[0]&0xC0 == 0x40 {
+				if fa := c.fast.Load(); fa != nil && fa.toPeer(frame) {
+					continue
+				}
+			}
+			if isAllocateRequest(frame) {
+				c.pendingKey = c.l.s.noteAllocate(c, c.RemoteAddr())
 			}
 			if len(p) < len(frame) {
 				c.Close()

@@ -64,6 +64,10 @@ type relayConn struct {
 	s        *Server
 	port     int
 	counters connCounters
+	fast     atomic.Pointer[fastAlloc] // nil: pion relays what arrives
+	fastTo   atomic.Uint64             // datagrams the fast path sent to peers
+	fastFrom atomic.Uint64             // datagrams the fast path sent to the client
+	out      []byte                    // owned by the reader: ChannelData being sent
 
 	readers  atomic.Int32
 	closed   atomic.Bool
@@ -83,29 +87,35 @@ func (s *Server) newRelayConn(pc net.PacketConn, port int) *relayConn {
 	return c
 }
 
-// ReadFrom implements net.PacketConn: a datagram from a peer.
+// ReadFrom implements net.PacketConn: a datagram from a peer. Datagrams
+// the fast path relays to the client are not returned.
 func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
-	c.readers.Add(1)
-	var n int
-	var addr net.Addr
-	var err error
-	if c.rd != nil {
-		n, addr, err = c.rd.ReadFrom(p)
-	} else {
-		n, addr, err = c.PacketConn.ReadFrom(p)
-	}
-	c.readers.Add(-1)
-	if err != nil {
-		if c.closed.Load() {
-			c.finish()
+	for {
+		c.readers.Add(1)
+		var n int
+		var addr net.Addr
+		var err error
+		if c.rd != nil {
+			n, addr, err = c.rd.ReadFrom(p)
+		} else {
+			n, addr, err = c.PacketConn.ReadFrom(p)
+		}
+		c.readers.Add(-1)
+		if err != nil {
+			if c.closed.Load() {
+				c.finish()
+			}
+
+			return n, addr, err
+		}
+		c.counters.bytesFrom.Add(uint64(n))
+		c.counters.packetsFrom.Add(1)
+		if fa := c.fast.Load(); fa != nil && fa.toClient(&c.out, p[:n], addr) {
+			continue
 		}
 
-		return n, addr, err
+		return n, addr, nil
 	}
-	c.counters.bytesFrom.Add(uint64(n))
-	c.counters.packetsFrom.Add(1)
-
-	return n, addr, nil
 }
 
 // WriteTo implements net.PacketConn: a datagram to a peer.

@@ -58,6 +58,10 @@ type Server struct {
 	sessions map[string]*session    // guarded by mu; live and in-grace sessions by id
 	allocs   map[string]*allocState // guarded by mu; by client transport key
 	relays   map[int]*relayConn     // guarded by mu; open relay sockets by port
+	// pendingOwner is guarded by mu: the client-facing socket or connection
+	// handing pion an Allocate request, by client transport key (nil when
+	// two sockets do at once).
+	pendingOwner map[string]clientSide
 }
 
 // session is a session the matchmaker declared live.
@@ -74,6 +78,7 @@ type allocState struct {
 	relay    *relayConn
 	perms    map[netip.Addr]struct{}
 	chans    map[uint16]struct{}
+	fast     *fastAlloc // nil: pion relays everything of this allocation
 }
 
 // New validates cfg, fills defaults, opens the UDP sockets and TCP listener
@@ -105,6 +110,8 @@ func New(cfg Config) (*Server, error) {
 		sessions: make(map[string]*session),
 		allocs:   make(map[string]*allocState),
 		relays:   make(map[int]*relayConn),
+
+		pendingOwner: make(map[string]clientSide),
 	}
 	for _, p := range cfg.AllowPeers {
 		if p.Contains(cfg.PublicIP) {
@@ -155,12 +162,13 @@ func New(cfg Config) (*Server, error) {
 		})
 	}
 	s.turn, err = turn.NewServer(turn.ServerConfig{
-		PacketConnConfigs: pcs,
-		ListenerConfigs:   lcs,
-		LoggerFactory:     pionLoggerFactory{log: log},
-		Realm:             cfg.Realm,
-		AuthHandler:       s.authenticate,
-		QuotaHandler:      s.allowAllocation,
+		PacketConnConfigs:  pcs,
+		ListenerConfigs:    lcs,
+		LoggerFactory:      pionLoggerFactory{log: log},
+		Realm:              cfg.Realm,
+		AuthHandler:        s.authenticate,
+		QuotaHandler:       s.allowAllocation,
+		ChannelBindTimeout: cfg.channelLifetime,
 		EventHandler: turn.EventHandler{
 			OnAuth:              s.onAuth,
 			OnAllocationCreated: s.onAllocationCreated,
@@ -541,6 +549,7 @@ func (s *Server) onAllocationCreated(src, _ net.Addr, _, username, _ string, rel
 		chans:    make(map[uint16]struct{}),
 	}
 	s.allocs[key] = a
+	s.fastCreated(key, src, a)
 	st, live := s.sessions[session]
 	if live {
 		st.allocs[key] = struct{}{}
@@ -558,6 +567,7 @@ func (s *Server) onAllocationDeleted(src, _ net.Addr, _, _, _ string) {
 	s.quota.release(key)
 	s.mu.Lock()
 	if a := s.allocs[key]; a != nil {
+		s.fastDeleted(src, a)
 		delete(s.allocs, key)
 		if st := s.sessions[a.session]; st != nil {
 			delete(st.allocs, key)
@@ -581,6 +591,7 @@ func (s *Server) onPermissionCreated(src, _ net.Addr, _, _, _ string, _ net.Addr
 		s.mu.Lock()
 		if a := s.allocs[transportKey(src)]; a != nil {
 			a.perms[addr.Unmap()] = struct{}{}
+			fastUpdate(a, func(t *bindTable) { t.perms[addr.Unmap()] = struct{}{} })
 		}
 		s.mu.Unlock()
 	}
@@ -591,15 +602,24 @@ func (s *Server) onPermissionDeleted(src, _ net.Addr, _, _, _ string, _ net.Addr
 		s.mu.Lock()
 		if a := s.allocs[transportKey(src)]; a != nil {
 			delete(a.perms, addr.Unmap())
+			fastUpdate(a, func(t *bindTable) { delete(t.perms, addr.Unmap()) })
 		}
 		s.mu.Unlock()
 	}
 }
 
-func (s *Server) onChannelCreated(src, _ net.Addr, _, _, _ string, _, _ net.Addr, number uint16) {
+func (s *Server) onChannelCreated(src, _ net.Addr, _, _, _ string, _, peer net.Addr, number uint16) {
 	s.mu.Lock()
 	if a := s.allocs[transportKey(src)]; a != nil {
 		a.chans[number] = struct{}{}
+		if ua, ok := peer.(*net.UDPAddr); ok {
+			if ap, ok := addrPort(ua); ok {
+				fastUpdate(a, func(t *bindTable) {
+					t.byNum[number] = ua
+					t.byPeer[ap] = number
+				})
+			}
+		}
 	}
 	s.mu.Unlock()
 }
@@ -608,6 +628,14 @@ func (s *Server) onChannelDeleted(src, _ net.Addr, _, _, _ string, _, _ net.Addr
 	s.mu.Lock()
 	if a := s.allocs[transportKey(src)]; a != nil {
 		delete(a.chans, number)
+		fastUpdate(a, func(t *bindTable) {
+			if peer := t.byNum[number]; peer != nil {
+				if ap, ok := addrPort(peer); ok && t.byPeer[ap] == number {
+					delete(t.byPeer, ap)
+				}
+				delete(t.byNum, number)
+			}
+		})
 	}
 	s.mu.Unlock()
 }

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
 )
 
 const (
@@ -146,6 +147,13 @@ type turnPacketConn struct {
 	doneOnce sync.Once
 	closed   chan struct{}
 	closeMu  sync.Once
+
+	// fast maps client addresses to their allocations on this socket for
+	// the fast path; replaced whole under Server.mu.
+	fast atomic.Pointer[map[netip.AddrPort]*fastAlloc]
+	// pendingKey is owned by the reader: the key noteAllocate recorded for
+	// the Allocate request last returned, "" if none.
+	pendingKey string
 }
 
 func newTurnPacketConn(pc net.PacketConn, s *Server) *turnPacketConn {
@@ -164,6 +172,10 @@ func newTurnPacketConn(pc net.PacketConn, s *Server) *turnPacketConn {
 // first error it sees); only closing the socket, or a persistent error, ends
 // the loop.
 func (c *turnPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	if c.pendingKey != "" {
+		c.s.forgetAllocate(c.pendingKey)
+		c.pendingKey = ""
+	}
 	failures := 0
 	for {
 		n, addr, err := c.read(p)
@@ -192,6 +204,14 @@ func (c *turnPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 
 				continue
 			}
+		}
+		if n < pionInboundMTU && n >= 4 && p[0]&0xC0 == 0x40 {
+			if fa := c.fastLookup(addr); fa != nil && fa.toPeer(p[:n]) {
+				continue
+			}
+		}
+		if isAllocateRequest(p[:n]) {
+			c.pendingKey = c.s.noteAllocate(c, addr)
 		}
 
 		return n, addr, nil

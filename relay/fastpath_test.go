@@ -1,0 +1,310 @@
+package relay
+
+import (
+	"bytes"
+	"encoding/binary"
+	"io"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/pion/stun/v3"
+)
+
+// fastCounts sums what the fast path relayed over the open relay sockets.
+func fastCounts(s *Server) (toPeer, toClient uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, r := range s.relays {
+		toPeer += r.fastTo.Load()
+		toClient += r.fastFrom.Load()
+	}
+
+	return toPeer, toClient
+}
+
+// relayed reads frames until a ChannelData message or a Data indication
+// arrives and returns its payload; channel is 0 for a Data indication.
+func (c *rawClient) relayed(timeout time.Duration) (channel uint16, data []byte) {
+	c.t.Helper()
+	if err := c.conn.SetReadDeadline(time.Now().Add(timeout)); err != nil {
+		c.t.Fatal(err)
+	}
+	for {
+		var raw []byte
+		if c.tcp {
+			hdr := make([]byte, 4)
+			if _, err := io.ReadFull(c.conn, hdr); err != nil {
+				c.t.Fatalf("reading relayed data: %v", err)
+			}
+			n := int(binary.BigEndian.Uint16(hdr[2:]))
+			if hdr[0]&0xC0 == 0 {
+				n += 16
+			} else {
+				n = (n + 3) &^ 3
+			}
+			raw = make([]byte, 4+n)
+			copy(raw, hdr)
+			if _, err := io.ReadFull(c.conn, raw[4:]); err != nil {
+				c.t.Fatalf("reading relayed data: %v", err)
+			}
+		} else {
+			buf := make([]byte, 2048)
+			n, err := c.conn.Read(buf)
+			if err != nil {
+				c.t.Fatalf("reading relayed data: %v", err)
+			}
+			raw = buf[:n]
+		}
+		if raw[0]&0xC0 == 0x40 {
+			return binary.BigEndian.Uint16(raw), raw
+		}
+		m := &stun.Message{Raw: raw}
+		if err := m.Decode(); err != nil {
+			c.t.Fatalf("undecodable frame: %v", err)
+		}
+		if m.Type == stun.NewType(stun.MethodData, stun.ClassIndication) {
+			v, err := m.Get(stun.AttrData)
+			if err != nil {
+				c.t.Fatalf("Data indication without DATA: %v", err)
+			}
+
+			return 0, v
+		}
+	}
+}
+
+// fastSetup starts a relay that allows loopback peers, allocates for a
+// new session over UDP or TCP and binds channel 0x4000 to a sink.
+func fastSetup(t *testing.T, tcp bool, tweak func(*Config)) (*Server, *rawClient, *sink, string) {
+	t.Helper()
+	cfg := testConfig()
+	cfg.AllowPeers = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	s := newServer(t, cfg)
+	sid := newSID(t)
+	s.SessionStarted(sid)
+	user, pass := Credentials(testSecret, sid, time.Now().Add(time.Hour))
+	c := dialRaw(t, s, user, pass, tcp)
+	if resp := c.allocate(); !isSuccess(resp) {
+		t.Fatalf("Allocate: error %d", errorCode(resp))
+	}
+	peer := newSink(t, "127.0.0.1")
+	if resp := c.bind(0x4000, peer.addr()); !isSuccess(resp) {
+		t.Fatalf("ChannelBind: error %d", errorCode(resp))
+	}
+
+	return s, c, peer, sid
+}
+
+// flush makes a request round trip, so everything the client sent before
+// has been handled by the relay.
+func (c *rawClient) flush() {
+	c.t.Helper()
+	c.refresh(10 * time.Minute)
+}
+
+// expectCanary checks that the next datagram the sink holds is a canary
+// sent directly to it now: whatever the relay did before is already queued.
+func expectCanary(t *testing.T, sk *sink) {
+	t.Helper()
+	c, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(sk.addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("canary")); err != nil {
+		t.Fatal(err)
+	}
+	if got := sk.next(5 * time.Second); string(got) != "canary" {
+		t.Errorf("peer received %q before the canary", got)
+	}
+}
+
+func transports() []bool { return []bool{false, true} }
+
+func transportName(tcp bool) string { return map[bool]string{false: "udp", true: "tcp"}[tcp] }
+
+// TestFastPathRelays checks that bound channels are relayed by the fast
+// path in both directions, byte for byte as pion would (ChannelData padded
+// to 4 bytes over UDP and TCP), and that the traffic counters count it.
+func TestFastPathRelays(t *testing.T) {
+	t.Parallel()
+	for _, tcp := range transports() {
+		t.Run(transportName(tcp), func(t *testing.T) {
+			t.Parallel()
+			s, c, peer, _ := fastSetup(t, tcp, nil)
+			before := s.traffic.total()
+
+			c.channelData(0x4000, []byte("hello"))
+			if got := peer.next(5 * time.Second); string(got) != "hello" {
+				t.Fatalf("peer received %q, want hello", got)
+			}
+			waitFor(t, "fast path count to peer", func() bool { to, _ := fastCounts(s); return to == 1 })
+
+			relay := relayedAddrOf(t, s)
+			if _, err := peer.conn.WriteToUDPAddrPort([]byte("world"), relay); err != nil {
+				t.Fatal(err)
+			}
+			number, raw := c.relayed(5 * time.Second)
+			want := []byte{0x40, 0x00, 0x00, 0x05, 'w', 'o', 'r', 'l', 'd', 0, 0, 0}
+			if number != 0x4000 || !bytes.Equal(raw, want) {
+				t.Fatalf("client received % x, want % x", raw, want)
+			}
+			waitFor(t, "fast path count to client", func() bool { _, from := fastCounts(s); return from == 1 })
+
+			after := s.traffic.total()
+			if d := after.packetsTo - before.packetsTo; d != 1 {
+				t.Errorf("packets to peers counted %d, want 1", d)
+			}
+			if d := after.bytesTo - before.bytesTo; d != 5 {
+				t.Errorf("bytes to peers counted %d, want 5", d)
+			}
+			if d := after.packetsFrom - before.packetsFrom; d != 1 {
+				t.Errorf("packets from peers counted %d, want 1", d)
+			}
+			if d := after.bytesFrom - before.bytesFrom; d != 5 {
+				t.Errorf("bytes from peers counted %d, want 5", d)
+			}
+		})
+	}
+}
+
+// relayedAddrOf returns the address of the single relay socket of s.
+func relayedAddrOf(t *testing.T, s *Server) netip.AddrPort {
+	t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for port := range s.relays {
+		return netip.AddrPortFrom(loopback, uint16(port)) //nolint:gosec // a port
+	}
+	t.Fatal("no relay socket")
+
+	return netip.AddrPort{}
+}
+
+// TestFastPathRefuses checks that the fast path relays nothing pion would
+// refuse and hands pion what only pion may decide, over UDP and TCP.
+func TestFastPathRefuses(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name  string
+		tweak func(*Config)
+		// spoil changes the state after a first relayed message.
+		spoil func(t *testing.T, s *Server, c *rawClient, sid string)
+		// number is the channel the client then sends on.
+		number uint16
+		// peerGets is what the peer then receives ("" nothing), and
+		// clientGets how a datagram from the peer then reaches the client
+		// (channel number, 0 for a Data indication, -1 not at all).
+		peerGets   string
+		clientGets int
+		// fast is whether the fast path may relay those.
+		fast bool
+	}{
+		{
+			name:       "unknown channel",
+			number:     0x4001,
+			spoil:      func(*testing.T, *Server, *rawClient, string) {},
+			peerGets:   "",
+			clientGets: 0x4000,
+			fast:       true,
+		},
+		{
+			name:  "expired channel",
+			tweak: func(c *Config) { c.channelLifetime = 300 * time.Millisecond },
+			spoil: func(t *testing.T, s *Server, c *rawClient, _ string) {
+				t.Helper()
+				waitFor(t, "channel expiry", func() bool {
+					s.mu.Lock()
+					defer s.mu.Unlock()
+					a := s.allocs[transportKey(c.conn.LocalAddr())]
+
+					return a != nil && len(a.chans) == 0
+				})
+			},
+			number:     0x4000,
+			peerGets:   "",
+			clientGets: 0, // the permission lives on: pion sends a Data indication
+		},
+		{
+			// pion deletes a permission only when it expires (5 minutes),
+			// so the test delivers its event as pion would. pion relays
+			// over a channel whose permission is gone; the fast path
+			// leaves that to pion.
+			name: "deleted permission",
+			spoil: func(t *testing.T, s *Server, c *rawClient, _ string) {
+				t.Helper()
+				s.onPermissionDeleted(c.conn.LocalAddr(), nil, "", "", "", nil, net.IPv4(127, 0, 0, 1))
+			},
+			number:     0x4000,
+			peerGets:   "data",
+			clientGets: 0x4000,
+		},
+		{
+			name:  "revoked session",
+			tweak: func(c *Config) { c.SessionGrace = time.Millisecond },
+			spoil: func(t *testing.T, s *Server, _ *rawClient, sid string) {
+				t.Helper()
+				s.SessionEnded(sid)
+				waitFor(t, "allocation closed", func() bool { return s.AllocationCount() == 0 })
+			},
+			number:     0x4000,
+			peerGets:   "",
+			clientGets: -1,
+		},
+	}
+	for _, tt := range tests {
+		for _, tcp := range transports() {
+			t.Run(tt.name+"/"+transportName(tcp), func(t *testing.T) {
+				t.Parallel()
+				s, c, peer, sid := fastSetup(t, tcp, tt.tweak)
+				relay := relayedAddrOf(t, s)
+				c.channelData(0x4000, []byte("first"))
+				if got := peer.next(5 * time.Second); string(got) != "first" {
+					t.Fatalf("peer received %q, want first", got)
+				}
+				waitFor(t, "fast path count to peer", func() bool { to, _ := fastCounts(s); return to == 1 })
+				rl := s.relayAt(relay)
+
+				tt.spoil(t, s, c, sid)
+				c.channelData(tt.number, []byte("data"))
+				c.flush()
+				if tt.peerGets != "" {
+					if got := peer.next(5 * time.Second); string(got) != tt.peerGets {
+						t.Errorf("peer received %q, want %q", got, tt.peerGets)
+					}
+				}
+				expectCanary(t, peer)
+
+				if tt.clientGets >= 0 {
+					if _, err := peer.conn.WriteToUDPAddrPort([]byte("back"), relay); err != nil {
+						t.Fatal(err)
+					}
+					number, raw := c.relayed(5 * time.Second)
+					if int(number) != tt.clientGets || !bytes.Contains(raw, []byte("back")) {
+						t.Errorf("client received channel %#x % x, want channel %#x", number, raw, tt.clientGets)
+					}
+				}
+				wantTo, wantFrom := uint64(1), uint64(0)
+				if tt.fast {
+					wantFrom = 1
+				}
+				if to, from := rl.fastTo.Load(), rl.fastFrom.Load(); to != wantTo || from != wantFrom {
+					t.Errorf("fast path relayed %d to the peer and %d to the client, want %d and %d", to, from, wantTo, wantFrom)
+				}
+			})
+		}
+	}
+}
+
+// relayAt returns the relay socket at a.
+func (s *Server) relayAt(a netip.AddrPort) *relayConn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+
+	return s.relays[int(a.Port())]
+}
