@@ -370,17 +370,6 @@ func errorCode(m *stun.Message) stun.ErrorCode {
 	return ec.Code
 }
 
-func relayedAddr(t *testing.T, m *stun.Message) netip.AddrPort {
-	t.Helper()
-	var a stun.XORMappedAddress
-	if err := a.GetFromAs(m, stun.AttrXORRelayedAddress); err != nil {
-		t.Fatalf("no XOR-RELAYED-ADDRESS: %v", err)
-	}
-	ip, _ := netip.AddrFromSlice(a.IP)
-
-	return netip.AddrPortFrom(ip.Unmap(), uint16(a.Port))
-}
-
 // xorPeer encodes XOR-PEER-ADDRESS exactly as given: an IPv6 address (even
 // an IPv4-mapped one) is sent with the IPv6 family, as an attacker would.
 type xorPeer netip.AddrPort

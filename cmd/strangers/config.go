@@ -88,9 +88,6 @@ var testOnlyVariables = []string{
 	"STRANGERS_LAB_ROLE", "STRANGERS_LOAD_TRACE",
 }
 
-// tlsEnabled reports whether the shared TLS port is configured.
-func (c config) tlsEnabled() bool { return c.TLSCertFile != "" || len(c.ACMEDomains) > 0 }
-
 // settings is the validated form of config that the wiring uses.
 type settings struct {
 	config
