@@ -59,7 +59,10 @@ func TestCallHideMyIPOnOneSide(t *testing.T) {
 	hider, other := dialPeer(t, s.addrs["http"].(string)), dialPeer(t, s.addrs["http"].(string))
 	// The hider's partner may gather every candidate; the hider's own
 	// addresses must never reach it.
-	hiderSaw, otherSaw := call(t, hider, other, callOptions{relayOnly: true}, callOptions{})
+	// The hider also tries to send a host candidate of its own: pion with a
+	// relay-only policy gathers none, so without this the server's filter
+	// would go untested here.
+	hiderSaw, otherSaw := call(t, hider, other, callOptions{relayOnly: true, leakHost: true}, callOptions{})
 	if hiderSaw.local != webrtc.ICECandidateTypeRelay {
 		t.Errorf("the hider's local candidate is %s, want relay", hiderSaw.local)
 	}

@@ -128,6 +128,7 @@ type callOptions struct {
 	relayOnly bool // ICETransportPolicy relay, and relayOnly in find
 	tcpOnly   bool // only the TURN-over-TCP URL: nothing but TCP reaches the TURN server
 	turnsOnly bool // only the TURN-over-TLS URL
+	leakHost  bool // also send a host candidate, as a careless or hostile client would
 }
 
 // callResult is what one side saw of its call.
@@ -201,9 +202,17 @@ func runSide(ctx context.Context, p *wsPeer, opt callOptions, messages int) (cal
 	}
 	match, _ := matched["match"].(string)
 	offerer := matched["role"] == "offerer"
+	if opt.leakHost {
+		// The server must drop this for a relayOnly sender.
+		p.send(map[string]any{"type": "signal", "match": match, "candidate": map[string]any{
+			"candidate": "candidate:1 1 udp 2122260223 192.0.2.77 54321 typ host", "sdpMid": "0", "sdpMLineIndex": 0,
+		}})
+	}
 
 	se := webrtc.SettingEngine{}
 	se.SetIncludeLoopbackCandidate(true)
+	// Host candidates on loopback only: connectivity checks never leave it.
+	se.SetInterfaceFilter(func(name string) bool { return name == "lo" })
 	policy := webrtc.ICETransportPolicyAll
 	if opt.relayOnly {
 		policy = webrtc.ICETransportPolicyRelay
