@@ -173,7 +173,7 @@ func (r *batchReader) recv(fd uintptr) bool {
 			b.iovs[0].Base = &r.p[0]
 		}
 		b.iovs[0].SetLen(len(r.p))
-		n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.hdrs[0])),
+		n, _, errno := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.hdrs[0])),
 			uintptr(vlen), 0, 0, 0)
 		b.iovs[0].Base = nil // do not keep the caller's buffer alive
 		switch errno {

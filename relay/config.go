@@ -99,6 +99,12 @@ type Config struct {
 	// the same hardening (e.g. TLS-terminated connections from the :443
 	// demultiplexer). Close closes them. May be empty.
 	StreamListeners []net.Listener
+	// NoLocalHandover turns off the in-process handover of relay-to-relay
+	// traffic: data a client sends over a channel to another relay address
+	// of this server then goes through the kernel as a datagram between
+	// the two relay sockets. For measurements; the handover is on by
+	// default.
+	NoLocalHandover bool
 	// ExtraICEServers are appended to what ICEServers returns.
 	ExtraICEServers []ICEServer
 	// Now is the clock used for credential expiry and rate limiting.

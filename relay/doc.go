@@ -64,7 +64,18 @@
 // does not vouch for (unknown or expired channel, no live permission for
 // the peer's IP, closed relay socket, oversized datagram, Data indications)
 // goes to pion as before, so the fast path never relays what pion would
-// refuse.
+// refuse. The fast path sends with raw sendto calls on the non-blocking
+// sockets, to destinations converted once per allocation or channel.
+//
+// When both sides of a call are relayed by this server (two browsers that
+// hide their addresses), the peer of a channel is another relay address
+// of ours. The fast path then hands the data to the other allocation in
+// process, as if its relay socket had read it from our public address and
+// the sender's relay port, and sends it to the receiving client: one
+// datagram per relayed message instead of two, with the receiving
+// allocation's checks applied as for a datagram from its socket (what it
+// leaves to pion goes through the kernel). Config.NoLocalHandover turns
+// this off, for measurements.
 //
 // # Metrics
 //

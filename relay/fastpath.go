@@ -25,6 +25,18 @@ import (
 // permission has expired), it leaves oversized datagrams, Data
 // indications and allocations whose relay socket is closed to pion, and it
 // gives up on an allocation whose client-facing socket is ambiguous.
+//
+// When the peer of a channel is another relay address of this server (two
+// relayed clients talking to each other, as two browsers that both hide
+// their address do), the fast path hands the data straight to the other
+// allocation as the kernel would have delivered it, from our public
+// address and the sending relay port: one datagram to the receiving client
+// instead of a loopback datagram between two relay sockets, and no wakeup
+// of the receiving socket's reader. The receiving side applies its own
+// checks (channel, permission for the sender's relay address) exactly as
+// for a datagram read from its socket, and anything it would leave to
+// pion goes through the kernel as before. It also works where the public
+// address is a 1:1 NAT that does not hairpin.
 
 // pionInboundMTU is pion's read buffer on client-facing sockets: it drops
 // datagrams of this size or more.
@@ -33,23 +45,56 @@ const pionInboundMTU = 1600
 // clientSide is a client-facing transport that sends to clients: a UDP
 // socket (many clients) or a stream connection (one client).
 type clientSide interface {
-	sendToClient(b []byte, client net.Addr)
+	// sendToClient sends b to the client of fa. With wait false it may
+	// refuse, sending nothing, rather than wait for room.
+	sendToClient(io *fastIO, b []byte, fa *fastAlloc, wait bool) bool
 }
+
+// fastIO is one reader's reusable state for fast-path sends. It must not
+// be used by two goroutines at once.
+type fastIO struct {
+	snd *sender
+	out []byte // ChannelData being sent
+}
+
+func newFastIO() fastIO { return fastIO{snd: newSender()} }
 
 // fastAlloc mirrors one allocation for the fast path.
 type fastAlloc struct {
-	client net.Addr   // pion's client transport address, for UDP writes
-	owner  clientSide // the socket or connection pion serves it on
-	relay  *relayConn // its relay socket
-	table  atomic.Pointer[bindTable]
+	client   net.Addr   // pion's client transport address, for UDP writes
+	clientSA sockaddr   // client as a destination of a UDP owner's socket
+	rawOK    bool       // clientSA is set: raw sends to the client
+	owner    clientSide // the socket or connection pion serves it on
+	relay    *relayConn // its relay socket
+	table    atomic.Pointer[bindTable]
 }
 
 // bindTable is an immutable snapshot of an allocation's channels and
 // permissions. Updates replace it whole.
 type bindTable struct {
-	byNum  map[uint16]*net.UDPAddr   // channel number → peer (pion's address value)
+	byNum  map[uint16]*chanPeer      // channel number → peer
 	byPeer map[netip.AddrPort]uint16 // peer → channel number
 	perms  map[netip.Addr]struct{}   // peer IPs with a live permission
+}
+
+// chanPeer is the peer a channel is bound to.
+type chanPeer struct {
+	addr  *net.UDPAddr   // pion's address value
+	ap    netip.AddrPort // addr, IPv4-in-IPv6 unwrapped
+	sa    sockaddr       // addr as a destination of the relay socket
+	rawOK bool           // sa is set: raw sends to the peer
+	local *relayConn     // the relay socket of ours at addr when bound; nil if none
+}
+
+// newChanPeer returns the channel peer for addr on relay socket rc, with
+// local the relay socket of ours at that address, if any.
+func newChanPeer(addr *net.UDPAddr, ap netip.AddrPort, rc, local *relayConn) *chanPeer {
+	p := &chanPeer{addr: addr, ap: ap, local: local}
+	if rc.rawOut != nil {
+		p.sa, p.rawOK = newSockaddr(rc.rawOut.family, ap)
+	}
+
+	return p
 }
 
 var emptyTable = &bindTable{}
@@ -57,7 +102,7 @@ var emptyTable = &bindTable{}
 // clone copies t for an update.
 func (t *bindTable) clone() *bindTable {
 	n := &bindTable{
-		byNum:  make(map[uint16]*net.UDPAddr, len(t.byNum)+1),
+		byNum:  make(map[uint16]*chanPeer, len(t.byNum)+1),
 		byPeer: make(map[netip.AddrPort]uint16, len(t.byPeer)+1),
 		perms:  make(map[netip.Addr]struct{}, len(t.perms)+1),
 	}
@@ -102,11 +147,13 @@ func parseChannelData(b []byte) (number uint16, data []byte, ok bool) {
 }
 
 // toPeer relays a ChannelData message from the client of fa to the peer
-// bound to its channel. It reports false, relaying nothing, when pion
-// must handle the message.
-func (fa *fastAlloc) toPeer(frame []byte) bool {
+// bound to its channel, sending with snd, which belongs to the calling
+// reader. It reports false, relaying nothing, when pion must handle the
+// message.
+func (fa *fastAlloc) toPeer(io *fastIO, frame []byte) bool {
 	number, data, ok := parseChannelData(frame)
-	if !ok || fa.relay.closed.Load() {
+	rc := fa.relay
+	if !ok || rc.closed.Load() {
 		return false
 	}
 	t := fa.table.Load()
@@ -114,56 +161,105 @@ func (fa *fastAlloc) toPeer(frame []byte) bool {
 	if peer == nil {
 		return false
 	}
-	ap, _ := addrPort(peer)
-	if _, ok := t.perms[ap.Addr()]; !ok {
+	if _, ok := t.perms[peer.ap.Addr()]; !ok {
 		return false
 	}
-	if _, err := fa.relay.WriteTo(data, peer); err == nil {
-		fa.relay.fastTo.Add(1)
+	if peer.local != nil && rc.handOver(io, peer.local, data) {
+		return true
 	}
+	if !peer.rawOK {
+		if _, err := rc.WriteTo(data, peer.addr); err == nil {
+			rc.fastTo.Add(1)
+		}
+
+		return true
+	}
+	if rc.deniedOwn(peer.ap) {
+		rc.s.metrics.peerDenied.Inc()
+
+		return true
+	}
+	if err := io.snd.send(rc.rawOut, data, &peer.sa); err == nil {
+		rc.counters.bytesTo.Add(uint64(len(data)))
+		rc.counters.packetsTo.Add(1)
+		rc.fastTo.Add(1)
+	}
+
+	return true
+}
+
+// handOver gives data, sent by rc's client to dst, another relay socket of
+// ours, straight to dst's client, as if dst had read it from rc's public
+// address. It reports false, handing over nothing, when dst's reader (and
+// pion) must see the datagram or its client cannot take it at once.
+func (rc *relayConn) handOver(io *fastIO, dst *relayConn, data []byte) bool {
+	if dst.closed.Load() || len(data) >= pionInboundMTU {
+		return false
+	}
+	fb := dst.fast.Load()
+	if fb == nil || !fb.toClient(io, data, rc.self, false) {
+		return false
+	}
+	rc.counters.bytesTo.Add(uint64(len(data)))
+	rc.counters.packetsTo.Add(1)
+	rc.fastTo.Add(1)
+	rc.handed.Add(1)
+	dst.counters.bytesFrom.Add(uint64(len(data)))
+	dst.counters.packetsFrom.Add(1)
 
 	return true
 }
 
 // toClient relays a datagram from peer to the client of fa as ChannelData,
-// padded to 4 bytes as pion pads it. buf is the caller's reused output
-// buffer. It reports false, sending nothing, when pion must handle it.
-func (fa *fastAlloc) toClient(buf *[]byte, data []byte, peer net.Addr) bool {
-	ap, ok := addrPort(peer)
-	if !ok {
-		return false
-	}
+// padded to 4 bytes as pion pads it. io is the caller's. It reports false,
+// sending nothing, when pion must handle it, or when wait is false and the
+// client's connection has no room at once.
+func (fa *fastAlloc) toClient(io *fastIO, data []byte, peer netip.AddrPort, wait bool) bool {
 	t := fa.table.Load()
-	number, ok := t.byPeer[ap]
+	number, ok := t.byPeer[peer]
 	if !ok {
 		return false
 	}
-	if _, ok := t.perms[ap.Addr()]; !ok {
+	if _, ok := t.perms[peer.Addr()]; !ok {
 		return false
 	}
 	size := 4 + (len(data)+3)&^3
-	if cap(*buf) < size {
-		*buf = make([]byte, 0, max(size, 4+pionInboundMTU))
+	if cap(io.out) < size {
+		io.out = make([]byte, 0, max(size, 4+pionInboundMTU))
 	}
-	out := (*buf)[:size]
+	out := io.out[:size]
 	binary.BigEndian.PutUint16(out, number)
 	binary.BigEndian.PutUint16(out[2:], uint16(len(data))) //nolint:gosec // at most the read buffer
 	copy(out[4:], data)
 	clear(out[4+len(data):])
-	fa.owner.sendToClient(out, fa.client)
+	if !fa.owner.sendToClient(io, out, fa, wait) {
+		return false
+	}
 	fa.relay.fastFrom.Add(1)
 
 	return true
 }
 
-// sendToClient implements clientSide.
-func (c *turnPacketConn) sendToClient(b []byte, client net.Addr) {
-	_, _ = c.PacketConn.WriteTo(b, client)
+// sendToClient implements clientSide. A UDP send does not wait for the
+// client, so wait does not matter.
+func (c *turnPacketConn) sendToClient(io *fastIO, b []byte, fa *fastAlloc, _ bool) bool {
+	if fa.rawOK {
+		_ = io.snd.send(c.rawOut, b, &fa.clientSA)
+	} else {
+		_, _ = c.PacketConn.WriteTo(b, fa.client)
+	}
+
+	return true
 }
 
 // sendToClient implements clientSide.
-func (c *streamConn) sendToClient(b []byte, _ net.Addr) {
+func (c *streamConn) sendToClient(_ *fastIO, b []byte, _ *fastAlloc, wait bool) bool {
+	if !wait {
+		return c.offer(b)
+	}
 	_, _ = c.Write(b)
+
+	return true
 }
 
 // fastLookup returns the fast-path allocation of client on this socket.
@@ -214,22 +310,38 @@ func (s *Server) fastCreated(key string, src net.Addr, a *allocState) {
 	if owner == nil || a.relay == nil {
 		return
 	}
-	fa := &fastAlloc{client: src, owner: owner, relay: a.relay}
-	fa.table.Store(emptyTable)
+	fa := newFastAlloc(src, owner, a.relay)
+	if fa == nil {
+		return
+	}
 	a.fast = fa
 	switch o := owner.(type) {
 	case *turnPacketConn:
-		ap, ok := addrPort(src)
-		if !ok {
-			a.fast = nil
-
-			return
-		}
+		ap, _ := addrPort(src)
 		o.fastPublish(func(m map[netip.AddrPort]*fastAlloc) { m[ap] = fa })
 	case *streamConn:
 		o.fast.Store(fa)
 	}
 	a.relay.fast.Store(fa)
+}
+
+// newFastAlloc returns the mirror of an allocation for client, served on
+// owner and relaying through rc, with no channels or permissions yet; nil
+// when a UDP owner's client address is not a UDP address.
+func newFastAlloc(client net.Addr, owner clientSide, rc *relayConn) *fastAlloc {
+	fa := &fastAlloc{client: client, owner: owner, relay: rc}
+	fa.table.Store(emptyTable)
+	if o, ok := owner.(*turnPacketConn); ok {
+		ap, ok := addrPort(client)
+		if !ok {
+			return nil
+		}
+		if o.rawOut != nil {
+			fa.clientSA, fa.rawOK = newSockaddr(o.rawOut.family, ap)
+		}
+	}
+
+	return fa
 }
 
 // fastDeleted removes the mirror of an allocation. Called with s.mu held.

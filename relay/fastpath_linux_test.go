@@ -40,7 +40,8 @@ func distinctSource(t *testing.T, c *net.UDPConn) *net.UDPConn {
 }
 
 // TestFastPathAllocs checks that the fast path allocates nothing per
-// datagram in either direction over UDP. Each run relays one ChannelData
+// datagram in either direction over UDP, nor when it hands a datagram over
+// to another relay socket of ours. Each run relays one ChannelData
 // datagram on the fast path and then returns one that pion must handle.
 func TestFastPathAllocs(t *testing.T) {
 	if raceEnabled {
@@ -74,18 +75,35 @@ func TestFastPathAllocs(t *testing.T) {
 
 	peerAddr := peer.LocalAddr().(*net.UDPAddr)
 	clientAP := client.LocalAddr().(*net.UDPAddr).AddrPort()
-	fa := &fastAlloc{client: client.LocalAddr(), owner: tc, relay: rl}
+	fa := newFastAlloc(client.LocalAddr(), tc, rl)
 	fa.table.Store(&bindTable{
-		byNum:  map[uint16]*net.UDPAddr{0x4000: peerAddr},
+		byNum:  map[uint16]*chanPeer{0x4000: newChanPeer(peerAddr, peerAddr.AddrPort(), rl, nil)},
 		byPeer: map[netip.AddrPort]uint16{peerAddr.AddrPort(): 0x4000},
 		perms:  map[netip.Addr]struct{}{peerAddr.AddrPort().Addr(): {}},
 	})
-	tc.fast.Store(&map[netip.AddrPort]*fastAlloc{clientAP: fa})
+	// A second allocation on the same socket, at a relay address the first
+	// one's channel 0x4001 points at: the handover.
+	client2 := big(listenUDP(t, "udp4", "127.0.0.1:0"))
+	relaySock2 := big(listenUDP(t, "udp4", "127.0.0.1:0"))
+	rl2 := s.newRelayConn(relaySock2, relaySock2.LocalAddr().(*net.UDPAddr).Port)
+	t.Cleanup(func() { rl2.Close() })
+	fb := newFastAlloc(client2.LocalAddr(), tc, rl2)
+	fb.table.Store(&bindTable{
+		byPeer: map[netip.AddrPort]uint16{rl.self: 0x4001},
+		perms:  map[netip.Addr]struct{}{rl.self.Addr(): {}},
+	})
+	rl2Addr := relaySock2.LocalAddr().(*net.UDPAddr)
+	fa.table.Load().byNum[0x4001] = newChanPeer(rl2Addr, rl2Addr.AddrPort(), rl, rl2)
+	fa.table.Load().perms[rl2Addr.AddrPort().Addr()] = struct{}{}
+	tc.fast.Store(&map[netip.AddrPort]*fastAlloc{clientAP: fa, client2.LocalAddr().(*net.UDPAddr).AddrPort(): fb})
 	rl.fast.Store(fa)
+	rl2.fast.Store(fb)
 
 	frame := make([]byte, 4+1000)
 	binary.BigEndian.PutUint16(frame, 0x4000)
 	binary.BigEndian.PutUint16(frame[2:], 1000)
+	handFrame := append([]byte(nil), frame...)
+	binary.BigEndian.PutUint16(handFrame, 0x4001)
 	stunish := make([]byte, 20) // a Binding request header, for pion
 
 	for _, tt := range []struct {
@@ -98,6 +116,7 @@ func TestFastPathAllocs(t *testing.T) {
 	}{
 		{"client to peer", client, client, frame, rc.LocalAddr(), tc.ReadFrom, rl.fastTo.Load},
 		{"peer to client", peer, other, frame[4:], relaySock.LocalAddr(), rl.ReadFrom, rl.fastFrom.Load},
+		{"handover", client, client, handFrame, rc.LocalAddr(), tc.ReadFrom, rl.handed.Load},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			for range runs + 1 {

@@ -132,6 +132,7 @@ func (l *streamListener) admit(c net.Conn) *streamConn {
 		l:     l,
 		ip:    ip,
 		buf:   make([]byte, streamBufSize),
+		io:    newFastIO(),
 		wake:  make(chan struct{}, 1),
 		done:  make(chan struct{}),
 		space: make(chan struct{}),
@@ -204,6 +205,7 @@ type streamConn struct {
 	pendingKey   string // see turnPacketConn.pendingKey
 
 	fast atomic.Pointer[fastAlloc] // the connection's allocation, for the fast path
+	io   fastIO                    // owned by the reader
 
 	// Static after admit.
 	wake chan struct{} // capacity 1: out has bytes for the writer
@@ -256,7 +258,7 @@ func (c *streamConn) Read(p []byte) (int, error) {
 				}
 			}
 			if len(frame) < pionInboundMTU && frame[0]&0xC0 == 0x40 {
-				if fa := c.fast.Load(); fa != nil && fa.toPeer(frame) {
+				if fa := c.fast.Load(); fa != nil && fa.toPeer(&c.io, frame) {
 					continue
 				}
 			}
@@ -400,6 +402,35 @@ func (c *streamConn) Write(p []byte) (int, error) {
 	}
 
 	return len(p), nil
+}
+
+// offer queues p for the writer if there is room for it at once, and
+// reports whether it did.
+func (c *streamConn) offer(p []byte) bool {
+	c.wmu.Lock()
+	if c.werr != nil || (len(c.out) > 0 && len(c.out)+len(p) > streamOutMax) {
+		c.wmu.Unlock()
+
+		return false
+	}
+	select {
+	case <-c.done:
+		c.wmu.Unlock()
+
+		return false
+	default:
+	}
+	wasEmpty := len(c.out) == 0
+	c.out = append(c.out, p...)
+	c.wmu.Unlock()
+	if wasEmpty {
+		select {
+		case c.wake <- struct{}{}:
+		default:
+		}
+	}
+
+	return true
 }
 
 // writeLoop writes what Write queues, everything queued at once, each

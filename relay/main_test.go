@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -192,10 +193,12 @@ func dialRaw(t testing.TB, s *Server, user, pass string, tcp bool) *rawClient {
 		c   net.Conn
 		err error
 	)
+	// A wildcard listener is dialled on 127.0.0.1.
+	port := strconv.Itoa(s.UDPAddr().Port)
 	if tcp {
-		c, err = net.Dial("tcp", s.TCPAddr().String())
+		c, err = net.Dial("tcp", net.JoinHostPort("127.0.0.1", port))
 	} else {
-		c, err = net.Dial("udp4", s.UDPAddr().String())
+		c, err = net.Dial("udp4", net.JoinHostPort("127.0.0.1", port))
 	}
 	if err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 
@@ -67,7 +68,10 @@ type relayConn struct {
 	fast     atomic.Pointer[fastAlloc] // nil: pion relays what arrives
 	fastTo   atomic.Uint64             // datagrams the fast path sent to peers
 	fastFrom atomic.Uint64             // datagrams the fast path sent to the client
-	out      []byte                    // owned by the reader: ChannelData being sent
+	handed   atomic.Uint64             // of fastTo, those handed over in process to another relay socket
+	io       fastIO                    // owned by the reader
+	rawOut   *rawUDP                   // nil: the fast path sends with WriteTo
+	self     netip.AddrPort            // our public address and this port, as peers see it
 
 	readers  atomic.Int32
 	closed   atomic.Bool
@@ -77,7 +81,15 @@ type relayConn struct {
 }
 
 func (s *Server) newRelayConn(pc net.PacketConn, port int) *relayConn {
-	c := &relayConn{PacketConn: pc, rd: newBatchReader(pc, s.batches, relayAddrCache), s: s, port: port}
+	c := &relayConn{
+		PacketConn: pc,
+		rd:         newBatchReader(pc, s.batches, relayAddrCache),
+		rawOut:     newRawUDP(pc),
+		io:         newFastIO(),
+		self:       netip.AddrPortFrom(s.cfg.PublicIP.Unmap(), uint16(port)), //nolint:gosec // a port number
+		s:          s,
+		port:       port,
+	}
 	s.track.add()
 	s.traffic.attach(c)
 	s.mu.Lock()
@@ -110,8 +122,10 @@ func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
 		}
 		c.counters.bytesFrom.Add(uint64(n))
 		c.counters.packetsFrom.Add(1)
-		if fa := c.fast.Load(); fa != nil && fa.toClient(&c.out, p[:n], addr) {
-			continue
+		if fa := c.fast.Load(); fa != nil {
+			if ap, ok := addrPort(addr); ok && fa.toClient(&c.io, p[:n], ap, true) {
+				continue
+			}
 		}
 
 		return n, addr, nil
@@ -120,13 +134,10 @@ func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
 
 // WriteTo implements net.PacketConn: a datagram to a peer.
 func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
-	if ua, ok := addr.(*net.UDPAddr); ok && c.s.guardOwn {
-		if ip4 := ua.IP.To4(); ip4 != nil && [4]byte(ip4) == c.s.own4 &&
-			(ua.Port < c.s.cfg.PortMin || ua.Port > c.s.cfg.PortMax) {
-			c.s.metrics.peerDenied.Inc()
+	if ap, ok := addrPort(addr); ok && c.deniedOwn(ap) {
+		c.s.metrics.peerDenied.Inc()
 
-			return 0, ErrPeerDenied
-		}
+		return 0, ErrPeerDenied
 	}
 	n, err := c.PacketConn.WriteTo(p, addr)
 	if err == nil {
@@ -135,6 +146,13 @@ func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	}
 
 	return n, err
+}
+
+// deniedOwn reports whether peer is our own public address outside the
+// relay port range, which the own-address exception does not cover.
+func (c *relayConn) deniedOwn(peer netip.AddrPort) bool {
+	return c.s.guardOwn && peer.Addr().Is4() && peer.Addr().As4() == c.s.own4 &&
+		(int(peer.Port()) < c.s.cfg.PortMin || int(peer.Port()) > c.s.cfg.PortMax)
 }
 
 // Close implements net.PacketConn; it is idempotent.

@@ -615,7 +615,7 @@ func (s *Server) onChannelCreated(src, _ net.Addr, _, _, _ string, _, peer net.A
 		if ua, ok := peer.(*net.UDPAddr); ok {
 			if ap, ok := addrPort(ua); ok {
 				fastUpdate(a, func(t *bindTable) {
-					t.byNum[number] = ua
+					t.byNum[number] = newChanPeer(ua, ap, a.fast.relay, s.localRelay(ap))
 					t.byPeer[ap] = number
 				})
 			}
@@ -624,14 +624,28 @@ func (s *Server) onChannelCreated(src, _ net.Addr, _, _, _ string, _, peer net.A
 	s.mu.Unlock()
 }
 
+// localRelay returns our open relay socket at ap, nil if ap is not one.
+// Called with s.mu held.
+func (s *Server) localRelay(ap netip.AddrPort) *relayConn {
+	if s.cfg.NoLocalHandover || !ap.Addr().Is4() || ap.Addr().As4() != s.own4 {
+		return nil
+	}
+	rc := s.relays[int(ap.Port())]
+	if rc == nil || rc.closed.Load() {
+		return nil
+	}
+
+	return rc
+}
+
 func (s *Server) onChannelDeleted(src, _ net.Addr, _, _, _ string, _, _ net.Addr, number uint16) {
 	s.mu.Lock()
 	if a := s.allocs[transportKey(src)]; a != nil {
 		delete(a.chans, number)
 		fastUpdate(a, func(t *bindTable) {
 			if peer := t.byNum[number]; peer != nil {
-				if ap, ok := addrPort(peer); ok && t.byPeer[ap] == number {
-					delete(t.byPeer, ap)
+				if t.byPeer[peer.ap] == number {
+					delete(t.byPeer, peer.ap)
 				}
 				delete(t.byNum, number)
 			}

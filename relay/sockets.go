@@ -143,6 +143,8 @@ func detectPublicIP() netip.Addr {
 type turnPacketConn struct {
 	net.PacketConn
 	rd       *batchReader // nil: reads go to PacketConn one by one
+	rawOut   *rawUDP      // nil: the fast path sends with WriteTo
+	io       fastIO       // owned by the reader
 	s        *Server
 	doneOnce sync.Once
 	closed   chan struct{}
@@ -162,6 +164,8 @@ func newTurnPacketConn(pc net.PacketConn, s *Server) *turnPacketConn {
 	return &turnPacketConn{
 		PacketConn: pc,
 		rd:         newBatchReader(pc, s.batches, listenerAddrCache),
+		rawOut:     newRawUDP(pc),
+		io:         newFastIO(),
 		s:          s,
 		closed:     make(chan struct{}),
 	}
@@ -206,7 +210,7 @@ func (c *turnPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 			}
 		}
 		if n < pionInboundMTU && n >= 4 && p[0]&0xC0 == 0x40 {
-			if fa := c.fastLookup(addr); fa != nil && fa.toPeer(p[:n]) {
+			if fa := c.fastLookup(addr); fa != nil && fa.toPeer(&c.io, p[:n]) {
 				continue
 			}
 		}

@@ -113,6 +113,32 @@ func TestStreamConnWrites(t *testing.T) {
 		}
 	})
 
+	t.Run("offer refuses at once when the queue is full or closed", func(t *testing.T) {
+		t.Parallel()
+		sc, client := acceptedStream(t, s)
+		_ = sc.Conn.(*net.TCPConn).SetWriteBuffer(4096)
+		_ = client.(*net.TCPConn).SetReadBuffer(4096)
+		f := make([]byte, maxStreamFrame)
+		offered := 0
+		for sc.offer(f) {
+			// The peer reads nothing: the kernel buffers fill, the writer
+			// blocks, and the queue reaches streamOutMax.
+			if offered++; offered > 10_000 {
+				t.Fatal("offer never refused although the peer reads nothing")
+			}
+		}
+		sc.wmu.Lock()
+		queued := len(sc.out)
+		sc.wmu.Unlock()
+		if queued+len(f) <= streamOutMax {
+			t.Errorf("offer refused with %d bytes queued, room for %d more", queued, streamOutMax-queued)
+		}
+		sc.Close()
+		if sc.offer([]byte("late")) {
+			t.Error("offer after close succeeded")
+		}
+	})
+
 	t.Run("a failed write closes the connection", func(t *testing.T) {
 		t.Parallel()
 		sc, client := acceptedStream(t, s)
