@@ -31,6 +31,7 @@ import (
 	"regexp"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -76,7 +77,8 @@ func run() error {
 	transports := flag.String("transports", "udp,tcp", "comma-separated client transports: udp, tcp")
 	sockets := flag.Int("udp-sockets", runtime.NumCPU(), "SO_REUSEPORT UDP sockets for our relay")
 	runTimeout := flag.Duration("run-timeout", 2*time.Minute, "upper bound for one uclient run")
-	serverList := flag.String("servers", "strangers,coturn", "comma-separated servers to drive: strangers, coturn")
+	serverList := flag.String("servers", "strangers,strangers-kernel,coturn",
+		"comma-separated servers to drive: strangers, strangers-kernel (relay-to-relay traffic through the kernel, no in-process handover), coturn")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of this process (our relay) to this file")
 	flag.Parse()
 
@@ -102,7 +104,7 @@ func run() error {
 	}
 	sid := base64.RawURLEncoding.EncodeToString(sidBytes)
 
-	ours, err := relay.New(relay.Config{
+	ourCfg := relay.Config{
 		ListenAddr:    "127.0.0.1:0",
 		UDPSockets:    *sockets,
 		PublicIP:      netip.MustParseAddr("127.0.0.1"),
@@ -115,12 +117,22 @@ func run() error {
 		TCPMaxConnsPerIP: 1000,
 		AllowPeers:       []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
 		Logger:           slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
-	})
+	}
+	ours, err := relay.New(ourCfg)
 	if err != nil {
 		return err
 	}
 	defer ours.Close()
 	ours.SessionStarted(sid)
+	kernelCfg := ourCfg
+	kernelCfg.NoLocalHandover = true
+	kernelCfg.PortMin, kernelCfg.PortMax = 60000, 64999
+	kernel, err := relay.New(kernelCfg)
+	if err != nil {
+		return err
+	}
+	defer kernel.Close()
+	kernel.SessionStarted(sid)
 
 	coturn, err := startCoturn(ctx, turnserver, secret)
 	if err != nil {
@@ -142,14 +154,14 @@ func run() error {
 	servers := map[string]bool{}
 	for _, s := range strings.Split(*serverList, ",") {
 		s = strings.TrimSpace(s)
-		if s != "strangers" && s != "coturn" {
+		if s != "strangers" && s != "strangers-kernel" && s != "coturn" {
 			return fmt.Errorf("unknown server %q", s)
 		}
 		servers[s] = true
 	}
 
-	fmt.Printf("relay: %d UDP sockets on %s; coturn %s (pid %d) on 127.0.0.1:%d; %d CPUs\n",
-		*sockets, ours.UDPAddr(), coturn.version, coturn.cmd.Process.Pid, coturn.port, runtime.NumCPU())
+	fmt.Printf("relay: %d UDP sockets on %s (strangers-kernel on %s); coturn %s (pid %d) on 127.0.0.1:%d; %d CPUs\n",
+		*sockets, ours.UDPAddr(), kernel.UDPAddr(), coturn.version, coturn.cmd.Process.Pid, coturn.port, runtime.NumCPU())
 	fmt.Printf("%-7s %-6s %-4s %-11s %8s %8s %7s %9s %9s %11s\n",
 		"round", "server", "tr", "profile", "sent", "recv", "loss%", "rcvbufErr", "rtt_ms", "cpu_us/msg")
 
@@ -162,9 +174,9 @@ func run() error {
 			}
 			for _, tr := range strings.Split(*transports, ",") {
 				tr = strings.TrimSpace(tr)
-				order := []string{"strangers", "coturn"}
+				order := []string{"strangers", "strangers-kernel", "coturn"}
 				if r%2 == 0 {
-					order[0], order[1] = order[1], order[0] // alternate who goes first
+					slices.Reverse(order) // alternate who goes first
 				}
 				for _, srv := range order {
 					if !servers[srv] {
@@ -174,7 +186,10 @@ func run() error {
 						return ctx.Err()
 					}
 					port, cpu := ours.UDPAddr().Port, selfCPU
-					if srv == "coturn" {
+					switch srv {
+					case "strangers-kernel":
+						port = kernel.UDPAddr().Port
+					case "coturn":
 						port, cpu = coturn.port, coturn.cpu
 					}
 					res, err := drive(ctx, uclient, port, secret, sid, tr, p, cpu, *runTimeout)
@@ -273,8 +288,11 @@ func printResult(round string, r result) {
 }
 
 func shortName(s string) string {
-	if s == "strangers" {
+	switch s {
+	case "strangers":
 		return "ours"
+	case "strangers-kernel":
+		return "kernel"
 	}
 
 	return s
@@ -298,7 +316,7 @@ func summarize(results []result) {
 	fmt.Printf("%-4s %-11s %-6s %7s %9s %9s %11s %10s\n", "tr", "profile", "server", "loss%", "rcvbufErr", "rtt_ms", "cpu_us/msg", "ratio")
 	for _, k := range keys {
 		var coturnCPU float64
-		for _, srv := range []string{"coturn", "strangers"} {
+		for _, srv := range []string{"coturn", "strangers", "strangers-kernel"} {
 			rs := groups[k][srv]
 			if len(rs) == 0 {
 				continue
