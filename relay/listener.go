@@ -133,6 +133,7 @@ func (l *streamListener) admit(c net.Conn) *streamConn {
 		ip:    ip,
 		buf:   make([]byte, streamBufSize),
 		io:    newFastIO(),
+		raw:   newRawStream(c),
 		wake:  make(chan struct{}, 1),
 		done:  make(chan struct{}),
 		space: make(chan struct{}),
@@ -188,14 +189,18 @@ func (l *streamListener) release(c *streamConn) {
 
 // streamConn is one hardened TURN-over-TCP connection. Read is called only
 // by pion's per-connection read loop; Write may be called concurrently by
-// that loop and by the allocation's relay loop. Write queues the frame for
-// the connection's writer goroutine, which writes everything queued in one
-// system call: under load many frames share one TCP write, as with
-// coturn's buffered output, instead of one write (and one segment) each.
+// that loop, the allocation's relay loop and the fast path. On a TCP
+// connection with nothing queued or being written, Write writes the frame
+// at once with a non-blocking system call; what the socket does not take,
+// and frames written meanwhile, are queued for the connection's writer
+// goroutine, which writes everything queued in one system call: under load
+// many frames share one TCP write, as with coturn's buffered output, and
+// when idle a frame costs no goroutine handoff.
 type streamConn struct {
 	net.Conn
-	l  *streamListener
-	ip netip.Addr
+	l   *streamListener
+	ip  netip.Addr
+	raw *rawStream // nil (TLS): reads and writes go through Conn
 
 	// Owned by the reader.
 	buf          []byte
@@ -212,6 +217,7 @@ type streamConn struct {
 	done chan struct{} // closed by Close; stops the writer
 
 	wmu     sync.Mutex
+	busy    bool          // guarded by wmu; a write to the socket is in progress
 	out     []byte        // guarded by wmu; frames queued for the writer
 	spare   []byte        // guarded by wmu; the writer's last buffer, reused
 	werr    error         // guarded by wmu; the write error that closed the connection
@@ -325,7 +331,13 @@ func (c *streamConn) fill() error {
 			}
 		}
 	}
-	n, err := c.Conn.Read(c.buf[c.end:])
+	var n int
+	var err error
+	if c.raw != nil {
+		n, err = c.raw.read(c.buf[c.end:])
+	} else {
+		n, err = c.Conn.Read(c.buf[c.end:])
+	}
 	c.end += n
 	if err != nil && n == 0 {
 		var ne net.Error
@@ -345,11 +357,12 @@ func (c *streamConn) fill() error {
 	return nil
 }
 
-// Write implements net.Conn. It queues p whole for the writer and returns;
-// when streamOutMax bytes are already queued it waits for the writer, at
-// most streamWriteTimeout, then closes the connection. A failed write
-// closes the connection (a partial frame would corrupt the stream) and
-// later Writes return its error.
+// Write implements net.Conn. It writes p at once when the connection is
+// idle, else queues what is left of it for the writer and returns; when
+// streamOutMax bytes are already queued it waits for the writer, at most
+// streamWriteTimeout, then closes the connection. A failed write closes
+// the connection (a partial frame would corrupt the stream) and later
+// Writes return its error.
 func (c *streamConn) Write(p []byte) (int, error) {
 	var timer *time.Timer
 	defer func() {
@@ -391,21 +404,15 @@ func (c *streamConn) Write(p []byte) (int, error) {
 		}
 		c.wmu.Lock()
 	}
-	wasEmpty := len(c.out) == 0
-	c.out = append(c.out, p...)
-	c.wmu.Unlock()
-	if wasEmpty {
-		select {
-		case c.wake <- struct{}{}:
-		default:
-		}
+	if err := c.put(p); err != nil {
+		return 0, err
 	}
 
 	return len(p), nil
 }
 
-// offer queues p for the writer if there is room for it at once, and
-// reports whether it did.
+// offer writes or queues p if that needs no wait for room, and reports
+// whether it did.
 func (c *streamConn) offer(p []byte) bool {
 	c.wmu.Lock()
 	if c.werr != nil || (len(c.out) > 0 && len(c.out)+len(p) > streamOutMax) {
@@ -420,17 +427,55 @@ func (c *streamConn) offer(p []byte) bool {
 		return false
 	default:
 	}
+
+	return c.put(p) == nil
+}
+
+// put writes p at once if the connection is idle and queues the rest, or
+// queues it all. Called with wmu held, which it releases.
+func (c *streamConn) put(p []byte) error {
+	if c.raw != nil && !c.busy && len(c.out) == 0 {
+		c.busy = true
+		c.wmu.Unlock()
+		n, err := c.raw.tryWrite(p)
+		c.wmu.Lock()
+		c.busy = false
+		if err != nil {
+			c.werr = fmt.Errorf("relay: stream write: %w", err)
+			c.wmu.Unlock()
+			c.Close()
+
+			return c.werr
+		}
+		if n < len(p) {
+			// Frames queued meanwhile follow the rest of this one.
+			rest := make([]byte, 0, len(p)-n+len(c.out))
+			c.out = append(append(rest, p[n:]...), c.out...)
+		}
+		pending := len(c.out) > 0
+		c.wmu.Unlock()
+		if pending {
+			c.signal()
+		}
+
+		return nil
+	}
 	wasEmpty := len(c.out) == 0
 	c.out = append(c.out, p...)
 	c.wmu.Unlock()
 	if wasEmpty {
-		select {
-		case c.wake <- struct{}{}:
-		default:
-		}
+		c.signal()
 	}
 
-	return true
+	return nil
+}
+
+// signal wakes the writer.
+func (c *streamConn) signal() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
 }
 
 // writeLoop writes what Write queues, everything queued at once, each
@@ -444,33 +489,40 @@ func (c *streamConn) writeLoop() {
 		case <-c.done:
 			return
 		}
-		c.wmu.Lock()
-		out := c.out
-		c.out, c.spare = c.spare[:0], nil
-		if c.waiting {
-			close(c.space)
-			c.space, c.waiting = make(chan struct{}), false
-		}
-		c.wmu.Unlock()
-		if len(out) == 0 {
-			continue
-		}
-		err := c.Conn.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
-		if err == nil {
-			_, err = c.Conn.Write(out)
-		}
-		c.wmu.Lock()
-		if cap(out) <= streamOutMax+maxStreamFrame {
-			c.spare = out[:0]
-		}
-		if err != nil {
-			c.werr = fmt.Errorf("relay: stream write: %w", err)
-		}
-		c.wmu.Unlock()
-		if err != nil {
-			c.Close()
+		for {
+			c.wmu.Lock()
+			if c.busy || len(c.out) == 0 {
+				// A direct write in progress signals again when it is done.
+				c.wmu.Unlock()
 
-			return
+				break
+			}
+			out := c.out
+			c.out, c.spare = c.spare[:0], nil
+			c.busy = true
+			if c.waiting {
+				close(c.space)
+				c.space, c.waiting = make(chan struct{}), false
+			}
+			c.wmu.Unlock()
+			err := c.Conn.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
+			if err == nil {
+				_, err = c.Conn.Write(out)
+			}
+			c.wmu.Lock()
+			c.busy = false
+			if cap(out) <= streamOutMax+maxStreamFrame {
+				c.spare = out[:0]
+			}
+			if err != nil {
+				c.werr = fmt.Errorf("relay: stream write: %w", err)
+			}
+			c.wmu.Unlock()
+			if err != nil {
+				c.Close()
+
+				return
+			}
 		}
 	}
 }

@@ -24,3 +24,13 @@ func newSender() *sender { return &sender{} }
 func (*sender) send(*rawUDP, []byte, *sockaddr) error {
 	return errors.New("relay: raw send not supported")
 }
+
+type rawStream struct{}
+
+func newRawStream(net.Conn) *rawStream { return nil }
+
+func (*rawStream) read([]byte) (int, error) { return 0, errors.New("relay: raw read not supported") }
+
+func (*rawStream) tryWrite([]byte) (int, error) {
+	return 0, errors.New("relay: raw write not supported")
+}

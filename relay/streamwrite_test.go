@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -75,6 +76,43 @@ func TestStreamConnWrites(t *testing.T) {
 			next[w]++
 		}
 		wg.Wait()
+	})
+
+	t.Run("the rest of a write the socket takes in part goes first", func(t *testing.T) {
+		t.Parallel()
+		sc, client := acceptedStream(t, s)
+		big := make([]byte, 32<<20) // more than the socket buffers hold
+
+		for i := range big {
+			big[i] = byte(i / 7)
+		}
+		if _, err := sc.Write(big); err != nil {
+			t.Fatal(err)
+		}
+		// The peer reads nothing yet, so the socket took only part: the
+		// rest is queued, or the writer holds it.
+		sc.wmu.Lock()
+		rest := len(sc.out) > 0 || sc.busy
+		sc.wmu.Unlock()
+		if !rest {
+			t.Fatal("the socket took all at once; the test needs a partial write")
+		}
+		tail := make(chan error, 1)
+		go func() {
+			_, err := sc.Write([]byte("tail"))
+			tail <- err
+		}()
+		_ = client.SetReadDeadline(time.Now().Add(30 * time.Second))
+		got := make([]byte, len(big)+4)
+		if _, err := io.ReadFull(client, got); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got[:len(big)], big) || string(got[len(big):]) != "tail" {
+			t.Fatal("the stream is not the big write followed by the tail")
+		}
+		if err := <-tail; err != nil {
+			t.Fatal(err)
+		}
 	})
 
 	t.Run("a write waiting on a peer that does not read returns on close", func(t *testing.T) {
