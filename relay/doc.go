@@ -52,9 +52,11 @@
 // or relay, is read with recvmmsg: one system call fetches what is
 // queued and later ReadFrom calls are served from that batch, which is
 // borrowed from a pool only while it holds datagrams. Reads, relay writes
-// and the wrappers' counters allocate nothing per datagram. TURN-over-TCP
-// output is queued per connection and written by one writer goroutine,
-// so frames produced under load share TCP writes.
+// and the wrappers' counters allocate nothing per datagram. A frame for an
+// idle TURN-over-TCP connection is written at once with one non-blocking
+// write; frames produced while a write is in progress are queued and
+// written together by the connection's writer goroutine, so under load
+// they share TCP writes.
 //
 // ChannelData, the bulk of relayed traffic, skips pion when it can: the
 // socket wrappers keep a lock-free mirror of each allocation's channels

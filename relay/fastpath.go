@@ -47,7 +47,7 @@ const pionInboundMTU = 1600
 type clientSide interface {
 	// sendToClient sends b to the client of fa. With wait false it may
 	// refuse, sending nothing, rather than wait for room.
-	sendToClient(io *fastIO, b []byte, fa *fastAlloc, wait bool) bool
+	sendToClient(fio *fastIO, b []byte, fa *fastAlloc, wait bool) bool
 }
 
 // fastIO is one reader's reusable state for fast-path sends. It must not
@@ -147,10 +147,10 @@ func parseChannelData(b []byte) (number uint16, data []byte, ok bool) {
 }
 
 // toPeer relays a ChannelData message from the client of fa to the peer
-// bound to its channel, sending with snd, which belongs to the calling
+// bound to its channel, sending with fio, which belongs to the calling
 // reader. It reports false, relaying nothing, when pion must handle the
 // message.
-func (fa *fastAlloc) toPeer(io *fastIO, frame []byte) bool {
+func (fa *fastAlloc) toPeer(fio *fastIO, frame []byte) bool {
 	number, data, ok := parseChannelData(frame)
 	rc := fa.relay
 	if !ok || rc.closed.Load() {
@@ -164,7 +164,7 @@ func (fa *fastAlloc) toPeer(io *fastIO, frame []byte) bool {
 	if _, ok := t.perms[peer.ap.Addr()]; !ok {
 		return false
 	}
-	if peer.local != nil && rc.handOver(io, peer.local, data) {
+	if peer.local != nil && rc.handOver(fio, peer.local, data) {
 		return true
 	}
 	if !peer.rawOK {
@@ -179,7 +179,7 @@ func (fa *fastAlloc) toPeer(io *fastIO, frame []byte) bool {
 
 		return true
 	}
-	if err := io.snd.send(rc.rawOut, data, &peer.sa); err == nil {
+	if err := fio.snd.send(rc.rawOut, data, &peer.sa); err == nil {
 		rc.counters.bytesTo.Add(uint64(len(data)))
 		rc.counters.packetsTo.Add(1)
 		rc.fastTo.Add(1)
@@ -192,12 +192,12 @@ func (fa *fastAlloc) toPeer(io *fastIO, frame []byte) bool {
 // ours, straight to dst's client, as if dst had read it from rc's public
 // address. It reports false, handing over nothing, when dst's reader (and
 // pion) must see the datagram or its client cannot take it at once.
-func (rc *relayConn) handOver(io *fastIO, dst *relayConn, data []byte) bool {
+func (rc *relayConn) handOver(fio *fastIO, dst *relayConn, data []byte) bool {
 	if dst.closed.Load() || len(data) >= pionInboundMTU {
 		return false
 	}
 	fb := dst.fast.Load()
-	if fb == nil || !fb.toClient(io, data, rc.self, false) {
+	if fb == nil || !fb.toClient(fio, data, rc.self, false) {
 		return false
 	}
 	rc.counters.bytesTo.Add(uint64(len(data)))
@@ -211,10 +211,10 @@ func (rc *relayConn) handOver(io *fastIO, dst *relayConn, data []byte) bool {
 }
 
 // toClient relays a datagram from peer to the client of fa as ChannelData,
-// padded to 4 bytes as pion pads it. io is the caller's. It reports false,
+// padded to 4 bytes as pion pads it. fio is the caller's. It reports false,
 // sending nothing, when pion must handle it, or when wait is false and the
 // client's connection has no room at once.
-func (fa *fastAlloc) toClient(io *fastIO, data []byte, peer netip.AddrPort, wait bool) bool {
+func (fa *fastAlloc) toClient(fio *fastIO, data []byte, peer netip.AddrPort, wait bool) bool {
 	t := fa.table.Load()
 	number, ok := t.byPeer[peer]
 	if !ok {
@@ -224,15 +224,15 @@ func (fa *fastAlloc) toClient(io *fastIO, data []byte, peer netip.AddrPort, wait
 		return false
 	}
 	size := 4 + (len(data)+3)&^3
-	if cap(io.out) < size {
-		io.out = make([]byte, 0, max(size, 4+pionInboundMTU))
+	if cap(fio.out) < size {
+		fio.out = make([]byte, 0, max(size, 4+pionInboundMTU))
 	}
-	out := io.out[:size]
+	out := fio.out[:size]
 	binary.BigEndian.PutUint16(out, number)
 	binary.BigEndian.PutUint16(out[2:], uint16(len(data))) //nolint:gosec // at most the read buffer
 	copy(out[4:], data)
 	clear(out[4+len(data):])
-	if !fa.owner.sendToClient(io, out, fa, wait) {
+	if !fa.owner.sendToClient(fio, out, fa, wait) {
 		return false
 	}
 	fa.relay.fastFrom.Add(1)
@@ -242,9 +242,9 @@ func (fa *fastAlloc) toClient(io *fastIO, data []byte, peer netip.AddrPort, wait
 
 // sendToClient implements clientSide. A UDP send does not wait for the
 // client, so wait does not matter.
-func (c *turnPacketConn) sendToClient(io *fastIO, b []byte, fa *fastAlloc, _ bool) bool {
+func (c *turnPacketConn) sendToClient(fio *fastIO, b []byte, fa *fastAlloc, _ bool) bool {
 	if fa.rawOK {
-		_ = io.snd.send(c.rawOut, b, &fa.clientSA)
+		_ = fio.snd.send(c.rawOut, b, &fa.clientSA)
 	} else {
 		_, _ = c.PacketConn.WriteTo(b, fa.client)
 	}
