@@ -85,5 +85,5 @@
 // allocations_active, allocations_created_total, allocations_failed_total
 // {reason}, auth_failures_total{reason}, peer_denied_total,
 // quota_hits_total{kind}, bytes_total{direction}, packets_total{direction},
-// stream_conns_closed_total{reason}.
+// handed_over_packets_total, stream_conns_closed_total{reason}.
 package relay

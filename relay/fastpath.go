@@ -203,7 +203,7 @@ func (rc *relayConn) handOver(fio *fastIO, dst *relayConn, data []byte) bool {
 	rc.counters.bytesTo.Add(uint64(len(data)))
 	rc.counters.packetsTo.Add(1)
 	rc.fastTo.Add(1)
-	rc.handed.Add(1)
+	rc.counters.handed.Add(1)
 	dst.counters.bytesFrom.Add(uint64(len(data)))
 	dst.counters.packetsFrom.Add(1)
 

@@ -116,7 +116,7 @@ func TestFastPathAllocs(t *testing.T) {
 	}{
 		{"client to peer", client, client, frame, rc.LocalAddr(), tc.ReadFrom, rl.fastTo.Load},
 		{"peer to client", peer, other, frame[4:], relaySock.LocalAddr(), rl.ReadFrom, rl.fastFrom.Load},
-		{"handover", client, client, handFrame, rc.LocalAddr(), tc.ReadFrom, rl.handed.Load},
+		{"handover", client, client, handFrame, rc.LocalAddr(), tc.ReadFrom, rl.counters.handed.Load},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			for range runs + 1 {

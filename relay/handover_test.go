@@ -106,7 +106,7 @@ func TestLocalHandover(t *testing.T) {
 				if handover {
 					want = 1
 				}
-				if ha, hb := ra.handed.Load(), rb.handed.Load(); ha != want || hb != want {
+				if ha, hb := ra.counters.handed.Load(), rb.counters.handed.Load(); ha != want || hb != want {
 					t.Errorf("handed over %d from A and %d from B, want %d each", ha, hb, want)
 				}
 				after := s.traffic.total()
@@ -121,6 +121,9 @@ func TestLocalHandover(t *testing.T) {
 				}
 				if d := after.bytesFrom - before.bytesFrom; d != 14 {
 					t.Errorf("bytes from peers counted %d, want 14", d)
+				}
+				if d := after.handed - before.handed; d != 2*want {
+					t.Errorf("handovers counted %d in the totals, want %d", d, 2*want)
 				}
 			})
 		}
@@ -162,7 +165,7 @@ func TestLocalHandoverDefers(t *testing.T) {
 			}
 			a.channelData(0x4000, []byte("permission only"))
 			expectRelayed(t, b, 0, "permission only") // the first thing B gets
-			if h := ra.handed.Load(); h != 0 {
+			if h := ra.counters.handed.Load(); h != 0 {
 				t.Errorf("handed over %d datagrams without a channel at the receiver, want 0", h)
 			}
 
@@ -171,7 +174,7 @@ func TestLocalHandoverDefers(t *testing.T) {
 			}
 			a.channelData(0x4000, []byte("channel"))
 			expectRelayed(t, b, 0x4001, "channel")
-			if h := ra.handed.Load(); h != 1 {
+			if h := ra.counters.handed.Load(); h != 1 {
 				t.Errorf("handed over %d datagrams once the receiver bound a channel, want 1", h)
 			}
 		})

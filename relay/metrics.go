@@ -95,7 +95,7 @@ func (m *metrics) unregister() {
 // counts into its own atomics (no shared cache line, no lock on the packet
 // path); Collect sums the live sockets and the totals of closed ones.
 type trafficCounters struct {
-	bytesDesc, packetsDesc *prometheus.Desc
+	bytesDesc, packetsDesc, handedDesc *prometheus.Desc
 
 	mu      sync.Mutex
 	live    map[*relayConn]struct{} // guarded by mu
@@ -103,18 +103,21 @@ type trafficCounters struct {
 }
 
 type trafficSnapshot struct {
-	bytesFrom, packetsFrom, bytesTo, packetsTo uint64
+	bytesFrom, packetsFrom, bytesTo, packetsTo, handed uint64
 }
 
-// connCounters sits in each relay socket.
+// connCounters sits in each relay socket. handed counts the datagrams to
+// peers (also in packetsTo) handed over in process to another relay
+// socket of ours.
 type connCounters struct {
-	bytesFrom, packetsFrom, bytesTo, packetsTo atomic.Uint64
+	bytesFrom, packetsFrom, bytesTo, packetsTo, handed atomic.Uint64
 }
 
 func (c *connCounters) snapshot() trafficSnapshot {
 	return trafficSnapshot{
 		bytesFrom: c.bytesFrom.Load(), packetsFrom: c.packetsFrom.Load(),
 		bytesTo: c.bytesTo.Load(), packetsTo: c.packetsTo.Load(),
+		handed: c.handed.Load(),
 	}
 }
 
@@ -123,6 +126,7 @@ func (t *trafficSnapshot) add(o trafficSnapshot) {
 	t.packetsFrom += o.packetsFrom
 	t.bytesTo += o.bytesTo
 	t.packetsTo += o.packetsTo
+	t.handed += o.handed
 }
 
 func newTrafficCounters() *trafficCounters {
@@ -131,6 +135,8 @@ func newTrafficCounters() *trafficCounters {
 			"Payload bytes relayed, by direction.", []string{"direction"}, nil),
 		packetsDesc: prometheus.NewDesc("strangers_relay_packets_total",
 			"Datagrams relayed, by direction.", []string{"direction"}, nil),
+		handedDesc: prometheus.NewDesc("strangers_relay_handed_over_packets_total",
+			"Datagrams between two relay addresses of this server handed over in process (also in packets_total).", nil, nil),
 		live: make(map[*relayConn]struct{}),
 	}
 }
@@ -166,6 +172,7 @@ func (t *trafficCounters) total() trafficSnapshot {
 func (t *trafficCounters) Describe(ch chan<- *prometheus.Desc) {
 	ch <- t.bytesDesc
 	ch <- t.packetsDesc
+	ch <- t.handedDesc
 }
 
 // Collect implements prometheus.Collector.
@@ -187,4 +194,9 @@ func (t *trafficCounters) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- m
 	}
+	m, err := prometheus.NewConstMetric(t.handedDesc, prometheus.CounterValue, float64(sum.handed))
+	if err != nil {
+		m = prometheus.NewInvalidMetric(t.handedDesc, err)
+	}
+	ch <- m
 }

@@ -153,6 +153,6 @@ func TestFastPathDualStack(t *testing.T) {
 	expectRelayed(t, b, 0x4002, "handed")
 	ra := s.relayAt(relA)
 	waitFor(t, "fast path counts", func() bool {
-		return ra.fastTo.Load() == 2 && ra.fastFrom.Load() == 1 && ra.handed.Load() == 1
+		return ra.fastTo.Load() == 2 && ra.fastFrom.Load() == 1 && ra.counters.handed.Load() == 1
 	})
 }

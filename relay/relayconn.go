@@ -68,7 +68,6 @@ type relayConn struct {
 	fast     atomic.Pointer[fastAlloc] // nil: pion relays what arrives
 	fastTo   atomic.Uint64             // datagrams the fast path sent to peers
 	fastFrom atomic.Uint64             // datagrams the fast path sent to the client
-	handed   atomic.Uint64             // of fastTo, those handed over in process to another relay socket
 	io       fastIO                    // owned by the reader
 	rawOut   *rawUDP                   // nil: the fast path sends with WriteTo
 	self     netip.AddrPort            // our public address and this port, as peers see it

@@ -26,6 +26,11 @@ func TestCallRelayOnlyThroughEmbeddedTURN(t *testing.T) {
 			t.Errorf("side %d received non-relay candidates from a relay-only partner: %q", i, r.receivedNonRelay)
 		}
 	}
+	// Both sides are relayed here: their data goes from one relay address
+	// of ours to the other, handed over in process.
+	if n := counterValue(t, s, "strangers_relay_handed_over_packets_total"); n == 0 {
+		t.Error("no datagram handed over between the two relay addresses")
+	}
 }
 
 func TestCallRelayOnlyOverTCPWhenUDPIsBlocked(t *testing.T) {
@@ -40,6 +45,9 @@ func TestCallRelayOnlyOverTCPWhenUDPIsBlocked(t *testing.T) {
 		if r.relayProtocol != "tcp" {
 			t.Errorf("side %d: reached the relay over %q, want tcp", i, r.relayProtocol)
 		}
+	}
+	if n := counterValue(t, s, "strangers_relay_handed_over_packets_total"); n == 0 {
+		t.Error("no datagram handed over between the two relay addresses")
 	}
 }
 

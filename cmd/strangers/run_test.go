@@ -29,6 +29,27 @@ func TestMain(m *testing.M) {
 	}))
 }
 
+// counterValue returns the value of the unlabelled counter name on the
+// server's /metrics.
+func counterValue(t *testing.T, s *server, name string) float64 {
+	t.Helper()
+	code, body := get(t, s.url("/metrics"))
+	if code != 200 {
+		t.Fatalf("/metrics = %d", code)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(strings.NewReader(body))
+	if err != nil {
+		t.Fatalf("/metrics does not parse as Prometheus text: %v", err)
+	}
+	f, ok := families[name]
+	if !ok || len(f.GetMetric()) != 1 || f.GetMetric()[0].GetCounter() == nil {
+		t.Fatalf("/metrics has no counter %s", name)
+	}
+
+	return f.GetMetric()[0].GetCounter().GetValue()
+}
+
 func TestRunServesHealthReadyMetricsAndPage(t *testing.T) {
 	s := startRun(t, nil)
 
