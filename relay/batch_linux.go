@@ -91,18 +91,29 @@ type batchReader struct {
 // newBatchReader returns a batchReader for pc, or nil when pc is not a UDP
 // socket that supports it.
 func newBatchReader(pc net.PacketConn, pool *batchPool, cacheSize int) *batchReader {
-	uc, ok := pc.(*net.UDPConn)
+	uc, raw, ok := udpSyscallConn(pc)
 	if !ok {
-		return nil
-	}
-	raw, err := uc.SyscallConn()
-	if err != nil {
 		return nil
 	}
 	r := &batchReader{conn: uc, raw: raw, laddr: uc.LocalAddr(), pool: pool, addrs: newAddrCache(cacheSize)}
 	r.recvF = r.recv
 
 	return r
+}
+
+// udpSyscallConn returns pc as a UDP socket and its raw connection, or
+// ok=false when it is not one.
+func udpSyscallConn(pc net.PacketConn) (*net.UDPConn, syscall.RawConn, bool) {
+	uc, ok := pc.(*net.UDPConn)
+	if !ok {
+		return nil, nil, false
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return nil, nil, false
+	}
+
+	return uc, raw, true
 }
 
 // ReadFrom reads one datagram, as net.PacketConn's ReadFrom.

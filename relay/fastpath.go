@@ -200,12 +200,12 @@ func (rc *relayConn) handOver(fio *fastIO, dst *relayConn, data []byte) bool {
 	if fb == nil || !fb.toClient(fio, data, rc.self, false) {
 		return false
 	}
-	rc.counters.bytesTo.Add(uint64(len(data)))
-	rc.counters.packetsTo.Add(1)
-	rc.fastTo.Add(1)
-	rc.counters.handed.Add(1)
 	dst.counters.bytesFrom.Add(uint64(len(data)))
 	dst.counters.packetsFrom.Add(1)
+	rc.counters.bytesTo.Add(uint64(len(data)))
+	rc.counters.packetsTo.Add(1)
+	rc.counters.handed.Add(1)
+	rc.fastTo.Add(1) // last: tests wait for it, then read the others
 
 	return true
 }

@@ -73,12 +73,8 @@ type rawUDP struct {
 
 // newRawUDP returns a rawUDP for pc, or nil when pc is not a UDP socket.
 func newRawUDP(pc net.PacketConn) *rawUDP {
-	uc, ok := pc.(*net.UDPConn)
+	_, raw, ok := udpSyscallConn(pc)
 	if !ok {
-		return nil
-	}
-	raw, err := uc.SyscallConn()
-	if err != nil {
 		return nil
 	}
 	family := 0
