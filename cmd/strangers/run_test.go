@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"go.uber.org/goleak"
@@ -29,9 +30,8 @@ func TestMain(m *testing.M) {
 	}))
 }
 
-// counterValue returns the value of the unlabelled counter name on the
-// server's /metrics.
-func counterValue(t *testing.T, s *server, name string) float64 {
+// metricFamilies scrapes the server's /metrics and parses it.
+func metricFamilies(t *testing.T, s *server) map[string]*dto.MetricFamily {
 	t.Helper()
 	code, body := get(t, s.url("/metrics"))
 	if code != 200 {
@@ -42,7 +42,15 @@ func counterValue(t *testing.T, s *server, name string) float64 {
 	if err != nil {
 		t.Fatalf("/metrics does not parse as Prometheus text: %v", err)
 	}
-	f, ok := families[name]
+
+	return families
+}
+
+// counterValue returns the value of the unlabelled counter name on the
+// server's /metrics.
+func counterValue(t *testing.T, s *server, name string) float64 {
+	t.Helper()
+	f, ok := metricFamilies(t, s)[name]
 	if !ok || len(f.GetMetric()) != 1 || f.GetMetric()[0].GetCounter() == nil {
 		t.Fatalf("/metrics has no counter %s", name)
 	}
@@ -60,22 +68,14 @@ func TestRunServesHealthReadyMetricsAndPage(t *testing.T) {
 		t.Errorf("/readyz = %d %q, want 200", code, body)
 	}
 
-	code, body := get(t, s.url("/metrics"))
-	if code != 200 {
-		t.Fatalf("/metrics = %d", code)
-	}
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(strings.NewReader(body))
-	if err != nil {
-		t.Fatalf("/metrics does not parse as Prometheus text: %v", err)
-	}
+	families := metricFamilies(t, s)
 	for _, name := range []string{"go_goroutines", "process_resident_memory_bytes", "strangers_build_info"} {
 		if _, ok := families[name]; !ok {
 			t.Errorf("/metrics lacks %s", name)
 		}
 	}
 
-	code, body = get(t, s.url("/"))
+	code, body := get(t, s.url("/"))
 	if code != 200 || !strings.Contains(body, "<title>Strangers</title>") {
 		t.Errorf("/ = %d, body %.80q", code, body)
 	}
