@@ -62,15 +62,7 @@ func allocateOnce(s *Server, user, pass string) error {
 	}
 	defer conn.Close()
 	addr := s.UDPAddr().String()
-	client, err := turn.NewClient(&turn.ClientConfig{
-		STUNServerAddr: addr,
-		TURNServerAddr: addr,
-		Conn:           conn,
-		Username:       user,
-		Password:       pass,
-		Realm:          s.cfg.Realm,
-		LoggerFactory:  quietPion,
-	})
+	client, err := turn.NewClient(pionConfig(s, addr, conn, user, pass))
 	if err != nil {
 		return err
 	}

@@ -3,7 +3,6 @@ package relay
 import (
 	"bytes"
 	"encoding/binary"
-	"io"
 	"net"
 	"net/netip"
 	"testing"
@@ -32,30 +31,9 @@ func (c *rawClient) relayed(timeout time.Duration) (channel uint16, data []byte)
 		c.t.Fatal(err)
 	}
 	for {
-		var raw []byte
-		if c.tcp {
-			hdr := make([]byte, 4)
-			if _, err := io.ReadFull(c.conn, hdr); err != nil {
-				c.t.Fatalf("reading relayed data: %v", err)
-			}
-			n := int(binary.BigEndian.Uint16(hdr[2:]))
-			if hdr[0]&0xC0 == 0 {
-				n += 16
-			} else {
-				n = (n + 3) &^ 3
-			}
-			raw = make([]byte, 4+n)
-			copy(raw, hdr)
-			if _, err := io.ReadFull(c.conn, raw[4:]); err != nil {
-				c.t.Fatalf("reading relayed data: %v", err)
-			}
-		} else {
-			buf := make([]byte, 2048)
-			n, err := c.conn.Read(buf)
-			if err != nil {
-				c.t.Fatalf("reading relayed data: %v", err)
-			}
-			raw = buf[:n]
+		raw, err := c.frame()
+		if err != nil {
+			c.t.Fatalf("reading relayed data: %v", err)
 		}
 		if raw[0]&0xC0 == 0x40 {
 			return binary.BigEndian.Uint16(raw), raw

@@ -127,6 +127,20 @@ func (c *pionClient) Allocate() (net.PacketConn, error) {
 }
 
 // dialPion returns a pion TURN client of s over UDP or TCP.
+// pionConfig returns the configuration of a pion TURN client of s at addr
+// over conn.
+func pionConfig(s *Server, addr string, conn net.PacketConn, user, pass string) *turn.ClientConfig {
+	return &turn.ClientConfig{
+		STUNServerAddr: addr,
+		TURNServerAddr: addr,
+		Conn:           conn,
+		Username:       user,
+		Password:       pass,
+		Realm:          s.cfg.Realm,
+		LoggerFactory:  quietPion,
+	}
+}
+
 func dialPion(t testing.TB, s *Server, user, pass string, tcp bool) *pionClient {
 	t.Helper()
 	var conn net.PacketConn
@@ -145,16 +159,9 @@ func dialPion(t testing.TB, s *Server, user, pass string, tcp bool) *pionClient 
 		}
 		conn = c
 	}
-	client, err := turn.NewClient(&turn.ClientConfig{
-		STUNServerAddr: addr,
-		TURNServerAddr: addr,
-		Conn:           conn,
-		Username:       user,
-		Password:       pass,
-		Realm:          s.cfg.Realm,
-		LoggerFactory:  quietPion,
-		RTO:            100 * time.Millisecond,
-	})
+	cfg := pionConfig(s, addr, conn, user, pass)
+	cfg.RTO = 100 * time.Millisecond
+	client, err := turn.NewClient(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -215,30 +222,9 @@ func (c *rawClient) read(deadline time.Time) (*stun.Message, error) {
 		return nil, err
 	}
 	for {
-		var raw []byte
-		if c.tcp {
-			hdr := make([]byte, 4)
-			if _, err := io.ReadFull(c.conn, hdr); err != nil {
-				return nil, err
-			}
-			n := int(binary.BigEndian.Uint16(hdr[2:]))
-			if hdr[0]&0xC0 == 0 {
-				n += 16
-			} else {
-				n = (n + 3) &^ 3
-			}
-			raw = make([]byte, 4+n)
-			copy(raw, hdr)
-			if _, err := io.ReadFull(c.conn, raw[4:]); err != nil {
-				return nil, err
-			}
-		} else {
-			buf := make([]byte, 2048)
-			n, err := c.conn.Read(buf)
-			if err != nil {
-				return nil, err
-			}
-			raw = buf[:n]
+		raw, err := c.frame()
+		if err != nil {
+			return nil, err
 		}
 		if raw[0]&0xC0 != 0 {
 			continue // ChannelData
@@ -250,6 +236,37 @@ func (c *rawClient) read(deadline time.Time) (*stun.Message, error) {
 
 		return m, nil
 	}
+}
+
+// frame reads the next STUN message or ChannelData frame (padded, over
+// TCP) under the connection's read deadline.
+func (c *rawClient) frame() ([]byte, error) {
+	if !c.tcp {
+		buf := make([]byte, 2048)
+		n, err := c.conn.Read(buf)
+		if err != nil {
+			return nil, err
+		}
+
+		return buf[:n], nil
+	}
+	hdr := make([]byte, 4)
+	if _, err := io.ReadFull(c.conn, hdr); err != nil {
+		return nil, err
+	}
+	n := int(binary.BigEndian.Uint16(hdr[2:]))
+	if hdr[0]&0xC0 == 0 {
+		n += 16
+	} else {
+		n = (n + 3) &^ 3
+	}
+	raw := make([]byte, 4+n)
+	copy(raw, hdr)
+	if _, err := io.ReadFull(c.conn, raw[4:]); err != nil {
+		return nil, err
+	}
+
+	return raw, nil
 }
 
 // do sends one request and returns its response, authenticating (and
