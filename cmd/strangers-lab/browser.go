@@ -44,7 +44,6 @@ var ErrBrowser = errors.New("strangers-lab: browser")
 // browserOptions are what the browser role needs from the matrix.
 type browserOptions struct {
 	chromium string // the browser binary
-	dir      string // the lab's temp dir
 	caFile   string // the lab CA, PEM
 }
 
@@ -321,6 +320,14 @@ func playBrowser(ctx context.Context, cfg browserConfig, home string, logw io.Wr
 	if err := chromedp.Do(tab, chromedp.Click("#start")); err != nil {
 		return res, stop, fmt.Errorf("%w: pressing Start: %w", ErrBrowser, err)
 	}
+	// Wait for video until a little before ctx ends: the tab dies with ctx,
+	// and a timeout should still describe what the page showed.
+	waitCtx := ctx
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) > 2*describeGrace {
+		var cancel context.CancelFunc
+		waitCtx, cancel = context.WithDeadline(ctx, dl.Add(-describeGrace))
+		defer cancel()
+	}
 	var st pageStatus
 	for {
 		var err error
@@ -335,9 +342,9 @@ func playBrowser(ctx context.Context, cfg browserConfig, home string, logw io.Wr
 			break
 		}
 		select {
-		case <-ctx.Done():
+		case <-waitCtx.Done():
 			desc, _ := chromedp.Run(tab, chromedp.Evaluate[string](`document.getElementById('stage').textContent + ' | ' + document.getElementById('connection').textContent`))
-			return res, stop, fmt.Errorf("%w: no video from the stranger (state %q, %d frames, page: %q): %w", ErrCall, st.State, st.Frames, desc, ctx.Err())
+			return res, stop, fmt.Errorf("%w: no video from the stranger (state %q, %d frames, page: %q): %w", ErrCall, st.State, st.Frames, desc, waitCtx.Err())
 		case <-time.After(pollEvery):
 		}
 	}
@@ -364,6 +371,10 @@ func noteAddrs(res *peerResult, text string) {
 		}
 	}
 }
+
+// describeGrace is the time kept, before a browser role's deadline, to
+// read what the page shows when the call did not come up.
+const describeGrace = 3 * time.Second
 
 // waitJS polls expr in the page until it is truthy or ctx ends.
 func waitJS(ctx context.Context, expr string) error {

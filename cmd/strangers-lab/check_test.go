@@ -116,7 +116,7 @@ func TestNATRules(t *testing.T) {
 	}{
 		{kindCone, []string{`oifname "wan" masquerade`, "dnat to 192.168.11.2"}, []string{"fully-random", "dport 443"}},
 		{kindSymmetric, []string{"masquerade fully-random"}, []string{"dnat", "dport 443"}},
-		{kindFirewall, []string{"masquerade fully-random", `tcp dport 443 accept`, "drop"}, []string{"dnat"}},
+		{kindFirewall, []string{"masquerade fully-random", "tcp dport 443 accept\n\t\tdrop"}, []string{"dnat"}},
 	}
 	for _, tt := range tests {
 		t.Run(string(tt.kind), func(t *testing.T) {

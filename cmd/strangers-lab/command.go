@@ -144,7 +144,7 @@ func startMatrix(ctx context.Context, cfg matrixConfig, log *slog.Logger, stderr
 		return nil, err
 	}
 	start := time.Now()
-	if m.lab, err = newLab(ctx, log); err != nil {
+	if m.lab, err = newLab(ctx); err != nil {
 		return nil, err
 	}
 	log.Info("lab built", "lab", m.lab.id, "namespaces", len(m.lab.netns), "took", time.Since(start).Round(time.Millisecond))
@@ -155,7 +155,7 @@ func startMatrix(ctx context.Context, cfg matrixConfig, log *slog.Logger, stderr
 	if cfg.Verbose {
 		logw = stderr
 	}
-	bo := browserOptions{chromium: cfg.Chromium, dir: m.dir, caFile: certs.caFile}
+	bo := browserOptions{chromium: cfg.Chromium, caFile: certs.caFile}
 	if cfg.Waits == (nominationWaits{}) {
 		cfg.Waits = nominationWaits{defaultSrflxWait, defaultPrflxWait, defaultRelayWait}
 	}

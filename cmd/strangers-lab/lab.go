@@ -3,11 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/netip"
 	"os/exec"
 	"strings"
@@ -87,13 +84,11 @@ func (s *site) addrs() []netip.Addr {
 // lab is a set of network namespaces: the internet with the server, a
 // blackhole, and client sites. Close deletes all of it.
 type lab struct {
-	id     string // random, part of every namespace name
-	inet   string // the internet namespace (router, bridge, server)
-	bh     string // the blackhole namespace
-	sites  []*site
-	log    *slog.Logger
-	netns  []string // every namespace created, for Close
-	closed bool
+	id    string // random, part of every namespace name
+	inet  string // the internet namespace (router, bridge, server)
+	bh    string // the blackhole namespace
+	sites []*site
+	netns []string // every namespace created, for Close
 }
 
 // nsPrefix starts every namespace name the lab creates.
@@ -101,13 +96,8 @@ const nsPrefix = "sl-"
 
 // newLab builds the lab with two sites of every kind. On error it deletes
 // whatever it had created.
-func newLab(ctx context.Context, log *slog.Logger) (_ *lab, err error) {
-	b := make([]byte, 3)
-	if _, err := rand.Read(b); err != nil {
-		return nil, fmt.Errorf("strangers-lab: random lab id: %w", err)
-	}
-	id := hex.EncodeToString(b)
-	l := &lab{id: id, log: log.With("component", "lab", "lab", id)}
+func newLab(ctx context.Context) (_ *lab, err error) {
+	l := &lab{id: randHex(6)}
 	defer func() {
 		if err != nil {
 			l.Close()
@@ -233,12 +223,9 @@ func (l *lab) addNS(ctx context.Context, ns string) error {
 }
 
 // Close deletes every namespace of the lab. Processes still running in one
-// keep it alive until they exit, so callers stop theirs first.
+// keep it alive until they exit, so callers stop theirs first. A second
+// Close finds nothing to delete.
 func (l *lab) Close() error {
-	if l.closed {
-		return nil
-	}
-	l.closed = true
 	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
 	defer cancel()
 	var errs []error

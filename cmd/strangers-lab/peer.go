@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -129,7 +128,7 @@ func runPeer(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.StringVar(&cfg.Tag, "tag", "", "interest tag shared with the partner")
 	fs.BoolVar(&cfg.Hide, "hide", false, "hide my IP (relay only)")
 	fs.BoolVar(&cfg.Leak, "leak", false, "while hiding, also send candidates naming our own addresses")
-	fs.DurationVar(&cfg.Timeout, "timeout", 30*time.Second, "bound on the whole call")
+	fs.DurationVar(&cfg.Timeout, "timeout", peerTimeout, "bound on the whole call")
 	fs.DurationVar(&cfg.SrflxWait, "srflx-wait", defaultSrflxWait, "nomination wait for srflx pairs")
 	fs.DurationVar(&cfg.PrflxWait, "prflx-wait", defaultPrflxWait, "nomination wait for prflx pairs")
 	fs.DurationVar(&cfg.RelayWait, "relay-wait", defaultRelayWait, "nomination wait for relay pairs")
@@ -137,7 +136,7 @@ func runPeer(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	if cfg.Timeout <= 0 {
-		cfg.Timeout = 30 * time.Second
+		cfg.Timeout = peerTimeout
 	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
@@ -434,33 +433,8 @@ func signalLoop(ctx context.Context, sig *signalConn, pc *webrtc.PeerConnection,
 	note := func(text string) {
 		mu.Lock()
 		defer mu.Unlock()
-		for _, a := range addrsIn(text) {
-			if !slices.Contains(res.Addrs, a) {
-				res.Addrs = append(res.Addrs, a)
-			}
-		}
+		noteAddrs(res, text)
 	}
-	msgs := make(chan map[string]any)
-	readCtx, stopReading := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		defer close(msgs)
-		for {
-			m, err := sig.next(readCtx)
-			if err != nil {
-				return
-			}
-			select {
-			case msgs <- m:
-			case <-readCtx.Done():
-				return
-			}
-		}
-	})
-	defer func() {
-		stopReading()
-		wg.Wait()
-	}()
 	for {
 		var m map[string]any
 		select {
@@ -468,8 +442,9 @@ func signalLoop(ctx context.Context, sig *signalConn, pc *webrtc.PeerConnection,
 			return err
 		case <-ctx.Done():
 			return fmt.Errorf("%w: not done in time (ICE %s): %w", ErrCall, pc.ICEConnectionState(), ctx.Err())
-		case msg, ok := <-msgs:
+		case msg, ok := <-sig.in:
 			if !ok {
+				// The reader sets sig.err before it closes sig.in.
 				return fmt.Errorf("%w: signaling ended before the call was done: %w", ErrProtocol, sig.err)
 			}
 			m = msg
