@@ -17,9 +17,12 @@ import (
 //
 // The mirror is kept from pion's events under Server.mu and published as
 // immutable tables behind atomic pointers, so the packet path takes no
-// lock. pion removes a channel or permission (expiry, allocation close)
-// only after telling us, and a channel exists in pion whenever it exists in
-// the mirror; so a datagram the fast path relays is one pion would relay.
+// lock. pion removes a channel (expiry, allocation close) only after
+// telling us, so a channel exists in pion whenever it exists in the
+// mirror. A permission pion deletes first and tells us after; pion does
+// not consult permissions for channel data, and the mirror drops the
+// permission on the event. So a datagram the fast path relays is one pion
+// would relay.
 // The fast path is stricter than pion where pion is lax: it also requires
 // a live permission for the peer's IP (pion relays over a channel whose
 // permission has expired), it leaves oversized datagrams, Data

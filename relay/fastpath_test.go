@@ -271,6 +271,7 @@ func TestFastPathRefuses(t *testing.T) {
 				if tt.fast {
 					wantFrom = 1
 				}
+				eventually(func() bool { return rl.fastTo.Load() == wantTo && rl.fastFrom.Load() == wantFrom })
 				if to, from := rl.fastTo.Load(), rl.fastFrom.Load(); to != wantTo || from != wantFrom {
 					t.Errorf("fast path relayed %d to the peer and %d to the client, want %d and %d", to, from, wantTo, wantFrom)
 				}

@@ -174,6 +174,7 @@ func TestLocalHandoverDefers(t *testing.T) {
 			}
 			a.channelData(0x4000, []byte("channel"))
 			expectRelayed(t, b, 0x4001, "channel")
+			eventually(func() bool { return ra.counters.handed.Load() == 1 })
 			if h := ra.counters.handed.Load(); h != 1 {
 				t.Errorf("handed over %d datagrams once the receiver bound a channel, want 1", h)
 			}

@@ -224,6 +224,8 @@ type streamConn struct {
 	space   chan struct{} // guarded by wmu; closed (and replaced) when the writer takes out
 	waiting bool          // guarded by wmu; a Write waits on space
 
+	writeDeadline time.Time // owned by the writer goroutine
+
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -441,11 +443,12 @@ func (c *streamConn) put(p []byte) error {
 		c.wmu.Lock()
 		c.busy = false
 		if err != nil {
-			c.werr = fmt.Errorf("relay: stream write: %w", err)
+			werr := fmt.Errorf("relay: stream write: %w", err)
+			c.werr = werr
 			c.wmu.Unlock()
 			c.Close()
 
-			return c.werr
+			return werr
 		}
 		if n < len(p) {
 			// Frames queued meanwhile follow the rest of this one.
@@ -491,8 +494,9 @@ func (c *streamConn) writeLoop() {
 		}
 		for {
 			c.wmu.Lock()
-			if c.busy || len(c.out) == 0 {
-				// A direct write in progress signals again when it is done.
+			if c.busy || len(c.out) == 0 || c.werr != nil {
+				// A direct write in progress signals again when it is
+				// done; after a failed write nothing more is written.
 				c.wmu.Unlock()
 
 				break
@@ -505,7 +509,12 @@ func (c *streamConn) writeLoop() {
 				c.space, c.waiting = make(chan struct{}), false
 			}
 			c.wmu.Unlock()
-			err := c.Conn.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
+			var err error
+			// Re-arm the deadline at most every 1/16 of the timeout.
+			if now := time.Now(); c.writeDeadline.Sub(now) < streamWriteTimeout-streamWriteTimeout/16 {
+				c.writeDeadline = now.Add(streamWriteTimeout)
+				err = c.Conn.SetWriteDeadline(c.writeDeadline)
+			}
 			if err == nil {
 				_, err = c.Conn.Write(out)
 			}
@@ -514,7 +523,7 @@ func (c *streamConn) writeLoop() {
 			if cap(out) <= streamOutMax+maxStreamFrame {
 				c.spare = out[:0]
 			}
-			if err != nil {
+			if err != nil && c.werr == nil {
 				c.werr = fmt.Errorf("relay: stream write: %w", err)
 			}
 			c.wmu.Unlock()

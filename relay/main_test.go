@@ -95,13 +95,25 @@ func (c *fakeClock) Advance(d time.Duration) {
 // waitFor polls cond until it holds or a generous deadline passes.
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
+	if !eventually(cond) {
+		t.Fatalf("timed out waiting for %s", what)
+	}
+}
+
+// eventually polls cond for up to 10 seconds and reports whether it held.
+// Counters a relay goroutine bumps just after it sends can trail what a
+// test has already received; tests check them through eventually and then
+// report the values they see.
+func eventually(cond func() bool) bool {
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+			return false
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+
+	return true
 }
 
 var quietPion = pionLoggerFactory{log: slog.New(slog.DiscardHandler)}

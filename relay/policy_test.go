@@ -154,16 +154,11 @@ func TestAllowedPeersRelay(t *testing.T) {
 					t.Fatalf("client got %q, want %q", buf[:n], msg)
 				}
 			}
-			// A relay goroutine counts a datagram just after sending it, so
-			// the last counts may trail what the peer and client received.
 			want := func(tot trafficSnapshot) bool {
 				return tot.packetsTo == msgs && tot.bytesTo == size*msgs && tot.packetsFrom == msgs && tot.bytesFrom == size*msgs
 			}
-			tot := s.traffic.total()
-			for deadline := time.Now().Add(5 * time.Second); !want(tot) && time.Now().Before(deadline); tot = s.traffic.total() {
-				time.Sleep(5 * time.Millisecond)
-			}
-			if !want(tot) {
+			eventually(func() bool { return want(s.traffic.total()) })
+			if tot := s.traffic.total(); !want(tot) {
 				t.Errorf("traffic counters %+v, want %d packets of %d bytes each way", tot, msgs, size)
 			}
 		})
