@@ -100,6 +100,9 @@ func run(o options) error {
 	if o.connected > o.n {
 		o.connected = o.n
 	}
+	if o.signalRate <= 0 || o.pairRate < 0 {
+		return fmt.Errorf("-signal-rate must be above 0 and -pair-rate at least 0 (got %g and %g)", o.signalRate, o.pairRate)
+	}
 	want := func(p string) bool { return slices.Contains(strings.Split(o.phases, ","), p) }
 	if !want("matches") {
 		o.churners = 0

@@ -27,7 +27,7 @@ import (
 type config struct {
 	// Core.
 	HTTPAddr       string        `env:"STRANGERS_HTTP_ADDR" envDefault:":8080" help:"Address the page, /ws, /healthz, /readyz and /metrics listen on."`
-	PublicIP       string        `env:"STRANGERS_PUBLIC_IP" help:"Public address advertised to browsers in relay candidates (set it on 1:1 NAT cloud VMs). Empty: the first non-loopback IPv4 address, else 127.0.0.1."`
+	PublicIP       string        `env:"STRANGERS_PUBLIC_IP" help:"Public address advertised to browsers in relay candidates (set it on 1:1 NAT cloud VMs). Empty: the IPv4 address STRANGERS_TURN_ADDR names, else the first non-loopback IPv4 address, else 127.0.0.1."`
 	PublicHost     string        `env:"STRANGERS_PUBLIC_HOST" help:"Host name used in the ICE server URLs handed to browsers. Empty: the public IP."`
 	AllowedOrigins []string      `env:"STRANGERS_ALLOWED_ORIGINS" envSeparator:"," help:"Comma-separated origins allowed to open /ws (e.g. https://chat.example.com), or * for any. Empty: the same host as the request."`
 	TrustedProxies []string      `env:"STRANGERS_TRUSTED_PROXIES" envSeparator:"," help:"Comma-separated CIDRs of reverse proxies whose X-Forwarded-For is believed for per-IP limits. Empty: the TCP peer address is the client."`

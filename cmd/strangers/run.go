@@ -363,12 +363,12 @@ func (a *app) wait(ctx context.Context) error {
 			a.log.Warn("grace period over; WebSocket connections cut", "err", err)
 		}
 	})
-	wg.Wait()
 	if a.muxStop != nil {
-		// After the HTTP servers: the listener it feeds them is theirs to
-		// close first.
+		// Stop accepting on the TLS port now, as the HTTP servers do; the
+		// connections it already handed on drain with their servers.
 		a.muxStop()
 	}
+	wg.Wait()
 	for ; a.serving > 0; a.serving-- {
 		if err := <-a.served; err != nil && serveErr == nil {
 			serveErr = err
@@ -387,14 +387,14 @@ func (a *app) wait(ctx context.Context) error {
 }
 
 // advertisedIP is STRANGERS_PUBLIC_IP, else the TURN address's host when
-// it names one (a relay listening on one address is reachable only there),
-// else zero: the relay detects one.
+// it names an IPv4 address (a relay listening on one address is reachable
+// only there; relay addresses are IPv4), else zero: the relay detects one.
 func advertisedIP(cfg settings) netip.Addr {
 	if cfg.publicIP.IsValid() {
 		return cfg.publicIP
 	}
 	host, _, _ := net.SplitHostPort(cfg.TURNAddr)
-	if ip, err := netip.ParseAddr(host); err == nil && !ip.IsUnspecified() {
+	if ip, err := netip.ParseAddr(host); err == nil && !ip.IsUnspecified() && ip.Unmap().Is4() {
 		return ip.Unmap()
 	}
 	return netip.Addr{}

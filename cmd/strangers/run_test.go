@@ -163,6 +163,7 @@ func TestAdvertisedIP(t *testing.T) {
 		{"", "127.0.0.1:3478", "127.0.0.1"},              // a relay on one address is reachable only there
 		{"", ":3478", "invalid IP"},                      // unset and unbound: the relay detects one
 		{"", "0.0.0.0:3478", "invalid IP"},
+		{"", "[::1]:3478", "invalid IP"}, // relay addresses are IPv4: the relay detects one
 	}
 	for _, c := range cases {
 		env := map[string]string{"STRANGERS_TURN_ADDR": c.turnAddr}
