@@ -181,16 +181,6 @@ func (c *conn) kill(reason closeReason) {
 	c.ws.Close()
 }
 
-// extendRead moves the read deadline d ahead, unless the connection is
-// closing (then the close grace set by the write loop stands).
-func (c *conn) extendRead(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if !c.closing {
-		c.ws.SetReadDeadline(time.Now().Add(d))
-	}
-}
-
 // readLoop runs until the connection fails, times out or closes. It only
 // reads: everything else about a frame happens on the decode shard, in
 // order.
@@ -223,8 +213,9 @@ func (c *conn) readLoop() {
 
 // admit reports whether a frame just read is to be handled: not while
 // closing (the read loop then only drains until the client answers our
-// close frame). After hello, any frame shows the client is alive, like a
-// pong, and moves the read deadline ahead.
+// close frame; the close grace set by the write loop stands). After hello,
+// any frame shows the client is alive, like a pong, and moves the read
+// deadline PongWait ahead.
 func (c *conn) admit() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -238,9 +229,7 @@ func (c *conn) admit() bool {
 }
 
 func (c *conn) pong(string) error {
-	if c.helloed.Load() {
-		c.extendRead(c.h.cfg.PongWait)
-	}
+	c.admit()
 	return nil
 }
 

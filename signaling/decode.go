@@ -131,7 +131,7 @@ func (c *conn) first(msg any) {
 		c.closeWith(CloseProtocol, "unsupported protocol version", reasonProtocol)
 	default:
 		c.helloed.Store(true)
-		c.extendRead(c.h.cfg.PongWait)
+		c.admit() // the read deadline moves from HelloTimeout to PongWait
 		c.h.post(event{kind: evHello, c: c, msg: hello})
 	}
 }

@@ -229,7 +229,8 @@ type Hub struct {
 	lastStats  Stats   // last pushed
 	statsTicks int     // statsTick calls
 	statsData  []byte  // lastStats, encoded
-	statsTo    []*conn // still to be sent statsData
+	statsTo    []*conn // the connections to send statsData; kept whole so its array is reused
+	statsNext  int     // statsTo[statsNext:] are still to be sent
 	statsChunk int     // how many of statsTo per tick
 }
 

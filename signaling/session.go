@@ -610,7 +610,7 @@ func (h *Hub) statsTick() {
 			h.lastStats = st
 			h.statsData = encode(st)
 			clear(h.statsTo)
-			h.statsTo = h.statsTo[:0]
+			h.statsTo, h.statsNext = h.statsTo[:0], 0
 			for _, s := range h.sessions {
 				if s.conn != nil {
 					h.statsTo = append(h.statsTo, s.conn)
@@ -619,12 +619,12 @@ func (h *Hub) statsTick() {
 			h.statsChunk = (len(h.statsTo) + statsChunks - 1) / statsChunks
 		}
 	}
-	n := min(h.statsChunk, len(h.statsTo))
-	for _, c := range h.statsTo[:n] {
+	end := min(h.statsNext+h.statsChunk, len(h.statsTo))
+	for _, c := range h.statsTo[h.statsNext:end] {
 		c.send(h.statsData) // false if it closed meanwhile: nothing lost
 	}
-	clear(h.statsTo[:n])
-	h.statsTo = h.statsTo[n:]
+	clear(h.statsTo[h.statsNext:end])
+	h.statsNext = end
 }
 
 // snapshot is the owner's state as tests see it.
