@@ -174,13 +174,13 @@ export class Call {
       if (this.statsTimer === undefined) this.statsTimer = setInterval(() => this.refreshStats(), statsIntervalMs);
       return;
     }
-    if ((st === 'failed' || ice === 'failed') && !this.gaveUp) {
+    if (this.gaveUp) return;
+    if (st === 'failed' || ice === 'failed') {
       clearTimeout(this.disconnectTimer);
       this.disconnectTimer = undefined;
       this.restart();
       return;
     }
-    if (this.gaveUp) return;
     if ((st === 'disconnected' || ice === 'disconnected') && this.everConnected) {
       // Often transient (a Wi-Fi hiccup): say so, and only if it lasts does
       // the offerer restart ICE.
