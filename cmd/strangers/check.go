@@ -325,7 +325,7 @@ func (c *checker) checkWebSocket(ctx context.Context) (_ *websocket.Conn, _ []tu
 			if err != nil {
 				continue
 			}
-			urls = append(urls, turnURL{uri: uri, raw: raw, username: s.Username, password: s.Credential})
+			urls = append(urls, turnURL{uri: uri, username: s.Username, password: s.Credential})
 			names = append(names, raw)
 		}
 	}
@@ -362,7 +362,6 @@ func (c *checker) checkOrigin(ctx context.Context) {
 // turnURL is one STUN or TURN URL with its credentials.
 type turnURL struct {
 	uri                *stun.URI
-	raw                string
 	username, password string
 }
 
@@ -537,7 +536,7 @@ func roundTrip(ctx context.Context, a, b net.PacketConn, timeout time.Duration) 
 	buf := make([]byte, 1500)
 	deadline := time.Now().Add(timeout)
 	var lastErr error
-	for attempt := 0; time.Now().Before(deadline) && ctx.Err() == nil; attempt++ {
+	for time.Now().Before(deadline) && ctx.Err() == nil {
 		sent := time.Now()
 		if _, err := a.WriteTo(payload, b.LocalAddr()); err != nil {
 			return 0, err
