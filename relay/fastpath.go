@@ -170,21 +170,7 @@ func (fa *fastAlloc) toPeer(fio *fastIO, frame []byte) bool {
 	if peer.local != nil && rc.handOver(fio, peer.local, data) {
 		return true
 	}
-	if !peer.rawOK {
-		if _, err := rc.WriteTo(data, peer.addr); err == nil {
-			rc.fastTo.Add(1)
-		}
-
-		return true
-	}
-	if rc.deniedOwn(peer.ap) {
-		rc.s.metrics.peerDenied.Inc()
-
-		return true
-	}
-	if err := fio.snd.send(rc.rawOut, data, &peer.sa); err == nil {
-		rc.counters.bytesTo.Add(uint64(len(data)))
-		rc.counters.packetsTo.Add(1)
+	if rc.sendPeer(fio.snd, data, peer) == nil {
 		rc.fastTo.Add(1)
 	}
 
@@ -205,8 +191,7 @@ func (rc *relayConn) handOver(fio *fastIO, dst *relayConn, data []byte) bool {
 	}
 	dst.counters.bytesFrom.Add(uint64(len(data)))
 	dst.counters.packetsFrom.Add(1)
-	rc.counters.bytesTo.Add(uint64(len(data)))
-	rc.counters.packetsTo.Add(1)
+	rc.countTo(len(data))
 	rc.counters.handed.Add(1)
 	rc.fastTo.Add(1) // last: tests wait for it, then read the others
 

@@ -133,18 +133,51 @@ func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
 
 // WriteTo implements net.PacketConn: a datagram to a peer.
 func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
-	if ap, ok := addrPort(addr); ok && c.deniedOwn(ap) {
-		c.s.metrics.peerDenied.Inc()
-
+	if ap, ok := addrPort(addr); ok && c.deny(ap) {
 		return 0, ErrPeerDenied
 	}
 	n, err := c.PacketConn.WriteTo(p, addr)
 	if err == nil {
-		c.counters.bytesTo.Add(uint64(n))
-		c.counters.packetsTo.Add(1)
+		c.countTo(n)
 	}
 
 	return n, err
+}
+
+// sendPeer sends data to a channel's peer for the fast path: with a raw
+// sendto when the destination is converted, else through WriteTo.
+func (c *relayConn) sendPeer(snd *sender, data []byte, peer *chanPeer) error {
+	if !peer.rawOK {
+		_, err := c.WriteTo(data, peer.addr)
+
+		return err
+	}
+	if c.deny(peer.ap) {
+		return ErrPeerDenied
+	}
+	if err := snd.send(c.rawOut, data, &peer.sa); err != nil {
+		return err
+	}
+	c.countTo(len(data))
+
+	return nil
+}
+
+// countTo counts a datagram of n bytes sent to a peer.
+func (c *relayConn) countTo(n int) {
+	c.counters.bytesTo.Add(uint64(n)) //nolint:gosec // a datagram's length
+	c.counters.packetsTo.Add(1)
+}
+
+// deny reports, and counts as a peer-policy denial, a send to our own
+// public address outside the relay port range.
+func (c *relayConn) deny(peer netip.AddrPort) bool {
+	if !c.deniedOwn(peer) {
+		return false
+	}
+	c.s.metrics.peerDenied.Inc()
+
+	return true
 }
 
 // deniedOwn reports whether peer is our own public address outside the
