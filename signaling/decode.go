@@ -100,23 +100,6 @@ func (h *Hub) handleFrame(f frame) {
 	h.post(ev)
 }
 
-// scrubEncoded returns a signal as a relayOnly sender may send it, encoded,
-// or drop. It leaves m as it was.
-func scrubEncoded(m *Signal) (data []byte, drop bool) {
-	cp := *m
-	if m.Candidate != nil {
-		cand := *m.Candidate
-		cp.Candidate = &cand
-	} else {
-		sdp := *m.SDP
-		cp.SDP = &sdp
-	}
-	if !scrub(&cp) {
-		return nil, true
-	}
-	return encode(&cp), false
-}
-
 // first handles a connection's first message, which must be a hello with
 // our version.
 func (c *conn) first(msg any) {

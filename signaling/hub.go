@@ -202,7 +202,7 @@ type Hub struct {
 	origins   originPolicy
 	upgrader  websocket.Upgrader
 	limits    Limits
-	events    chan event    // connections to the owner goroutine
+	events    chan event    // decode shards to the owner goroutine
 	quit      chan struct{} // closed by Shutdown once connections are gone
 	ownerDone chan struct{} // closed when the owner goroutine has returned
 
@@ -218,7 +218,7 @@ type Hub struct {
 	shardWG sync.WaitGroup // one per shard
 	bgWG    sync.WaitGroup // the pinger
 
-	// Owned by the owner goroutine (see session.go).
+	// Owned by the owner goroutine (see owner.go).
 	sessions  map[string]*session // by resume token
 	serial    uint64
 	pool      *pool

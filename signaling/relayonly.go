@@ -112,3 +112,32 @@ func blankAddress(line string) string {
 	}
 	return line
 }
+
+// scrub applies the relayOnly rules above to a signal; false means
+// drop it.
+func scrub(m *Signal) bool {
+	if m.Candidate != nil {
+		line, ok := scrubCandidate(m.Candidate.Candidate)
+		m.Candidate.Candidate = line
+		return ok
+	}
+	m.SDP.SDP = scrubSDP(m.SDP.SDP)
+	return true
+}
+
+// scrubEncoded returns a signal as a relayOnly sender may send it, encoded,
+// or drop. It leaves m as it was.
+func scrubEncoded(m *Signal) (data []byte, drop bool) {
+	cp := *m
+	if m.Candidate != nil {
+		cand := *m.Candidate
+		cp.Candidate = &cand
+	} else {
+		sdp := *m.SDP
+		cp.SDP = &sdp
+	}
+	if !scrub(&cp) {
+		return nil, true
+	}
+	return encode(&cp), false
+}
