@@ -7,15 +7,15 @@ import (
 	"fmt"
 	"strconv"
 	"time"
+
+	"github.com/strangers-chat/strangers/internal/sessionid"
 )
 
 const (
-	// sessionIDLen is the length of base64.RawURLEncoding of 16 bytes.
-	sessionIDLen = 22
 	// maxExpiryDigits bounds the expiry field; 12 digits reach year 33658.
 	maxExpiryDigits = 12
 	// maxUsernameLen is the longest username that can parse.
-	maxUsernameLen = maxExpiryDigits + 1 + sessionIDLen
+	maxUsernameLen = maxExpiryDigits + 1 + sessionid.Len
 )
 
 // Credentials mints TURN REST credentials for a session, as coturn's
@@ -36,31 +36,9 @@ func Password(secret []byte, username string) string {
 	return base64.StdEncoding.EncodeToString(mac.Sum(nil))
 }
 
-// ValidSessionID reports whether id has the form the matchmaker mints:
-// base64.RawURLEncoding of 16 bytes, in canonical form.
-func ValidSessionID(id string) bool {
-	if len(id) != sessionIDLen {
-		return false
-	}
-	for i := range len(id) {
-		c := id[i]
-		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-			return false
-		}
-	}
-	// The last character carries only 2 of the 128 bits; the 4 unused bits
-	// must be zero for the encoding to be canonical.
-	switch id[sessionIDLen-1] {
-	case 'A', 'Q', 'g', 'w':
-		return true
-	default:
-		return false
-	}
-}
-
 // ParseUsername parses a TURN REST username strictly: one to twelve ASCII
 // digits (no sign, no leading zero), a colon, and a session id accepted by
-// ValidSessionID. It never allocates more than the returned session id.
+// sessionid.Valid. It never allocates more than the returned session id.
 func ParseUsername(username string) (expiry int64, sessionID string, err error) {
 	if len(username) > maxUsernameLen {
 		return 0, "", fmt.Errorf("%w: too long", ErrUsername)
@@ -90,7 +68,7 @@ func ParseUsername(username string) (expiry int64, sessionID string, err error) 
 		return 0, "", fmt.Errorf("%w: leading zero in expiry", ErrUsername)
 	}
 	sessionID = username[colon+1:]
-	if !ValidSessionID(sessionID) {
+	if !sessionid.Valid(sessionID) {
 		return 0, "", fmt.Errorf("%w: bad session id", ErrUsername)
 	}
 

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/strangers-chat/strangers/internal/sessionid"
 )
 
 // TestCredentialsCoturnVectors checks the TURN REST formula against values
@@ -110,7 +112,7 @@ func FuzzParseUsername(f *testing.F) {
 		}
 		// Whatever parses is in canonical form: formatting it back gives the
 		// input, the expiry is non-negative and the session id is valid.
-		if exp < 0 || !ValidSessionID(sid) {
+		if exp < 0 || !sessionid.Valid(sid) {
 			t.Fatalf("ParseUsername(%q) = %d, %q", in, exp, sid)
 		}
 		if back := strconv.FormatInt(exp, 10) + ":" + sid; back != in {

@@ -13,6 +13,8 @@ import (
 
 	"github.com/pion/stun/v3"
 	"github.com/pion/turn/v4"
+
+	"github.com/strangers-chat/strangers/internal/sessionid"
 )
 
 const (
@@ -219,7 +221,7 @@ func New(cfg Config) (*Server, error) {
 // URLs over UDP and TCP with fresh credentials for sessionID, then
 // ExtraICEServers.
 func (s *Server) ICEServers(sessionID string) ([]ICEServer, error) {
-	if !ValidSessionID(sessionID) {
+	if !sessionid.Valid(sessionID) {
 		return nil, ErrSessionID
 	}
 	if s.isClosed() {
@@ -249,7 +251,7 @@ func (s *Server) ICEServers(sessionID string) ([]ICEServer, error) {
 // SessionStarted marks a session live: credentials naming it are accepted.
 // Calling it during the grace after SessionEnded revives the session.
 func (s *Server) SessionStarted(sessionID string) {
-	if !ValidSessionID(sessionID) {
+	if !sessionid.Valid(sessionID) {
 		return
 	}
 	s.mu.Lock()

@@ -55,9 +55,10 @@
 //
 // welcome names the session and carries a resume token. The session id is
 // public: base64url (RFC 4648 §5, no padding) of 16 random bytes, 22
-// characters of [A-Za-z0-9_-]; TURN usernames are "<expiry>:<session id>"
-// and the relay checks that form ([ValidSessionID]). The resume token is a
-// secret (43 characters); keep it only in the page (sessionStorage, say).
+// characters of [A-Za-z0-9_-] in canonical form; TURN usernames are
+// "<expiry>:<session id>" and the relay accepts no other form. The resume
+// token is a secret (43 characters); keep it only in the page
+// (sessionStorage, say).
 // Match ids are also 22 random characters, distinct from session ids.
 //
 // If the connection drops, reconnect and send hello with "resume" within the

@@ -449,15 +449,3 @@ func newID(n int) string {
 	crand.Read(b)
 	return base64.RawURLEncoding.EncodeToString(b)
 }
-
-// ValidSessionID reports whether s has the form of a session id:
-// base64.RawURLEncoding of 16 random bytes, i.e. 22 characters of
-// [A-Za-z0-9_-] with the last one's unused bits zero. The relay checks this
-// form inside TURN usernames.
-func ValidSessionID(s string) bool {
-	if len(s) != 22 {
-		return false
-	}
-	b, err := base64.RawURLEncoding.Strict().DecodeString(s)
-	return err == nil && len(b) == 16
-}

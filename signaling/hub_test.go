@@ -3,6 +3,8 @@ package signaling
 import (
 	"strings"
 	"testing"
+
+	"github.com/strangers-chat/strangers/internal/sessionid"
 )
 
 func ptr[T any](v T) *T { return &v }
@@ -18,7 +20,7 @@ func TestPairAndRelay(t *testing.T) {
 	a, b := e.dial(), e.dial()
 	wa, wb := a.hello(), b.hello()
 	for _, w := range []rx{wa, wb} {
-		if !ValidSessionID(w.Session) || w.Resume == "" || w.Resume == w.Session || w.Version != ProtocolVersion || w.State != StateIdle || w.Limits == nil {
+		if !sessionid.Valid(w.Session) || w.Resume == "" || w.Resume == w.Session || w.Version != ProtocolVersion || w.State != StateIdle || w.Limits == nil {
 			t.Fatalf("bad welcome %+v", w)
 		}
 	}

@@ -1,6 +1,10 @@
 package signaling
 
-import "time"
+import (
+	"time"
+
+	"github.com/strangers-chat/strangers/internal/sessionid"
+)
 
 // A session's life, on the owner goroutine: hello starts it, a dropped
 // connection detaches it, a resume within the grace reattaches it, and
@@ -8,10 +12,9 @@ import "time"
 
 // Lengths in bytes of the random ids, before base64url.
 const (
-	sessionIDBytes = 16 // 22 characters; the relay parses it in TURN usernames
-	matchIDBytes   = 16
-	tokenBytes     = 32 // the resume token is a secret
-	maxReported    = 64 // reported partners remembered per session
+	matchIDBytes = 16
+	tokenBytes   = 32 // the resume token is a secret
+	maxReported  = 64 // reported partners remembered per session
 
 	// ice requests outside a match: a few in a row, then one per 10s.
 	iceRequestBurst = 3
@@ -115,7 +118,7 @@ func (h *Hub) hello(c *conn, m *Hello) {
 	}
 	h.serial++
 	s := &session{
-		id:     newID(sessionIDBytes),
+		id:     sessionid.New(),
 		token:  newID(tokenBytes),
 		serial: h.serial,
 		state:  StateIdle,
