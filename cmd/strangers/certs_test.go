@@ -148,8 +148,3 @@ func (ca *testCA) writeFiles(t testing.TB, dir string, notBefore, notAfter time.
 	}
 	return certFile, keyFile
 }
-
-// x509Options verifies a server certificate for name against the CA.
-func x509Options(ca *testCA, name string) x509.VerifyOptions {
-	return x509.VerifyOptions{Roots: ca.pool, DNSName: name}
-}

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/strangers-chat/strangers/internal/tlsmux"
 	"github.com/strangers-chat/strangers/relay"
 	"github.com/strangers-chat/strangers/signaling"
 	"github.com/strangers-chat/strangers/web"
@@ -69,7 +70,7 @@ type app struct {
 	hub   *signaling.Hub
 
 	servers []*http.Server
-	mux     *tlsMux // nil without TLS
+	mux     *tlsmux.Mux // nil without TLS
 	muxStop context.CancelFunc
 	served  chan error // one value per serving goroutine
 	serving int
@@ -118,7 +119,7 @@ func start(cfg settings, logger *slog.Logger) (_ *app, err error) {
 		}
 		closers = append(closers, func() { tlsLn.Close() })
 		tlsPort = tlsLn.Addr().(*net.TCPAddr).Port
-		a.mux = newTLSMux(tlsLn, tlsSet.config, defaultMuxLimits, logger.With("component", "tls"))
+		a.mux = tlsmux.New(tlsLn, tlsSet.config, tlsmux.DefaultLimits, logger.With("component", "tls"))
 	}
 
 	publicHost := cfg.PublicHost
@@ -162,7 +163,7 @@ func start(cfg settings, logger *slog.Logger) (_ *app, err error) {
 			Registerer:      reg,
 		}
 		if a.mux != nil {
-			rcfg.StreamListeners = []net.Listener{a.mux.turn}
+			rcfg.StreamListeners = []net.Listener{a.mux.TURN()}
 		}
 		a.relay, err = relay.New(rcfg)
 		if err != nil {
@@ -226,12 +227,12 @@ func start(cfg settings, logger *slog.Logger) (_ *app, err error) {
 		plain.Handle("/", rest)
 		a.handleProbes(plain, reg)
 		a.serve(newServer(plain), httpLn)
-		a.serve(newServer(mux), a.mux.http)
+		a.serve(newServer(mux), a.mux.HTTP())
 
 		muxCtx, muxStop := context.WithCancel(context.Background())
 		a.muxStop = muxStop
 		a.serving++
-		go func() { a.served <- a.mux.serve(muxCtx) }()
+		go func() { a.served <- a.mux.Serve(muxCtx) }()
 	}
 
 	a.ready.Store(true)
@@ -294,7 +295,7 @@ func (a *app) logSummary(httpAddr net.Addr, tlsSet tlsSetup, publicHost string) 
 			mode = "acme"
 			attrs = append(attrs, "acme_domains", strings.Join(a.cfg.ACMEDomains, ","))
 		}
-		attrs = append(attrs, "tls", a.mux.ln.Addr().String(), "tls_mode", mode)
+		attrs = append(attrs, "tls", a.mux.Addr().String(), "tls_mode", mode)
 	}
 	if a.relay != nil {
 		attrs = append(attrs,

@@ -15,6 +15,8 @@ import (
 
 	"golang.org/x/crypto/acme"
 	"golang.org/x/crypto/acme/autocert"
+
+	"github.com/strangers-chat/strangers/internal/tlsmux"
 )
 
 // certCheckInterval is how often the certificate files are checked for
@@ -109,7 +111,7 @@ type tlsSetup struct {
 func newTLSSetup(cfg settings, log *slog.Logger) (tlsSetup, error) {
 	base := &tls.Config{
 		MinVersion: tls.VersionTLS12,
-		NextProtos: []string{"h2", "http/1.1", alpnTURN, alpnSTUN},
+		NextProtos: []string{"h2", "http/1.1", tlsmux.ALPNTURN, tlsmux.ALPNSTUN},
 	}
 	switch {
 	case cfg.TLSCertFile != "":

@@ -1,8 +1,9 @@
-package main
+package tlsmux
 
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -12,9 +13,9 @@ import (
 	"time"
 )
 
-// muxFixture runs a tlsMux on 127.0.0.1 and collects what it hands on.
+// muxFixture runs a Mux on 127.0.0.1 and collects what it hands on.
 type muxFixture struct {
-	mux        *tlsMux
+	mux        *Mux
 	addr       string
 	ca         *testCA
 	toHTTP     chan net.Conn
@@ -23,7 +24,7 @@ type muxFixture struct {
 	servedDone chan error
 }
 
-func newMuxFixture(t *testing.T, limits muxLimits) *muxFixture {
+func newMuxFixture(t *testing.T, limits Limits) *muxFixture {
 	t.Helper()
 	ca := newTestCA(t)
 	cert := ca.serverCert(t, "localhost", "127.0.0.1")
@@ -34,10 +35,10 @@ func newMuxFixture(t *testing.T, limits muxLimits) *muxFixture {
 	cfg := &tls.Config{
 		Certificates: []tls.Certificate{cert},
 		MinVersion:   tls.VersionTLS12,
-		NextProtos:   []string{"h2", "http/1.1", alpnTURN, alpnSTUN},
+		NextProtos:   []string{"h2", "http/1.1", ALPNTURN, ALPNSTUN},
 	}
 	f := &muxFixture{
-		mux:        newTLSMux(ln, cfg, limits, slog.New(slog.DiscardHandler)),
+		mux:        New(ln, cfg, limits, slog.New(slog.DiscardHandler)),
 		addr:       ln.Addr().String(),
 		ca:         ca,
 		toHTTP:     make(chan net.Conn, 16),
@@ -46,7 +47,7 @@ func newMuxFixture(t *testing.T, limits muxLimits) *muxFixture {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	f.cancel = cancel
-	go func() { f.servedDone <- f.mux.serve(ctx) }()
+	go func() { f.servedDone <- f.mux.Serve(ctx) }()
 	drain := func(l *connListener, out chan net.Conn) {
 		for {
 			c, err := l.Accept()
@@ -114,7 +115,7 @@ func expectClosed(t *testing.T, c net.Conn) {
 
 func TestMuxHTTP1WithoutALPN(t *testing.T) {
 	t.Parallel()
-	f := newMuxFixture(t, defaultMuxLimits)
+	f := newMuxFixture(t, DefaultLimits)
 	c, err := tls.Dial("tcp", f.addr, &tls.Config{RootCAs: f.ca.pool, ServerName: "localhost"})
 	if err != nil {
 		t.Fatal(err)
@@ -133,7 +134,7 @@ func TestMuxHTTP1WithoutALPN(t *testing.T) {
 
 func TestMuxH2ByALPN(t *testing.T) {
 	t.Parallel()
-	f := newMuxFixture(t, defaultMuxLimits)
+	f := newMuxFixture(t, DefaultLimits)
 	c, err := tls.Dial("tcp", f.addr, &tls.Config{RootCAs: f.ca.pool, ServerName: "localhost", NextProtos: []string{"h2"}})
 	if err != nil {
 		t.Fatal(err)
@@ -154,12 +155,12 @@ func TestMuxH2ByALPN(t *testing.T) {
 
 func TestMuxTURNOverTLSWithoutSNIOrALPN(t *testing.T) {
 	t.Parallel()
-	f := newMuxFixture(t, defaultMuxLimits)
+	f := newMuxFixture(t, DefaultLimits)
 	// No ServerName: no SNI. Verify the default certificate by hand.
 	c, err := tls.Dial("tcp", f.addr, &tls.Config{
 		InsecureSkipVerify: true,
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			_, err := cs.PeerCertificates[0].Verify(x509Options(f.ca, "localhost"))
+			_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{Roots: f.ca.pool, DNSName: "localhost"})
 			return err
 		},
 	})
@@ -177,8 +178,8 @@ func TestMuxTURNOverTLSWithoutSNIOrALPN(t *testing.T) {
 
 func TestMuxTURNByALPN(t *testing.T) {
 	t.Parallel()
-	f := newMuxFixture(t, defaultMuxLimits)
-	c, err := tls.Dial("tcp", f.addr, &tls.Config{RootCAs: f.ca.pool, ServerName: "localhost", NextProtos: []string{alpnTURN}})
+	f := newMuxFixture(t, DefaultLimits)
+	c, err := tls.Dial("tcp", f.addr, &tls.Config{RootCAs: f.ca.pool, ServerName: "localhost", NextProtos: []string{ALPNTURN}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,7 +191,7 @@ func TestMuxTURNByALPN(t *testing.T) {
 
 func TestMuxPlainSTUN(t *testing.T) {
 	t.Parallel()
-	f := newMuxFixture(t, defaultMuxLimits)
+	f := newMuxFixture(t, DefaultLimits)
 	c, err := net.Dial("tcp", f.addr)
 	if err != nil {
 		t.Fatal(err)
@@ -206,7 +207,7 @@ func TestMuxPlainSTUN(t *testing.T) {
 
 func TestMuxClosesGarbage(t *testing.T) {
 	t.Parallel()
-	f := newMuxFixture(t, defaultMuxLimits)
+	f := newMuxFixture(t, DefaultLimits)
 	for _, garbage := range []string{"GET / HTTP/1.1\r\n\r\n", "\x80\x01\x02\x03\x04\x05\x06\x07\x08", "\x16\x03\x01\x00\x05hello"} {
 		c, err := net.Dial("tcp", f.addr)
 		if err != nil {
@@ -227,8 +228,8 @@ func TestMuxClosesGarbage(t *testing.T) {
 
 func TestMuxClosesStalledHandshakes(t *testing.T) {
 	t.Parallel()
-	limits := defaultMuxLimits
-	limits.handshakeTimeout = 300 * time.Millisecond
+	limits := DefaultLimits
+	limits.HandshakeTimeout = 300 * time.Millisecond
 	f := newMuxFixture(t, limits)
 
 	// Connects and sends nothing.
@@ -258,8 +259,8 @@ func TestMuxClosesStalledHandshakes(t *testing.T) {
 
 func TestMuxCapsUnclassifiedConnectionsPerIP(t *testing.T) {
 	t.Parallel()
-	limits := defaultMuxLimits
-	limits.maxPerIP = 3
+	limits := DefaultLimits
+	limits.MaxPerIP = 3
 	f := newMuxFixture(t, limits)
 	var held []net.Conn
 	defer func() {
@@ -267,7 +268,7 @@ func TestMuxCapsUnclassifiedConnectionsPerIP(t *testing.T) {
 			c.Close()
 		}
 	}()
-	for range limits.maxPerIP {
+	for range limits.MaxPerIP {
 		c, err := net.Dial("tcp", f.addr)
 		if err != nil {
 			t.Fatal(err)
@@ -280,11 +281,11 @@ func TestMuxCapsUnclassifiedConnectionsPerIP(t *testing.T) {
 		f.mux.mu.Lock()
 		n := f.mux.pending
 		f.mux.mu.Unlock()
-		if n == limits.maxPerIP {
+		if n == limits.MaxPerIP {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("pending = %d, want %d", n, limits.maxPerIP)
+			t.Fatalf("pending = %d, want %d", n, limits.MaxPerIP)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

@@ -1,4 +1,7 @@
-package main
+// Package tlsmux shares one TLS port between HTTPS and TURN over TLS: it
+// accepts connections, does the TLS handshake and hands each connection to
+// the HTTP server or to the relay through a net.Listener of its own.
+package tlsmux
 
 import (
 	"bufio"
@@ -18,41 +21,48 @@ import (
 
 // ALPN protocol IDs for TURN and STUN over TLS (RFC 7443).
 const (
-	alpnTURN = "stun.turn"
-	alpnSTUN = "stun.nat-discovery"
+	ALPNTURN = "stun.turn"
+	ALPNSTUN = "stun.nat-discovery"
 )
 
 // stunMagicCookie sits at bytes 4-7 of every STUN message (RFC 5389).
 const stunMagicCookie = 0x2112A442
 
-// muxLimits bound what one client can hold on the shared TLS port before
+// Limits bound what one client can hold on the shared TLS port before
 // its connection has been classified.
-type muxLimits struct {
-	// handshakeTimeout covers the TLS handshake and the first bytes after
+type Limits struct {
+	// HandshakeTimeout covers the TLS handshake and the first bytes after
 	// it: a slowloris is cut off after this long.
-	handshakeTimeout time.Duration
-	// maxPerIP is how many unclassified connections one IP may hold.
-	maxPerIP int
-	// maxPending is how many unclassified connections all clients may hold.
-	maxPending int
+	HandshakeTimeout time.Duration
+	// MaxPerIP is how many unclassified connections one IP may hold.
+	MaxPerIP int
+	// MaxPending is how many unclassified connections all clients may hold.
+	MaxPending int
 }
 
-var defaultMuxLimits = muxLimits{handshakeTimeout: 10 * time.Second, maxPerIP: 16, maxPending: 1024}
+// DefaultLimits are the limits the server runs with.
+var DefaultLimits = Limits{HandshakeTimeout: 10 * time.Second, MaxPerIP: 16, MaxPending: 1024}
 
-// tlsMux accepts connections on the shared TLS port (443) and hands each to
-// the HTTP server or to the relay: after the TLS handshake, a STUN message
-// (first two bits zero, the magic cookie at bytes 4-7) goes to the relay and
-// anything else to HTTP. Plain (not TLS) STUN over TCP goes to the relay too.
-type tlsMux struct {
+// Mux accepts connections on the shared TLS port (443) and hands each to
+// the HTTP server or to the relay. After the TLS handshake, the protocol
+// chosen by ALPN decides if the client offered one: h2 and http/1.1 go to
+// HTTP, stun.turn and stun.nat-discovery to the relay, and acme-tls/1 (a
+// TLS-ALPN-01 validation, answered by the handshake itself) is closed.
+// Without ALPN the first bytes decide: a STUN message (first two bits zero,
+// the magic cookie at bytes 4-7) goes to the relay and anything else to
+// HTTP. Plain (not TLS) STUN over TCP goes to the relay too; anything else
+// that is not TLS is closed. Until it is handed on, a connection counts
+// against Limits and must finish within HandshakeTimeout.
+type Mux struct {
 	// Static after construction.
 	ln     net.Listener
 	config *tls.Config
-	limits muxLimits
+	limits Limits
 	log    *slog.Logger
 	http   *connListener // served by the HTTP server
 	turn   *connListener // served by the relay
 
-	// Owned by serve.
+	// Serve adds one per connection being classified and waits for them.
 	wg sync.WaitGroup
 
 	mu      sync.Mutex // guards the fields below
@@ -60,8 +70,11 @@ type tlsMux struct {
 	pending int
 }
 
-func newTLSMux(ln net.Listener, config *tls.Config, limits muxLimits, log *slog.Logger) *tlsMux {
-	return &tlsMux{
+// New returns a Mux for ln, which it owns from now on; Serve runs it. config
+// must offer ALPNTURN and ALPNSTUN beside "h2" and "http/1.1" for TURN
+// clients that ask for them.
+func New(ln net.Listener, config *tls.Config, limits Limits, log *slog.Logger) *Mux {
+	return &Mux{
 		ln:     ln,
 		config: config,
 		limits: limits,
@@ -72,9 +85,20 @@ func newTLSMux(ln net.Listener, config *tls.Config, limits muxLimits, log *slog.
 	}
 }
 
-// serve accepts until ctx ends or the listener fails, then closes the
+// HTTP is the listener the HTTP server serves: TLS connections that are not
+// TURN (handed on as *tls.Conn when ALPN chose h2 or http/1.1).
+func (m *Mux) HTTP() net.Listener { return m.http }
+
+// TURN is the listener the relay serves as a stream listener: TURN over TLS,
+// and plain STUN/TURN over TCP sent to the TLS port.
+func (m *Mux) TURN() net.Listener { return m.turn }
+
+// Addr is the address of the shared TLS port.
+func (m *Mux) Addr() net.Addr { return m.ln.Addr() }
+
+// Serve accepts until ctx ends or the listener fails, then closes the
 // listeners it feeds and waits for every connection it is classifying.
-func (m *tlsMux) serve(ctx context.Context) error {
+func (m *Mux) Serve(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	stop := context.AfterFunc(ctx, func() { m.ln.Close() })
 	defer func() {
@@ -103,7 +127,7 @@ func (m *tlsMux) serve(ctx context.Context) error {
 					return nil
 				}
 			}
-			return fmt.Errorf("tls: accept on %s: %w", m.ln.Addr(), err)
+			return fmt.Errorf("tlsmux: accept on %s: %w", m.ln.Addr(), err)
 		}
 		backoff = 0
 		ip := remoteIP(c)
@@ -125,10 +149,10 @@ func isTemporary(err error) bool {
 	return errors.As(err, &t) && t.Temporary()
 }
 
-func (m *tlsMux) admit(ip netip.Addr) bool {
+func (m *Mux) admit(ip netip.Addr) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.pending >= m.limits.maxPending || m.perIP[ip] >= m.limits.maxPerIP {
+	if m.pending >= m.limits.MaxPending || m.perIP[ip] >= m.limits.MaxPerIP {
 		return false
 	}
 	m.pending++
@@ -136,7 +160,7 @@ func (m *tlsMux) admit(ip netip.Addr) bool {
 	return true
 }
 
-func (m *tlsMux) release(ip netip.Addr) {
+func (m *Mux) release(ip netip.Addr) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.pending--
@@ -147,10 +171,10 @@ func (m *tlsMux) release(ip netip.Addr) {
 
 // classify does the TLS handshake (or spots plain STUN), reads the first
 // bytes and hands the connection on; it closes what it cannot place.
-func (m *tlsMux) classify(ctx context.Context, raw net.Conn) {
-	ctx, cancel := context.WithTimeout(ctx, m.limits.handshakeTimeout)
+func (m *Mux) classify(ctx context.Context, raw net.Conn) {
+	ctx, cancel := context.WithTimeout(ctx, m.limits.HandshakeTimeout)
 	defer cancel()
-	raw.SetDeadline(time.Now().Add(m.limits.handshakeTimeout))
+	raw.SetDeadline(time.Now().Add(m.limits.HandshakeTimeout))
 
 	br := bufio.NewReaderSize(raw, 512)
 	first, err := br.Peek(1)
@@ -183,7 +207,7 @@ func (m *tlsMux) classify(ctx context.Context, raw net.Conn) {
 		// Handed on as *tls.Conn, so the HTTP server sees TLS and speaks h2.
 		m.hand(ctx, m.http, tc)
 		return
-	case alpnTURN, alpnSTUN:
+	case ALPNTURN, ALPNSTUN:
 		m.hand(ctx, m.turn, tc)
 		return
 	}
@@ -202,7 +226,7 @@ func (m *tlsMux) classify(ctx context.Context, raw net.Conn) {
 }
 
 // hand clears the classification deadline and queues c on l.
-func (m *tlsMux) hand(ctx context.Context, l *connListener, c net.Conn) {
+func (m *Mux) hand(ctx context.Context, l *connListener, c net.Conn) {
 	c.SetDeadline(time.Time{})
 	if !l.deliver(ctx, c) {
 		c.Close()
@@ -229,7 +253,7 @@ type peekedConn struct {
 
 func (c *peekedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
-// connListener is a net.Listener fed with connections by a tlsMux.
+// connListener is a net.Listener fed with connections by a Mux.
 type connListener struct {
 	addr   net.Addr
 	conns  chan net.Conn
