@@ -53,12 +53,18 @@ func (g *relayGen) AllocateConn(string, int) (net.Conn, net.Addr, error) {
 	return nil, nil, ErrTCPRelay
 }
 
-// relayConn wraps one allocation's relay socket. It counts relayed traffic
+// relayConn wraps one allocation's relay socket, between it and pion's
+// relay loop for the allocation (the reader). It counts relayed traffic
 // in its own atomics, refuses to send to our own public address outside the
 // relay port range (so the own-address exception of the peer policy cannot
 // reach local UDP services), and lets Close be called from several places:
 // pion when the allocation ends, and the server when a session's grace
-// expires or the server shuts down.
+// expires or the server shuts down. For the data plane it also reads in
+// batches with recvmmsg where it can (rd), relays a peer's datagram on a
+// bound channel straight to the client when the allocation has a fast path
+// (fast), sends the fast path's data to peers with raw sendto where it can
+// (sendPeer, rawOut), and takes data handed over in process by another
+// relay socket of ours (fastpath.go).
 type relayConn struct {
 	net.PacketConn
 	rd       *batchReader // nil: reads go to PacketConn one by one

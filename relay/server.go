@@ -35,7 +35,7 @@ const (
 
 // Server is the embedded TURN/STUN relay.
 type Server struct {
-	// Static after New.
+	// Static after New, except where a field says otherwise.
 	cfg       Config
 	log       *slog.Logger
 	metrics   *metrics
@@ -48,12 +48,12 @@ type Server struct {
 	turn      *turn.Server
 	udpAddr   *net.UDPAddr
 	tcpAddr   *net.TCPAddr
-	own4      [4]byte // PublicIP
-	guardOwn  bool    // PublicIP is not covered by AllowPeers: guard its ports
-	stop      chan struct{}
-	wg        sync.WaitGroup // the maintenance loop
-	closeOnce sync.Once
-	closeErr  error
+	own4      [4]byte        // PublicIP
+	guardOwn  bool           // PublicIP is not covered by AllowPeers: guard its ports
+	stop      chan struct{}  // not static: Close closes it, ending the maintenance loop
+	wg        sync.WaitGroup // the maintenance loop; Close waits for it
+	closeOnce sync.Once      // Close's
+	closeErr  error          // written once, by Close inside closeOnce
 
 	mu       sync.Mutex
 	closed   bool                   // guarded by mu

@@ -137,9 +137,18 @@ func detectPublicIP() netip.Addr {
 	return netip.AddrFrom4([4]byte{127, 0, 0, 1})
 }
 
-// turnPacketConn wraps a client-facing UDP socket. It screens ChannelBind
-// requests (see Server.screenChannelBind) before pion sees them and tells the
-// shutdown tracker when pion's read loop has let go of the socket.
+// turnPacketConn wraps a client-facing UDP socket, between it and pion's
+// read loop (the reader). It
+//   - reads in batches with recvmmsg where it can (rd) and retries transient
+//     read errors, on which pion's loop would stop for good;
+//   - screens ChannelBind requests (see Server.screenChannelBind) before
+//     pion sees them;
+//   - relays ChannelData from a client with a fast-path allocation straight
+//     to its peer, and is the socket the fast path sends to those clients
+//     on, with raw sendto where it can (rawOut) (fastpath.go);
+//   - notes that an Allocate request came in on it (noteAllocate), so the
+//     new allocation's fast path knows which socket serves its client;
+//   - tells the shutdown tracker when pion's read loop has let go of it.
 type turnPacketConn struct {
 	net.PacketConn
 	rd       *batchReader // nil: reads go to PacketConn one by one

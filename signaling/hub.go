@@ -213,6 +213,7 @@ type Hub struct {
 	pingSlots [pingSlots]map[*conn]struct{} // every connection, in the slot it is pinged in
 	connCount uint64                        // connections ever accepted
 
+	// Made by New; Shutdown closes the shards and waits for each group.
 	shards  []chan frame   // decode shards (decode.go); closed by Shutdown
 	connWG  sync.WaitGroup // per connection: its read loop, and its write loop while one runs
 	shardWG sync.WaitGroup // one per shard

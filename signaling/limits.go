@@ -10,8 +10,10 @@ import (
 	"time"
 )
 
-// tokenBucket limits one connection's message rate. It belongs to that
-// connection's read loop and is not safe for concurrent use.
+// tokenBucket limits a rate: a connection's messages (conn.bucket, owned by
+// the connection's decode shard) or a session's ice requests
+// (session.iceBucket, owned by the hub's owner goroutine). It is not safe
+// for concurrent use.
 //
 // Each message takes a token; tokens refill at rate per second up to burst.
 // A message that finds no token is dropped and adds a strike; strikes leak

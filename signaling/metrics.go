@@ -6,7 +6,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Reasons a relayed or queued message was dropped.
+// Reasons a client message was not acted on or a message not delivered
+// (the reason label of strangers_dropped_messages_total).
 const (
 	dropStale       = "stale_match"  // named a match other than the sender's current one
 	dropNoMatch     = "not_in_match" // the sender is in no match at all

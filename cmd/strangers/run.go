@@ -60,7 +60,10 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	return a.wait(ctx)
 }
 
-// app is one running server: its listeners and components.
+// app is one running server: its listeners and components. start fills it
+// in and wait uses it, on run's goroutine; only ready (read by the probes
+// and the serving goroutines) and served (where each serving goroutine
+// reports) are shared.
 type app struct {
 	cfg   settings
 	log   *slog.Logger
