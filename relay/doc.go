@@ -48,15 +48,15 @@
 //
 // pion reads each socket in one goroutine, one datagram per ReadFrom. The
 // client-facing UDP port is served by several SO_REUSEPORT sockets (one
-// per core, 4 MiB receive buffers), and every UDP socket, client-facing
-// or relay, is read with recvmmsg: one system call fetches what is
-// queued and later ReadFrom calls are served from that batch, which is
-// borrowed from a pool only while it holds datagrams. Reads, relay writes
-// and the wrappers' counters allocate nothing per datagram. A frame for an
-// idle TURN-over-TCP connection is written at once with one non-blocking
-// write; frames produced while a write is in progress are queued and
-// written together by the connection's writer goroutine, so under load
-// they share TCP writes.
+// per core, 4 MiB receive buffers), and on Linux every UDP socket,
+// client-facing or relay, is read with recvmmsg: one system call fetches
+// what is queued and later ReadFrom calls are served from that batch,
+// which is borrowed from a pool only while it holds datagrams. Reads, relay writes
+// and the wrappers' counters allocate nothing per datagram. On Linux a
+// frame for an idle TURN-over-TCP connection (not TLS) is written at once
+// with one non-blocking write; otherwise, and for frames produced while a
+// write is in progress, frames are queued and written together by the
+// connection's writer goroutine, so under load they share TCP writes.
 //
 // ChannelData, the bulk of relayed traffic, skips pion when it can: the
 // socket wrappers keep a lock-free mirror of each allocation's channels
@@ -66,8 +66,9 @@
 // does not vouch for (unknown or expired channel, no live permission for
 // the peer's IP, closed relay socket, oversized datagram, Data indications)
 // goes to pion as before, so the fast path never relays what pion would
-// refuse. The fast path sends with raw sendto calls on the non-blocking
-// sockets, to destinations converted once per allocation or channel.
+// refuse. On Linux the fast path sends with raw sendto calls on the
+// non-blocking sockets, to destinations converted once per allocation or
+// channel; elsewhere with WriteTo.
 //
 // When both sides of a call are relayed by this server (two browsers that
 // hide their addresses), the peer of a channel is another relay address
