@@ -89,8 +89,8 @@ type Config struct {
 	// IP on each stream listener. Default 16.
 	TCPMaxConnsPerIP int
 	// TCPFirstMessageTimeout closes a stream connection that has not sent a
-	// complete STUN message this long after it was accepted (for TLS
-	// connections this includes the handshake). Default 10s.
+	// complete STUN message this long after it was accepted (including a
+	// TLS handshake the connection has not done yet). Default 10s.
 	TCPFirstMessageTimeout time.Duration
 	// TCPIdleTimeout closes a stream connection that has sent nothing for
 	// this long. Default 5m.

@@ -40,10 +40,12 @@ const (
 // streamListener hardens a net.Listener for pion, which in v4 reads TCP
 // connections with no deadlines: it caps connections per client IP, closes a
 // connection that sends no complete STUN message within
-// TCPFirstMessageTimeout (for TLS this covers the handshake) or nothing at
-// all for TCPIdleTimeout, bounds writes, and hands pion exactly one frame
-// per Read so requests can be screened before pion sees them. It never
-// returns a transient Accept error (pion stops accepting on the first one).
+// TCPFirstMessageTimeout (this covers a TLS handshake not done yet; the
+// shared TLS port hands on connections that did theirs under its own
+// deadline) or nothing at all for TCPIdleTimeout, bounds writes, and hands
+// pion exactly one frame per Read so requests can be screened before pion
+// sees them. It never returns a transient Accept error (pion stops
+// accepting on the first one).
 type streamListener struct {
 	net.Listener
 	s         *Server
