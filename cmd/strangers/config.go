@@ -22,7 +22,7 @@ import (
 
 // config is every setting of the server. Each field is one STRANGERS_*
 // environment variable: `env` names it, `envDefault` gives its default and
-// `help` says what it means. `field` names the library Config field it
+// `help` says what it means. `sets` names the library Config field it
 // sets, whose rules apply to it (see rules.go); `bounds` and `unit` state
 // its range. `strangers -h`, the README table and deploy/example.env are
 // all derived from (or checked against) these tags. A `secret` tag keeps
@@ -30,10 +30,10 @@ import (
 type config struct {
 	// Core.
 	HTTPAddr       string        `env:"STRANGERS_HTTP_ADDR" envDefault:":8080" help:"Address the page, /ws, /healthz, /readyz and /metrics listen on."`
-	PublicIP       string        `env:"STRANGERS_PUBLIC_IP" field:"relay.PublicIP" help:"Public IPv4 address advertised to browsers in relay candidates (set it on 1:1 NAT cloud VMs). Empty: the IPv4 address STRANGERS_TURN_ADDR names, else the first non-loopback IPv4 address, else 127.0.0.1."`
-	PublicHost     string        `env:"STRANGERS_PUBLIC_HOST" field:"relay.PublicHost" help:"Host name used in the ICE server URLs handed to browsers. Empty: the public IP."`
-	AllowedOrigins []string      `env:"STRANGERS_ALLOWED_ORIGINS" envSeparator:"," field:"signaling.AllowedOrigins" help:"Comma-separated origins allowed to open /ws (e.g. https://chat.example.com), or * for any. Empty: the same host as the request."`
-	TrustedProxies []string      `env:"STRANGERS_TRUSTED_PROXIES" envSeparator:"," field:"signaling.TrustedProxies" help:"Comma-separated CIDRs of reverse proxies whose X-Forwarded-For is believed for per-IP limits. Empty: the TCP peer address is the client."`
+	PublicIP       string        `env:"STRANGERS_PUBLIC_IP" sets:"relay.PublicIP" help:"Public IPv4 address advertised to browsers in relay candidates (set it on 1:1 NAT cloud VMs). Empty: the IPv4 address STRANGERS_TURN_ADDR names, else the first non-loopback IPv4 address, else 127.0.0.1."`
+	PublicHost     string        `env:"STRANGERS_PUBLIC_HOST" sets:"relay.PublicHost" help:"Host name used in the ICE server URLs handed to browsers. Empty: the public IP."`
+	AllowedOrigins []string      `env:"STRANGERS_ALLOWED_ORIGINS" envSeparator:"," sets:"signaling.AllowedOrigins" help:"Comma-separated origins allowed to open /ws (e.g. https://chat.example.com), or * for any. Empty: the same host as the request."`
+	TrustedProxies []string      `env:"STRANGERS_TRUSTED_PROXIES" envSeparator:"," sets:"signaling.TrustedProxies" help:"Comma-separated CIDRs of reverse proxies whose X-Forwarded-For is believed for per-IP limits. Empty: the TCP peer address is the client."`
 	LogLevel       string        `env:"STRANGERS_LOG_LEVEL" envDefault:"info" help:"Log level: debug, info, warn or error."`
 	LogFormat      string        `env:"STRANGERS_LOG_FORMAT" envDefault:"text" help:"Log format: text or json."`
 	ShutdownGrace  time.Duration `env:"STRANGERS_SHUTDOWN_GRACE" envDefault:"10s" bounds:">0" help:"How long connections get to drain after SIGINT/SIGTERM before they are cut."`
@@ -49,38 +49,38 @@ type config struct {
 	ACMECAFile    string   `env:"STRANGERS_ACME_CA_FILE" help:"PEM roots trusted when talking to the ACME directory, for a private ACME server. Empty: the system roots."`
 
 	// Signaling.
-	InterestWait      time.Duration `env:"STRANGERS_INTEREST_WAIT" envDefault:"5s" field:"signaling.InterestWait" bounds:">0" help:"How long a waiting user is matched on shared interests only before anyone in the same mode will do."`
-	ResumeGrace       time.Duration `env:"STRANGERS_RESUME_GRACE" envDefault:"15s" field:"signaling.ResumeGrace" bounds:">0" help:"How long a dropped WebSocket may reconnect and get its session and match back before the partner is told."`
-	WSMaxMessage      int64         `env:"STRANGERS_WS_MAX_MESSAGE" envDefault:"65536" field:"signaling.MaxMessageSize" bounds:"4096..262144" unit:"bytes" help:"Largest WebSocket message in bytes; a larger one closes the connection (1009)."`
-	WSRate            float64       `env:"STRANGERS_WS_RATE" envDefault:"20" field:"signaling.RateLimit" bounds:">0" help:"Messages per second a connection may send on average (token bucket refill)."`
-	WSBurst           int           `env:"STRANGERS_WS_BURST" envDefault:"60" field:"signaling.RateBurst" bounds:">=10" help:"Messages a connection may send in a burst (ICE candidates come in bursts)."`
-	WSMaxPerIP        int           `env:"STRANGERS_WS_MAX_PER_IP" envDefault:"32" field:"signaling.MaxConnsPerIP" bounds:">=1" help:"Concurrent WebSocket connections allowed from one IP address."`
-	WSHelloTimeout    time.Duration `env:"STRANGERS_WS_HELLO_TIMEOUT" envDefault:"10s" field:"signaling.HelloTimeout" bounds:">0" help:"How long a new connection has to send hello."`
-	WSPingInterval    time.Duration `env:"STRANGERS_WS_PING_INTERVAL" envDefault:"20s" field:"signaling.PingInterval" bounds:">=100ms" help:"How often the server pings each connection (shorter than STRANGERS_WS_PONG_WAIT)."`
-	WSPongWait        time.Duration `env:"STRANGERS_WS_PONG_WAIT" envDefault:"30s" field:"signaling.PongWait" help:"How long a connection may stay silent (no pong or message) before it is closed (longer than STRANGERS_WS_PING_INTERVAL)."`
-	WSWriteTimeout    time.Duration `env:"STRANGERS_WS_WRITE_TIMEOUT" envDefault:"10s" field:"signaling.WriteWait" bounds:">0" help:"Deadline for each write to a connection."`
-	WSSendQueue       int           `env:"STRANGERS_WS_SEND_QUEUE" envDefault:"256" field:"signaling.SendQueue" bounds:">=1" help:"Messages queued for one connection before it counts as a slow reader and is disconnected."`
-	StatsInterval     time.Duration `env:"STRANGERS_STATS_INTERVAL" envDefault:"5s" field:"signaling.StatsInterval" bounds:">=100ms" help:"Shortest interval between stats pushes (online and waiting counts); sent only when they change."`
+	InterestWait      time.Duration `env:"STRANGERS_INTEREST_WAIT" envDefault:"5s" sets:"signaling.InterestWait" bounds:">0" help:"How long a waiting user is matched on shared interests only before anyone in the same mode will do."`
+	ResumeGrace       time.Duration `env:"STRANGERS_RESUME_GRACE" envDefault:"15s" sets:"signaling.ResumeGrace" bounds:">0" help:"How long a dropped WebSocket may reconnect and get its session and match back before the partner is told."`
+	WSMaxMessage      int64         `env:"STRANGERS_WS_MAX_MESSAGE" envDefault:"65536" sets:"signaling.MaxMessageSize" bounds:"4096..262144" unit:"bytes" help:"Largest WebSocket message in bytes; a larger one closes the connection (1009)."`
+	WSRate            float64       `env:"STRANGERS_WS_RATE" envDefault:"20" sets:"signaling.RateLimit" bounds:">0" help:"Messages per second a connection may send on average (token bucket refill)."`
+	WSBurst           int           `env:"STRANGERS_WS_BURST" envDefault:"60" sets:"signaling.RateBurst" bounds:">=10" help:"Messages a connection may send in a burst (ICE candidates come in bursts)."`
+	WSMaxPerIP        int           `env:"STRANGERS_WS_MAX_PER_IP" envDefault:"32" sets:"signaling.MaxConnsPerIP" bounds:">=1" help:"Concurrent WebSocket connections allowed from one IP address."`
+	WSHelloTimeout    time.Duration `env:"STRANGERS_WS_HELLO_TIMEOUT" envDefault:"10s" sets:"signaling.HelloTimeout" bounds:">0" help:"How long a new connection has to send hello."`
+	WSPingInterval    time.Duration `env:"STRANGERS_WS_PING_INTERVAL" envDefault:"20s" sets:"signaling.PingInterval" bounds:">=100ms" help:"How often the server pings each connection (shorter than STRANGERS_WS_PONG_WAIT)."`
+	WSPongWait        time.Duration `env:"STRANGERS_WS_PONG_WAIT" envDefault:"30s" sets:"signaling.PongWait" help:"How long a connection may stay silent (no pong or message) before it is closed (longer than STRANGERS_WS_PING_INTERVAL)."`
+	WSWriteTimeout    time.Duration `env:"STRANGERS_WS_WRITE_TIMEOUT" envDefault:"10s" sets:"signaling.WriteWait" bounds:">0" help:"Deadline for each write to a connection."`
+	WSSendQueue       int           `env:"STRANGERS_WS_SEND_QUEUE" envDefault:"256" sets:"signaling.SendQueue" bounds:">=1" help:"Messages queued for one connection before it counts as a slow reader and is disconnected."`
+	StatsInterval     time.Duration `env:"STRANGERS_STATS_INTERVAL" envDefault:"5s" sets:"signaling.StatsInterval" bounds:">=100ms" help:"Shortest interval between stats pushes (online and waiting counts); sent only when they change."`
 	TURNEnabled       bool          `env:"STRANGERS_TURN_ENABLED" envDefault:"true" help:"Run the embedded TURN/STUN relay. false: hand out only STRANGERS_ICE_SERVERS."`
-	TURNAddr          string        `env:"STRANGERS_TURN_ADDR" envDefault:":3478" field:"relay.ListenAddr" help:"Address the relay listens on for TURN and STUN, UDP and TCP on the same port: an IP address (or none, for all) and a port."`
-	TURNUDPSockets    int           `env:"STRANGERS_TURN_UDP_SOCKETS" field:"relay.UDPSockets" bounds:"0..64" help:"UDP sockets (SO_REUSEPORT) on the TURN address, each read by its own goroutine. 0: one per CPU."`
-	RelayBindIP       string        `env:"STRANGERS_RELAY_BIND_IP" field:"relay.BindIP" help:"IPv4 address relay sockets bind to. Empty: all addresses (0.0.0.0)."`
-	RelayPortMin      int           `env:"STRANGERS_RELAY_PORT_MIN" envDefault:"49152" field:"relay.PortMin" bounds:"1..65535" help:"Lowest UDP port of the relay range (not above STRANGERS_RELAY_PORT_MAX)."`
-	RelayPortMax      int           `env:"STRANGERS_RELAY_PORT_MAX" envDefault:"65535" field:"relay.PortMax" bounds:"1..65535" help:"Highest UDP port of the relay range."`
-	RelayAllowPeers   []string      `env:"STRANGERS_RELAY_ALLOW_PEERS" envSeparator:"," field:"relay.AllowPeers" help:"Comma-separated CIDRs the relay may send to although they are private or reserved (by default only public unicast addresses and our own relay address are allowed)."`
-	TURNSecret        string        `env:"STRANGERS_TURN_SECRET" secret:"true" field:"relay.Secret" bounds:">=16" unit:"bytes" help:"Shared secret for TURN credentials (TURN REST scheme, coturn's static-auth-secret). Empty: random at start, so restarts invalidate live credentials; several instances need one shared secret."`
-	TURNSecretFile    string        `env:"STRANGERS_TURN_SECRET_FILE,file" secret:"true" field:"relay.Secret" help:"Path of a file holding the TURN secret (Docker and systemd secrets); instead of STRANGERS_TURN_SECRET. The secret in it must be at least 16 bytes."`
-	TURNRealm         string        `env:"STRANGERS_TURN_REALM" envDefault:"strangers" field:"relay.Realm" bounds:"<=127" unit:"bytes" help:"TURN realm."`
-	TURNCredentialTTL time.Duration `env:"STRANGERS_TURN_CREDENTIAL_TTL" envDefault:"1h" field:"relay.CredentialTTL" bounds:">0" help:"Lifetime of the TURN credentials handed out with each match (checked when an allocation is created; a call may outlast it)."`
-	TURNSessionQuota  int           `env:"STRANGERS_TURN_SESSION_QUOTA" envDefault:"10" field:"relay.SessionQuota" bounds:">=1" help:"Relay allocations one session's credential may hold at once."`
-	TURNTotalQuota    int           `env:"STRANGERS_TURN_TOTAL_QUOTA" envDefault:"10000" field:"relay.TotalQuota" bounds:">=1" help:"Relay allocations the server holds at once, in total."`
-	TURNSessionGrace  time.Duration `env:"STRANGERS_TURN_SESSION_GRACE" envDefault:"30s" field:"relay.SessionGrace" bounds:">0" help:"How long a session's relay allocations keep working after the session ended (its user left for good), before they are closed."`
-	TURNMaxPerms      int           `env:"STRANGERS_TURN_MAX_PERMISSIONS" envDefault:"64" field:"relay.MaxPermissionsPerAllocation" bounds:">=1" help:"Peer addresses one relay allocation may hold permissions for."`
-	TURNMaxChannels   int           `env:"STRANGERS_TURN_MAX_CHANNELS" envDefault:"64" field:"relay.MaxChannelsPerAllocation" bounds:"1..16384" help:"Channels one relay allocation may bind."`
-	TURNTCPMaxPerIP   int           `env:"STRANGERS_TURN_TCP_MAX_PER_IP" envDefault:"16" field:"relay.TCPMaxConnsPerIP" bounds:">=1" help:"Concurrent TURN-over-TCP/TLS connections from one IP address (raise it when many users share one NAT)."`
-	TURNTCPFirstMsg   time.Duration `env:"STRANGERS_TURN_TCP_FIRST_MESSAGE_TIMEOUT" envDefault:"10s" field:"relay.TCPFirstMessageTimeout" bounds:">0" help:"How long a new TURN-over-TCP/TLS connection has to send its first complete STUN message."`
-	TURNTCPIdle       time.Duration `env:"STRANGERS_TURN_TCP_IDLE_TIMEOUT" envDefault:"5m" field:"relay.TCPIdleTimeout" bounds:">0" help:"How long a TURN-over-TCP/TLS connection may stay silent before it is closed."`
-	ICEServers        string        `env:"STRANGERS_ICE_SERVERS" field:"relay.ExtraICEServers" help:"JSON list of extra ICE servers handed to browsers besides ours, as RTCIceServer objects, e.g. [{\"urls\":\"stun:stun.example.com:3478\"}]."`
+	TURNAddr          string        `env:"STRANGERS_TURN_ADDR" envDefault:":3478" sets:"relay.ListenAddr" help:"Address the relay listens on for TURN and STUN, UDP and TCP on the same port: an IP address (or none, for all) and a port."`
+	TURNUDPSockets    int           `env:"STRANGERS_TURN_UDP_SOCKETS" sets:"relay.UDPSockets" bounds:"0..64" help:"UDP sockets (SO_REUSEPORT) on the TURN address, each read by its own goroutine. 0: one per CPU."`
+	RelayBindIP       string        `env:"STRANGERS_RELAY_BIND_IP" sets:"relay.BindIP" help:"IPv4 address relay sockets bind to. Empty: all addresses (0.0.0.0)."`
+	RelayPortMin      int           `env:"STRANGERS_RELAY_PORT_MIN" envDefault:"49152" sets:"relay.PortMin" bounds:"1..65535" help:"Lowest UDP port of the relay range (not above STRANGERS_RELAY_PORT_MAX)."`
+	RelayPortMax      int           `env:"STRANGERS_RELAY_PORT_MAX" envDefault:"65535" sets:"relay.PortMax" bounds:"1..65535" help:"Highest UDP port of the relay range."`
+	RelayAllowPeers   []string      `env:"STRANGERS_RELAY_ALLOW_PEERS" envSeparator:"," sets:"relay.AllowPeers" help:"Comma-separated CIDRs the relay may send to although they are private or reserved (by default only public unicast addresses and our own relay address are allowed)."`
+	TURNSecret        string        `env:"STRANGERS_TURN_SECRET" secret:"true" sets:"relay.Secret" bounds:">=16" unit:"bytes" help:"Shared secret for TURN credentials (TURN REST scheme, coturn's static-auth-secret). Empty: random at start, so restarts invalidate live credentials; several instances need one shared secret."`
+	TURNSecretFile    string        `env:"STRANGERS_TURN_SECRET_FILE,file" secret:"true" sets:"relay.Secret" help:"Path of a file holding the TURN secret (Docker and systemd secrets); instead of STRANGERS_TURN_SECRET. The secret in it must be at least 16 bytes."`
+	TURNRealm         string        `env:"STRANGERS_TURN_REALM" envDefault:"strangers" sets:"relay.Realm" bounds:"<=127" unit:"bytes" help:"TURN realm."`
+	TURNCredentialTTL time.Duration `env:"STRANGERS_TURN_CREDENTIAL_TTL" envDefault:"1h" sets:"relay.CredentialTTL" bounds:">0" help:"Lifetime of the TURN credentials handed out with each match (checked when an allocation is created; a call may outlast it)."`
+	TURNSessionQuota  int           `env:"STRANGERS_TURN_SESSION_QUOTA" envDefault:"10" sets:"relay.SessionQuota" bounds:">=1" help:"Relay allocations one session's credential may hold at once."`
+	TURNTotalQuota    int           `env:"STRANGERS_TURN_TOTAL_QUOTA" envDefault:"10000" sets:"relay.TotalQuota" bounds:">=1" help:"Relay allocations the server holds at once, in total."`
+	TURNSessionGrace  time.Duration `env:"STRANGERS_TURN_SESSION_GRACE" envDefault:"30s" sets:"relay.SessionGrace" bounds:">0" help:"How long a session's relay allocations keep working after the session ended (its user left for good), before they are closed."`
+	TURNMaxPerms      int           `env:"STRANGERS_TURN_MAX_PERMISSIONS" envDefault:"64" sets:"relay.MaxPermissionsPerAllocation" bounds:">=1" help:"Peer addresses one relay allocation may hold permissions for."`
+	TURNMaxChannels   int           `env:"STRANGERS_TURN_MAX_CHANNELS" envDefault:"64" sets:"relay.MaxChannelsPerAllocation" bounds:"1..16384" help:"Channels one relay allocation may bind."`
+	TURNTCPMaxPerIP   int           `env:"STRANGERS_TURN_TCP_MAX_PER_IP" envDefault:"16" sets:"relay.TCPMaxConnsPerIP" bounds:">=1" help:"Concurrent TURN-over-TCP/TLS connections from one IP address (raise it when many users share one NAT)."`
+	TURNTCPFirstMsg   time.Duration `env:"STRANGERS_TURN_TCP_FIRST_MESSAGE_TIMEOUT" envDefault:"10s" sets:"relay.TCPFirstMessageTimeout" bounds:">0" help:"How long a new TURN-over-TCP/TLS connection has to send its first complete STUN message."`
+	TURNTCPIdle       time.Duration `env:"STRANGERS_TURN_TCP_IDLE_TIMEOUT" envDefault:"5m" sets:"relay.TCPIdleTimeout" bounds:">0" help:"How long a TURN-over-TCP/TLS connection may stay silent before it is closed."`
+	ICEServers        string        `env:"STRANGERS_ICE_SERVERS" sets:"relay.ExtraICEServers" help:"JSON list of extra ICE servers handed to browsers besides ours, as RTCIceServer objects, e.g. [{\"urls\":\"stun:stun.example.com:3478\"}]."`
 }
 
 // testOnlyVariables are read by the test suite and the tools under cmd/,
@@ -109,7 +109,7 @@ type variable struct {
 	Default string
 	Help    string // the help tag, then the bounds as a sentence
 	Secret  bool
-	Field   string // the library field it sets, as "relay.PortMin"
+	Sets    string // the library Config field it sets, as "relay.PortMin"
 	Bounds  string // its range (see variable.rule)
 	Unit    string // the unit of Bounds
 	field   string // the config field
@@ -127,7 +127,7 @@ func variables() []variable {
 			Default: f.Tag.Get("envDefault"),
 			Help:    f.Tag.Get("help"),
 			Secret:  f.Tag.Get("secret") == "true",
-			Field:   f.Tag.Get("field"),
+			Sets:    f.Tag.Get("sets"),
 			Bounds:  f.Tag.Get("bounds"),
 			Unit:    f.Tag.Get("unit"),
 			field:   f.Name,

@@ -195,5 +195,8 @@ func TestUsageListsEveryVariable(t *testing.T) {
 		if !strings.Contains(b.String(), v.Name) {
 			t.Errorf("usage lacks %s", v.Name)
 		}
+		if r := v.rule(); r != "" && !strings.Contains(b.String(), strings.TrimPrefix(r, "must")+".") {
+			t.Errorf("usage does not state the bounds of %s (%s)", v.Name, r)
+		}
 	}
 }

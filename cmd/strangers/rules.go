@@ -12,7 +12,7 @@ import (
 
 // The rules a value must follow live with the library it configures: each
 // library's Config.Validate reports broken rules as *FieldError values
-// naming its own fields. A config field's `field` tag names the library
+// naming its own fields. A config field's `sets` tag names the library
 // field it sets ("signaling.RateBurst"), so that such an error is reported
 // as the variable and the value the operator wrote. Its `bounds` tag states
 // the range for the help text and the README; the tests hold it to the
@@ -80,7 +80,7 @@ func checkLibraries(c config, s settings, vars []variable, environment map[strin
 	cv := reflect.ValueOf(c)
 	for _, v := range vars {
 		raw, set := environment[v.Name]
-		if !set || v.Field == "" || v.Default == "" || !isNumber(v.typ) || !cv.FieldByName(v.field).IsZero() {
+		if !set || v.Sets == "" || v.Default == "" || !isNumber(v.typ) || !cv.FieldByName(v.field).IsZero() {
 			continue
 		}
 		rule := v.rule()
@@ -133,13 +133,13 @@ func fieldError(orig error, pkg, field, rule, other string, otherValue any, vars
 	return varError(v, valueOf(v, environment), rule)
 }
 
-// variableFor finds the variable whose `field` tag names field, preferring
+// variableFor finds the variable whose `sets` tag names field, preferring
 // one that is set when several are (STRANGERS_TURN_SECRET and its _FILE).
 func variableFor(field string, vars []variable, environment map[string]string) (variable, bool) {
 	var found variable
 	ok := false
 	for _, v := range vars {
-		if v.Field != field {
+		if v.Sets != field {
 			continue
 		}
 		if _, set := environment[v.Name]; set {

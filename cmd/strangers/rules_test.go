@@ -231,9 +231,9 @@ func TestConfigBoundaries(t *testing.T) {
 	}
 }
 
-// TestConfigFieldTags checks that each `field` tag names a field of the
+// TestConfigSetsTags checks that each `sets` tag names a field of the
 // library's Config that the variable sets.
-func TestConfigFieldTags(t *testing.T) {
+func TestConfigSetsTags(t *testing.T) {
 	t.Parallel()
 	base, _, err := load(t, nil)
 	if err != nil {
@@ -255,12 +255,12 @@ func TestConfigFieldTags(t *testing.T) {
 	}
 	explicit := explicitCases(t)
 	for _, v := range variables() {
-		if v.Field == "" {
+		if v.Sets == "" {
 			continue
 		}
-		before, ok := libField(base, v.Field)
+		before, ok := libField(base, v.Sets)
 		if !ok {
-			t.Errorf("%s: field tag %q names no field of signaling.Config or relay.Config", v.Name, v.Field)
+			t.Errorf("%s: sets tag %q names no field of signaling.Config or relay.Config", v.Name, v.Sets)
 			continue
 		}
 		changed := false
@@ -276,13 +276,13 @@ func TestConfigFieldTags(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%v: %v", env, err)
 			}
-			after, _ := libField(s, v.Field)
+			after, _ := libField(s, v.Sets)
 			if !reflect.DeepEqual(before.Interface(), after.Interface()) {
 				changed = true
 			}
 		}
 		if !changed {
-			t.Errorf("%s: no accepted value changes %s: is the field tag right?", v.Name, v.Field)
+			t.Errorf("%s: no accepted value changes %s: is the sets tag right?", v.Name, v.Sets)
 		}
 	}
 }
