@@ -80,7 +80,7 @@ func checkLibraries(c config, s settings, vars []variable, environment map[strin
 	cv := reflect.ValueOf(c)
 	for _, v := range vars {
 		raw, set := environment[v.Name]
-		if !set || v.Sets == "" || v.Default == "" || !isNumber(v.typ) || !cv.FieldByName(v.field).IsZero() {
+		if !set || v.Sets == "" || v.Default == "" || !isZeroNumber(cv.FieldByName(v.field)) {
 			continue
 		}
 		rule := v.rule()
@@ -159,6 +159,17 @@ func valueOf(v variable, environment map[string]string) string {
 		return raw
 	}
 	return v.Default
+}
+
+// isZeroNumber reports whether v is a number equal to 0 (-0 included).
+func isZeroNumber(v reflect.Value) bool {
+	switch v.Kind() {
+	case reflect.Int, reflect.Int64:
+		return v.Int() == 0
+	case reflect.Float64:
+		return v.Float() == 0
+	}
+	return false
 }
 
 func isNumber(t reflect.Type) bool {

@@ -58,7 +58,7 @@ func explicitCases(t *testing.T) map[string][]envCase {
 		"STRANGERS_ACME_CACHE":     {{value: "/tmp/acme", ok: true, with: acme}, {value: "/tmp/acme", want: "ACME is not on"}},
 		"STRANGERS_ACME_DIRECTORY": {{value: "https://acme.example.com/dir", ok: true, with: acme}, {value: "ftp://x", with: acme, want: "https:// URL"}},
 		"STRANGERS_ACME_CA_FILE":   {{value: "/x/ca.pem", ok: true, with: acme}, {value: "/x/ca.pem", want: "ACME is not on"}},
-		"STRANGERS_WS_RATE": {{value: "NaN", want: "finite"}, {value: "+Inf", want: "finite"}, {value: "-1", want: "must be positive"},
+		"STRANGERS_WS_RATE": {{value: "NaN", want: "finite"}, {value: "-0", want: "must be positive"}, {value: "+Inf", want: "finite"}, {value: "-1", want: "must be positive"},
 			{value: "many", want: "must be a number"}},
 		"STRANGERS_WS_BURST": {{value: "many", want: "a whole number"}},
 		"STRANGERS_WS_PING_INTERVAL": {
