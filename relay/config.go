@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
-	"strconv"
 	"strings"
 	"time"
 
@@ -39,14 +38,16 @@ const (
 )
 
 // Config configures a Server. Zero values get the documented defaults in New.
+// Validate states the rules every field must follow.
 type Config struct {
 	// ListenAddr is where TURN/STUN is served, on UDP and TCP with the same
 	// port number. Default ":3478". A zero port picks one free port for both
 	// (tests). An empty host listens on all addresses.
 	ListenAddr string
 	// UDPSockets is the number of SO_REUSEPORT UDP sockets bound to
-	// ListenAddr, each read by its own goroutine. Default runtime.NumCPU(),
-	// at most 64. Forced to 1 where SO_REUSEPORT is unavailable.
+	// ListenAddr, each read by its own goroutine, at most 64. Default
+	// runtime.NumCPU() (up to 64). Forced to 1 where SO_REUSEPORT is
+	// unavailable.
 	UDPSockets int
 	// PublicIP is the IPv4 address advertised in relay candidates
 	// (XOR-RELAYED-ADDRESS). Zero: the first non-loopback IPv4 address of the
@@ -61,10 +62,10 @@ type Config struct {
 	// PortMin and PortMax bound the relay port range, inclusive. Default
 	// 49152–65535.
 	PortMin, PortMax int
-	// Realm is the TURN realm. Default "strangers".
+	// Realm is the TURN realm, at most 127 bytes. Default "strangers".
 	Realm string
 	// Secret is the shared TURN REST secret used to mint and check
-	// credentials. Required.
+	// credentials. Required, at least 16 bytes (MinSecretLen).
 	Secret []byte
 	// CredentialTTL is the lifetime of minted credentials. Default 1h.
 	// Expiry is checked when an allocation is created, not on its refreshes.
@@ -79,8 +80,8 @@ type Config struct {
 	// MaxPermissionsPerAllocation caps the distinct peer IPs one allocation
 	// may hold permissions for. Default 64.
 	MaxPermissionsPerAllocation int
-	// MaxChannelsPerAllocation caps the channels one allocation may bind.
-	// Default 64.
+	// MaxChannelsPerAllocation caps the channels one allocation may bind,
+	// at most 16384 (every channel number TURN has). Default 64.
 	MaxChannelsPerAllocation int
 	// AllowPeers lifts the peer-policy deny for these ranges (tests use
 	// 127.0.0.0/8). Default none.
@@ -120,137 +121,39 @@ type Config struct {
 	channelLifetime time.Duration
 }
 
-// withDefaults validates cfg and returns a copy with defaults filled in.
-// PublicIP is resolved later, once the listen address is known.
+// withDefaults validates cfg (see Validate) and returns a copy with
+// defaults filled in. PublicIP is resolved later, once the listen address
+// is known.
 func (cfg Config) withDefaults() (Config, error) {
-	if cfg.ListenAddr == "" {
-		cfg.ListenAddr = DefaultListenAddr
+	if err := cfg.Validate(); err != nil {
+		return cfg, err
 	}
-	host, port, err := net.SplitHostPort(cfg.ListenAddr)
-	if err != nil {
-		return cfg, fmt.Errorf("%w: ListenAddr %q: %w", ErrConfig, cfg.ListenAddr, err)
-	}
-	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
-		return cfg, fmt.Errorf("%w: ListenAddr %q: bad port", ErrConfig, cfg.ListenAddr)
-	}
-	if host != "" {
-		if _, err := netip.ParseAddr(host); err != nil {
-			return cfg, fmt.Errorf("%w: ListenAddr %q: host must be an IP address", ErrConfig, cfg.ListenAddr)
-		}
-	}
-	if cfg.UDPSockets < 0 {
-		return cfg, fmt.Errorf("%w: UDPSockets %d is negative", ErrConfig, cfg.UDPSockets)
-	}
+	cfg = cfg.defaulted()
 	if cfg.UDPSockets == 0 {
-		cfg.UDPSockets = runtime.NumCPU()
+		cfg.UDPSockets = min(runtime.NumCPU(), maxUDPSockets)
 	}
-	cfg.UDPSockets = min(cfg.UDPSockets, maxUDPSockets)
 	if !reusePortSupported {
 		cfg.UDPSockets = 1
 	}
-
-	if cfg.PublicIP.IsValid() {
-		cfg.PublicIP = cfg.PublicIP.Unmap()
-		if !cfg.PublicIP.Is4() || cfg.PublicIP.IsUnspecified() {
-			return cfg, fmt.Errorf("%w: PublicIP %s must be a specific IPv4 address", ErrConfig, cfg.PublicIP)
-		}
-	}
+	cfg.PublicIP = cfg.PublicIP.Unmap()
 	if !cfg.BindIP.IsValid() {
 		cfg.BindIP = netip.IPv4Unspecified()
+		host, _, _ := net.SplitHostPort(cfg.ListenAddr) // checked by Validate
 		if a, err := netip.ParseAddr(host); err == nil && a.Unmap().Is4() && !a.IsUnspecified() {
 			cfg.BindIP = a.Unmap()
 		}
 	}
 	cfg.BindIP = cfg.BindIP.Unmap()
-	if !cfg.BindIP.Is4() {
-		return cfg, fmt.Errorf("%w: BindIP %s must be IPv4 (relays are IPv4)", ErrConfig, cfg.BindIP)
-	}
-	if cfg.PublicHost != "" {
-		if err := validHost(cfg.PublicHost); err != nil {
-			return cfg, fmt.Errorf("%w: PublicHost %q: %w", ErrConfig, cfg.PublicHost, err)
-		}
-	}
-
-	if cfg.PortMin == 0 {
-		cfg.PortMin = DefaultPortMin
-	}
-	if cfg.PortMax == 0 {
-		cfg.PortMax = DefaultPortMax
-	}
-	if cfg.PortMin < 1 || cfg.PortMax > 65535 || cfg.PortMin > cfg.PortMax {
-		return cfg, fmt.Errorf("%w: relay port range %d-%d (need 1 <= PortMin <= PortMax <= 65535)",
-			ErrConfig, cfg.PortMin, cfg.PortMax)
-	}
-
-	if cfg.Realm == "" {
-		cfg.Realm = DefaultRealm
-	}
-	if len(cfg.Realm) > 127 {
-		return cfg, fmt.Errorf("%w: Realm longer than 127 bytes", ErrConfig)
-	}
-	if len(cfg.Secret) == 0 {
-		return cfg, ErrNoSecret
-	}
 	cfg.Secret = append([]byte(nil), cfg.Secret...)
-
-	durations := []struct {
-		name string
-		v    *time.Duration
-		def  time.Duration
-	}{
-		{"CredentialTTL", &cfg.CredentialTTL, DefaultCredentialTTL},
-		{"SessionGrace", &cfg.SessionGrace, DefaultSessionGrace},
-		{"TCPFirstMessageTimeout", &cfg.TCPFirstMessageTimeout, DefaultTCPFirstMessageTimeout},
-		{"TCPIdleTimeout", &cfg.TCPIdleTimeout, DefaultTCPIdleTimeout},
-	}
-	for _, d := range durations {
-		if *d.v < 0 {
-			return cfg, fmt.Errorf("%w: %s %s is negative", ErrConfig, d.name, *d.v)
-		}
-		if *d.v == 0 {
-			*d.v = d.def
-		}
-	}
-
-	ints := []struct {
-		name string
-		v    *int
-		def  int
-	}{
-		{"SessionQuota", &cfg.SessionQuota, DefaultSessionQuota},
-		{"TotalQuota", &cfg.TotalQuota, DefaultTotalQuota},
-		{"MaxPermissionsPerAllocation", &cfg.MaxPermissionsPerAllocation, DefaultMaxPermissions},
-		{"MaxChannelsPerAllocation", &cfg.MaxChannelsPerAllocation, DefaultMaxChannels},
-		{"TCPMaxConnsPerIP", &cfg.TCPMaxConnsPerIP, DefaultTCPMaxConnsPerIP},
-	}
-	for _, n := range ints {
-		if *n.v < 0 {
-			return cfg, fmt.Errorf("%w: %s %d is negative", ErrConfig, n.name, *n.v)
-		}
-		if *n.v == 0 {
-			*n.v = n.def
-		}
-	}
 
 	allow := make([]netip.Prefix, 0, len(cfg.AllowPeers))
 	for _, p := range cfg.AllowPeers {
-		if !p.IsValid() {
-			return cfg, fmt.Errorf("%w: AllowPeers contains an invalid prefix", ErrConfig)
-		}
 		allow = append(allow, netip.PrefixFrom(p.Addr().Unmap(), unmappedBits(p)).Masked())
 	}
 	cfg.AllowPeers = allow
 
-	for i, l := range cfg.StreamListeners {
-		if l == nil {
-			return cfg, fmt.Errorf("%w: StreamListeners[%d] is nil", ErrConfig, i)
-		}
-	}
 	extra := make([]ICEServer, 0, len(cfg.ExtraICEServers))
-	for i, srv := range cfg.ExtraICEServers {
-		if err := srv.validate(); err != nil {
-			return cfg, fmt.Errorf("%w: ExtraICEServers[%d]: %w", ErrConfig, i, err)
-		}
+	for _, srv := range cfg.ExtraICEServers {
 		extra = append(extra, srv.clone())
 	}
 	cfg.ExtraICEServers = extra

@@ -140,7 +140,7 @@ func TestConfigValidation(t *testing.T) {
 
 	t.Run("defaults", func(t *testing.T) {
 		t.Parallel()
-		cfg, err := Config{Secret: []byte("x")}.withDefaults()
+		cfg, err := Config{Secret: testSecret}.withDefaults()
 		if err != nil {
 			t.Fatal(err)
 		}

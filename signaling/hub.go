@@ -5,7 +5,6 @@ import (
 	crand "crypto/rand"
 	"encoding/base64"
 	"encoding/binary"
-	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
@@ -35,7 +34,8 @@ type SessionObserver interface {
 	SessionEnded(sessionID string)
 }
 
-// Config configures a Hub. Zero fields take the defaults given.
+// Config configures a Hub. Zero fields take the defaults given. Validate
+// states the rules every field must follow.
 type Config struct {
 	// ICE mints the ICE servers announced in matched. Nil: matched carries
 	// an empty iceServers list.
@@ -62,13 +62,14 @@ type Config struct {
 	RecentPartners int
 
 	// MaxMessageSize caps a client frame in bytes; a larger one closes the
-	// connection with 1009. Default 64 KiB.
+	// connection with 1009. From 4 KiB (an SDP must fit) to 256 KiB.
+	// Default 64 KiB.
 	MaxMessageSize int64
 	// RateLimit is the sustained messages per second a connection may
 	// send. Default 20.
 	RateLimit float64
 	// RateBurst is the token bucket size: a burst of ICE candidates must
-	// fit. Default 60.
+	// fit, so at least 10. Default 60.
 	RateBurst int
 	// MaxConnsPerIP caps concurrent connections per client IP (IPv6: per
 	// /64); more get HTTP 429. Default 32.
@@ -78,7 +79,8 @@ type Config struct {
 	// HelloTimeout is how long a new connection has to send its hello.
 	// Default 10s.
 	HelloTimeout time.Duration
-	// PingInterval is how often the server pings. Default 20s.
+	// PingInterval is how often the server pings, at least 100ms. Default
+	// 20s.
 	PingInterval time.Duration
 	// PongWait is how long a connection may stay silent (no pong, no
 	// message) after its hello before it is dropped; more than
@@ -91,13 +93,13 @@ type Config struct {
 	// connection (and those kept for a detached session); a client that
 	// lets it fill is dropped. Default 256.
 	SendQueue int
-	// StatsInterval is the least time between two stats pushes; stats are
-	// pushed only when they changed. Default 5s.
+	// StatsInterval is the least time between two stats pushes, at least
+	// 100ms; stats are pushed only when they changed. Default 5s.
 	StatsInterval time.Duration
 	// ReadBufferSize and WriteBufferSize size the WebSocket buffers. The
 	// read buffer is held for the connection's life (larger messages are
 	// read past it), write buffers only while writing (they are pooled).
-	// Defaults 512 bytes and 4 KiB.
+	// At most 1 MiB each. Defaults 512 bytes and 4 KiB.
 	ReadBufferSize, WriteBufferSize int
 
 	// Logger receives the hub's logs. Nil: discard.
@@ -113,37 +115,12 @@ type Config struct {
 	onMatch func(match, a, b string)
 }
 
+// fill validates c (see Validate) and fills in its defaults.
 func (c *Config) fill() error {
-	dur := func(d *time.Duration, def time.Duration) {
-		if *d == 0 {
-			*d = def
-		}
+	if err := c.Validate(); err != nil {
+		return err
 	}
-	dur(&c.InterestWait, 5*time.Second)
-	dur(&c.ResumeGrace, 15*time.Second)
-	dur(&c.HandshakeTimeout, 10*time.Second)
-	dur(&c.HelloTimeout, 10*time.Second)
-	dur(&c.PingInterval, 20*time.Second)
-	dur(&c.PongWait, 30*time.Second)
-	dur(&c.WriteWait, 10*time.Second)
-	dur(&c.StatsInterval, 5*time.Second)
-	num := func(n *int, def int) {
-		if *n == 0 {
-			*n = def
-		}
-	}
-	num(&c.RecentPartners, 3)
-	num(&c.RateBurst, 60)
-	num(&c.MaxConnsPerIP, 32)
-	num(&c.SendQueue, 256)
-	num(&c.ReadBufferSize, 512)
-	num(&c.WriteBufferSize, 4<<10)
-	if c.MaxMessageSize == 0 {
-		c.MaxMessageSize = 64 << 10
-	}
-	if c.RateLimit == 0 {
-		c.RateLimit = 20
-	}
+	*c = c.withDefaults()
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -154,41 +131,6 @@ func (c *Config) fill() error {
 		var seed [16]byte
 		crand.Read(seed[:])
 		c.Rand = rand.New(rand.NewPCG(binary.LittleEndian.Uint64(seed[:8]), binary.LittleEndian.Uint64(seed[8:])))
-	}
-
-	for name, d := range map[string]time.Duration{
-		"InterestWait": c.InterestWait, "ResumeGrace": c.ResumeGrace, "HandshakeTimeout": c.HandshakeTimeout,
-		"HelloTimeout": c.HelloTimeout, "PingInterval": c.PingInterval, "PongWait": c.PongWait,
-		"WriteWait": c.WriteWait, "StatsInterval": c.StatsInterval,
-	} {
-		if d < 0 {
-			return fmt.Errorf("%w: %s is negative", ErrConfig, name)
-		}
-	}
-	for name, n := range map[string]int{
-		"RecentPartners": c.RecentPartners, "RateBurst": c.RateBurst, "MaxConnsPerIP": c.MaxConnsPerIP,
-		"SendQueue": c.SendQueue, "ReadBufferSize": c.ReadBufferSize, "WriteBufferSize": c.WriteBufferSize,
-	} {
-		if n < 0 {
-			return fmt.Errorf("%w: %s is negative", ErrConfig, name)
-		}
-	}
-	switch {
-	case c.PingInterval < 100*time.Millisecond || c.StatsInterval < 100*time.Millisecond:
-		return fmt.Errorf("%w: PingInterval (%v) and StatsInterval (%v) must be at least 100ms", ErrConfig, c.PingInterval, c.StatsInterval)
-	case c.PongWait <= c.PingInterval:
-		return fmt.Errorf("%w: PongWait (%v) must exceed PingInterval (%v)", ErrConfig, c.PongWait, c.PingInterval)
-	case c.MaxMessageSize < 4<<10:
-		return fmt.Errorf("%w: MaxMessageSize %d is below 4 KiB: an SDP would not fit", ErrConfig, c.MaxMessageSize)
-	case c.RateLimit < 0:
-		return fmt.Errorf("%w: RateLimit is negative", ErrConfig)
-	case c.RateBurst < 10:
-		return fmt.Errorf("%w: RateBurst %d cannot carry a burst of ICE candidates (need 10 or more)", ErrConfig, c.RateBurst)
-	}
-	for _, p := range c.TrustedProxies {
-		if !p.IsValid() {
-			return fmt.Errorf("%w: TrustedProxies holds an invalid prefix", ErrConfig)
-		}
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -21,19 +22,21 @@ import (
 
 // config is every setting of the server. Each field is one STRANGERS_*
 // environment variable: `env` names it, `envDefault` gives its default and
-// `help` says what it means. `strangers -h`, the README table and
-// deploy/example.env are all derived from (or checked against) these tags.
-// A `secret` tag keeps the value out of every message.
+// `help` says what it means. `sets` names the library Config field it
+// sets, whose rules apply to it (see rules.go); `bounds` and `unit` state
+// its range. `strangers -h`, the README table and deploy/example.env are
+// all derived from (or checked against) these tags. A `secret` tag keeps
+// the value out of every message.
 type config struct {
 	// Core.
 	HTTPAddr       string        `env:"STRANGERS_HTTP_ADDR" envDefault:":8080" help:"Address the page, /ws, /healthz, /readyz and /metrics listen on."`
-	PublicIP       string        `env:"STRANGERS_PUBLIC_IP" help:"Public address advertised to browsers in relay candidates (set it on 1:1 NAT cloud VMs). Empty: the IPv4 address STRANGERS_TURN_ADDR names, else the first non-loopback IPv4 address, else 127.0.0.1."`
-	PublicHost     string        `env:"STRANGERS_PUBLIC_HOST" help:"Host name used in the ICE server URLs handed to browsers. Empty: the public IP."`
-	AllowedOrigins []string      `env:"STRANGERS_ALLOWED_ORIGINS" envSeparator:"," help:"Comma-separated origins allowed to open /ws (e.g. https://chat.example.com), or * for any. Empty: the same host as the request."`
-	TrustedProxies []string      `env:"STRANGERS_TRUSTED_PROXIES" envSeparator:"," help:"Comma-separated CIDRs of reverse proxies whose X-Forwarded-For is believed for per-IP limits. Empty: the TCP peer address is the client."`
+	PublicIP       string        `env:"STRANGERS_PUBLIC_IP" sets:"relay.PublicIP" help:"Public IPv4 address advertised to browsers in relay candidates (set it on 1:1 NAT cloud VMs). Empty: the IPv4 address STRANGERS_TURN_ADDR names, else the first non-loopback IPv4 address, else 127.0.0.1."`
+	PublicHost     string        `env:"STRANGERS_PUBLIC_HOST" sets:"relay.PublicHost" help:"Host name used in the ICE server URLs handed to browsers. Empty: the public IP."`
+	AllowedOrigins []string      `env:"STRANGERS_ALLOWED_ORIGINS" envSeparator:"," sets:"signaling.AllowedOrigins" help:"Comma-separated origins allowed to open /ws (e.g. https://chat.example.com), or * for any. Empty: the same host as the request."`
+	TrustedProxies []string      `env:"STRANGERS_TRUSTED_PROXIES" envSeparator:"," sets:"signaling.TrustedProxies" help:"Comma-separated CIDRs of reverse proxies whose X-Forwarded-For is believed for per-IP limits. Empty: the TCP peer address is the client."`
 	LogLevel       string        `env:"STRANGERS_LOG_LEVEL" envDefault:"info" help:"Log level: debug, info, warn or error."`
 	LogFormat      string        `env:"STRANGERS_LOG_FORMAT" envDefault:"text" help:"Log format: text or json."`
-	ShutdownGrace  time.Duration `env:"STRANGERS_SHUTDOWN_GRACE" envDefault:"10s" help:"How long connections get to drain after SIGINT/SIGTERM before they are cut."`
+	ShutdownGrace  time.Duration `env:"STRANGERS_SHUTDOWN_GRACE" envDefault:"10s" bounds:">0" help:"How long connections get to drain after SIGINT/SIGTERM before they are cut."`
 
 	// TLS: HTTPS, WebSocket and TURN over TLS on one port.
 	TLSAddr       string   `env:"STRANGERS_TLS_ADDR" envDefault:":443" help:"Address of the shared TLS port serving the page, /ws and TURN over TLS. Used only when TLS is configured (certificate files or ACME domains)."`
@@ -46,38 +49,38 @@ type config struct {
 	ACMECAFile    string   `env:"STRANGERS_ACME_CA_FILE" help:"PEM roots trusted when talking to the ACME directory, for a private ACME server. Empty: the system roots."`
 
 	// Signaling.
-	InterestWait      time.Duration `env:"STRANGERS_INTEREST_WAIT" envDefault:"5s" help:"How long a waiting user is matched on shared interests only before anyone in the same mode will do."`
-	ResumeGrace       time.Duration `env:"STRANGERS_RESUME_GRACE" envDefault:"15s" help:"How long a dropped WebSocket may reconnect and get its session and match back before the partner is told."`
-	WSMaxMessage      int64         `env:"STRANGERS_WS_MAX_MESSAGE" envDefault:"65536" help:"Largest WebSocket message in bytes; a larger one closes the connection (1009)."`
-	WSRate            float64       `env:"STRANGERS_WS_RATE" envDefault:"20" help:"Messages per second a connection may send on average (token bucket refill)."`
-	WSBurst           int           `env:"STRANGERS_WS_BURST" envDefault:"60" help:"Messages a connection may send in a burst (ICE candidates come in bursts)."`
-	WSMaxPerIP        int           `env:"STRANGERS_WS_MAX_PER_IP" envDefault:"32" help:"Concurrent WebSocket connections allowed from one IP address."`
-	WSHelloTimeout    time.Duration `env:"STRANGERS_WS_HELLO_TIMEOUT" envDefault:"10s" help:"How long a new connection has to send hello."`
-	WSPingInterval    time.Duration `env:"STRANGERS_WS_PING_INTERVAL" envDefault:"20s" help:"How often the server pings each connection."`
-	WSPongWait        time.Duration `env:"STRANGERS_WS_PONG_WAIT" envDefault:"30s" help:"How long a connection may stay silent (no pong or message) before it is closed."`
-	WSWriteTimeout    time.Duration `env:"STRANGERS_WS_WRITE_TIMEOUT" envDefault:"10s" help:"Deadline for each write to a connection."`
-	WSSendQueue       int           `env:"STRANGERS_WS_SEND_QUEUE" envDefault:"256" help:"Messages queued for one connection before it counts as a slow reader and is disconnected."`
-	StatsInterval     time.Duration `env:"STRANGERS_STATS_INTERVAL" envDefault:"5s" help:"Shortest interval between stats pushes (online and waiting counts); sent only when they change."`
+	InterestWait      time.Duration `env:"STRANGERS_INTEREST_WAIT" envDefault:"5s" sets:"signaling.InterestWait" bounds:">0" help:"How long a waiting user is matched on shared interests only before anyone in the same mode will do."`
+	ResumeGrace       time.Duration `env:"STRANGERS_RESUME_GRACE" envDefault:"15s" sets:"signaling.ResumeGrace" bounds:">0" help:"How long a dropped WebSocket may reconnect and get its session and match back before the partner is told."`
+	WSMaxMessage      int64         `env:"STRANGERS_WS_MAX_MESSAGE" envDefault:"65536" sets:"signaling.MaxMessageSize" bounds:"4096..262144" unit:"bytes" help:"Largest WebSocket message in bytes; a larger one closes the connection (1009)."`
+	WSRate            float64       `env:"STRANGERS_WS_RATE" envDefault:"20" sets:"signaling.RateLimit" bounds:">0" help:"Messages per second a connection may send on average (token bucket refill)."`
+	WSBurst           int           `env:"STRANGERS_WS_BURST" envDefault:"60" sets:"signaling.RateBurst" bounds:">=10" help:"Messages a connection may send in a burst (ICE candidates come in bursts)."`
+	WSMaxPerIP        int           `env:"STRANGERS_WS_MAX_PER_IP" envDefault:"32" sets:"signaling.MaxConnsPerIP" bounds:">=1" help:"Concurrent WebSocket connections allowed from one IP address."`
+	WSHelloTimeout    time.Duration `env:"STRANGERS_WS_HELLO_TIMEOUT" envDefault:"10s" sets:"signaling.HelloTimeout" bounds:">0" help:"How long a new connection has to send hello."`
+	WSPingInterval    time.Duration `env:"STRANGERS_WS_PING_INTERVAL" envDefault:"20s" sets:"signaling.PingInterval" bounds:">=100ms" help:"How often the server pings each connection (shorter than STRANGERS_WS_PONG_WAIT)."`
+	WSPongWait        time.Duration `env:"STRANGERS_WS_PONG_WAIT" envDefault:"30s" sets:"signaling.PongWait" help:"How long a connection may stay silent (no pong or message) before it is closed (longer than STRANGERS_WS_PING_INTERVAL)."`
+	WSWriteTimeout    time.Duration `env:"STRANGERS_WS_WRITE_TIMEOUT" envDefault:"10s" sets:"signaling.WriteWait" bounds:">0" help:"Deadline for each write to a connection."`
+	WSSendQueue       int           `env:"STRANGERS_WS_SEND_QUEUE" envDefault:"256" sets:"signaling.SendQueue" bounds:">=1" help:"Messages queued for one connection before it counts as a slow reader and is disconnected."`
+	StatsInterval     time.Duration `env:"STRANGERS_STATS_INTERVAL" envDefault:"5s" sets:"signaling.StatsInterval" bounds:">=100ms" help:"Shortest interval between stats pushes (online and waiting counts); sent only when they change."`
 	TURNEnabled       bool          `env:"STRANGERS_TURN_ENABLED" envDefault:"true" help:"Run the embedded TURN/STUN relay. false: hand out only STRANGERS_ICE_SERVERS."`
-	TURNAddr          string        `env:"STRANGERS_TURN_ADDR" envDefault:":3478" help:"Address the relay listens on for TURN and STUN, UDP and TCP on the same port."`
-	TURNUDPSockets    int           `env:"STRANGERS_TURN_UDP_SOCKETS" help:"UDP sockets (SO_REUSEPORT) on the TURN address, each read by its own goroutine. 0: one per CPU."`
-	RelayBindIP       string        `env:"STRANGERS_RELAY_BIND_IP" help:"Address relay sockets bind to. Empty: all addresses (0.0.0.0)."`
-	RelayPortMin      int           `env:"STRANGERS_RELAY_PORT_MIN" envDefault:"49152" help:"Lowest UDP port of the relay range."`
-	RelayPortMax      int           `env:"STRANGERS_RELAY_PORT_MAX" envDefault:"65535" help:"Highest UDP port of the relay range."`
-	RelayAllowPeers   []string      `env:"STRANGERS_RELAY_ALLOW_PEERS" envSeparator:"," help:"Comma-separated CIDRs the relay may send to although they are private or reserved (by default only public unicast addresses and our own relay address are allowed)."`
-	TURNSecret        string        `env:"STRANGERS_TURN_SECRET" secret:"true" help:"Shared secret for TURN credentials (TURN REST scheme, coturn's static-auth-secret). Empty: random at start, so restarts invalidate live credentials; several instances need one shared secret."`
-	TURNSecretFile    string        `env:"STRANGERS_TURN_SECRET_FILE,file" secret:"true" help:"Path of a file holding the TURN secret (Docker and systemd secrets); instead of STRANGERS_TURN_SECRET."`
-	TURNRealm         string        `env:"STRANGERS_TURN_REALM" envDefault:"strangers" help:"TURN realm."`
-	TURNCredentialTTL time.Duration `env:"STRANGERS_TURN_CREDENTIAL_TTL" envDefault:"1h" help:"Lifetime of the TURN credentials handed out with each match (checked when an allocation is created; a call may outlast it)."`
-	TURNSessionQuota  int           `env:"STRANGERS_TURN_SESSION_QUOTA" envDefault:"10" help:"Relay allocations one session's credential may hold at once."`
-	TURNTotalQuota    int           `env:"STRANGERS_TURN_TOTAL_QUOTA" envDefault:"10000" help:"Relay allocations the server holds at once, in total."`
-	TURNSessionGrace  time.Duration `env:"STRANGERS_TURN_SESSION_GRACE" envDefault:"30s" help:"How long a session's relay allocations keep working after the session ended (its user left for good), before they are closed."`
-	TURNMaxPerms      int           `env:"STRANGERS_TURN_MAX_PERMISSIONS" envDefault:"64" help:"Peer addresses one relay allocation may hold permissions for."`
-	TURNMaxChannels   int           `env:"STRANGERS_TURN_MAX_CHANNELS" envDefault:"64" help:"Channels one relay allocation may bind."`
-	TURNTCPMaxPerIP   int           `env:"STRANGERS_TURN_TCP_MAX_PER_IP" envDefault:"16" help:"Concurrent TURN-over-TCP/TLS connections from one IP address (raise it when many users share one NAT)."`
-	TURNTCPFirstMsg   time.Duration `env:"STRANGERS_TURN_TCP_FIRST_MESSAGE_TIMEOUT" envDefault:"10s" help:"How long a new TURN-over-TCP/TLS connection has to send its first complete STUN message."`
-	TURNTCPIdle       time.Duration `env:"STRANGERS_TURN_TCP_IDLE_TIMEOUT" envDefault:"5m" help:"How long a TURN-over-TCP/TLS connection may stay silent before it is closed."`
-	ICEServers        string        `env:"STRANGERS_ICE_SERVERS" help:"JSON list of extra ICE servers handed to browsers besides ours, as RTCIceServer objects, e.g. [{\"urls\":\"stun:stun.example.com:3478\"}]."`
+	TURNAddr          string        `env:"STRANGERS_TURN_ADDR" envDefault:":3478" sets:"relay.ListenAddr" help:"Address the relay listens on for TURN and STUN, UDP and TCP on the same port: an IP address (or none, for all) and a port."`
+	TURNUDPSockets    int           `env:"STRANGERS_TURN_UDP_SOCKETS" sets:"relay.UDPSockets" bounds:"0..64" help:"UDP sockets (SO_REUSEPORT) on the TURN address, each read by its own goroutine. 0: one per CPU."`
+	RelayBindIP       string        `env:"STRANGERS_RELAY_BIND_IP" sets:"relay.BindIP" help:"IPv4 address relay sockets bind to. Empty: all addresses (0.0.0.0)."`
+	RelayPortMin      int           `env:"STRANGERS_RELAY_PORT_MIN" envDefault:"49152" sets:"relay.PortMin" bounds:"1..65535" help:"Lowest UDP port of the relay range (not above STRANGERS_RELAY_PORT_MAX)."`
+	RelayPortMax      int           `env:"STRANGERS_RELAY_PORT_MAX" envDefault:"65535" sets:"relay.PortMax" bounds:"1..65535" help:"Highest UDP port of the relay range."`
+	RelayAllowPeers   []string      `env:"STRANGERS_RELAY_ALLOW_PEERS" envSeparator:"," sets:"relay.AllowPeers" help:"Comma-separated CIDRs the relay may send to although they are private or reserved (by default only public unicast addresses and our own relay address are allowed)."`
+	TURNSecret        string        `env:"STRANGERS_TURN_SECRET" secret:"true" sets:"relay.Secret" bounds:">=16" unit:"bytes" help:"Shared secret for TURN credentials (TURN REST scheme, coturn's static-auth-secret). Empty: random at start, so restarts invalidate live credentials; several instances need one shared secret."`
+	TURNSecretFile    string        `env:"STRANGERS_TURN_SECRET_FILE,file" secret:"true" sets:"relay.Secret" help:"Path of a file holding the TURN secret (Docker and systemd secrets); instead of STRANGERS_TURN_SECRET. The secret in it must be at least 16 bytes."`
+	TURNRealm         string        `env:"STRANGERS_TURN_REALM" envDefault:"strangers" sets:"relay.Realm" bounds:"<=127" unit:"bytes" help:"TURN realm."`
+	TURNCredentialTTL time.Duration `env:"STRANGERS_TURN_CREDENTIAL_TTL" envDefault:"1h" sets:"relay.CredentialTTL" bounds:">0" help:"Lifetime of the TURN credentials handed out with each match (checked when an allocation is created; a call may outlast it)."`
+	TURNSessionQuota  int           `env:"STRANGERS_TURN_SESSION_QUOTA" envDefault:"10" sets:"relay.SessionQuota" bounds:">=1" help:"Relay allocations one session's credential may hold at once."`
+	TURNTotalQuota    int           `env:"STRANGERS_TURN_TOTAL_QUOTA" envDefault:"10000" sets:"relay.TotalQuota" bounds:">=1" help:"Relay allocations the server holds at once, in total."`
+	TURNSessionGrace  time.Duration `env:"STRANGERS_TURN_SESSION_GRACE" envDefault:"30s" sets:"relay.SessionGrace" bounds:">0" help:"How long a session's relay allocations keep working after the session ended (its user left for good), before they are closed."`
+	TURNMaxPerms      int           `env:"STRANGERS_TURN_MAX_PERMISSIONS" envDefault:"64" sets:"relay.MaxPermissionsPerAllocation" bounds:">=1" help:"Peer addresses one relay allocation may hold permissions for."`
+	TURNMaxChannels   int           `env:"STRANGERS_TURN_MAX_CHANNELS" envDefault:"64" sets:"relay.MaxChannelsPerAllocation" bounds:"1..16384" help:"Channels one relay allocation may bind."`
+	TURNTCPMaxPerIP   int           `env:"STRANGERS_TURN_TCP_MAX_PER_IP" envDefault:"16" sets:"relay.TCPMaxConnsPerIP" bounds:">=1" help:"Concurrent TURN-over-TCP/TLS connections from one IP address (raise it when many users share one NAT)."`
+	TURNTCPFirstMsg   time.Duration `env:"STRANGERS_TURN_TCP_FIRST_MESSAGE_TIMEOUT" envDefault:"10s" sets:"relay.TCPFirstMessageTimeout" bounds:">0" help:"How long a new TURN-over-TCP/TLS connection has to send its first complete STUN message."`
+	TURNTCPIdle       time.Duration `env:"STRANGERS_TURN_TCP_IDLE_TIMEOUT" envDefault:"5m" sets:"relay.TCPIdleTimeout" bounds:">0" help:"How long a TURN-over-TCP/TLS connection may stay silent before it is closed."`
+	ICEServers        string        `env:"STRANGERS_ICE_SERVERS" sets:"relay.ExtraICEServers" help:"JSON list of extra ICE servers handed to browsers besides ours, as RTCIceServer objects, e.g. [{\"urls\":\"stun:stun.example.com:3478\"}]."`
 }
 
 // testOnlyVariables are read by the test suite and the tools under cmd/,
@@ -95,7 +98,8 @@ type settings struct {
 	relayBindIP    netip.Addr
 	allowPeers     []netip.Prefix
 	trustedProxies []netip.Prefix
-	turnSecret     []byte // nil: generate one
+	turnSecret     []byte // random when secretRandom
+	secretRandom   bool   // no secret was configured
 	extraICE       []relay.ICEServer
 }
 
@@ -103,9 +107,13 @@ type settings struct {
 type variable struct {
 	Name    string
 	Default string
-	Help    string
+	Help    string // the help tag, then the bounds as a sentence
 	Secret  bool
-	field   string
+	Sets    string // the library Config field it sets, as "relay.PortMin"
+	Bounds  string // its range (see variable.rule)
+	Unit    string // the unit of Bounds
+	field   string // the config field
+	typ     reflect.Type
 }
 
 // variables lists every configuration variable in declaration order.
@@ -114,13 +122,19 @@ func variables() []variable {
 	vars := make([]variable, 0, t.NumField())
 	for f := range t.Fields() {
 		name, _, _ := strings.Cut(f.Tag.Get("env"), ",")
-		vars = append(vars, variable{
+		v := variable{
 			Name:    name,
 			Default: f.Tag.Get("envDefault"),
 			Help:    f.Tag.Get("help"),
 			Secret:  f.Tag.Get("secret") == "true",
+			Sets:    f.Tag.Get("sets"),
+			Bounds:  f.Tag.Get("bounds"),
+			Unit:    f.Tag.Get("unit"),
 			field:   f.Name,
-		})
+			typ:     f.Type,
+		}
+		v.Help = v.helpText()
+		vars = append(vars, v)
 	}
 	return vars
 }
@@ -174,8 +188,8 @@ func loadConfig(getenv func(string) string, names []string) (settings, []string,
 	if err := env.ParseWithOptions(&c, env.Options{Environment: environment}); err != nil {
 		return settings{}, warnings, parseError(err, vars, environment)
 	}
-	s, err := validate(c)
-	var errs []error
+	s, err := validate(c, environment)
+	errs := checkLibraries(c, s, vars, environment)
 	if len(c.ACMEDomains) == 0 {
 		for _, name := range []string{"STRANGERS_ACME_EMAIL", "STRANGERS_ACME_CACHE", "STRANGERS_ACME_DIRECTORY", "STRANGERS_ACME_CA_FILE"} {
 			if v, ok := environment[name]; ok {
@@ -248,11 +262,16 @@ func varError(v variable, value, problem string) error {
 	return fmt.Errorf("%s=%s: %s", v.Name, value, problem)
 }
 
-// validate checks what parsing cannot and derives the typed settings.
-func validate(c config) (settings, error) {
+// validate checks what parsing cannot and derives the typed settings, as
+// far as they can be derived when it reports errors. Messages quote a
+// value as written in environment, if it is there.
+func validate(c config, environment map[string]string) (settings, error) {
 	s := settings{config: c}
 	var errs []error
 	bad := func(name, value, problem string) {
+		if raw, ok := environment[name]; ok {
+			value = raw
+		}
 		for _, v := range variables() {
 			if v.Name == name {
 				errs = append(errs, varError(v, value, problem))
@@ -269,7 +288,6 @@ func validate(c config) (settings, error) {
 		}
 	}
 	checkHostPort("STRANGERS_HTTP_ADDR", c.HTTPAddr)
-	checkHostPort("STRANGERS_TURN_ADDR", c.TURNAddr)
 	checkHostPort("STRANGERS_TLS_ADDR", c.TLSAddr)
 
 	switch {
@@ -290,29 +308,20 @@ func validate(c config) (settings, error) {
 		bad("STRANGERS_ACME_DIRECTORY", c.ACMEDirectory, "must be an https:// URL")
 	}
 
-	if c.PublicIP != "" {
-		ip, err := netip.ParseAddr(c.PublicIP)
-		if err != nil || ip.Zone() != "" || ip.IsUnspecified() || ip.IsMulticast() {
-			bad("STRANGERS_PUBLIC_IP", c.PublicIP, "must be a unicast IP address")
+	// The rules of values that configure signaling or the relay are theirs
+	// (checkLibraries); here they are only parsed.
+	parseAddr := func(name, value string) netip.Addr {
+		if value == "" {
+			return netip.Addr{}
 		}
-		s.publicIP = ip.Unmap()
-	}
-	if c.PublicHost != "" && !validHost(c.PublicHost) {
-		bad("STRANGERS_PUBLIC_HOST", c.PublicHost, "must be a host name or IP address, without scheme or port")
-	}
-	if c.RelayBindIP != "" {
-		ip, err := netip.ParseAddr(c.RelayBindIP)
-		if err != nil || ip.Zone() != "" || ip.IsMulticast() {
-			bad("STRANGERS_RELAY_BIND_IP", c.RelayBindIP, "must be an IP address")
+		ip, err := netip.ParseAddr(value)
+		if err != nil {
+			bad(name, value, "must be an IP address")
 		}
-		s.relayBindIP = ip.Unmap()
+		return ip
 	}
-	for _, o := range c.AllowedOrigins {
-		if o != "*" && !validOrigin(o) {
-			bad("STRANGERS_ALLOWED_ORIGINS", strings.Join(c.AllowedOrigins, ","), fmt.Sprintf("%q is not an origin like https://chat.example.com or *", o))
-			break
-		}
-	}
+	s.publicIP = parseAddr("STRANGERS_PUBLIC_IP", c.PublicIP)
+	s.relayBindIP = parseAddr("STRANGERS_RELAY_BIND_IP", c.RelayBindIP)
 	s.trustedProxies = parsePrefixes(c.TrustedProxies, "STRANGERS_TRUSTED_PROXIES", bad)
 	if peers, err := relay.ParseAllowPeers(strings.Join(c.RelayAllowPeers, ",")); err != nil {
 		bad("STRANGERS_RELAY_ALLOW_PEERS", strings.Join(c.RelayAllowPeers, ","), err.Error())
@@ -327,58 +336,8 @@ func validate(c config) (settings, error) {
 		bad("STRANGERS_LOG_FORMAT", c.LogFormat, "must be text or json")
 	}
 
-	positive := func(name string, d time.Duration) {
-		if d <= 0 {
-			bad(name, d.String(), "must be positive")
-		}
-	}
-	positive("STRANGERS_SHUTDOWN_GRACE", c.ShutdownGrace)
-	positive("STRANGERS_INTEREST_WAIT", c.InterestWait)
-	positive("STRANGERS_RESUME_GRACE", c.ResumeGrace)
-	positive("STRANGERS_WS_HELLO_TIMEOUT", c.WSHelloTimeout)
-	positive("STRANGERS_WS_PING_INTERVAL", c.WSPingInterval)
-	positive("STRANGERS_WS_PONG_WAIT", c.WSPongWait)
-	positive("STRANGERS_WS_WRITE_TIMEOUT", c.WSWriteTimeout)
-	positive("STRANGERS_STATS_INTERVAL", c.StatsInterval)
-	positive("STRANGERS_TURN_CREDENTIAL_TTL", c.TURNCredentialTTL)
-	positive("STRANGERS_TURN_SESSION_GRACE", c.TURNSessionGrace)
-	positive("STRANGERS_TURN_TCP_FIRST_MESSAGE_TIMEOUT", c.TURNTCPFirstMsg)
-	positive("STRANGERS_TURN_TCP_IDLE_TIMEOUT", c.TURNTCPIdle)
-	if c.WSPingInterval >= c.WSPongWait && c.WSPingInterval > 0 {
-		bad("STRANGERS_WS_PING_INTERVAL", c.WSPingInterval.String(), "must be shorter than STRANGERS_WS_PONG_WAIT="+c.WSPongWait.String())
-	}
-
-	atLeast := func(name string, n, min int64) {
-		if n < min {
-			bad(name, strconv.FormatInt(n, 10), fmt.Sprintf("must be at least %d", min))
-		}
-	}
-	atLeast("STRANGERS_WS_MAX_MESSAGE", c.WSMaxMessage, 1024)
-	atLeast("STRANGERS_WS_BURST", int64(c.WSBurst), 1)
-	atLeast("STRANGERS_WS_MAX_PER_IP", int64(c.WSMaxPerIP), 1)
-	atLeast("STRANGERS_WS_SEND_QUEUE", int64(c.WSSendQueue), 1)
-	atLeast("STRANGERS_TURN_UDP_SOCKETS", int64(c.TURNUDPSockets), 0)
-	atLeast("STRANGERS_TURN_SESSION_QUOTA", int64(c.TURNSessionQuota), 1)
-	atLeast("STRANGERS_TURN_TOTAL_QUOTA", int64(c.TURNTotalQuota), 1)
-	atLeast("STRANGERS_TURN_MAX_PERMISSIONS", int64(c.TURNMaxPerms), 1)
-	atLeast("STRANGERS_TURN_MAX_CHANNELS", int64(c.TURNMaxChannels), 1)
-	atLeast("STRANGERS_TURN_TCP_MAX_PER_IP", int64(c.TURNTCPMaxPerIP), 1)
-	if c.WSRate <= 0 {
-		bad("STRANGERS_WS_RATE", strconv.FormatFloat(c.WSRate, 'g', -1, 64), "must be positive")
-	}
-
-	portOK := true
-	for _, p := range []struct {
-		name string
-		port int
-	}{{"STRANGERS_RELAY_PORT_MIN", c.RelayPortMin}, {"STRANGERS_RELAY_PORT_MAX", c.RelayPortMax}} {
-		if p.port < 1 || p.port > 65535 {
-			bad(p.name, strconv.Itoa(p.port), "must be 1-65535")
-			portOK = false
-		}
-	}
-	if portOK && c.RelayPortMin > c.RelayPortMax {
-		bad("STRANGERS_RELAY_PORT_MIN", strconv.Itoa(c.RelayPortMin), fmt.Sprintf("must not be above STRANGERS_RELAY_PORT_MAX=%d", c.RelayPortMax))
+	if c.ShutdownGrace <= 0 {
+		bad("STRANGERS_SHUTDOWN_GRACE", c.ShutdownGrace.String(), "must be positive")
 	}
 
 	switch {
@@ -387,25 +346,17 @@ func validate(c config) (settings, error) {
 	case c.TURNSecretFile != "":
 		s.turnSecret = []byte(strings.TrimRight(c.TURNSecretFile, "\r\n"))
 	}
-	if s.turnSecret != nil && len(s.turnSecret) < 16 {
-		name := "STRANGERS_TURN_SECRET"
-		if c.TURNSecretFile != "" {
-			name = "STRANGERS_TURN_SECRET_FILE"
-		}
-		bad(name, "", "must be at least 16 bytes")
-	}
-	if c.TURNRealm == "" {
-		bad("STRANGERS_TURN_REALM", "", "must not be empty")
+	if s.turnSecret == nil {
+		s.turnSecret = make([]byte, 32)
+		rand.Read(s.turnSecret)
+		s.secretRandom = true
 	}
 	if extra, err := relay.ParseICEServers(c.ICEServers); err != nil {
 		bad("STRANGERS_ICE_SERVERS", c.ICEServers, err.Error())
 	} else {
 		s.extraICE = extra
 	}
-	if err := errors.Join(errs...); err != nil {
-		return settings{}, err
-	}
-	return s, nil
+	return s, errors.Join(errs...)
 }
 
 func parsePrefixes(list []string, name string, bad func(name, value, problem string)) []netip.Prefix {
@@ -447,19 +398,4 @@ func validHost(h string) bool {
 		}
 	}
 	return true
-}
-
-func validOrigin(o string) bool {
-	scheme, rest, ok := strings.Cut(o, "://")
-	if !ok || (scheme != "http" && scheme != "https") || rest == "" || strings.ContainsAny(rest, "/?#") {
-		return false
-	}
-	host := rest
-	if h, port, err := net.SplitHostPort(rest); err == nil {
-		if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
-			return false
-		}
-		host = h
-	}
-	return validHost(host)
 }

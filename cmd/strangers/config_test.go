@@ -45,7 +45,7 @@ func TestConfigDefaults(t *testing.T) {
 		{"TURNCredentialTTL", s.TURNCredentialTTL, time.Hour},
 		{"TURNSessionQuota", s.TURNSessionQuota, 10},
 		{"publicIP set", s.publicIP.IsValid(), false},
-		{"turnSecret", s.turnSecret == nil, true},
+		{"secretRandom", s.secretRandom && len(s.turnSecret) == 32, true},
 	}
 	for _, c := range checks {
 		if c.got != c.want {
@@ -78,13 +78,13 @@ func TestConfigRejectsInvalidValues(t *testing.T) {
 		{map[string]string{"STRANGERS_WS_RATE": "0"}, "STRANGERS_WS_RATE=0"},
 		{map[string]string{"STRANGERS_WS_BURST": "many"}, "STRANGERS_WS_BURST=many"},
 		{map[string]string{"STRANGERS_WS_MAX_PER_IP": "0"}, "STRANGERS_WS_MAX_PER_IP=0"},
-		{map[string]string{"STRANGERS_WS_PING_INTERVAL": "1m"}, "STRANGERS_WS_PING_INTERVAL=1m0s"},
+		{map[string]string{"STRANGERS_WS_PING_INTERVAL": "1m"}, "STRANGERS_WS_PING_INTERVAL=1m: must be shorter than STRANGERS_WS_PONG_WAIT=30s"},
 		{map[string]string{"STRANGERS_WS_SEND_QUEUE": "0"}, "STRANGERS_WS_SEND_QUEUE=0"},
 		{map[string]string{"STRANGERS_TURN_ENABLED": "maybe"}, "STRANGERS_TURN_ENABLED=maybe"},
 		{map[string]string{"STRANGERS_TURN_UDP_SOCKETS": "-1"}, "STRANGERS_TURN_UDP_SOCKETS=-1"},
 		{map[string]string{"STRANGERS_RELAY_BIND_IP": "eth0"}, "STRANGERS_RELAY_BIND_IP=eth0"},
-		{map[string]string{"STRANGERS_RELAY_PORT_MIN": "70000"}, "STRANGERS_RELAY_PORT_MIN=70000: must be 1-65535"},
-		{map[string]string{"STRANGERS_RELAY_PORT_MAX": "0"}, "STRANGERS_RELAY_PORT_MAX=0: must be 1-65535"},
+		{map[string]string{"STRANGERS_RELAY_PORT_MIN": "70000"}, "STRANGERS_RELAY_PORT_MIN=70000: must be from 1 to 65535"},
+		{map[string]string{"STRANGERS_RELAY_PORT_MAX": "0"}, "STRANGERS_RELAY_PORT_MAX=0: must be from 1 to 65535"},
 		{map[string]string{"STRANGERS_RELAY_PORT_MIN": "60000", "STRANGERS_RELAY_PORT_MAX": "50000"}, "STRANGERS_RELAY_PORT_MIN=60000"},
 		{map[string]string{"STRANGERS_RELAY_ALLOW_PEERS": "127.0.0.0/8,nope"}, "STRANGERS_RELAY_ALLOW_PEERS=127.0.0.0/8,nope"},
 		{map[string]string{"STRANGERS_TURN_SECRET": "short"}, "STRANGERS_TURN_SECRET: must be at least 16 bytes"},
@@ -194,6 +194,9 @@ func TestUsageListsEveryVariable(t *testing.T) {
 		}
 		if !strings.Contains(b.String(), v.Name) {
 			t.Errorf("usage lacks %s", v.Name)
+		}
+		if r := v.rule(); r != "" && !strings.Contains(b.String(), strings.TrimPrefix(r, "must")+".") {
+			t.Errorf("usage does not state the bounds of %s (%s)", v.Name, r)
 		}
 	}
 }

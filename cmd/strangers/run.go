@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -133,38 +132,13 @@ func start(cfg settings, logger *slog.Logger) (_ *app, err error) {
 	var ice signaling.ICEProvider = staticICE(toSignaling(extraICE))
 	var sessions signaling.SessionObserver
 	if cfg.TURNEnabled {
-		secret := cfg.turnSecret
-		if secret == nil {
-			secret = make([]byte, 32)
-			rand.Read(secret)
+		if cfg.secretRandom {
 			logger.Warn("STRANGERS_TURN_SECRET is unset: using a random secret, so a restart invalidates live TURN credentials and several instances cannot share credentials")
 		}
-		rcfg := relay.Config{
-			ListenAddr:    cfg.TURNAddr,
-			UDPSockets:    cfg.TURNUDPSockets,
-			PublicIP:      advertisedIP(cfg),
-			PublicHost:    publicHost,
-			BindIP:        cfg.relayBindIP,
-			PortMin:       cfg.RelayPortMin,
-			PortMax:       cfg.RelayPortMax,
-			Realm:         cfg.TURNRealm,
-			Secret:        secret,
-			CredentialTTL: cfg.TURNCredentialTTL,
-			SessionQuota:  cfg.TURNSessionQuota,
-			TotalQuota:    cfg.TURNTotalQuota,
-			AllowPeers:    cfg.allowPeers,
-			SessionGrace:  cfg.TURNSessionGrace,
-
-			MaxPermissionsPerAllocation: cfg.TURNMaxPerms,
-			MaxChannelsPerAllocation:    cfg.TURNMaxChannels,
-			TCPMaxConnsPerIP:            cfg.TURNTCPMaxPerIP,
-			TCPFirstMessageTimeout:      cfg.TURNTCPFirstMsg,
-			TCPIdleTimeout:              cfg.TURNTCPIdle,
-
-			ExtraICEServers: extraICE,
-			Logger:          logger, // the relay names itself (component=relay)
-			Registerer:      reg,
-		}
+		rcfg := relayConfig(cfg)
+		rcfg.PublicHost = publicHost
+		rcfg.Logger = logger // the relay names itself (component=relay)
+		rcfg.Registerer = reg
 		if a.mux != nil {
 			rcfg.StreamListeners = []net.Listener{a.mux.TURN()}
 		}
@@ -176,26 +150,11 @@ func start(cfg settings, logger *slog.Logger) (_ *app, err error) {
 		ice, sessions = relayICE{r: a.relay, turns: turnsURL(publicHost, a.relay.PublicIP(), tlsPort)}, a.relay
 	}
 
-	a.hub, err = signaling.New(signaling.Config{
-		ICE:            ice,
-		Sessions:       sessions,
-		AllowedOrigins: cfg.AllowedOrigins,
-		TrustedProxies: cfg.trustedProxies,
-		InterestWait:   cfg.InterestWait,
-		ResumeGrace:    cfg.ResumeGrace,
-		MaxMessageSize: cfg.WSMaxMessage,
-		RateLimit:      cfg.WSRate,
-		RateBurst:      cfg.WSBurst,
-		MaxConnsPerIP:  cfg.WSMaxPerIP,
-		HelloTimeout:   cfg.WSHelloTimeout,
-		PingInterval:   cfg.WSPingInterval,
-		PongWait:       cfg.WSPongWait,
-		WriteWait:      cfg.WSWriteTimeout,
-		SendQueue:      cfg.WSSendQueue,
-		StatsInterval:  cfg.StatsInterval,
-		Logger:         logger, // the hub names itself (component=signaling)
-		Registerer:     reg,
-	})
+	scfg := signalingConfig(cfg)
+	scfg.ICE, scfg.Sessions = ice, sessions
+	scfg.Logger = logger // the hub names itself (component=signaling)
+	scfg.Registerer = reg
+	a.hub, err = signaling.New(scfg)
 	if err != nil {
 		return nil, err
 	}
