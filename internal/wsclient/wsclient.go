@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"reflect"
 	"sync"
 	"time"
 
@@ -211,38 +212,43 @@ func (c *Conn) writeDeadline(ctx context.Context) time.Time {
 	return dl
 }
 
-// withType returns msg with its Type field set, and that type.
+// clientTypes are the messages Send takes, by Go type.
+var clientTypes = map[reflect.Type]signaling.MsgType{
+	reflect.TypeFor[signaling.Hello]():      signaling.TypeHello,
+	reflect.TypeFor[signaling.Find]():       signaling.TypeFind,
+	reflect.TypeFor[signaling.Next]():       signaling.TypeNext,
+	reflect.TypeFor[signaling.Stop]():       signaling.TypeStop,
+	reflect.TypeFor[signaling.Signal]():     signaling.TypeSignal,
+	reflect.TypeFor[signaling.Chat]():       signaling.TypeChat,
+	reflect.TypeFor[signaling.Typing]():     signaling.TypeTyping,
+	reflect.TypeFor[signaling.Report]():     signaling.TypeReport,
+	reflect.TypeFor[signaling.ICERequest](): signaling.TypeICE,
+}
+
+// serverTypes are the messages Recv returns (as pointers), by type.
+var serverTypes = map[signaling.MsgType]reflect.Type{
+	signaling.TypeWelcome:     reflect.TypeFor[signaling.Welcome](),
+	signaling.TypeWaiting:     reflect.TypeFor[signaling.Waiting](),
+	signaling.TypeMatched:     reflect.TypeFor[signaling.Matched](),
+	signaling.TypeSignal:      reflect.TypeFor[signaling.Signal](),
+	signaling.TypeChat:        reflect.TypeFor[signaling.Chat](),
+	signaling.TypeTyping:      reflect.TypeFor[signaling.Typing](),
+	signaling.TypePartnerLeft: reflect.TypeFor[signaling.PartnerLeft](),
+	signaling.TypeStats:       reflect.TypeFor[signaling.Stats](),
+	signaling.TypeICE:         reflect.TypeFor[signaling.ICEReply](),
+	signaling.TypeError:       reflect.TypeFor[signaling.Error](),
+}
+
+// withType returns a copy of msg with its Type field set, and that type.
 func withType(msg any) (any, signaling.MsgType, error) {
-	switch m := msg.(type) {
-	case signaling.Hello:
-		m.Type = signaling.TypeHello
-		return m, m.Type, nil
-	case signaling.Find:
-		m.Type = signaling.TypeFind
-		return m, m.Type, nil
-	case signaling.Next:
-		m.Type = signaling.TypeNext
-		return m, m.Type, nil
-	case signaling.Stop:
-		m.Type = signaling.TypeStop
-		return m, m.Type, nil
-	case signaling.Signal:
-		m.Type = signaling.TypeSignal
-		return m, m.Type, nil
-	case signaling.Chat:
-		m.Type = signaling.TypeChat
-		return m, m.Type, nil
-	case signaling.Typing:
-		m.Type = signaling.TypeTyping
-		return m, m.Type, nil
-	case signaling.Report:
-		m.Type = signaling.TypeReport
-		return m, m.Type, nil
-	case signaling.ICERequest:
-		m.Type = signaling.TypeICE
-		return m, m.Type, nil
+	typ, ok := clientTypes[reflect.TypeOf(msg)]
+	if !ok {
+		return nil, "", fmt.Errorf("%w: %T", ErrNotClientMessage, msg)
 	}
-	return nil, "", fmt.Errorf("%w: %T", ErrNotClientMessage, msg)
+	v := reflect.New(reflect.TypeOf(msg)).Elem()
+	v.Set(reflect.ValueOf(msg))
+	v.FieldByName("Type").SetString(string(typ))
+	return v.Interface(), typ, nil
 }
 
 // Recv reads the next server message, a pointer to signaling.Welcome,
@@ -279,62 +285,31 @@ func DecodeServer(data []byte) (any, error) {
 	if err := json.Unmarshal(data, &env); err != nil {
 		return nil, fmt.Errorf("wsclient: the server sent %.60q: %w", data, err)
 	}
-	var m any
-	switch env.Type {
-	case signaling.TypeWelcome:
-		m = new(signaling.Welcome)
-	case signaling.TypeWaiting:
-		m = new(signaling.Waiting)
-	case signaling.TypeMatched:
-		m = new(signaling.Matched)
-	case signaling.TypeSignal:
-		m = new(signaling.Signal)
-	case signaling.TypeChat:
-		m = new(signaling.Chat)
-	case signaling.TypeTyping:
-		m = new(signaling.Typing)
-	case signaling.TypePartnerLeft:
-		m = new(signaling.PartnerLeft)
-	case signaling.TypeStats:
-		m = new(signaling.Stats)
-	case signaling.TypeICE:
-		m = new(signaling.ICEReply)
-	case signaling.TypeError:
-		m = new(signaling.Error)
-	default:
+	t, ok := serverTypes[env.Type]
+	if !ok {
 		return &Unknown{Type: env.Type, Raw: data}, nil
 	}
+	m := reflect.New(t).Interface()
 	if err := json.Unmarshal(data, m); err != nil {
 		return nil, fmt.Errorf("wsclient: the server sent a malformed %s: %w", env.Type, err)
 	}
 	return m, nil
 }
 
-// TypeOf returns the type of a message returned by Recv.
+// TypeOf returns the type of a message returned by Recv ("" for anything
+// else).
 func TypeOf(m any) signaling.MsgType {
-	switch m := m.(type) {
-	case *signaling.Welcome:
-		return m.Type
-	case *signaling.Waiting:
-		return m.Type
-	case *signaling.Matched:
-		return m.Type
-	case *signaling.Signal:
-		return m.Type
-	case *signaling.Chat:
-		return m.Type
-	case *signaling.Typing:
-		return m.Type
-	case *signaling.PartnerLeft:
-		return m.Type
-	case *signaling.Stats:
-		return m.Type
-	case *signaling.ICEReply:
-		return m.Type
-	case *signaling.Error:
-		return m.Type
-	case *Unknown:
-		return m.Type
+	if u, ok := m.(*Unknown); ok {
+		return u.Type
+	}
+	t := reflect.TypeOf(m)
+	if t == nil || t.Kind() != reflect.Pointer {
+		return ""
+	}
+	for typ, st := range serverTypes {
+		if st == t.Elem() {
+			return typ
+		}
 	}
 	return ""
 }

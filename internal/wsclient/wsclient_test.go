@@ -175,6 +175,11 @@ func TestDecodeServer(t *testing.T) {
 			t.Errorf("%s: type %q, want %q", tc.in, got, tc.want)
 		}
 	}
+	for _, m := range []any{nil, 3, new(int), signaling.Stats{}, &signaling.Find{}} {
+		if got := wsclient.TypeOf(m); got != "" {
+			t.Errorf("TypeOf(%T) = %q, want none", m, got)
+		}
+	}
 	for _, bad := range []string{`not json`, `{"type":"matched","iceServers":"x"}`} {
 		if _, err := wsclient.DecodeServer([]byte(bad)); err == nil {
 			t.Errorf("%s: no error", bad)
