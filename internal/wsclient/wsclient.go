@@ -151,7 +151,7 @@ func Dial(ctx context.Context, url string, opts Options) (*Conn, error) {
 	}
 	ws, resp, err := d.DialContext(ctx, url, hdr)
 	if resp != nil && resp.Body != nil {
-		resp.Body.Close()
+		_ = resp.Body.Close() // the upgrade's body is empty
 	}
 	if err != nil {
 		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
@@ -200,7 +200,9 @@ func (c *Conn) write(ctx context.Context, kind int, data []byte) error {
 	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	c.ws.SetWriteDeadline(c.writeDeadline(ctx))
+	if err := c.ws.SetWriteDeadline(c.writeDeadline(ctx)); err != nil {
+		return err
+	}
 	return c.ws.WriteMessage(kind, data)
 }
 
@@ -258,12 +260,12 @@ func withType(msg any) (any, signaling.MsgType, error) {
 // (the WebSocket cannot resume a read cut short); callers that wait on
 // other things too use Start.
 func (c *Conn) Recv(ctx context.Context) (any, error) {
-	if dl, ok := ctx.Deadline(); ok {
-		c.ws.SetReadDeadline(dl)
-	} else {
-		c.ws.SetReadDeadline(time.Time{})
+	dl, _ := ctx.Deadline() // none: the zero time
+	if err := c.ws.SetReadDeadline(dl); err != nil {
+		return nil, fmt.Errorf("wsclient: reading: %w", err)
 	}
-	stop := context.AfterFunc(ctx, func() { c.ws.SetReadDeadline(time.Now()) })
+	// A cancelled ctx ends the read at once; the read reports the error.
+	stop := context.AfterFunc(ctx, func() { _ = c.ws.SetReadDeadline(time.Now()) })
 	defer stop()
 	_, data, err := c.ws.ReadMessage()
 	if err != nil {
@@ -432,7 +434,7 @@ func (c *Conn) SendClose() error {
 func (c *Conn) Close() error {
 	var err error
 	c.closeOnce.Do(func() {
-		c.SendClose()
+		_ = c.SendClose()         // best effort: the connection is closed below anyway
 		c.startOnce.Do(func() {}) // no Start from now on
 		if c.in != nil {
 			t := time.NewTimer(closeWait)

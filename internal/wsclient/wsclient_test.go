@@ -31,7 +31,9 @@ func startHub(t *testing.T) string {
 		srv.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		hub.Shutdown(ctx)
+		if err := hub.Shutdown(ctx); err != nil {
+			t.Errorf("hub shutdown: %v", err)
+		}
 	})
 	return "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws"
 }
@@ -42,7 +44,7 @@ func dial(t *testing.T, ctx context.Context, url string) *wsclient.Conn {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.Close() })
+	t.Cleanup(func() { _ = c.Close() })
 	return c
 }
 
@@ -199,8 +201,12 @@ func TestCloseEndsTheReaderAndIsIdempotent(t *testing.T) {
 	if _, err := c.Hello(ctx, ""); err != nil {
 		t.Fatal(err)
 	}
-	c.Close()
-	c.Close()
+	if err := c.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	if err := c.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
 	if _, ok := <-c.Messages(); ok {
 		t.Fatal("Messages still open after Close")
 	}
