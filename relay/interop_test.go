@@ -3,28 +3,14 @@ package relay
 import (
 	"context"
 	"net/netip"
-	"os"
 	"os/exec"
 	"regexp"
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/strangers-chat/strangers/internal/testsupport"
 )
-
-// requireTool returns the path of an external program, skipping the test
-// when it is missing unless STRANGERS_TEST_REQUIRE=all.
-func requireTool(t *testing.T, name, pkg string) string {
-	t.Helper()
-	path, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("STRANGERS_TEST_REQUIRE") == "all" {
-			t.Fatalf("%s not found (Debian package %s) and STRANGERS_TEST_REQUIRE=all", name, pkg)
-		}
-		t.Skipf("%s not found; install the Debian package %s to run this test", name, pkg)
-	}
-
-	return path
-}
 
 var uclientTotals = regexp.MustCompile(`tot_send_msgs=(\d+), tot_recv_msgs=(\d+)`)
 
@@ -34,7 +20,7 @@ var uclientTotals = regexp.MustCompile(`tot_send_msgs=(\d+), tot_recv_msgs=(\d+)
 // send to each other's relayed addresses (-y) over UDP and over TCP.
 func TestInteropTurnutilsUclient(t *testing.T) {
 	t.Parallel()
-	uclient := requireTool(t, "turnutils_uclient", "coturn")
+	uclient := testsupport.Require(t, "turnutils_uclient", "coturn")
 	for _, tcp := range []bool{false, true} {
 		t.Run(map[bool]string{false: "udp", true: "tcp"}[tcp], func(t *testing.T) {
 			t.Parallel()

@@ -17,6 +17,8 @@ import (
 	"github.com/pion/turn/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
+
+	"github.com/strangers-chat/strangers/internal/testsupport"
 )
 
 func TestMain(m *testing.M) {
@@ -95,26 +97,14 @@ func (c *fakeClock) Advance(d time.Duration) {
 // waitFor polls cond until it holds or a generous deadline passes.
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	if !eventually(cond) {
-		t.Fatalf("timed out waiting for %s", what)
-	}
+	testsupport.WaitFor(t, 10*time.Second, what, cond)
 }
 
 // eventually polls cond for up to 10 seconds and reports whether it held.
 // Counters a relay goroutine bumps just after it sends can trail what a
 // test has already received; tests check them through eventually and then
 // report the values they see.
-func eventually(cond func() bool) bool {
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-
-	return true
-}
+func eventually(cond func() bool) bool { return testsupport.Eventually(10*time.Second, cond) }
 
 var quietPion = pionLoggerFactory{log: slog.New(slog.DiscardHandler)}
 

@@ -18,6 +18,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
+
+	"github.com/strangers-chat/strangers/internal/testsupport"
 )
 
 func TestMain(m *testing.M) {
@@ -324,11 +326,7 @@ func counter(c prometheus.Collector) float64 { return testutil.ToFloat64(c) }
 // wait on (a connection's bookkeeping after its close frame went out).
 func eventually(t testing.TB, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not reached within 10s")
-		}
-	}
+	testsupport.WaitFor(t, 10*time.Second, "the condition", cond)
 }
 
 // pipeNet is an in-memory network for synctest bubbles: net.Pipe

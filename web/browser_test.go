@@ -19,6 +19,8 @@ import (
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
+
+	"github.com/strangers-chat/strangers/internal/testsupport"
 )
 
 // Waits in the page. They bound how long a step may take on a busy machine;
@@ -93,57 +95,26 @@ type stage struct {
 	probeErr  error
 }
 
-// chromiumFlags is the whole command line: chromedp's defaults would set a
-// second --disable-features, and Chromium keeps only the last one.
-func chromiumFlags(tb testing.TB, fakeUI bool) []chromedp.ExecAllocatorOption {
-	path, err := chromiumPath()
-	if err != nil {
-		missing(tb, "no Chromium: %v", err)
-	}
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(path),
-		chromedp.UserDataDir(tb.TempDir()),
-		chromedp.Flag("headless", true),
-		chromedp.Flag("no-sandbox", true),
-		chromedp.Flag("disable-gpu", true),
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("no-first-run", true),
-		chromedp.Flag("no-default-browser-check", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-default-apps", true),
-		chromedp.Flag("disable-extensions", true),
-		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.Flag("disable-breakpad", true),
-		chromedp.Flag("disable-client-side-phishing-detection", true),
-		chromedp.Flag("disable-hang-monitor", true),
-		chromedp.Flag("disable-popup-blocking", true),
-		chromedp.Flag("metrics-recording-only", true),
-		chromedp.Flag("safebrowsing-disable-auto-update", true),
-		chromedp.Flag("password-store", "basic"),
-		chromedp.Flag("use-mock-keychain", true),
-		// Several tabs play video at once; none may be throttled as hidden.
-		chromedp.Flag("disable-background-timer-throttling", true),
-		chromedp.Flag("disable-backgrounding-occluded-windows", true),
-		chromedp.Flag("disable-renderer-backgrounding", true),
-		chromedp.Flag("hide-scrollbars", true),
-		chromedp.Flag("mute-audio", true),
-		chromedp.Flag("window-size", "1280,800"),
-		// Three cameras (the third's frames are MJPEG), so a test can
-		// switch to another one.
-		chromedp.Flag("use-fake-device-for-media-stream", "device-count=3"),
+// chromium is how the tests start Chromium; with prompt, camera and
+// microphone prompts follow the page's permissions instead of granting
+// everything. chromedp's defaults, which testsupport starts from, keep
+// background tabs from being throttled: several play video at once.
+func chromium(prompt bool) testsupport.Chromium {
+	return testsupport.Chromium{
 		// Nothing leaves the machine: every name fails to resolve except
 		// loopback and our test addresses.
-		chromedp.Flag("host-resolver-rules", "MAP * ~NOTFOUND , EXCLUDE localhost , EXCLUDE 127.0.0.1 , EXCLUDE ::1 , EXCLUDE "+relayIP+" , EXCLUDE "+peerIP),
-		// Host candidates as plain addresses (not mDNS names we could not
-		// resolve), and nothing phoning home.
-		chromedp.Flag("disable-features", "WebRtcHideLocalIpsWithMdns,Translate,OptimizationHints,MediaRouter,DialMediaRouteProvider,AutofillServerCommunication,CertificateTransparencyComponentUpdater,InterestFeedContentSuggestions"),
+		Resolve:         []string{relayIP, peerIP},
+		Prompt:          prompt,
+		DisableFeatures: []string{"AutofillServerCommunication", "CertificateTransparencyComponentUpdater", "InterestFeedContentSuggestions"},
+		Flags: map[string]any{
+			"hide-scrollbars": true,
+			"mute-audio":      true,
+			"window-size":     "1280,800",
+			// Three cameras (the third's frames are MJPEG), so a test can
+			// switch to another one.
+			"use-fake-device-for-media-stream": "device-count=3",
+		},
 	}
-	if fakeUI {
-		opts = append(opts, chromedp.Flag("use-fake-ui-for-media-stream", true))
-	}
-	return opts
 }
 
 // newStage starts the server and Chromium inside the namespace.
@@ -173,16 +144,7 @@ func newStage(tb testing.TB) *stage {
 // accepts every camera and microphone prompt.
 func startChromium(tb testing.TB, fakeUI bool) context.Context {
 	tb.Helper()
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), chromiumFlags(tb, fakeUI)...)
-	tb.Cleanup(cancelAlloc)
-	root, cancelRoot := chromedp.NewContext(allocCtx)
-	tb.Cleanup(cancelRoot)
-	// The first run starts Chromium and ties it to the context it is given:
-	// that must be root itself, not a shorter-lived child.
-	if err := chromedp.Do(root); err != nil {
-		tb.Fatalf("starting Chromium: %v", err)
-	}
-	return root
+	return testsupport.StartChromium(tb, chromium(!fakeUI))
 }
 
 // promptingBrowser is a second Chromium without the fake prompt, where
@@ -202,7 +164,7 @@ func (st *stage) requireSignaling(tb testing.TB) {
 		tb.Fatalf("probing /ws: %v", st.probeErr)
 	}
 	if st.wsStatus == 404 {
-		missing(tb, "this build of cmd/strangers does not serve /ws yet")
+		testsupport.Missing(tb, "this build of cmd/strangers does not serve /ws yet")
 	}
 }
 
@@ -662,13 +624,5 @@ func (u *user) waitText(id string, re string) {
 // eventually polls ok until it holds, for at most stepTimeout.
 func eventually(tb testing.TB, what string, ok func() bool) {
 	tb.Helper()
-	deadline := time.Now().Add(stepTimeout)
-	tick := time.NewTicker(pollInterval)
-	defer tick.Stop()
-	for !ok() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("waited %v for %s", stepTimeout, what)
-		}
-		<-tick.C
-	}
+	testsupport.WaitFor(tb, stepTimeout, what, ok)
 }

@@ -30,6 +30,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/strangers-chat/strangers/internal/testsupport"
 )
 
 const (
@@ -43,8 +45,6 @@ const (
 	// envScreenshots=all saves every user's screen at the end of each test,
 	// not only on failure (to look at the page).
 	envScreenshots = "STRANGERS_WEB_SCREENSHOTS"
-	// envRequire=all turns every skip for a missing prerequisite into a failure.
-	envRequire = "STRANGERS_TEST_REQUIRE"
 
 	// Addresses inside the namespace. relayIP is the veth end the server
 	// advertises as its public address (TURN); peerIP is the other end.
@@ -85,27 +85,6 @@ func TestMain(m *testing.M) {
 // inNamespace reports whether this process is the copy inside a namespace.
 func inNamespace() bool { return os.Getenv(envNamespace) != "" }
 
-// missing skips the test for a missing prerequisite, or fails it when
-// STRANGERS_TEST_REQUIRE=all.
-func missing(tb testing.TB, format string, args ...any) {
-	tb.Helper()
-	msg := fmt.Sprintf(format, args...)
-	if os.Getenv(envRequire) == "all" {
-		tb.Fatalf("%s (required: %s=all)", msg, envRequire)
-	}
-	tb.Skip(msg)
-}
-
-// chromiumPath finds Debian's Chromium.
-func chromiumPath() (string, error) {
-	for _, p := range []string{"/usr/bin/chromium", "/usr/bin/chromium-browser"} {
-		if _, err := os.Stat(p); err == nil {
-			return p, nil
-		}
-	}
-	return exec.LookPath("chromium")
-}
-
 // checkPrerequisites skips (or fails) when the browser tests cannot run here.
 func checkPrerequisites(tb testing.TB) {
 	tb.Helper()
@@ -113,16 +92,16 @@ func checkPrerequisites(tb testing.TB) {
 		tb.Skip("browser tests take a minute or two; skipped with -short")
 	}
 	if os.Geteuid() != 0 {
-		missing(tb, "browser tests need root to create a network namespace (ip netns); run as root")
+		testsupport.Missing(tb, "browser tests need root to create a network namespace (ip netns); run as root")
 	}
 	if _, err := exec.LookPath("ip"); err != nil {
-		missing(tb, "browser tests need the ip command (Debian package iproute2)")
+		testsupport.Missing(tb, "browser tests need the ip command (Debian package iproute2)")
 	}
-	if _, err := chromiumPath(); err != nil {
-		missing(tb, "browser tests need Chromium at /usr/bin/chromium (Debian package chromium)")
+	if _, err := testsupport.FindChromium(); err != nil {
+		testsupport.Missing(tb, "browser tests need Chromium at /usr/bin/chromium (Debian package chromium)")
 	}
 	if _, err := exec.LookPath("go"); err != nil {
-		missing(tb, "browser tests build cmd/strangers and need the go command")
+		testsupport.Missing(tb, "browser tests build cmd/strangers and need the go command")
 	}
 }
 
@@ -381,7 +360,7 @@ func tailLines(s string, n int) string {
 func blockUDP(tb testing.TB, turnTCP bool) {
 	tb.Helper()
 	if _, err := exec.LookPath("nft"); err != nil {
-		missing(tb, "this test needs the nft command (Debian package nftables)")
+		testsupport.Missing(tb, "this test needs the nft command (Debian package nftables)")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), stepTimeout)
 	defer cancel()

@@ -1,22 +1,11 @@
 package web_test
 
 import (
-	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
-	"net"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/chromedp/chromedp"
+	"github.com/strangers-chat/strangers/internal/testsupport"
 )
 
 // TestBrowserTURNOverTLS serves the page, /ws and TURN over TLS on one
@@ -27,9 +16,8 @@ import (
 // would silently gather no relay candidate and the call would not connect.
 func TestBrowserTURNOverTLS(t *testing.T) {
 	if !inNamespace() {
-		if _, err := exec.LookPath("certutil"); err != nil {
-			missing(t, "this test needs certutil (Debian package libnss3-tools) to trust a test CA in Chromium")
-		}
+		// Chromium is made to trust a test CA through its NSS database.
+		testsupport.Require(t, "certutil", "libnss3-tools")
 		reexec(t, false)
 		return
 	}
@@ -37,7 +25,18 @@ func TestBrowserTURNOverTLS(t *testing.T) {
 		t.Fatalf("setting the namespace's ephemeral ports: %v", err)
 	}
 	dir := t.TempDir()
-	caFile, certFile, keyFile := writeTestPKI(t, dir, relayIP)
+	ca, err := testsupport.NewCA("strangers browser test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile, err := ca.WriteCA(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile, err := ca.WriteFiles(dir, time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour), relayIP)
+	if err != nil {
+		t.Fatal(err)
+	}
 	srv := startServer(t,
 		"STRANGERS_TLS_ADDR="+relayIP+":443",
 		"STRANGERS_TLS_CERT_FILE="+certFile,
@@ -46,25 +45,12 @@ func TestBrowserTURNOverTLS(t *testing.T) {
 
 	// Chromium on Linux trusts what $HOME/.pki/nssdb trusts.
 	home := t.TempDir()
-	nssdb := "sql:" + filepath.Join(home, ".pki", "nssdb")
-	if err := os.MkdirAll(filepath.Join(home, ".pki", "nssdb"), 0o700); err != nil {
+	if err := testsupport.TrustCA(t.Context(), home, caFile); err != nil {
 		t.Fatal(err)
 	}
-	for _, args := range [][]string{
-		{"-N", "-d", nssdb, "--empty-password"},
-		{"-A", "-d", nssdb, "-n", "strangers test CA", "-t", "C,,", "-i", caFile},
-	} {
-		if out, err := exec.Command("certutil", args...).CombinedOutput(); err != nil {
-			t.Fatalf("certutil %v: %v\n%s", args, err, out)
-		}
-	}
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), append(chromiumFlags(t, true), chromedp.Env("HOME="+home))...)
-	t.Cleanup(cancelAlloc)
-	root, cancelRoot := chromedp.NewContext(allocCtx)
-	t.Cleanup(cancelRoot)
-	if err := chromedp.Do(root); err != nil {
-		t.Fatalf("starting Chromium: %v", err)
-	}
+	c := chromium(false)
+	c.Home = home
+	root := testsupport.StartChromium(t, c)
 	base := "https://" + relayIP
 	st := &stage{tb: t, srv: srv, root: root, base: base, insecureBase: base}
 	st.requireSignaling(t)
@@ -100,54 +86,4 @@ func TestBrowserTURNOverTLS(t *testing.T) {
 	if !found {
 		t.Errorf("matched did not offer turns:%s:443?transport=tcp: %v", relayIP, servers)
 	}
-}
-
-// writeTestPKI writes a throwaway CA and a server certificate for ip signed
-// by it; it returns the CA, certificate and key file paths.
-func writeTestPKI(t *testing.T, dir, ip string) (caFile, certFile, keyFile string) {
-	t.Helper()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "strangers browser test CA"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature, BasicConstraintsValid: true, IsCA: true,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caCert, _ := x509.ParseCertificate(caDER)
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: ip},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses: []net.IP{net.ParseIP(ip)},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caFile, certFile, keyFile = filepath.Join(dir, "ca.pem"), filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	for path, block := range map[string]*pem.Block{
-		caFile:   {Type: "CERTIFICATE", Bytes: caDER},
-		certFile: {Type: "CERTIFICATE", Bytes: der},
-		keyFile:  {Type: "EC PRIVATE KEY", Bytes: keyDER},
-	} {
-		if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return caFile, certFile, keyFile
 }

@@ -20,6 +20,8 @@ import (
 	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
+
+	"github.com/strangers-chat/strangers/internal/testsupport"
 )
 
 // The browser role: headless Chromium with the real page, in a client
@@ -272,7 +274,17 @@ func playBrowser(ctx context.Context, cfg browserConfig, home string, logw io.Wr
 	if err := trustCA(ctx, home, cfg.CA); err != nil {
 		return res, nil, err
 	}
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(ctx, chromiumOptions(cfg.Chromium, home)...)
+	opts, err := testsupport.Chromium{
+		Path:        cfg.Chromium,
+		UserDataDir: filepath.Join(home, "profile"),
+		Home:        home,
+		// Names resolve nowhere; addresses load only from the lab server.
+		Resolve: []string{serverAddr},
+	}.Options()
+	if err != nil {
+		return res, nil, fmt.Errorf("%w: %w", ErrBrowser, err)
+	}
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
 	tab, cancelTab := chromedp.NewContext(allocCtx)
 	stop := func() {
 		cancelTab()
@@ -382,43 +394,12 @@ func waitJS(ctx context.Context, expr string) error {
 	return err
 }
 
-// trustCA creates the NSS database Chromium reads under $HOME and adds the
-// lab CA to it as trusted for TLS servers.
+// trustCA makes Chromium, whose HOME is home, trust the lab CA.
 func trustCA(ctx context.Context, home, ca string) error {
-	db := "sql:" + filepath.Join(home, ".pki", "nssdb")
-	if err := os.MkdirAll(filepath.Join(home, ".pki", "nssdb"), 0o700); err != nil {
-		return fmt.Errorf("%w: NSS db: %w", ErrBrowser, err)
-	}
-	if err := command(ctx, nil, "certutil", "-d", db, "-N", "--empty-password"); err != nil {
-		return fmt.Errorf("%w: NSS db: %w", ErrBrowser, err)
-	}
-	if err := command(ctx, nil, "certutil", "-d", db, "-A", "-n", "strangers-lab-ca", "-t", "C,,", "-i", ca); err != nil {
+	ctx, cancel := context.WithTimeout(ctx, cmdTimeout)
+	defer cancel()
+	if err := testsupport.TrustCA(ctx, home, ca); err != nil {
 		return fmt.Errorf("%w: trusting the lab CA: %w", ErrBrowser, err)
 	}
 	return nil
-}
-
-// chromiumOptions is Chromium's whole command line: chromedp's defaults
-// would add a second --disable-features, and Chromium keeps only the last.
-func chromiumOptions(path, home string) []chromedp.ExecAllocatorOption {
-	return []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(path),
-		chromedp.UserDataDir(filepath.Join(home, "profile")),
-		chromedp.Env("HOME=" + home),
-		chromedp.Flag("headless", true),
-		chromedp.Flag("no-sandbox", true),
-		chromedp.Flag("disable-gpu", true),
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("no-first-run", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.Flag("use-fake-device-for-media-stream", true),
-		chromedp.Flag("use-fake-ui-for-media-stream", true),
-		// Names resolve nowhere; addresses load only from the lab server.
-		chromedp.Flag("host-resolver-rules", "MAP * ~NOTFOUND , EXCLUDE localhost , EXCLUDE 127.0.0.1 , EXCLUDE ::1 , EXCLUDE "+serverAddr),
-		// Host candidates as plain addresses, not mDNS names.
-		chromedp.Flag("disable-features", "WebRtcHideLocalIpsWithMdns,Translate,OptimizationHints,MediaRouter,DialMediaRouteProvider"),
-	}
 }

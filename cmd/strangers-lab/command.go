@@ -14,6 +14,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/strangers-chat/strangers/internal/testsupport"
 )
 
 // ErrRules is returned when the matrix breaks a "must hold" rule.
@@ -196,10 +198,6 @@ func defaultStrangers() string {
 
 // defaultChromium is Debian's Chromium when it is installed.
 func defaultChromium() string {
-	for _, p := range []string{"/usr/bin/chromium", "/usr/bin/chromium-browser"} {
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	return ""
+	p, _ := testsupport.FindChromium()
+	return p
 }

@@ -14,10 +14,9 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
-)
 
-// envRequire=all turns every skip for a missing prerequisite into a failure.
-const envRequire = "STRANGERS_TEST_REQUIRE"
+	"github.com/strangers-chat/strangers/internal/testsupport"
+)
 
 // TestMain also serves the lab's role processes: the lab re-executes this
 // test binary inside client namespaces with envReexec set and a role's
@@ -36,30 +35,15 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// missing skips the test for a missing prerequisite, or fails it when
-// STRANGERS_TEST_REQUIRE=all.
-func missing(tb testing.TB, format string, args ...any) {
-	tb.Helper()
-	msg := fmt.Sprintf(format, args...)
-	if os.Getenv(envRequire) == "all" {
-		tb.Fatalf("%s (required: %s=all)", msg, envRequire)
-	}
-	tb.Skip(msg)
-}
-
 // requireLab skips (or fails) when the lab cannot be built here.
 func requireLab(tb testing.TB) {
 	tb.Helper()
 	if testing.Short() {
 		tb.Skip("the NAT lab takes about a minute; skipped with -short")
 	}
-	if os.Geteuid() != 0 {
-		missing(tb, "the NAT lab needs root to create network namespaces; run as root")
-	}
+	testsupport.RequireRoot(tb, "the NAT lab (network namespaces)")
 	for _, tool := range []struct{ name, pkg string }{{"ip", "iproute2"}, {"nft", "nftables"}, {"go", "golang"}} {
-		if _, err := exec.LookPath(tool.name); err != nil {
-			missing(tb, "the NAT lab needs the %s command (Debian package %s)", tool.name, tool.pkg)
-		}
+		testsupport.Require(tb, tool.name, tool.pkg)
 	}
 }
 
@@ -87,13 +71,13 @@ func TestLab(t *testing.T) {
 	bin := buildServer(t)
 	chromium := defaultChromium()
 	if chromium == "" {
-		if os.Getenv(envRequire) == "all" {
-			t.Fatalf("the browser cells need Chromium at /usr/bin/chromium (Debian package chromium) (required: %s=all)", envRequire)
+		if testsupport.Required() {
+			t.Fatalf("the browser cells need Chromium at /usr/bin/chromium (Debian package chromium) (required: %s=all)", testsupport.EnvRequire)
 		}
 		t.Log("no Chromium (Debian package chromium): the browser cells are skipped")
 	} else if _, err := exec.LookPath("certutil"); err != nil {
-		if os.Getenv(envRequire) == "all" {
-			t.Fatalf("the browser cells need certutil (Debian package libnss3-tools) to trust the lab CA (required: %s=all)", envRequire)
+		if testsupport.Required() {
+			t.Fatalf("the browser cells need certutil (Debian package libnss3-tools) to trust the lab CA (required: %s=all)", testsupport.EnvRequire)
 		}
 		t.Log("no certutil (Debian package libnss3-tools): the browser cells are skipped")
 		chromium = ""

@@ -8,16 +8,17 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"net/netip"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/gorilla/websocket"
 	"github.com/pion/transport/v4"
 	"github.com/pion/transport/v4/stdnet"
 	"github.com/pion/webrtc/v4"
+
+	"github.com/strangers-chat/strangers/internal/wsclient"
+	"github.com/strangers-chat/strangers/signaling"
 )
 
 // The peer role: one side of a call, run inside a client namespace. It
@@ -159,81 +160,22 @@ const (
 	defaultRelayWait = 400 * time.Millisecond
 )
 
-// signalConn is the signaling WebSocket: one reader goroutine feeding in,
-// writes serialised by mu.
-type signalConn struct {
-	conn *websocket.Conn
-	in   chan map[string]any // closed when the reader ends
-	err  error               // why the reader ended; read after in is closed
-	mu   sync.Mutex
-}
-
-func dialSignal(ctx context.Context, cfg peerConfig) (*signalConn, error) {
-	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second}
-	conn, resp, err := d.DialContext(ctx, cfg.WS, http.Header{"Origin": {cfg.Origin}})
+// dialSignal opens the signaling WebSocket with its reader started.
+func dialSignal(ctx context.Context, cfg peerConfig) (*wsclient.Conn, error) {
+	c, err := wsclient.Dial(ctx, cfg.WS, wsclient.Options{Origin: cfg.Origin, WriteWait: wsWriteWait, ReadLimit: maxSignal})
 	if err != nil {
 		return nil, fmt.Errorf("%w: dialing %s: %w", ErrProtocol, cfg.WS, err)
 	}
-	resp.Body.Close()
-	conn.SetReadLimit(maxSignal)
-	s := &signalConn{conn: conn, in: make(chan map[string]any, 64)}
-	go s.read()
-	return s, nil
+	c.Start()
+	return c, nil
 }
 
-func (s *signalConn) read() {
-	defer close(s.in)
-	for {
-		_, data, err := s.conn.ReadMessage()
-		if err != nil {
-			s.err = err
-			return
-		}
-		var m map[string]any
-		if err := json.Unmarshal(data, &m); err != nil {
-			s.err = fmt.Errorf("%w: invalid JSON from the server: %w", ErrProtocol, err)
-			return
-		}
-		s.in <- m
-	}
-}
-
-func (s *signalConn) send(m map[string]any) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.conn.SetWriteDeadline(time.Now().Add(wsWriteWait))
-	if err := s.conn.WriteJSON(m); err != nil {
-		return fmt.Errorf("%w: sending %v: %w", ErrProtocol, m["type"], err)
+// send writes one client message on sig.
+func send(ctx context.Context, sig *wsclient.Conn, msg any) error {
+	if err := sig.Send(ctx, msg); err != nil {
+		return fmt.Errorf("%w: %w", ErrProtocol, err)
 	}
 	return nil
-}
-
-// close says goodbye and waits for the reader to end.
-func (s *signalConn) close() {
-	s.mu.Lock()
-	s.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
-	s.mu.Unlock()
-	s.conn.Close()
-	for range s.in {
-	}
-}
-
-// next returns the next message other than stats and waiting.
-func (s *signalConn) next(ctx context.Context) (map[string]any, error) {
-	for {
-		select {
-		case m, ok := <-s.in:
-			if !ok {
-				return nil, fmt.Errorf("%w: connection closed: %w", ErrProtocol, s.err)
-			}
-			if m["type"] == "stats" || m["type"] == "waiting" {
-				continue
-			}
-			return m, nil
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}
 }
 
 // playCall runs one side of a call from hello to an echoed data channel.
@@ -243,38 +185,26 @@ func playCall(ctx context.Context, cfg peerConfig) (peerResult, error) {
 	if err != nil {
 		return res, err
 	}
-	defer sig.close()
-	if err := sig.send(map[string]any{"type": "hello", "version": 1}); err != nil {
-		return res, err
+	defer sig.Close()
+	if _, err := sig.Hello(ctx, ""); err != nil {
+		return res, fmt.Errorf("%w: waiting for welcome: %w", ErrProtocol, err)
 	}
-	if m, err := sig.next(ctx); err != nil || m["type"] != "welcome" {
-		return res, fmt.Errorf("%w: waiting for welcome: got %v, %v", ErrProtocol, m["type"], err)
-	}
-	find := map[string]any{"type": "find", "mode": "text", "relayOnly": cfg.Hide}
+	find := signaling.Find{Mode: signaling.ModeText, RelayOnly: cfg.Hide}
 	if cfg.Tag != "" {
-		find["interests"] = []string{cfg.Tag}
-		find["interestsOnly"] = true
+		find.Interests = []string{cfg.Tag}
+		find.InterestsOnly = true
 	}
-	if err := sig.send(find); err != nil {
+	if err := send(ctx, sig, find); err != nil {
 		return res, err
 	}
-	var matched map[string]any
-	for matched == nil {
-		m, err := sig.next(ctx)
-		if err != nil {
-			return res, fmt.Errorf("%w: waiting for matched: %w", ErrProtocol, err)
-		}
-		switch m["type"] {
-		case "matched":
-			matched = m
-		case "error":
-			return res, fmt.Errorf("%w: server error %v: %v", ErrProtocol, m["code"], m["message"])
-		}
+	matched, err := wsclient.Wait[signaling.Matched](ctx, sig, signaling.TypeMatched)
+	if err != nil {
+		return res, fmt.Errorf("%w: waiting for matched: %w", ErrProtocol, err)
 	}
 	t0 := time.Now()
-	match, _ := matched["match"].(string)
-	res.Role, _ = matched["role"].(string)
-	offerer := res.Role == "offerer"
+	match := matched.Match
+	res.Role = string(matched.Role)
+	offerer := matched.Role == signaling.RoleOfferer
 
 	se := webrtc.SettingEngine{}
 	// Dials still pending when the call ends are abandoned, so that
@@ -339,13 +269,15 @@ func playCall(ctx context.Context, cfg peerConfig) (peerResult, error) {
 		if c == nil {
 			return
 		}
-		sig.send(map[string]any{"type": "signal", "match": match, "candidate": c.ToJSON()})
+		cand := signaling.ICECandidate(c.ToJSON())
+		send(ctx, sig, signaling.Signal{Match: match, Candidate: &cand})
 		if cfg.Hide && cfg.Leak && c.Typ == webrtc.ICECandidateTypeRelay {
 			for _, line := range leakCandidates(c) {
 				mu.Lock()
 				res.Leaked++
 				mu.Unlock()
-				sig.send(map[string]any{"type": "signal", "match": match, "candidate": map[string]any{"candidate": line, "sdpMid": "0", "sdpMLineIndex": 0}})
+				mid, index := "0", uint16(0)
+				send(ctx, sig, signaling.Signal{Match: match, Candidate: &signaling.ICECandidate{Candidate: line, SDPMid: &mid, SDPMLineIndex: &index}})
 			}
 		}
 	})
@@ -389,7 +321,7 @@ func playCall(ctx context.Context, cfg peerConfig) (peerResult, error) {
 		if err := pc.SetLocalDescription(offer); err != nil {
 			return snapshot(), fmt.Errorf("%w: set local offer: %w", ErrCall, err)
 		}
-		if err := sig.send(map[string]any{"type": "signal", "match": match, "sdp": map[string]any{"type": "offer", "sdp": offer.SDP}}); err != nil {
+		if err := send(ctx, sig, signaling.Signal{Match: match, SDP: &signaling.SessionDescription{Type: "offer", SDP: offer.SDP}}); err != nil {
 			return snapshot(), err
 		}
 	} else {
@@ -419,7 +351,7 @@ func playCall(ctx context.Context, cfg peerConfig) (peerResult, error) {
 	}
 	if offerer {
 		// Hang up, so that the answerer ends too.
-		return res, sig.send(map[string]any{"type": "stop"})
+		return res, send(ctx, sig, signaling.Stop{})
 	}
 	return res, nil
 }
@@ -427,7 +359,7 @@ func playCall(ctx context.Context, cfg peerConfig) (peerResult, error) {
 // signalLoop applies the partner's signals until the call is done: for the
 // offerer when every message came back, for the answerer when the partner
 // hangs up after that.
-func signalLoop(ctx context.Context, sig *signalConn, pc *webrtc.PeerConnection, match string, offerer bool, done chan error, mu *sync.Mutex, res *peerResult) error {
+func signalLoop(ctx context.Context, sig *wsclient.Conn, pc *webrtc.PeerConnection, match string, offerer bool, done chan error, mu *sync.Mutex, res *peerResult) error {
 	var pending []webrtc.ICECandidateInit
 	haveRemote := false
 	note := func(text string) {
@@ -436,26 +368,25 @@ func signalLoop(ctx context.Context, sig *signalConn, pc *webrtc.PeerConnection,
 		noteAddrs(res, text)
 	}
 	for {
-		var m map[string]any
+		var msg any
 		select {
 		case err := <-done:
 			return err
 		case <-ctx.Done():
 			return fmt.Errorf("%w: not done in time (ICE %s): %w", ErrCall, pc.ICEConnectionState(), ctx.Err())
-		case msg, ok := <-sig.in:
+		case m, ok := <-sig.Messages():
 			if !ok {
-				// The reader sets sig.err before it closes sig.in.
-				return fmt.Errorf("%w: signaling ended before the call was done: %w", ErrProtocol, sig.err)
+				return fmt.Errorf("%w: signaling ended before the call was done: %w", ErrProtocol, sig.Err())
 			}
-			m = msg
+			msg = m
 		}
-		switch m["type"] {
-		case "signal":
-			if m["match"] != match {
-				return fmt.Errorf("%w: signal for match %v, ours is %s", ErrProtocol, m["match"], match)
+		switch m := msg.(type) {
+		case *signaling.Signal:
+			if m.Match != match {
+				return fmt.Errorf("%w: signal for match %v, ours is %s", ErrProtocol, m.Match, match)
 			}
-			if sdp, ok := m["sdp"].(map[string]any); ok {
-				text, _ := sdp["sdp"].(string)
+			if m.SDP != nil {
+				text := m.SDP.SDP
 				note(text)
 				for _, line := range strings.Split(text, "\n") {
 					if c, ok := strings.CutPrefix(strings.TrimSpace(line), "a="); ok && strings.HasPrefix(c, "candidate:") {
@@ -464,10 +395,9 @@ func signalLoop(ctx context.Context, sig *signalConn, pc *webrtc.PeerConnection,
 						mu.Unlock()
 					}
 				}
-				var desc webrtc.SessionDescription
-				raw, _ := json.Marshal(sdp)
-				if err := json.Unmarshal(raw, &desc); err != nil {
-					return fmt.Errorf("%w: session description: %w", ErrProtocol, err)
+				desc := webrtc.SessionDescription{Type: webrtc.NewSDPType(m.SDP.Type), SDP: text}
+				if desc.Type == webrtc.SDPTypeUnknown {
+					return fmt.Errorf("%w: session description of type %q", ErrProtocol, m.SDP.Type)
 				}
 				if err := pc.SetRemoteDescription(desc); err != nil {
 					return fmt.Errorf("%w: set remote description: %w", ErrCall, err)
@@ -487,17 +417,13 @@ func signalLoop(ctx context.Context, sig *signalConn, pc *webrtc.PeerConnection,
 					if err := pc.SetLocalDescription(answer); err != nil {
 						return fmt.Errorf("%w: set local answer: %w", ErrCall, err)
 					}
-					if err := sig.send(map[string]any{"type": "signal", "match": match, "sdp": map[string]any{"type": "answer", "sdp": answer.SDP}}); err != nil {
+					if err := send(ctx, sig, signaling.Signal{Match: match, SDP: &signaling.SessionDescription{Type: "answer", SDP: answer.SDP}}); err != nil {
 						return err
 					}
 				}
 			}
-			if cand, ok := m["candidate"].(map[string]any); ok {
-				var init webrtc.ICECandidateInit
-				raw, _ := json.Marshal(cand)
-				if err := json.Unmarshal(raw, &init); err != nil {
-					return fmt.Errorf("%w: candidate: %w", ErrProtocol, err)
-				}
+			if m.Candidate != nil {
+				init := webrtc.ICECandidateInit(*m.Candidate)
 				if init.Candidate == "" {
 					continue
 				}
@@ -511,19 +437,19 @@ func signalLoop(ctx context.Context, sig *signalConn, pc *webrtc.PeerConnection,
 					return fmt.Errorf("%w: add candidate: %w", ErrCall, err)
 				}
 			}
-		case "partner_left":
+		case *signaling.PartnerLeft:
 			if offerer {
-				return fmt.Errorf("%w: partner left: %v", ErrCall, m["reason"])
+				return fmt.Errorf("%w: partner left: %v", ErrCall, m.Reason)
 			}
 			mu.Lock()
 			echoed := res.Echoed
 			mu.Unlock()
 			if echoed == 0 {
-				return fmt.Errorf("%w: partner left before any message arrived: %v", ErrCall, m["reason"])
+				return fmt.Errorf("%w: partner left before any message arrived: %v", ErrCall, m.Reason)
 			}
 			return nil
-		case "error":
-			return fmt.Errorf("%w: server error %v: %v", ErrProtocol, m["code"], m["message"])
+		case *signaling.Error:
+			return fmt.Errorf("%w: server error %v: %v", ErrProtocol, m.Code, m.Message)
 		}
 	}
 }
@@ -580,25 +506,10 @@ func leakCandidates(c *webrtc.ICECandidate) []string {
 }
 
 // iceServers converts matched.iceServers into pion's form.
-func iceServers(m map[string]any) []webrtc.ICEServer {
-	raw, _ := json.Marshal(m["iceServers"])
-	var servers []struct {
-		URLs       json.RawMessage `json:"urls"`
-		Username   string          `json:"username"`
-		Credential string          `json:"credential"`
-	}
-	json.Unmarshal(raw, &servers)
+func iceServers(m *signaling.Matched) []webrtc.ICEServer {
 	var out []webrtc.ICEServer
-	for _, s := range servers {
-		var urls []string
-		if json.Unmarshal(s.URLs, &urls) != nil {
-			var one string
-			if json.Unmarshal(s.URLs, &one) != nil {
-				continue
-			}
-			urls = []string{one}
-		}
-		out = append(out, webrtc.ICEServer{URLs: urls, Username: s.Username, Credential: s.Credential})
+	for _, s := range m.ICEServers {
+		out = append(out, webrtc.ICEServer{URLs: s.URLs, Username: s.Username, Credential: s.Credential})
 	}
 	return out
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
 	"strconv"
@@ -12,12 +11,13 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/gorilla/websocket"
+	"github.com/strangers-chat/strangers/internal/wsclient"
+	"github.com/strangers-chat/strangers/signaling"
 )
 
 // event is a server message as a load client sees it, stamped on arrival.
 type event struct {
-	typ   string
+	typ   signaling.MsgType
 	match string
 	at    time.Time
 	sent  int64 // signal: the sender's clock when it sent the candidate (ns)
@@ -27,7 +27,7 @@ type event struct {
 // messages while the client is active and discards them (answering pings)
 // while it idles.
 type client struct {
-	ws      *websocket.Conn
+	ws      *wsclient.Conn
 	session string
 	active  atomic.Bool
 	in      chan event
@@ -39,17 +39,18 @@ type dialer struct {
 	url  string
 	srcs []net.IP
 	next atomic.Uint64
-	ws   websocket.Dialer
+	opts wsclient.Options
 	pool sync.Pool
 }
 
 func newDialer(url string, srcs []net.IP) *dialer {
 	d := &dialer{url: url, srcs: srcs}
-	d.ws = websocket.Dialer{
+	d.opts = wsclient.Options{
 		ReadBufferSize:   1024,
 		WriteBufferSize:  1024,
 		WriteBufferPool:  &d.pool,
 		HandshakeTimeout: 30 * time.Second,
+		WriteWait:        10 * time.Second,
 		NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			src := d.srcs[d.next.Add(1)%uint64(len(d.srcs))]
 			nd := net.Dialer{LocalAddr: &net.TCPAddr{IP: src}, Timeout: 30 * time.Second, Control: bindNoPort}
@@ -78,60 +79,44 @@ const ipBindAddressNoPort = 24 // IP_BIND_ADDRESS_NO_PORT, Linux 4.2+
 
 // dial opens a connection, says hello and waits for welcome.
 func (d *dialer) dial(ctx context.Context) (*client, error) {
-	ws, _, err := d.ws.DialContext(ctx, d.url, nil)
+	ws, err := wsclient.Dial(ctx, d.url, d.opts)
 	if err != nil {
 		return nil, err
 	}
-	if err := ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"hello","version":1}`)); err != nil {
+	hctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	w, err := ws.Hello(hctx, "")
+	if err != nil {
 		ws.Close()
 		return nil, err
 	}
-	ws.SetReadDeadline(time.Now().Add(30 * time.Second))
-	for {
-		_, data, err := ws.ReadMessage()
-		if err != nil {
-			ws.Close()
-			return nil, err
-		}
-		var w struct {
-			Type    string `json:"type"`
-			Session string `json:"session"`
-		}
-		json.Unmarshal(data, &w)
-		if w.Type == "welcome" {
-			ws.SetReadDeadline(time.Time{})
-			c := &client{ws: ws, session: w.Session, in: make(chan event, 256), done: make(chan struct{})}
-			go c.read()
-			return c, nil
-		}
-	}
+	c := &client{ws: ws, session: w.Session, in: make(chan event, 256), done: make(chan struct{})}
+	go c.read()
+	return c, nil
 }
 
 func (c *client) read() {
 	defer close(c.done)
 	for {
-		_, data, err := c.ws.ReadMessage()
+		m, err := c.ws.Recv(context.Background())
 		if err != nil {
 			return
 		}
 		if !c.active.Load() {
 			continue
 		}
-		at := time.Now()
-		var m struct {
-			Type      string `json:"type"`
-			Match     string `json:"match"`
-			Candidate *struct {
-				Candidate string `json:"candidate"`
-			} `json:"candidate"`
-		}
-		if json.Unmarshal(data, &m) != nil {
-			continue
-		}
-		ev := event{typ: m.Type, match: m.Match, at: at}
-		if m.Candidate != nil {
-			if i := strings.LastIndex(m.Candidate.Candidate, " sent "); i >= 0 {
-				ev.sent, _ = strconv.ParseInt(m.Candidate.Candidate[i+6:], 10, 64)
+		ev := event{typ: wsclient.TypeOf(m), at: time.Now()}
+		switch m := m.(type) {
+		case *signaling.Matched:
+			ev.match = m.Match
+		case *signaling.PartnerLeft:
+			ev.match = m.Match
+		case *signaling.Signal:
+			ev.match = m.Match
+			if m.Candidate != nil {
+				if i := strings.LastIndex(m.Candidate.Candidate, " sent "); i >= 0 {
+					ev.sent, _ = strconv.ParseInt(m.Candidate.Candidate[i+6:], 10, 64)
+				}
 			}
 		}
 		select {
@@ -142,9 +127,9 @@ func (c *client) read() {
 	}
 }
 
-func (c *client) send(s string) error {
-	c.ws.SetWriteDeadline(time.Now().Add(10 * time.Second))
-	return c.ws.WriteMessage(websocket.TextMessage, []byte(s))
+// send writes one client message (a signaling message value).
+func (c *client) send(msg any) error {
+	return c.ws.Send(context.Background(), msg)
 }
 
 // activate empties the client's queue and starts forwarding messages.
@@ -170,7 +155,7 @@ func (c *client) drain() {
 
 // await returns the next event of one of the types, or an error at the
 // deadline or if the connection ends.
-func (c *client) await(deadline time.Time, types ...string) (event, error) {
+func (c *client) await(deadline time.Time, types ...signaling.MsgType) (event, error) {
 	timer := time.NewTimer(time.Until(deadline))
 	defer timer.Stop()
 	for {
@@ -191,7 +176,7 @@ func (c *client) await(deadline time.Time, types ...string) (event, error) {
 
 // close ends the session for good (close 1000) and waits for the reader.
 func (c *client) close() {
-	c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(5*time.Second))
+	c.ws.SendClose()
 	select {
 	case <-c.done:
 	case <-time.After(5 * time.Second):

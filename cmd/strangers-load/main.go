@@ -38,6 +38,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/strangers-chat/strangers/signaling"
 )
 
 type options struct {
@@ -431,19 +433,19 @@ func phaseMatches(ctx context.Context, srv *server, cs []*client, o options) err
 				mu.Unlock()
 			}()
 			sent := time.Now()
-			if c.send(`{"type":"find","mode":"text"}`) != nil {
+			if c.send(signaling.Find{Mode: signaling.ModeText}) != nil {
 				errs.Add(1)
 				return
 			}
 			for ctx.Err() == nil {
-				ev, err := c.await(end, "matched")
+				ev, err := c.await(end, signaling.TypeMatched)
 				if err != nil {
 					return
 				}
 				seen.Add(1)
 				local = append(local, ev.at.Sub(sent))
 				sent = time.Now()
-				if c.send(`{"type":"next"}`) != nil {
+				if c.send(signaling.Next{}) != nil {
 					errs.Add(1)
 					return
 				}
@@ -462,7 +464,7 @@ func phaseMatches(ctx context.Context, srv *server, cs []*client, o options) err
 	elapsed := time.Since(t0)
 	wg.Wait()
 	for _, c := range cs {
-		c.send(`{"type":"stop"}`)
+		c.send(signaling.Stop{})
 	}
 	time.Sleep(200 * time.Millisecond)
 	for _, c := range cs {
@@ -514,7 +516,7 @@ func phaseLatency(ctx context.Context, srv *server, groups [][]*client, o option
 		wg.Go(func() {
 			rng := rand.New(rand.NewPCG(uint64(g), 7))
 			tag := fmt.Sprintf("load%d", g)
-			find := fmt.Sprintf(`{"type":"find","mode":"video","interests":[%q],"interestsOnly":true}`, tag)
+			find := signaling.Find{Mode: signaling.ModeVideo, Interests: []string{tag}, InterestsOnly: true}
 			recent := make([][]int, len(group)) // the server avoids its last 3 partners, both ways
 			avoid := func(a, b int) bool { return slices.Contains(recent[a], b) || slices.Contains(recent[b], a) }
 			remember := func(a, b int) {
@@ -547,7 +549,7 @@ func phaseLatency(ctx context.Context, srv *server, groups [][]*client, o option
 					fail(err)
 					return
 				}
-				if _, err := a.await(deadline, "waiting"); err != nil {
+				if _, err := a.await(deadline, signaling.TypeWaiting); err != nil {
 					fail(err)
 					return
 				}
@@ -556,12 +558,12 @@ func phaseLatency(ctx context.Context, srv *server, groups [][]*client, o option
 					fail(err)
 					return
 				}
-				eb, err := b.await(deadline, "matched")
+				eb, err := b.await(deadline, signaling.TypeMatched)
 				if err != nil {
 					fail(err)
 					return
 				}
-				ea, err := a.await(deadline, "matched")
+				ea, err := a.await(deadline, signaling.TypeMatched)
 				if err != nil {
 					fail(err)
 					return
@@ -576,11 +578,11 @@ func phaseLatency(ctx context.Context, srv *server, groups [][]*client, o option
 				mu.Lock()
 				lat = append(lat, eb.at.Sub(t0), ea.at.Sub(t0))
 				mu.Unlock()
-				if err := a.send(`{"type":"stop"}`); err != nil {
+				if err := a.send(signaling.Stop{}); err != nil {
 					fail(err)
 					return
 				}
-				if _, err := b.await(deadline, "partner_left"); err != nil {
+				if _, err := b.await(deadline, signaling.TypePartnerLeft); err != nil {
 					fail(err)
 					return
 				}
@@ -628,13 +630,16 @@ func phaseRelay(ctx context.Context, srv *server, pairs []pair, o options) error
 				if n%2 == 1 {
 					from, to = p.b, p.a
 				}
-				msg := fmt.Sprintf(`{"type":"signal","match":%q,"candidate":{"candidate":"candidate:1 1 udp 2122260223 192.0.2.1 9 typ host sent %d","sdpMid":"0","sdpMLineIndex":0}}`,
-					p.match, time.Now().UnixNano())
+				mid, index := "0", uint16(0)
+				msg := signaling.Signal{Match: p.match, Candidate: &signaling.ICECandidate{
+					Candidate: fmt.Sprintf("candidate:1 1 udp 2122260223 192.0.2.1 9 typ host sent %d", time.Now().UnixNano()),
+					SDPMid:    &mid, SDPMLineIndex: &index,
+				}}
 				if from.send(msg) != nil {
 					lost.Add(1)
 					return
 				}
-				ev, err := to.await(time.Now().Add(5*time.Second), "signal")
+				ev, err := to.await(time.Now().Add(5*time.Second), signaling.TypeSignal)
 				if err != nil {
 					lost.Add(1)
 					continue

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/strangers-chat/strangers/internal/testsupport"
 )
 
 // freePort returns a loopback TCP port that was free a moment ago (the
@@ -109,7 +111,7 @@ func startPebble(t *testing.T, tlsPort, httpPort int) *pebble {
 
 	api := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: sharedCA.pool}}}
 	defer api.CloseIdleConnections()
-	waitFor(t, 30*time.Second, "Pebble to serve its directory", func() bool {
+	testsupport.WaitFor(t, 30*time.Second, "Pebble to serve its directory", func() bool {
 		resp, err := api.Get(p.directory)
 		if err != nil {
 			return false
@@ -164,7 +166,7 @@ func startACMERun(t *testing.T, p *pebble, httpPort, tlsPort int) *server {
 func expectACMECertificate(t *testing.T, p *pebble, tlsPort int) {
 	t.Helper()
 	var state tls.ConnectionState
-	waitFor(t, 90*time.Second, "a certificate issued by Pebble", func() bool {
+	testsupport.WaitFor(t, 90*time.Second, "a certificate issued by Pebble", func() bool {
 		d := tls.Dialer{Config: &tls.Config{ServerName: acmeDomain, RootCAs: p.roots}}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
@@ -214,16 +216,4 @@ func TestACMEOverHTTP01(t *testing.T) {
 	p := startPebble(t, freePort(t), httpPort)
 	startACMERun(t, p, httpPort, tlsPort)
 	expectACMECertificate(t, p, tlsPort)
-}
-
-// waitFor polls cond until it holds or d passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }

@@ -18,10 +18,12 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/gorilla/websocket"
 	"github.com/pion/logging"
 	"github.com/pion/stun/v3"
 	"github.com/pion/turn/v4"
+
+	"github.com/strangers-chat/strangers/internal/wsclient"
+	"github.com/strangers-chat/strangers/signaling"
 )
 
 // certWarnDays is how close to expiry a certificate gets a warning.
@@ -259,42 +261,23 @@ func (c *checker) origin() string { return c.target.Scheme + "://" + c.target.Ho
 // checkWebSocket opens /ws as the page would, says hello and asks for ICE
 // servers; ok is false when it could not learn them. The connection stays
 // open: the TURN credentials are good only while the session lives.
-func (c *checker) checkWebSocket(ctx context.Context) (_ *websocket.Conn, _ []turnURL, ok bool) {
+func (c *checker) checkWebSocket(ctx context.Context) (_ *wsclient.Conn, _ []turnURL, ok bool) {
 	start := time.Now()
-	d := websocket.Dialer{HandshakeTimeout: c.opts.timeout, TLSClientConfig: c.tlsConfig("")}
 	dctx, cancel := context.WithTimeout(ctx, c.opts.timeout)
 	defer cancel()
-	ws, resp, err := d.DialContext(dctx, c.wsURL(), http.Header{"Origin": {c.origin()}})
-	if resp != nil {
-		resp.Body.Close()
-	}
+	ws, err := wsclient.Dial(dctx, c.wsURL(), c.wsOptions(c.origin()))
 	if err != nil {
-		if resp != nil {
-			err = fmt.Errorf("%w (HTTP %s; behind a proxy? it must pass WebSocket upgrades)", err, resp.Status)
-		}
-		c.add("websocket", true, start, fmt.Errorf("%s: %w", c.wsURL(), err), "")
+		var herr *wsclient.HandshakeError
+		if errors.As(err, &herr) {
+			err = fmt.Errorf("%s: %w (HTTP %s; behind a proxy? it must pass WebSocket upgrades)", c.wsURL(), herr.Err, herr.Status)
+		} // else it names the URL already
+		c.add("websocket", true, start, err, "")
 		return nil, nil, false
 	}
-	exchange := func(out map[string]any, want string) (map[string]any, error) {
-		ws.SetWriteDeadline(time.Now().Add(c.opts.timeout))
-		if err := ws.WriteJSON(out); err != nil {
-			return nil, err
-		}
-		ws.SetReadDeadline(time.Now().Add(c.opts.timeout))
-		for {
-			var in map[string]any
-			if err := ws.ReadJSON(&in); err != nil {
-				return nil, err
-			}
-			switch in["type"] {
-			case want:
-				return in, nil
-			case "error":
-				return nil, fmt.Errorf("server error %v: %v", in["code"], in["message"])
-			}
-		}
-	}
-	if _, err := exchange(map[string]any{"type": "hello", "version": 1}, "welcome"); err != nil {
+	// One deadline for each exchange, as long as one probe may take.
+	hctx, cancel := context.WithTimeout(ctx, c.opts.timeout)
+	defer cancel()
+	if _, err := ws.Hello(hctx, ""); err != nil {
 		ws.Close()
 		c.add("websocket", true, start, fmt.Errorf("hello on %s: %w", c.wsURL(), err), "")
 		return nil, nil, false
@@ -302,24 +285,16 @@ func (c *checker) checkWebSocket(ctx context.Context) (_ *websocket.Conn, _ []tu
 	c.add("websocket", true, start, nil, "handshake and hello answered on "+c.wsURL())
 
 	start = time.Now()
-	msg, err := exchange(map[string]any{"type": "ice"}, "ice")
+	ictx, cancel := context.WithTimeout(ctx, c.opts.timeout)
+	defer cancel()
+	reply, err := askICE(ictx, ws)
 	if err != nil {
 		c.add("ice servers", true, start, fmt.Errorf("asking for ICE servers: %w", err), "")
 		return ws, nil, false
 	}
-	raw, _ := json.Marshal(msg["iceServers"])
-	var servers []struct {
-		URLs       []string `json:"urls"`
-		Username   string   `json:"username"`
-		Credential string   `json:"credential"`
-	}
-	if err := json.Unmarshal(raw, &servers); err != nil {
-		c.add("ice servers", true, start, fmt.Errorf("malformed iceServers: %w", err), "")
-		return ws, nil, false
-	}
 	var urls []turnURL
 	var names []string
-	for _, s := range servers {
+	for _, s := range reply.ICEServers {
 		for _, raw := range s.URLs {
 			uri, err := stun.ParseURI(raw)
 			if err != nil {
@@ -337,22 +312,32 @@ func (c *checker) checkWebSocket(ctx context.Context) (_ *websocket.Conn, _ []tu
 	return ws, urls, true
 }
 
+// askICE sends ice and waits for the answer.
+func askICE(ctx context.Context, ws *wsclient.Conn) (*signaling.ICEReply, error) {
+	if err := ws.Send(ctx, signaling.ICERequest{}); err != nil {
+		return nil, err
+	}
+	return wsclient.Wait[signaling.ICEReply](ctx, ws, signaling.TypeICE)
+}
+
+// wsOptions are the WebSocket options of a probe sending origin.
+func (c *checker) wsOptions(origin string) wsclient.Options {
+	return wsclient.Options{Origin: origin, TLS: c.tlsConfig(""), HandshakeTimeout: c.opts.timeout, WriteWait: c.opts.timeout}
+}
+
 // checkOrigin checks that a page from elsewhere cannot open /ws.
 func (c *checker) checkOrigin(ctx context.Context) {
 	start := time.Now()
-	d := websocket.Dialer{HandshakeTimeout: c.opts.timeout, TLSClientConfig: c.tlsConfig("")}
 	dctx, cancel := context.WithTimeout(ctx, c.opts.timeout)
 	defer cancel()
-	ws, resp, err := d.DialContext(dctx, c.wsURL(), http.Header{"Origin": {"https://strangers-check.invalid"}})
-	if resp != nil {
-		resp.Body.Close()
-	}
+	ws, err := wsclient.Dial(dctx, c.wsURL(), c.wsOptions("https://strangers-check.invalid"))
 	if err == nil {
 		ws.Close()
 		c.add("origin policy", false, start, errors.New("a page on any other site may open /ws (is STRANGERS_ALLOWED_ORIGINS=*?)"), "")
 		return
 	}
-	if resp != nil && resp.StatusCode == http.StatusForbidden {
+	var herr *wsclient.HandshakeError
+	if errors.As(err, &herr) && herr.StatusCode == http.StatusForbidden {
 		c.add("origin policy", false, start, nil, "pages from other origins are refused")
 		return
 	}

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/strangers-chat/strangers/internal/testsupport"
 )
 
 // runCheckCommand runs `strangers check --json` in-process and decodes
@@ -116,14 +118,9 @@ func TestCheckUsageErrors(t *testing.T) {
 // TestCheckReportsUDPBlocked runs the server and the check inside a
 // network namespace whose firewall drops UDP to the TURN port.
 func TestCheckReportsUDPBlocked(t *testing.T) {
-	ip := requireTool(t, "ip")
-	nft := requireTool(t, "nft")
-	if os.Geteuid() != 0 {
-		if os.Getenv("STRANGERS_TEST_REQUIRE") == "all" {
-			t.Fatal("network namespaces need root (STRANGERS_TEST_REQUIRE=all)")
-		}
-		t.Skip("network namespaces need root; skipping")
-	}
+	ip := testsupport.Require(t, "ip", "iproute2")
+	nft := testsupport.Require(t, "nft", "nftables")
+	testsupport.RequireRoot(t, "network namespaces")
 	bin := buildBinary(t)
 	suffix := make([]byte, 3)
 	rand.Read(suffix)

@@ -9,23 +9,11 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/strangers-chat/strangers/internal/testsupport"
 )
 
 var updateExampleEnv = flag.Bool("update-example-env", false, "rewrite deploy/example.env from the config struct")
-
-// requireTool returns the path of an external program, skipping the test
-// when it is missing unless STRANGERS_TEST_REQUIRE=all.
-func requireTool(t *testing.T, name string) string {
-	t.Helper()
-	path, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("STRANGERS_TEST_REQUIRE") == "all" {
-			t.Fatalf("%s is required (STRANGERS_TEST_REQUIRE=all) but not installed: %v", name, err)
-		}
-		t.Skipf("%s not installed; skipping (install it, or set STRANGERS_TEST_REQUIRE=all to make this a failure)", name)
-	}
-	return path
-}
 
 // exampleEnv renders deploy/example.env: every variable, commented out at
 // its default, with its meaning.
@@ -78,7 +66,7 @@ func TestExampleEnvListsEveryVariable(t *testing.T) {
 // ExecStart pointed at a freshly built binary (verify insists it exists);
 // any complaint fails the test.
 func TestSystemdUnitVerifies(t *testing.T) {
-	analyze := requireTool(t, "systemd-analyze")
+	analyze := testsupport.Require(t, "systemd-analyze", "systemd")
 	bin := buildBinary(t)
 	unit, err := os.ReadFile(filepath.Join("..", "..", "deploy", "strangers.service"))
 	if err != nil {

@@ -2,125 +2,78 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/gorilla/websocket"
 	"github.com/pion/webrtc/v4"
+
+	"github.com/strangers-chat/strangers/internal/wsclient"
+	"github.com/strangers-chat/strangers/signaling"
 )
 
-// wsPeer is a signaling client written against the documented protocol
-// only (plain JSON maps, no Go types from the server), as a third-party
-// client would be.
+// wsPeer is a test's signaling client: a wsclient.Conn with its reader
+// started, said hello, closed when the test ends.
 type wsPeer struct {
+	*wsclient.Conn
 	t       *testing.T
-	conn    *websocket.Conn
-	in      chan map[string]any
-	readErr chan error
 	session string
-	wmu     sync.Mutex
 }
 
 // dialPeer opens /ws on httpAddr, says hello and waits for welcome.
 func dialPeer(t *testing.T, httpAddr string) *wsPeer {
 	t.Helper()
-	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second}
-	hdr := http.Header{"Origin": {"http://" + httpAddr}}
-	conn, resp, err := d.Dial("ws://"+httpAddr+"/ws", hdr)
-	if err != nil {
-		t.Fatalf("dial /ws: %v", err)
-	}
-	resp.Body.Close()
-	return newWSPeer(t, conn)
+	return openPeer(t, "ws://"+httpAddr+"/ws", wsclient.Options{Origin: "http://" + httpAddr})
 }
 
-// newWSPeer starts reading conn, says hello and waits for welcome.
-func newWSPeer(t *testing.T, conn *websocket.Conn) *wsPeer {
+// openPeer dials url, starts reading, says hello and waits for welcome.
+func openPeer(t *testing.T, url string, opts wsclient.Options) *wsPeer {
 	t.Helper()
-	p := &wsPeer{t: t, conn: conn, in: make(chan map[string]any, 256), readErr: make(chan error, 1)}
-	go p.readLoop()
-	t.Cleanup(p.close)
-	p.send(map[string]any{"type": "hello", "version": 1})
-	w := p.expect("welcome", 10*time.Second)
-	p.session, _ = w["session"].(string)
-	if p.session == "" {
-		t.Fatalf("welcome without a session: %v", w)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := wsclient.Dial(ctx, url, opts)
+	if err != nil {
+		t.Fatalf("dial: %v", err)
 	}
-	return p
+	c.Start()
+	t.Cleanup(func() { c.Close() })
+	w, err := c.Hello(ctx, "")
+	if err != nil {
+		t.Fatalf("waiting for welcome: %v", err)
+	}
+	if w.Session == "" {
+		t.Fatalf("welcome without a session: %+v", w)
+	}
+	return &wsPeer{Conn: c, t: t, session: w.Session}
 }
 
-func (p *wsPeer) readLoop() {
-	defer close(p.in)
-	for {
-		_, data, err := p.conn.ReadMessage()
-		if err != nil {
-			p.readErr <- err
-			return
-		}
-		var m map[string]any
-		if err := json.Unmarshal(data, &m); err != nil {
-			p.readErr <- fmt.Errorf("server sent invalid JSON %q: %w", data, err)
-			return
-		}
-		p.in <- m
+// send writes msg (a signaling client message), failing the test on error.
+func (p *wsPeer) send(msg any) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := p.Send(ctx, msg); err != nil {
+		p.t.Errorf("send: %v", err)
 	}
 }
 
-func (p *wsPeer) close() {
-	p.wmu.Lock()
-	p.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
-	p.wmu.Unlock()
-	p.conn.Close()
-	for range p.in {
-	}
-}
-
-func (p *wsPeer) send(m map[string]any) {
-	p.wmu.Lock()
-	defer p.wmu.Unlock()
-	p.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	if err := p.conn.WriteJSON(m); err != nil {
-		p.t.Errorf("send %v: %v", m["type"], err)
-	}
-}
-
-// next returns the next message other than stats and waiting.
-func (p *wsPeer) next(ctx context.Context) (map[string]any, error) {
-	for {
-		select {
-		case m, ok := <-p.in:
-			if !ok {
-				return nil, fmt.Errorf("connection closed: %w", <-p.readErr)
-			}
-			if m["type"] == "stats" || m["type"] == "waiting" {
-				continue
-			}
-			return m, nil
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}
-}
-
-// expect waits for a message of type typ, failing on anything else.
-func (p *wsPeer) expect(typ string, d time.Duration) map[string]any {
+// expect waits for the next message other than stats and waiting, failing
+// unless it is a T.
+func expect[T any](p *wsPeer, d time.Duration) *T {
 	p.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
-	m, err := p.next(ctx)
+	m, err := p.Next(ctx)
 	if err != nil {
-		p.t.Fatalf("waiting for %s: %v", typ, err)
+		p.t.Fatalf("waiting for a %T: %v", *new(T), err)
 	}
-	if m["type"] != typ {
-		p.t.Fatalf("got %v, want a %s message", m, typ)
+	t, ok := m.(*T)
+	if !ok {
+		p.t.Fatalf("got %+v, want a %T", m, *new(T))
 	}
-	return m
+	return t
 }
 
 // callOptions shape one side of a WebRTC call.
@@ -152,27 +105,11 @@ func (opt callOptions) keep(u string) bool {
 
 // iceServersFrom converts matched.iceServers into pion's form, keeping
 // the URLs for which keep is true (all when keep is nil).
-func iceServersFrom(m map[string]any, keep func(string) bool) []webrtc.ICEServer {
-	raw, _ := json.Marshal(m["iceServers"])
-	var servers []struct {
-		URLs       any    `json:"urls"`
-		Username   string `json:"username"`
-		Credential string `json:"credential"`
-	}
-	json.Unmarshal(raw, &servers)
+func iceServersFrom(m *signaling.Matched, keep func(string) bool) []webrtc.ICEServer {
 	var out []webrtc.ICEServer
-	for _, s := range servers {
-		var urls []string
-		switch u := s.URLs.(type) {
-		case string:
-			urls = []string{u}
-		case []any:
-			for _, x := range u {
-				urls = append(urls, fmt.Sprint(x))
-			}
-		}
+	for _, s := range m.ICEServers {
 		var kept []string
-		for _, u := range urls {
+		for _, u := range s.URLs {
 			if keep != nil && !keep(u) {
 				continue
 			}
@@ -189,23 +126,22 @@ func iceServersFrom(m map[string]any, keep func(string) bool) []webrtc.ICEServer
 // message. The offerer sends messages and counts echoes; the answerer echoes.
 func runSide(ctx context.Context, p *wsPeer, opt callOptions, messages int) (callResult, error) {
 	var res callResult
-	p.send(map[string]any{"type": "find", "mode": "text", "relayOnly": opt.relayOnly})
-	var matched map[string]any
+	p.send(signaling.Find{Mode: signaling.ModeText, RelayOnly: opt.relayOnly})
+	var matched *signaling.Matched
 	for matched == nil {
-		m, err := p.next(ctx)
+		m, err := p.Next(ctx)
 		if err != nil {
 			return res, fmt.Errorf("waiting for matched: %w", err)
 		}
-		if m["type"] == "matched" {
-			matched = m
-		}
+		matched, _ = m.(*signaling.Matched)
 	}
-	match, _ := matched["match"].(string)
-	offerer := matched["role"] == "offerer"
+	match := matched.Match
+	offerer := matched.Role == signaling.RoleOfferer
 	if opt.leakHost {
 		// The server must drop this for a relayOnly sender.
-		p.send(map[string]any{"type": "signal", "match": match, "candidate": map[string]any{
-			"candidate": "candidate:1 1 udp 2122260223 192.0.2.77 54321 typ host", "sdpMid": "0", "sdpMLineIndex": 0,
+		mid, line := "0", uint16(0)
+		p.send(signaling.Signal{Match: match, Candidate: &signaling.ICECandidate{
+			Candidate: "candidate:1 1 udp 2122260223 192.0.2.77 54321 typ host", SDPMid: &mid, SDPMLineIndex: &line,
 		}})
 	}
 
@@ -231,8 +167,8 @@ func runSide(ctx context.Context, p *wsPeer, opt callOptions, messages int) (cal
 		if c == nil {
 			return
 		}
-		init := c.ToJSON()
-		p.send(map[string]any{"type": "signal", "match": match, "candidate": init})
+		cand := signaling.ICECandidate(c.ToJSON())
+		p.send(signaling.Signal{Match: match, Candidate: &cand})
 	})
 
 	done := make(chan error, 1)
@@ -271,7 +207,7 @@ func runSide(ctx context.Context, p *wsPeer, opt callOptions, messages int) (cal
 		if err := pc.SetLocalDescription(offer); err != nil {
 			return res, err
 		}
-		p.send(map[string]any{"type": "signal", "match": match, "sdp": map[string]any{"type": "offer", "sdp": offer.SDP}})
+		p.send(signaling.Signal{Match: match, SDP: &signaling.SessionDescription{Type: "offer", SDP: offer.SDP}})
 	} else {
 		pc.OnDataChannel(func(dc *webrtc.DataChannel) {
 			dc.OnMessage(func(msg webrtc.DataChannelMessage) {
@@ -287,24 +223,6 @@ func runSide(ctx context.Context, p *wsPeer, opt callOptions, messages int) (cal
 
 	var pending []webrtc.ICECandidateInit
 	haveRemote := false
-	msgs := make(chan map[string]any)
-	readCtx, stopReading := context.WithCancel(ctx)
-	defer stopReading()
-	go func() {
-		defer close(msgs)
-		for {
-			m, err := p.next(readCtx)
-			if err != nil {
-				return
-			}
-			select {
-			case msgs <- m:
-			case <-readCtx.Done():
-				return
-			}
-		}
-	}()
-
 	for {
 		select {
 		case err := <-done:
@@ -312,19 +230,19 @@ func runSide(ctx context.Context, p *wsPeer, opt callOptions, messages int) (cal
 				return res, err
 			}
 			return res, selectedPair(pc, &res)
-		case m, ok := <-msgs:
+		case msg, ok := <-p.Messages():
 			if !ok {
-				return res, fmt.Errorf("signaling ended before the call was done: %w", ctx.Err())
+				return res, fmt.Errorf("signaling ended before the call was done: %w", p.Err())
 			}
-			switch m["type"] {
-			case "signal":
-				if m["match"] != match {
-					return res, fmt.Errorf("signal for match %v, ours is %s", m["match"], match)
+			switch m := msg.(type) {
+			case *signaling.Signal:
+				if m.Match != match {
+					return res, fmt.Errorf("signal for match %v, ours is %s", m.Match, match)
 				}
-				if sdp, ok := m["sdp"].(map[string]any); ok {
-					desc := webrtc.SessionDescription{SDP: fmt.Sprint(sdp["sdp"])}
-					if err := desc.Type.UnmarshalJSON([]byte(`"` + fmt.Sprint(sdp["type"]) + `"`)); err != nil {
-						return res, err
+				if m.SDP != nil {
+					desc := webrtc.SessionDescription{Type: webrtc.NewSDPType(m.SDP.Type), SDP: m.SDP.SDP}
+					if desc.Type == webrtc.SDPTypeUnknown {
+						return res, fmt.Errorf("sdp of type %q", m.SDP.Type)
 					}
 					if err := pc.SetRemoteDescription(desc); err != nil {
 						return res, fmt.Errorf("set remote description: %w", err)
@@ -344,15 +262,11 @@ func runSide(ctx context.Context, p *wsPeer, opt callOptions, messages int) (cal
 						if err := pc.SetLocalDescription(answer); err != nil {
 							return res, err
 						}
-						p.send(map[string]any{"type": "signal", "match": match, "sdp": map[string]any{"type": "answer", "sdp": answer.SDP}})
+						p.send(signaling.Signal{Match: match, SDP: &signaling.SessionDescription{Type: "answer", SDP: answer.SDP}})
 					}
 				}
-				if cand, ok := m["candidate"].(map[string]any); ok {
-					raw, _ := json.Marshal(cand)
-					var init webrtc.ICECandidateInit
-					if err := json.Unmarshal(raw, &init); err != nil {
-						return res, err
-					}
+				if m.Candidate != nil {
+					init := webrtc.ICECandidateInit(*m.Candidate)
 					if init.Candidate != "" && !strings.Contains(init.Candidate, " typ relay") {
 						res.receivedNonRelay = append(res.receivedNonRelay, init.Candidate)
 					}
@@ -362,13 +276,13 @@ func runSide(ctx context.Context, p *wsPeer, opt callOptions, messages int) (cal
 						return res, err
 					}
 				}
-			case "partner_left":
+			case *signaling.PartnerLeft:
 				if !offerer {
 					// The offerer got all its echoes and hung up.
 					answered.Do(func() { answerPairErr = errors.New("hung up before any message arrived") })
 					return res, answerPairErr
 				}
-				return res, fmt.Errorf("partner left: %v", m)
+				return res, fmt.Errorf("partner left: %+v", m)
 			}
 		case <-ctx.Done():
 			return res, fmt.Errorf("call did not complete (ICE %s): %w", pc.ICEConnectionState(), ctx.Err())
@@ -419,12 +333,12 @@ func call(t *testing.T, a, b *wsPeer, optA, optB callOptions) (callResult, callR
 	select {
 	case resA = <-ra:
 		if resA.err == nil {
-			a.send(map[string]any{"type": "stop"})
+			a.send(signaling.Stop{})
 		}
 		resB = <-rb
 	case resB = <-rb:
 		if resB.err == nil {
-			b.send(map[string]any{"type": "stop"})
+			b.send(signaling.Stop{})
 		}
 		resA = <-ra
 	}

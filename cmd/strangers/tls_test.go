@@ -11,9 +11,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gorilla/websocket"
 	"github.com/pion/turn/v4"
 	"github.com/pion/webrtc/v4"
+
+	"github.com/strangers-chat/strangers/internal/wsclient"
+	"github.com/strangers-chat/strangers/signaling"
 )
 
 // startTLSRun runs the server with a certificate for localhost from
@@ -89,26 +91,20 @@ func TestTLSServesPageOverHTTP1AndH2(t *testing.T) {
 // dialTLSPeer is dialPeer over wss on the shared TLS port.
 func dialTLSPeer(t *testing.T, host string) *wsPeer {
 	t.Helper()
-	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second, TLSClientConfig: &tls.Config{RootCAs: sharedCA.pool}}
-	conn, resp, err := d.Dial("wss://"+host+"/ws", http.Header{"Origin": {"https://" + host}})
-	if err != nil {
-		t.Fatalf("dial wss: %v", err)
-	}
-	resp.Body.Close()
-	return newWSPeer(t, conn)
+	return openPeer(t, "wss://"+host+"/ws", wsclient.Options{Origin: "https://" + host, TLS: &tls.Config{RootCAs: sharedCA.pool}})
 }
 
 func TestTLSWebSocketAndTURNOverTLS(t *testing.T) {
 	s := startTLSRun(t, nil)
 	host := s.tlsHost(t)
 	a, b := dialTLSPeer(t, host), dialTLSPeer(t, host)
-	a.send(map[string]any{"type": "find", "mode": "text"})
-	b.send(map[string]any{"type": "find", "mode": "text"})
-	ma, mb := a.expect("matched", 10*time.Second), b.expect("matched", 10*time.Second)
+	a.send(signaling.Find{Mode: signaling.ModeText})
+	b.send(signaling.Find{Mode: signaling.ModeText})
+	ma, mb := expect[signaling.Matched](a, 10*time.Second), expect[signaling.Matched](b, 10*time.Second)
 
 	// Each side's ICE servers offer TURN over TLS on the shared port.
 	var creds [2]webrtc.ICEServer
-	for i, m := range []map[string]any{ma, mb} {
+	for i, m := range []*signaling.Matched{ma, mb} {
 		for _, srv := range iceServersFrom(m, nil) {
 			for _, u := range srv.URLs {
 				if u == "turns:"+host+"?transport=tcp" {
@@ -117,7 +113,7 @@ func TestTLSWebSocketAndTURNOverTLS(t *testing.T) {
 			}
 		}
 		if creds[i].Username == "" {
-			t.Fatalf("matched offers no turns:%s?transport=tcp: %v", host, m["iceServers"])
+			t.Fatalf("matched offers no turns:%s?transport=tcp: %v", host, m.ICEServers)
 		}
 	}
 
