@@ -31,8 +31,7 @@ func Valid(id string) bool {
 		return false
 	}
 	for i := range len(id) {
-		c := id[i]
-		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+		if !urlSafe(id[i]) {
 			return false
 		}
 	}
@@ -44,4 +43,13 @@ func Valid(id string) bool {
 	default:
 		return false
 	}
+}
+
+// urlSafe reports whether c is in the base64url alphabet.
+func urlSafe(c byte) bool {
+	switch {
+	case c >= 'A' && c <= 'Z', c >= 'a' && c <= 'z', c >= '0' && c <= '9':
+		return true
+	}
+	return c == '-' || c == '_'
 }
