@@ -29,6 +29,7 @@ const (
 	DefaultCredentialTTL          = time.Hour
 	DefaultSessionGrace           = 30 * time.Second
 	DefaultSessionQuota           = 10
+	DefaultIPQuota                = 128
 	DefaultTotalQuota             = 10000
 	DefaultMaxPermissions         = 64
 	DefaultMaxChannels            = 64
@@ -37,6 +38,13 @@ const (
 	DefaultTCPIdleTimeout         = 5 * time.Minute
 	maxUDPSockets                 = 64
 )
+
+// MaxRealmLen bounds Config.Realm. The 401 challenge carries the realm and
+// a nonce, and every response to an unauthenticated request stays within
+// three times the request's size; the smallest Allocate a client may send
+// (REQUESTED-TRANSPORT only) is 28 bytes, so the challenge must fit 84:
+// header 20, ERROR-CODE 8 (no reason phrase), NONCE 32, REALM 4+20.
+const MaxRealmLen = 20
 
 // Config configures a Server. Zero values get the documented defaults in New.
 type Config struct {
@@ -66,6 +74,10 @@ type Config struct {
 	// Secret is the shared TURN REST secret used to mint and check
 	// credentials. Required.
 	Secret []byte
+	// OldSecrets are earlier secrets: credentials made with them are still
+	// accepted until they expire, so the secret can be rotated without
+	// cutting calls. Nothing is minted with them. May be empty.
+	OldSecrets [][]byte
 	// CredentialTTL is the lifetime of minted credentials. Default 1h.
 	// Expiry is checked when an allocation is created, not on its refreshes.
 	CredentialTTL time.Duration
@@ -76,6 +88,13 @@ type Config struct {
 	SessionQuota int
 	// TotalQuota caps live allocations in total. Default 10000.
 	TotalQuota int
+	// IPQuota caps live allocations per client address: per IPv4 address,
+	// per IPv6 /64. Default 128: a browser in a call holds one or two
+	// allocations per transport (UDP and TCP, more with several network
+	// interfaces), so a household uses a handful and an office or school
+	// NAT with thirty people in calls at once about a hundred, while one
+	// address can hold no more than about 1% of the default TotalQuota.
+	IPQuota int
 	// MaxPermissionsPerAllocation caps the distinct peer IPs one allocation
 	// may hold permissions for. Default 64.
 	MaxPermissionsPerAllocation int
@@ -118,6 +137,11 @@ type Config struct {
 	// channelLifetime is the lifetime of a channel binding. Zero: pion's
 	// default, 10 minutes (RFC 5766). Tests shorten it to see expiry.
 	channelLifetime time.Duration
+	// replyBurst and replyRate size the buckets of responses to
+	// unauthenticated requests (see reply.go). Zero: replyBurst and
+	// replyRate. Tests that are not about them, with every client on
+	// 127.0.0.1, raise them.
+	replyBurst, replyRate float64
 }
 
 // withDefaults validates cfg and returns a copy with defaults filled in.
@@ -185,13 +209,22 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.Realm == "" {
 		cfg.Realm = DefaultRealm
 	}
-	if len(cfg.Realm) > 127 {
-		return cfg, fmt.Errorf("%w: Realm longer than 127 bytes", ErrConfig)
+	if len(cfg.Realm) > MaxRealmLen {
+		return cfg, fmt.Errorf("%w: Realm longer than %d bytes (the 401 challenge must fit three times the smallest Allocate)",
+			ErrConfig, MaxRealmLen)
 	}
 	if len(cfg.Secret) == 0 {
 		return cfg, ErrNoSecret
 	}
 	cfg.Secret = append([]byte(nil), cfg.Secret...)
+	old := make([][]byte, 0, len(cfg.OldSecrets))
+	for i, sec := range cfg.OldSecrets {
+		if len(sec) == 0 {
+			return cfg, fmt.Errorf("%w: OldSecrets[%d] is empty", ErrConfig, i)
+		}
+		old = append(old, append([]byte(nil), sec...))
+	}
+	cfg.OldSecrets = old
 
 	durations := []struct {
 		name string
@@ -219,6 +252,7 @@ func (cfg Config) withDefaults() (Config, error) {
 	}{
 		{"SessionQuota", &cfg.SessionQuota, DefaultSessionQuota},
 		{"TotalQuota", &cfg.TotalQuota, DefaultTotalQuota},
+		{"IPQuota", &cfg.IPQuota, DefaultIPQuota},
 		{"MaxPermissionsPerAllocation", &cfg.MaxPermissionsPerAllocation, DefaultMaxPermissions},
 		{"MaxChannelsPerAllocation", &cfg.MaxChannelsPerAllocation, DefaultMaxChannels},
 		{"TCPMaxConnsPerIP", &cfg.TCPMaxConnsPerIP, DefaultTCPMaxConnsPerIP},
@@ -255,6 +289,12 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	cfg.ExtraICEServers = extra
 
+	if cfg.replyBurst <= 0 {
+		cfg.replyBurst = replyBurst
+	}
+	if cfg.replyRate <= 0 {
+		cfg.replyRate = replyRate
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
