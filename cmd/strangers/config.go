@@ -46,38 +46,41 @@ type config struct {
 	ACMECAFile    string   `env:"STRANGERS_ACME_CA_FILE" help:"PEM roots trusted when talking to the ACME directory, for a private ACME server. Empty: the system roots."`
 
 	// Signaling.
-	InterestWait      time.Duration `env:"STRANGERS_INTEREST_WAIT" envDefault:"5s" help:"How long a waiting user is matched on shared interests only before anyone in the same mode will do."`
-	ResumeGrace       time.Duration `env:"STRANGERS_RESUME_GRACE" envDefault:"15s" help:"How long a dropped WebSocket may reconnect and get its session and match back before the partner is told."`
-	WSMaxMessage      int64         `env:"STRANGERS_WS_MAX_MESSAGE" envDefault:"65536" help:"Largest WebSocket message in bytes; a larger one closes the connection (1009)."`
-	WSRate            float64       `env:"STRANGERS_WS_RATE" envDefault:"20" help:"Messages per second a connection may send on average (token bucket refill)."`
-	WSBurst           int           `env:"STRANGERS_WS_BURST" envDefault:"60" help:"Messages a connection may send in a burst (ICE candidates come in bursts)."`
-	WSMaxPerIP        int           `env:"STRANGERS_WS_MAX_PER_IP" envDefault:"32" help:"Concurrent WebSocket connections allowed from one IP address."`
-	WSHelloTimeout    time.Duration `env:"STRANGERS_WS_HELLO_TIMEOUT" envDefault:"10s" help:"How long a new connection has to send hello."`
-	WSPingInterval    time.Duration `env:"STRANGERS_WS_PING_INTERVAL" envDefault:"20s" help:"How often the server pings each connection."`
-	WSPongWait        time.Duration `env:"STRANGERS_WS_PONG_WAIT" envDefault:"30s" help:"How long a connection may stay silent (no pong or message) before it is closed."`
-	WSWriteTimeout    time.Duration `env:"STRANGERS_WS_WRITE_TIMEOUT" envDefault:"10s" help:"Deadline for each write to a connection."`
-	WSSendQueue       int           `env:"STRANGERS_WS_SEND_QUEUE" envDefault:"256" help:"Messages queued for one connection before it counts as a slow reader and is disconnected."`
-	StatsInterval     time.Duration `env:"STRANGERS_STATS_INTERVAL" envDefault:"5s" help:"Shortest interval between stats pushes (online and waiting counts); sent only when they change."`
-	TURNEnabled       bool          `env:"STRANGERS_TURN_ENABLED" envDefault:"true" help:"Run the embedded TURN/STUN relay. false: hand out only STRANGERS_ICE_SERVERS."`
-	TURNAddr          string        `env:"STRANGERS_TURN_ADDR" envDefault:":3478" help:"Address the relay listens on for TURN and STUN, UDP and TCP on the same port."`
-	TURNUDPSockets    int           `env:"STRANGERS_TURN_UDP_SOCKETS" help:"UDP sockets (SO_REUSEPORT) on the TURN address, each read by its own goroutine. 0: one per CPU."`
-	RelayBindIP       string        `env:"STRANGERS_RELAY_BIND_IP" help:"Address relay sockets bind to. Empty: all addresses (0.0.0.0)."`
-	RelayPortMin      int           `env:"STRANGERS_RELAY_PORT_MIN" envDefault:"49152" help:"Lowest UDP port of the relay range."`
-	RelayPortMax      int           `env:"STRANGERS_RELAY_PORT_MAX" envDefault:"65535" help:"Highest UDP port of the relay range."`
-	RelayAllowPeers   []string      `env:"STRANGERS_RELAY_ALLOW_PEERS" envSeparator:"," help:"Comma-separated CIDRs the relay may send to although they are private or reserved (by default only public unicast addresses and our own relay address are allowed)."`
-	TURNSecret        string        `env:"STRANGERS_TURN_SECRET" secret:"true" help:"Shared secret for TURN credentials (TURN REST scheme, coturn's static-auth-secret). Empty: random at start, so restarts invalidate live credentials; several instances need one shared secret."`
-	TURNSecretFile    string        `env:"STRANGERS_TURN_SECRET_FILE,file" secret:"true" help:"Path of a file holding the TURN secret (Docker and systemd secrets); instead of STRANGERS_TURN_SECRET."`
-	TURNRealm         string        `env:"STRANGERS_TURN_REALM" envDefault:"strangers" help:"TURN realm."`
-	TURNCredentialTTL time.Duration `env:"STRANGERS_TURN_CREDENTIAL_TTL" envDefault:"1h" help:"Lifetime of the TURN credentials handed out with each match (checked when an allocation is created; a call may outlast it)."`
-	TURNSessionQuota  int           `env:"STRANGERS_TURN_SESSION_QUOTA" envDefault:"10" help:"Relay allocations one session's credential may hold at once."`
-	TURNTotalQuota    int           `env:"STRANGERS_TURN_TOTAL_QUOTA" envDefault:"10000" help:"Relay allocations the server holds at once, in total."`
-	TURNSessionGrace  time.Duration `env:"STRANGERS_TURN_SESSION_GRACE" envDefault:"30s" help:"How long a session's relay allocations keep working after the session ended (its user left for good), before they are closed."`
-	TURNMaxPerms      int           `env:"STRANGERS_TURN_MAX_PERMISSIONS" envDefault:"64" help:"Peer addresses one relay allocation may hold permissions for."`
-	TURNMaxChannels   int           `env:"STRANGERS_TURN_MAX_CHANNELS" envDefault:"64" help:"Channels one relay allocation may bind."`
-	TURNTCPMaxPerIP   int           `env:"STRANGERS_TURN_TCP_MAX_PER_IP" envDefault:"16" help:"Concurrent TURN-over-TCP/TLS connections from one IP address (raise it when many users share one NAT)."`
-	TURNTCPFirstMsg   time.Duration `env:"STRANGERS_TURN_TCP_FIRST_MESSAGE_TIMEOUT" envDefault:"10s" help:"How long a new TURN-over-TCP/TLS connection has to send its first complete STUN message."`
-	TURNTCPIdle       time.Duration `env:"STRANGERS_TURN_TCP_IDLE_TIMEOUT" envDefault:"5m" help:"How long a TURN-over-TCP/TLS connection may stay silent before it is closed."`
-	ICEServers        string        `env:"STRANGERS_ICE_SERVERS" help:"JSON list of extra ICE servers handed to browsers besides ours, as RTCIceServer objects, e.g. [{\"urls\":\"stun:stun.example.com:3478\"}]."`
+	InterestWait       time.Duration `env:"STRANGERS_INTEREST_WAIT" envDefault:"5s" help:"How long a waiting user is matched on shared interests only before anyone in the same mode will do."`
+	ResumeGrace        time.Duration `env:"STRANGERS_RESUME_GRACE" envDefault:"15s" help:"How long a dropped WebSocket may reconnect and get its session and match back before the partner is told."`
+	WSMaxMessage       int64         `env:"STRANGERS_WS_MAX_MESSAGE" envDefault:"65536" help:"Largest WebSocket message in bytes; a larger one closes the connection (1009)."`
+	WSRate             float64       `env:"STRANGERS_WS_RATE" envDefault:"20" help:"Messages per second a connection may send on average (token bucket refill)."`
+	WSBurst            int           `env:"STRANGERS_WS_BURST" envDefault:"60" help:"Messages a connection may send in a burst (ICE candidates come in bursts)."`
+	WSMaxPerIP         int           `env:"STRANGERS_WS_MAX_PER_IP" envDefault:"32" help:"Concurrent WebSocket connections allowed from one IP address."`
+	WSHelloTimeout     time.Duration `env:"STRANGERS_WS_HELLO_TIMEOUT" envDefault:"10s" help:"How long a new connection has to send hello."`
+	WSPingInterval     time.Duration `env:"STRANGERS_WS_PING_INTERVAL" envDefault:"20s" help:"How often the server pings each connection."`
+	WSPongWait         time.Duration `env:"STRANGERS_WS_PONG_WAIT" envDefault:"30s" help:"How long a connection may stay silent (no pong or message) before it is closed."`
+	WSWriteTimeout     time.Duration `env:"STRANGERS_WS_WRITE_TIMEOUT" envDefault:"10s" help:"Deadline for each write to a connection."`
+	WSSendQueue        int           `env:"STRANGERS_WS_SEND_QUEUE" envDefault:"256" help:"Messages queued for one connection before it counts as a slow reader and is disconnected."`
+	StatsInterval      time.Duration `env:"STRANGERS_STATS_INTERVAL" envDefault:"5s" help:"Shortest interval between stats pushes (online and waiting counts); sent only when they change."`
+	TURNEnabled        bool          `env:"STRANGERS_TURN_ENABLED" envDefault:"true" help:"Run the embedded TURN/STUN relay. false: hand out only STRANGERS_ICE_SERVERS."`
+	TURNAddr           string        `env:"STRANGERS_TURN_ADDR" envDefault:":3478" help:"Address the relay listens on for TURN and STUN, UDP and TCP on the same port."`
+	TURNUDPSockets     int           `env:"STRANGERS_TURN_UDP_SOCKETS" help:"UDP sockets (SO_REUSEPORT) on the TURN address, each read by its own goroutine. 0: one per CPU."`
+	RelayBindIP        string        `env:"STRANGERS_RELAY_BIND_IP" help:"Address relay sockets bind to. Empty: all addresses (0.0.0.0)."`
+	RelayPortMin       int           `env:"STRANGERS_RELAY_PORT_MIN" envDefault:"49152" help:"Lowest UDP port of the relay range."`
+	RelayPortMax       int           `env:"STRANGERS_RELAY_PORT_MAX" envDefault:"65535" help:"Highest UDP port of the relay range."`
+	RelayAllowPeers    []string      `env:"STRANGERS_RELAY_ALLOW_PEERS" envSeparator:"," help:"Comma-separated CIDRs the relay may send to although they are private or reserved (by default only public unicast addresses and our own relay address are allowed)."`
+	TURNSecret         string        `env:"STRANGERS_TURN_SECRET" secret:"true" help:"Shared secret for TURN credentials (TURN REST scheme, coturn's static-auth-secret). Empty: random at start, so restarts invalidate live credentials; several instances need one shared secret."`
+	TURNSecretFile     string        `env:"STRANGERS_TURN_SECRET_FILE,file" secret:"true" help:"Path of a file holding the TURN secret (Docker and systemd secrets); instead of STRANGERS_TURN_SECRET."`
+	TURNOldSecrets     string        `env:"STRANGERS_TURN_OLD_SECRETS" secret:"true" help:"Comma-separated earlier TURN secrets: credentials made with them are still accepted until they expire, so the secret can be rotated without cutting calls (new credentials use STRANGERS_TURN_SECRET)."`
+	TURNOldSecretsFile string        `env:"STRANGERS_TURN_OLD_SECRETS_FILE,file" secret:"true" help:"Path of a file holding the old TURN secrets, separated by commas or newlines; instead of STRANGERS_TURN_OLD_SECRETS."`
+	TURNRealm          string        `env:"STRANGERS_TURN_REALM" envDefault:"strangers" help:"TURN realm, at most 20 bytes (the 401 challenge must stay within three times the smallest Allocate)."`
+	TURNCredentialTTL  time.Duration `env:"STRANGERS_TURN_CREDENTIAL_TTL" envDefault:"1h" help:"Lifetime of the TURN credentials handed out with each match (checked when an allocation is created; a call may outlast it)."`
+	TURNSessionQuota   int           `env:"STRANGERS_TURN_SESSION_QUOTA" envDefault:"10" help:"Relay allocations one session's credential may hold at once."`
+	TURNIPQuota        int           `env:"STRANGERS_TURN_IP_QUOTA" envDefault:"128" help:"Relay allocations one client address (IPv4 address, IPv6 /64) may hold at once. A browser in a call holds one or two per transport, so a household needs a handful and an office NAT with thirty people in calls about a hundred."`
+	TURNTotalQuota     int           `env:"STRANGERS_TURN_TOTAL_QUOTA" envDefault:"10000" help:"Relay allocations the server holds at once, in total."`
+	TURNSessionGrace   time.Duration `env:"STRANGERS_TURN_SESSION_GRACE" envDefault:"30s" help:"How long a session's relay allocations keep working after the session ended (its user left for good), before they are closed."`
+	TURNMaxPerms       int           `env:"STRANGERS_TURN_MAX_PERMISSIONS" envDefault:"64" help:"Peer addresses one relay allocation may hold permissions for."`
+	TURNMaxChannels    int           `env:"STRANGERS_TURN_MAX_CHANNELS" envDefault:"64" help:"Channels one relay allocation may bind."`
+	TURNTCPMaxPerIP    int           `env:"STRANGERS_TURN_TCP_MAX_PER_IP" envDefault:"16" help:"Concurrent TURN-over-TCP/TLS connections from one IP address (raise it when many users share one NAT)."`
+	TURNTCPFirstMsg    time.Duration `env:"STRANGERS_TURN_TCP_FIRST_MESSAGE_TIMEOUT" envDefault:"10s" help:"How long a new TURN-over-TCP/TLS connection has to send its first complete STUN message."`
+	TURNTCPIdle        time.Duration `env:"STRANGERS_TURN_TCP_IDLE_TIMEOUT" envDefault:"5m" help:"How long a TURN-over-TCP/TLS connection may stay silent before it is closed."`
+	ICEServers         string        `env:"STRANGERS_ICE_SERVERS" help:"JSON list of extra ICE servers handed to browsers besides ours, as RTCIceServer objects, e.g. [{\"urls\":\"stun:stun.example.com:3478\"}]."`
 }
 
 // testOnlyVariables are read by the test suite and the tools under cmd/,
@@ -96,6 +99,7 @@ type settings struct {
 	allowPeers     []netip.Prefix
 	trustedProxies []netip.Prefix
 	turnSecret     []byte // nil: generate one
+	turnOldSecrets [][]byte
 	extraICE       []relay.ICEServer
 }
 
@@ -188,6 +192,11 @@ func loadConfig(getenv func(string) string, names []string) (settings, []string,
 			errs = append(errs, errors.New("STRANGERS_TURN_SECRET: set either it or STRANGERS_TURN_SECRET_FILE, not both"))
 		} else if c.TURNSecretFile == "" {
 			errs = append(errs, fmt.Errorf("STRANGERS_TURN_SECRET_FILE=%s: the file is empty", path))
+		}
+	}
+	if _, ok := environment["STRANGERS_TURN_OLD_SECRETS_FILE"]; ok {
+		if _, both := environment["STRANGERS_TURN_OLD_SECRETS"]; both {
+			errs = append(errs, errors.New("STRANGERS_TURN_OLD_SECRETS: set either it or STRANGERS_TURN_OLD_SECRETS_FILE, not both"))
 		}
 	}
 	if err := errors.Join(append(errs, err)...); err != nil {
@@ -359,6 +368,7 @@ func validate(c config) (settings, error) {
 	atLeast("STRANGERS_WS_SEND_QUEUE", int64(c.WSSendQueue), 1)
 	atLeast("STRANGERS_TURN_UDP_SOCKETS", int64(c.TURNUDPSockets), 0)
 	atLeast("STRANGERS_TURN_SESSION_QUOTA", int64(c.TURNSessionQuota), 1)
+	atLeast("STRANGERS_TURN_IP_QUOTA", int64(c.TURNIPQuota), 1)
 	atLeast("STRANGERS_TURN_TOTAL_QUOTA", int64(c.TURNTotalQuota), 1)
 	atLeast("STRANGERS_TURN_MAX_PERMISSIONS", int64(c.TURNMaxPerms), 1)
 	atLeast("STRANGERS_TURN_MAX_CHANNELS", int64(c.TURNMaxChannels), 1)
@@ -394,8 +404,24 @@ func validate(c config) (settings, error) {
 		}
 		bad(name, "", "must be at least 16 bytes")
 	}
+	oldName, oldList := "STRANGERS_TURN_OLD_SECRETS", c.TURNOldSecrets
+	if c.TURNOldSecretsFile != "" {
+		oldName, oldList = "STRANGERS_TURN_OLD_SECRETS_FILE", c.TURNOldSecretsFile
+	}
+	for i, old := range strings.FieldsFunc(oldList, func(r rune) bool { return r == ',' || r == '\n' }) {
+		old = strings.TrimSpace(old)
+		if len(old) < 16 {
+			bad(oldName, "", fmt.Sprintf("secret %d must be at least 16 bytes", i+1))
+
+			continue
+		}
+		s.turnOldSecrets = append(s.turnOldSecrets, []byte(old))
+	}
 	if c.TURNRealm == "" {
 		bad("STRANGERS_TURN_REALM", "", "must not be empty")
+	}
+	if len(c.TURNRealm) > relay.MaxRealmLen {
+		bad("STRANGERS_TURN_REALM", c.TURNRealm, fmt.Sprintf("must be at most %d bytes", relay.MaxRealmLen))
 	}
 	if extra, err := relay.ParseICEServers(c.ICEServers); err != nil {
 		bad("STRANGERS_ICE_SERVERS", c.ICEServers, err.Error())
