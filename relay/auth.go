@@ -112,8 +112,8 @@ func (s *Server) noteOldSecret(src net.Addr, frame []byte) {
 		return
 	}
 	username := user.String()
-	if _, _, err := ParseUsername(username); err != nil {
-		return
+	if _, session, err := ParseUsername(username); err != nil || !s.sessionLive(session) {
+		return // authenticate refuses it before any key is looked at
 	}
 	key := transportKey(src)
 	if stun.MessageIntegrity(turn.GenerateAuthKey(username, s.cfg.Realm, Password(s.cfg.Secret, username))).Check(m) == nil {
