@@ -537,3 +537,37 @@ func TestOldSecrets(t *testing.T) {
 		t.Error("minted credential is not made with the current secret")
 	}
 }
+
+// TestLiveAllocationAnswersNeverLimited: with every budget of its address
+// spent by others, a live allocation's own requests still get their
+// unauthenticated answers (a 438 when its nonce went stale), so it keeps
+// refreshing.
+func TestLiveAllocationAnswersNeverLimited(t *testing.T) {
+	t.Parallel()
+	clock := newFakeClock() // no refill while the test runs
+	cfg := testConfig()
+	cfg.Now = clock.Now
+	cfg.replyBurst = 0 // the real limits
+	s := newServer(t, cfg)
+	sid := newSID(t)
+	s.SessionStarted(sid)
+	user, pass := Credentials(testSecret, sid, clock.Now().Add(time.Hour))
+	victim := dialRaw(t, s, user, pass, false)
+	if resp := victim.allocate(); !isSuccess(resp) {
+		t.Fatalf("Allocate: error %d", errorCode(resp))
+	}
+	// Spend both budgets of 127.0.0.1: challenges and failures.
+	attacker := dialRaw(t, s, "", "", false)
+	bogusFlood(t, attacker, 2*replyBurst)
+	for range 2 * replyBurst {
+		attacker.sendRaw(bareRequest(t, stun.MethodAllocate, stun.RawAttribute{Type: stun.AttrRequestedTransport, Value: []byte{17, 0, 0, 0}}))
+		attacker.sendRaw(bareRequest(t, stun.MethodBinding))
+	}
+	waitFor(t, "both budgets to be spent", func() bool {
+		return testutil.ToFloat64(s.metrics.repliesDropped.WithLabelValues(dropRateLimited)) >= 3*replyBurst
+	})
+	victim.nonce = "stale-nonce" // pion answers 438 with a fresh one
+	if resp := victim.refresh(10 * time.Minute); !isSuccess(resp) {
+		t.Fatalf("Refresh with a stale nonce: error %d", errorCode(resp))
+	}
+}
