@@ -26,7 +26,10 @@ import (
 // starts every allocation, Binding responses) and failures (responses to
 // requests with one: bad or unknown credentials) have separate buckets, so
 // a neighbour behind the same NAT sending bogus credentials does not stop
-// anyone else there from being challenged.
+// anyone else there from being challenged. Someone who spoofs an address
+// over UDP can still spend its challenge budget, delaying that address's
+// new UDP allocations while it keeps at it (clients retransmit; TCP and TLS
+// are per connection and not affected); live allocations never are.
 const (
 	replyAmplification = 3
 	replyBurst         = 64
@@ -65,7 +68,7 @@ type replyGuard struct {
 	txID    [12]byte       // guarded by mu
 	size    int            // guarded by mu; 0: no request recorded
 	raw     []byte         // guarded by mu
-	buckets [2]replyBucket // guarded by mu; stream connections only, by replyClass
+	buckets [2]replyBucket // guarded by mu; stream connections only; index replyChallenge or replyFailure
 }
 
 // note records the STUN request b, if it is one.
