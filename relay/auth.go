@@ -3,35 +3,30 @@ package relay
 import (
 	"net"
 	"net/netip"
-	"sync"
 	"time"
 
+	"github.com/pion/stun/v3"
 	"github.com/pion/turn/v4"
 )
 
 // Auth failure reasons, used as the "reason" label of auth_failures_total.
 const (
-	authRealm       = "realm"
-	authMalformed   = "malformed"
-	authExpired     = "expired"
-	authFuture      = "future"
-	authSession     = "session"
-	authIntegrity   = "integrity"
-	authRateLimited = "rate_limited"
+	authRealm     = "realm"
+	authMalformed = "malformed"
+	authExpired   = "expired"
+	authFuture    = "future"
+	authSession   = "session"
+	authIntegrity = "integrity"
 )
 
 const (
 	// expirySkew tolerates rounding between minting and checking (same
 	// clock, whole seconds).
 	expirySkew = time.Minute
-	// authFailWindow and authFailBurst: a source IP with more than
-	// authFailBurst failed authentications within authFailWindow is refused
-	// without checking until the window ends.
-	authFailWindow = time.Minute
-	authFailBurst  = 20
-	// authLimiterSize bounds the limiter's memory; when full, an arbitrary
-	// entry is evicted.
-	authLimiterSize = 16384
+	// oldKeysMax bounds the keys of old-secret credentials waiting for pion
+	// to ask for them (see noteOldSecret); only requests whose integrity
+	// verifies with an old secret add one.
+	oldKeysMax = 4096
 )
 
 // authenticate is the pion AuthHandler. It returns the long-term key for
@@ -41,19 +36,20 @@ const (
 // allocation made with this username (pion v4 does not tell the handler which
 // method is being authenticated, so expiry is enforced for new allocations
 // only, as coturn does). pion then checks MESSAGE-INTEGRITY against the key.
+//
+// Every request is checked on its own merits: failures from the same
+// address never make a valid credential fail (what failing sources are
+// limited in is what we send back to them, see replyGuard).
 func (s *Server) authenticate(username, realm string, src net.Addr) ([]byte, bool) {
 	now := s.cfg.Now()
-	ip := addrIP(src)
-	if s.limiter.limited(ip, now) {
-		s.metrics.authFailures.WithLabelValues(authRateLimited).Inc()
+	reason := s.checkUsername(username, realm, src, now)
+	if reason != "" {
+		s.authFailed(addrIP(src), reason)
 
 		return nil, false
 	}
-	reason := s.checkUsername(username, realm, src, now)
-	if reason != "" {
-		s.authFailed(ip, reason, now)
-
-		return nil, false
+	if key, ok := s.oldSecretKey(src, username); ok {
+		return key, true
 	}
 
 	return turn.GenerateAuthKey(username, realm, Password(s.cfg.Secret, username)), true
@@ -84,83 +80,79 @@ func (s *Server) checkUsername(username, realm string, src net.Addr, now time.Ti
 
 // authFailed counts and logs a refused authentication. The username and
 // password are never logged.
-func (s *Server) authFailed(ip netip.Addr, reason string, now time.Time) {
+func (s *Server) authFailed(ip netip.Addr, reason string) {
 	s.metrics.authFailures.WithLabelValues(reason).Inc()
-	s.limiter.fail(ip, now)
 	s.log.Debug("authentication refused", "client_ip", ip, "reason", reason)
 }
 
-// authLimiter counts failed authentications per source IP in fixed windows.
-// Memory is bounded by authLimiterSize entries. Note that UDP sources can be
-// spoofed: the limit protects the CPU and the log, and a spoofed victim is
-// locked out for at most one window.
-type authLimiter struct {
-	mu      sync.Mutex
-	entries map[netip.Addr]*authEntry // guarded by mu
+// oldKey is the long-term key of a request whose MESSAGE-INTEGRITY was made
+// with an old secret.
+type oldKey struct {
+	username string
+	key      []byte
 }
 
-type authEntry struct {
-	start    time.Time
-	failures int
-}
-
-func newAuthLimiter() *authLimiter {
-	return &authLimiter{entries: make(map[netip.Addr]*authEntry)}
-}
-
-func (l *authLimiter) limited(ip netip.Addr, now time.Time) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	e, ok := l.entries[ip]
-	if !ok {
-		return false
+// noteOldSecret looks at a STUN request from src before pion handles it.
+// pion's AuthHandler returns one key and pion checks the integrity with it,
+// so when old secrets are configured the secret a request was made with is
+// found here, and authenticate, which pion calls on the same goroutine
+// while handling this request, returns the matching key. Nothing is noted
+// for requests made with the current secret or with none that verifies.
+func (s *Server) noteOldSecret(src net.Addr, frame []byte) {
+	if len(s.cfg.OldSecrets) == 0 || len(frame) < 20 || frame[0]&0xC0 != 0 || !hasIntegrity(frame) {
+		return
 	}
-	if now.Sub(e.start) >= authFailWindow {
-		delete(l.entries, ip)
-
-		return false
+	m := &stun.Message{Raw: append([]byte(nil), frame...)}
+	if m.Decode() != nil || m.Type.Class != stun.ClassRequest {
+		return
 	}
-
-	return e.failures >= authFailBurst
-}
-
-func (l *authLimiter) fail(ip netip.Addr, now time.Time) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	e, ok := l.entries[ip]
-	if ok && now.Sub(e.start) >= authFailWindow {
-		ok = false
+	var user stun.Username
+	var realm stun.Realm
+	if user.GetFrom(m) != nil || realm.GetFrom(m) != nil || realm.String() != s.cfg.Realm {
+		return
 	}
-	if !ok {
-		if len(l.entries) >= authLimiterSize {
-			l.sweepLocked(now)
-		}
-		if len(l.entries) >= authLimiterSize {
-			for k := range l.entries { // evict an arbitrary entry
-				delete(l.entries, k)
+	username := user.String()
+	if _, session, err := ParseUsername(username); err != nil || !s.sessionLive(session) {
+		return // authenticate refuses it before any key is looked at
+	}
+	key := transportKey(src)
+	if stun.MessageIntegrity(turn.GenerateAuthKey(username, s.cfg.Realm, Password(s.cfg.Secret, username))).Check(m) == nil {
+		s.oldMu.Lock()
+		delete(s.oldKeys, key)
+		s.oldMu.Unlock()
 
-				break
+		return
+	}
+	for _, secret := range s.cfg.OldSecrets {
+		k := turn.GenerateAuthKey(username, s.cfg.Realm, Password(secret, username))
+		if stun.MessageIntegrity(k).Check(m) == nil {
+			s.oldMu.Lock()
+			if len(s.oldKeys) >= oldKeysMax {
+				clear(s.oldKeys)
 			}
-		}
-		e = &authEntry{start: now}
-		l.entries[ip] = e
-	}
-	e.failures++
-}
+			s.oldKeys[key] = oldKey{username: username, key: k}
+			s.oldMu.Unlock()
 
-// sweep drops entries whose window has passed.
-func (l *authLimiter) sweep(now time.Time) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.sweepLocked(now)
-}
-
-func (l *authLimiter) sweepLocked(now time.Time) {
-	for k, e := range l.entries {
-		if now.Sub(e.start) >= authFailWindow {
-			delete(l.entries, k)
+			return
 		}
 	}
+}
+
+// oldSecretKey returns the key noteOldSecret found for username from src.
+func (s *Server) oldSecretKey(src net.Addr, username string) ([]byte, bool) {
+	if len(s.cfg.OldSecrets) == 0 {
+		return nil, false
+	}
+	key := transportKey(src)
+	s.oldMu.Lock()
+	defer s.oldMu.Unlock()
+	k, ok := s.oldKeys[key]
+	if !ok || k.username != username {
+		return nil, false
+	}
+	delete(s.oldKeys, key)
+
+	return k.key, true
 }
 
 // addrIP returns the IP of a UDP or TCP address, unmapped; zero otherwise.

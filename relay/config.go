@@ -28,6 +28,7 @@ const (
 	DefaultCredentialTTL          = time.Hour
 	DefaultSessionGrace           = 30 * time.Second
 	DefaultSessionQuota           = 10
+	DefaultIPQuota                = 128
 	DefaultTotalQuota             = 10000
 	DefaultMaxPermissions         = 64
 	DefaultMaxChannels            = 64
@@ -62,11 +63,15 @@ type Config struct {
 	// PortMin and PortMax bound the relay port range, inclusive. Default
 	// 49152–65535.
 	PortMin, PortMax int
-	// Realm is the TURN realm, at most 127 bytes. Default "strangers".
+	// Realm is the TURN realm, at most MaxRealmLen (20) bytes. Default "strangers".
 	Realm string
 	// Secret is the shared TURN REST secret used to mint and check
 	// credentials. Required, at least 16 bytes (MinSecretLen).
 	Secret []byte
+	// OldSecrets are earlier secrets: credentials made with them are still
+	// accepted until they expire, so the secret can be rotated without
+	// cutting calls. Nothing is minted with them. May be empty.
+	OldSecrets [][]byte
 	// CredentialTTL is the lifetime of minted credentials. Default 1h.
 	// Expiry is checked when an allocation is created, not on its refreshes.
 	CredentialTTL time.Duration
@@ -77,6 +82,13 @@ type Config struct {
 	SessionQuota int
 	// TotalQuota caps live allocations in total. Default 10000.
 	TotalQuota int
+	// IPQuota caps live allocations per client address: per IPv4 address,
+	// per IPv6 /64. Default 128: a browser in a call holds one or two
+	// allocations per transport (UDP and TCP, more with several network
+	// interfaces), so a household uses a handful and an office or school
+	// NAT with thirty people in calls at once about a hundred, while one
+	// address can hold no more than about 1% of the default TotalQuota.
+	IPQuota int
 	// MaxPermissionsPerAllocation caps the distinct peer IPs one allocation
 	// may hold permissions for. Default 64.
 	MaxPermissionsPerAllocation int
@@ -119,6 +131,11 @@ type Config struct {
 	// channelLifetime is the lifetime of a channel binding. Zero: pion's
 	// default, 10 minutes (RFC 5766). Tests shorten it to see expiry.
 	channelLifetime time.Duration
+	// replyBurst and replyRate size the buckets of responses to
+	// unauthenticated requests (see reply.go). Zero: replyBurst and
+	// replyRate. Tests that are not about them, with every client on
+	// 127.0.0.1, raise them.
+	replyBurst, replyRate float64
 }
 
 // withDefaults validates cfg (see Validate) and returns a copy with
@@ -145,6 +162,11 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	cfg.BindIP = cfg.BindIP.Unmap()
 	cfg.Secret = append([]byte(nil), cfg.Secret...)
+	old := make([][]byte, 0, len(cfg.OldSecrets))
+	for _, sec := range cfg.OldSecrets {
+		old = append(old, append([]byte(nil), sec...))
+	}
+	cfg.OldSecrets = old
 
 	allow := make([]netip.Prefix, 0, len(cfg.AllowPeers))
 	for _, p := range cfg.AllowPeers {
@@ -158,6 +180,12 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	cfg.ExtraICEServers = extra
 
+	if cfg.replyBurst <= 0 {
+		cfg.replyBurst = replyBurst
+	}
+	if cfg.replyRate <= 0 {
+		cfg.replyRate = replyRate
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}

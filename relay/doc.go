@@ -16,6 +16,14 @@
 // the credential. pion v4 does not tell the auth handler which method it is
 // authenticating, so "refresh" is recognised as a request from the client
 // transport address of a live allocation made with the same username.
+// A session in its grace (SessionEnded, not yet expired) keeps its
+// allocations but creates no new one.
+//
+// Credentials are minted with Secret; ones made with any of OldSecrets are
+// accepted too (until they expire), so the secret can be rotated without
+// cutting calls. pion checks MESSAGE-INTEGRITY against the one key the auth
+// handler returns, so the socket wrappers find which secret a request was
+// made with before pion handles it.
 //
 // # Peer policy and limits
 //
@@ -27,8 +35,9 @@
 // sockets drop datagrams to PublicIP outside the relay port range.
 //
 // What pion v4 lets us enforce, and where:
-//   - allocations per session and in total: reserved in the QuotaHandler
-//     (486 when exceeded), released on deletion;
+//   - allocations per session, per client address (IPv4 address, IPv6
+//     /64) and in total: reserved in the QuotaHandler (486 when exceeded),
+//     released on deletion;
 //   - distinct peer IPs per allocation: in the PermissionHandler, which
 //     sees only the peer IP (CreatePermission fails, ChannelBind gets 401,
 //     as pion answers any permission refusal);
@@ -40,7 +49,13 @@
 //     pion delete them;
 //   - TURN over TCP (pion v4 sets no deadlines): per-IP connection cap,
 //     first-message deadline, idle timeout, write deadline, frames over
-//     1600 bytes or garbage close the connection.
+//     1600 bytes or garbage close the connection;
+//   - responses to unauthenticated requests (401, 438, 400 for bad
+//     credentials, Binding responses): screened as the socket wrappers
+//     write them, at most three times the request's size (error reason
+//     phrases are dropped) and rate limited per client address (per
+//     connection on TCP), else not sent. Failed authentications never
+//     refuse later requests, so nobody can lock an address out.
 //
 // v4 relays are IPv4 UDP only; RFC 6062 TCP relays are refused.
 //
@@ -85,6 +100,7 @@
 // On Config.Registerer, none labelled per user: strangers_relay_
 // allocations_active, allocations_created_total, allocations_failed_total
 // {reason}, auth_failures_total{reason}, peer_denied_total,
-// quota_hits_total{kind}, bytes_total{direction}, packets_total{direction},
+// quota_hits_total{kind}, responses_dropped_total{reason},
+// bytes_total{direction}, packets_total{direction},
 // handed_over_packets_total, stream_conns_closed_total{reason}.
 package relay

@@ -28,6 +28,7 @@ func TestInteropTurnutilsUclient(t *testing.T) {
 			cfg.AllowPeers = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
 			cfg.SessionQuota = 100
 			cfg.CredentialTTL = 25 * time.Hour // turnutils_uclient mints credentials valid for a day
+			cfg.replyBurst = 0                 // the real limits on unauthenticated responses
 			s := newServer(t, cfg)
 			sid := newSID(t)
 			s.SessionStarted(sid)

@@ -211,8 +211,9 @@ type streamConn struct {
 	readDeadline time.Time
 	pendingKey   string // see turnPacketConn.pendingKey
 
-	fast atomic.Pointer[fastAlloc] // the connection's allocation, for the fast path
-	io   fastIO                    // owned by the reader
+	fast  atomic.Pointer[fastAlloc] // the connection's allocation, for the fast path
+	io    fastIO                    // owned by the reader
+	guard replyGuard                // the request being handled, for screenReply
 
 	// Static after admit.
 	wake chan struct{} // capacity 1: out has bytes for the writer
@@ -256,6 +257,7 @@ func (c *streamConn) Read(p []byte) (int, error) {
 				c.gotFirst = true
 				c.readDeadline = time.Time{} // switch to the idle timeout on the next fill
 			}
+			c.guard.note(frame)
 			if isChannelBindRequest(frame) {
 				if reply, handled := c.l.s.screenChannelBind(c.RemoteAddr(), frame); handled {
 					if reply != nil {
@@ -275,13 +277,16 @@ func (c *streamConn) Read(p []byte) (int, error) {
 			if isAllocateRequest(frame) {
 				c.pendingKey = c.l.s.noteAllocate(c, c.RemoteAddr())
 			}
+			c.l.s.noteOldSecret(c.RemoteAddr(), frame)
 			if len(p) < len(frame) {
 				c.Close()
 
 				return 0, fmt.Errorf("%w: read buffer too small", ErrFrame)
 			}
+			n := copy(p, frame)
+			c.guard.note(p[:n]) // frame's bytes may move on the next fill; p stays while pion handles it
 
-			return copy(p, frame), nil
+			return n, nil
 		}
 		if err := c.fill(); err != nil {
 			return 0, err
@@ -368,6 +373,23 @@ func (c *streamConn) fill() error {
 // the connection (a partial frame would corrupt the stream) and later
 // Writes return its error.
 func (c *streamConn) Write(p []byte) (int, error) {
+	if isSTUNResponse(p) {
+		out := c.l.s.screenReply(&c.guard, c.RemoteAddr(), p, true)
+		if out == nil {
+			return len(p), nil
+		}
+		if _, err := c.write(out); err != nil {
+			return 0, err
+		}
+
+		return len(p), nil
+	}
+
+	return c.write(p)
+}
+
+// write queues or writes p; see Write.
+func (c *streamConn) write(p []byte) (int, error) {
 	var timer *time.Timer
 	defer func() {
 		if timer != nil {

@@ -18,14 +18,15 @@ const (
 // metrics holds the relay's Prometheus metrics. None is labelled by
 // username or session: REST usernames are ephemeral and would leak series.
 type metrics struct {
-	reg          prometheus.Registerer
-	collectors   []prometheus.Collector
-	allocCreated prometheus.Counter
-	allocFailed  *prometheus.CounterVec // reason: quota_session, quota_total, relay
-	authFailures *prometheus.CounterVec // reason: see auth.go
-	peerDenied   prometheus.Counter
-	quotaHits    *prometheus.CounterVec // kind: session, total, permissions, channels
-	tcpRejected  *prometheus.CounterVec // reason: per_ip, first_message, idle, frame
+	reg            prometheus.Registerer
+	collectors     []prometheus.Collector
+	allocCreated   prometheus.Counter
+	allocFailed    *prometheus.CounterVec // reason: see server.go
+	authFailures   *prometheus.CounterVec // reason: see auth.go
+	peerDenied     prometheus.Counter
+	quotaHits      *prometheus.CounterVec // kind: see quota.go
+	tcpRejected    *prometheus.CounterVec // reason: per_ip, first_message, idle, frame
+	repliesDropped *prometheus.CounterVec // reason: see reply.go
 }
 
 func newMetrics(reg prometheus.Registerer, activeAllocs func() float64, traffic *trafficCounters) (*metrics, error) {
@@ -56,6 +57,10 @@ func newMetrics(reg prometheus.Registerer, activeAllocs func() float64, traffic 
 			Namespace: ns, Subsystem: sub, Name: "stream_conns_closed_total",
 			Help: "TURN-over-TCP connections refused or closed by the listener hardening, by reason.",
 		}, []string{"reason"}),
+		repliesDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "responses_dropped_total",
+			Help: "Responses to unauthenticated requests not sent, by reason.",
+		}, []string{"reason"}),
 	}
 	active := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: ns, Subsystem: sub, Name: "allocations_active",
@@ -63,7 +68,7 @@ func newMetrics(reg prometheus.Registerer, activeAllocs func() float64, traffic 
 	}, activeAllocs)
 	m.collectors = []prometheus.Collector{
 		m.allocCreated, m.allocFailed, m.authFailures, m.peerDenied, m.quotaHits, m.tcpRejected,
-		active, traffic,
+		m.repliesDropped, active, traffic,
 	}
 	for i, c := range m.collectors {
 		if err := reg.Register(c); err != nil {
@@ -75,11 +80,17 @@ func newMetrics(reg prometheus.Registerer, activeAllocs func() float64, traffic 
 		}
 	}
 	// Pre-create the label values so dashboards see zeros.
-	for _, r := range []string{authRealm, authMalformed, authExpired, authFuture, authSession, authIntegrity, authRateLimited} {
+	for _, r := range []string{authRealm, authMalformed, authExpired, authFuture, authSession, authIntegrity} {
 		m.authFailures.WithLabelValues(r)
 	}
-	for _, k := range []string{quotaSession, quotaTotal, quotaPermissions, quotaChannels} {
+	for _, k := range []string{quotaSession, quotaClientIP, quotaTotal, quotaPermissions, quotaChannels} {
 		m.quotaHits.WithLabelValues(k)
+	}
+	for _, r := range []string{failQuotaSession, failQuotaClientIP, failQuotaTotal, failSessionEnded, failRelay} {
+		m.allocFailed.WithLabelValues(r)
+	}
+	for _, r := range []string{dropAmplification, dropRateLimited} {
+		m.repliesDropped.WithLabelValues(r)
 	}
 
 	return m, nil

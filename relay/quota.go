@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"net/netip"
 	"sync"
 	"time"
 )
@@ -15,42 +16,49 @@ const pendingSlotTTL = 30 * time.Second
 const (
 	quotaSession     = "session"
 	quotaTotal       = "total"
+	quotaClientIP    = "client_ip"
 	quotaPermissions = "permissions"
 	quotaChannels    = "channels"
 )
 
-// quota counts allocations per session and in total. Slots are reserved in
+// quota counts allocations per session, per client address (IPv6 per /64,
+// see clientUnit) and in total. Slots are reserved in
 // pion's QuotaHandler, before the relay socket exists, so concurrent
 // Allocates cannot all pass the check; the reservation is confirmed by
 // OnAllocationCreated and released by OnAllocationDeleted (or, if creation
 // failed, by OnAllocationError or the sweep). Slots are keyed by the client's
 // transport address, so a retransmitted Allocate reuses its slot.
 type quota struct {
-	perSession, total int
+	perSession, perIP, total int
 
 	mu        sync.Mutex
-	slots     map[string]*slot // guarded by mu; key: transport key of the client
-	bySession map[string]int   // guarded by mu
+	slots     map[string]*slot   // guarded by mu; key: transport key of the client
+	bySession map[string]int     // guarded by mu
+	byIP      map[netip.Addr]int // guarded by mu; key: clientUnit of the client
 }
 
 type slot struct {
 	session   string
+	ip        netip.Addr // clientUnit of the client
 	confirmed bool
 	reserved  time.Time
 }
 
-func newQuota(perSession, total int) *quota {
+func newQuota(perSession, perIP, total int) *quota {
 	return &quota{
 		perSession: perSession,
+		perIP:      perIP,
 		total:      total,
 		slots:      make(map[string]*slot),
 		bySession:  make(map[string]int),
+		byIP:       make(map[netip.Addr]int),
 	}
 }
 
-// reserve takes a slot for an Allocate from key on behalf of session. It
-// returns "" on success, else the kind of quota that is exhausted.
-func (q *quota) reserve(key, session string, now time.Time) string {
+// reserve takes a slot for an Allocate from key (client address ip, already
+// reduced by clientUnit) on behalf of session. It returns "" on success,
+// else the kind of quota that is exhausted.
+func (q *quota) reserve(key, session string, ip netip.Addr, now time.Time) string {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if s, ok := q.slots[key]; ok && s.session == session {
@@ -62,11 +70,15 @@ func (q *quota) reserve(key, session string, now time.Time) string {
 	if q.bySession[session] >= q.perSession {
 		return quotaSession
 	}
+	if q.byIP[ip] >= q.perIP {
+		return quotaClientIP
+	}
 	if old, ok := q.slots[key]; ok {
 		q.dropLocked(key, old)
 	}
-	q.slots[key] = &slot{session: session, reserved: now}
+	q.slots[key] = &slot{session: session, ip: ip, reserved: now}
 	q.bySession[session]++
+	q.byIP[ip]++
 
 	return ""
 }
@@ -125,6 +137,11 @@ func (q *quota) dropLocked(key string, s *slot) {
 	} else {
 		q.bySession[s.session]--
 	}
+	if q.byIP[s.ip] <= 1 {
+		delete(q.byIP, s.ip)
+	} else {
+		q.byIP[s.ip]--
+	}
 }
 
 // counts returns the number of slots in use and those held by session.
@@ -133,4 +150,12 @@ func (q *quota) counts(session string) (total, perSession int) {
 	defer q.mu.Unlock()
 
 	return len(q.slots), q.bySession[session]
+}
+
+// ipCount returns the slots held by client address ip (a clientUnit).
+func (q *quota) ipCount(ip netip.Addr) int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+
+	return q.byIP[ip]
 }

@@ -28,9 +28,11 @@ const (
 	// before answering 508 (its default of 10 fails early in a busy range).
 	relayPortRetries = 50
 	// Allocation failure reasons, the "reason" label of allocations_failed_total.
-	failQuotaSession = "quota_session"
-	failQuotaTotal   = "quota_total"
-	failRelay        = "relay"
+	failQuotaSession  = "quota_session"
+	failQuotaTotal    = "quota_total"
+	failQuotaClientIP = "quota_client_ip"
+	failSessionEnded  = "session_ended"
+	failRelay         = "relay"
 )
 
 // Server is the embedded TURN/STUN relay.
@@ -42,7 +44,7 @@ type Server struct {
 	traffic   *trafficCounters
 	policy    peerPolicy
 	quota     *quota
-	limiter   *authLimiter
+	replies   *replyLimiter
 	track     *tracker
 	batches   *batchPool // receive batches shared by all UDP sockets
 	turn      *turn.Server
@@ -64,6 +66,9 @@ type Server struct {
 	// handing pion an Allocate request, by client transport key (nil when
 	// two sockets do at once).
 	pendingOwner map[string]clientSide
+
+	oldMu   sync.Mutex
+	oldKeys map[string]oldKey // guarded by oldMu; by client transport key, see noteOldSecret
 }
 
 // session is a session the matchmaker declared live.
@@ -102,8 +107,8 @@ func New(cfg Config) (*Server, error) {
 		log:      log,
 		traffic:  newTrafficCounters(),
 		policy:   peerPolicy{own: cfg.PublicIP, allow: cfg.AllowPeers},
-		quota:    newQuota(cfg.SessionQuota, cfg.TotalQuota),
-		limiter:  newAuthLimiter(),
+		quota:    newQuota(cfg.SessionQuota, cfg.IPQuota, cfg.TotalQuota),
+		replies:  newReplyLimiter(cfg.replyBurst, cfg.replyRate),
 		track:    newTracker(),
 		batches:  newBatchPool(),
 		own4:     cfg.PublicIP.As4(),
@@ -114,6 +119,7 @@ func New(cfg Config) (*Server, error) {
 		relays:   make(map[int]*relayConn),
 
 		pendingOwner: make(map[string]clientSide),
+		oldKeys:      make(map[string]oldKey),
 	}
 	for _, p := range cfg.AllowPeers {
 		if p.Contains(cfg.PublicIP) {
@@ -270,8 +276,9 @@ func (s *Server) SessionStarted(sessionID string) {
 	s.sessions[sessionID] = &session{allocs: make(map[string]struct{})}
 }
 
-// SessionEnded starts the grace of a session. When it expires, the
-// session's credentials stop authenticating (no new allocations, refreshes,
+// SessionEnded starts the grace of a session. During the grace its
+// existing allocations keep working but it gets no new ones; when the grace
+// expires, the session's credentials stop authenticating (no refreshes,
 // permissions or channels) and its allocations are closed.
 func (s *Server) SessionEnded(sessionID string) {
 	s.mu.Lock()
@@ -309,12 +316,23 @@ func (s *Server) expireSession(id string, st *session) {
 	}
 }
 
+// sessionLive reports whether the session is live or in its grace.
 func (s *Server) sessionLive(id string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	_, ok := s.sessions[id]
 
 	return ok
+}
+
+// sessionActive reports whether the session is live and not in its grace:
+// only such a session may create allocations.
+func (s *Server) sessionActive(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st, ok := s.sessions[id]
+
+	return ok && !st.ended
 }
 
 // allocatedWith reports whether the client at key holds a live allocation
@@ -403,7 +421,7 @@ func (s *Server) Close() error {
 	return s.closeErr
 }
 
-// maintain periodically sweeps the auth limiter and stale quota slots.
+// maintain periodically sweeps the reply limiter and stale quota slots.
 func (s *Server) maintain() {
 	defer s.wg.Done()
 	t := time.NewTicker(maintenanceInterval)
@@ -414,7 +432,7 @@ func (s *Server) maintain() {
 			return
 		case <-t.C:
 			now := s.cfg.Now()
-			s.limiter.sweep(now)
+			s.replies.sweep(now)
 			if n := s.quota.sweep(now.Add(-pendingSlotTTL)); n > 0 {
 				s.metrics.allocFailed.WithLabelValues(failRelay).Add(float64(n))
 			}
@@ -422,21 +440,32 @@ func (s *Server) maintain() {
 	}
 }
 
-// allowAllocation is the pion QuotaHandler: it reserves a per-session and a
-// total slot for an Allocate that passed authentication.
+// allowAllocation is the pion QuotaHandler: for an Allocate that passed
+// authentication it checks that the session has not ended (a session in
+// its grace keeps its allocations but gets no new ones) and reserves a
+// per-session, a per-client-address and a total slot.
 func (s *Server) allowAllocation(username, _ string, src net.Addr) bool {
 	_, session, err := ParseUsername(username)
 	if err != nil {
 		return false // cannot happen: authenticate parsed it
 	}
-	kind := s.quota.reserve(transportKey(src), session, s.cfg.Now())
+	if !s.sessionActive(session) {
+		s.metrics.allocFailed.WithLabelValues(failSessionEnded).Inc()
+		s.log.Debug("allocation refused: session ended", "client", src.String())
+
+		return false
+	}
+	kind := s.quota.reserve(transportKey(src), session, clientUnit(addrIP(src)), s.cfg.Now())
 	if kind == "" {
 		return true
 	}
 	s.metrics.quotaHits.WithLabelValues(kind).Inc()
 	reason := failQuotaSession
-	if kind == quotaTotal {
+	switch kind {
+	case quotaTotal:
 		reason = failQuotaTotal
+	case quotaClientIP:
+		reason = failQuotaClientIP
 	}
 	s.metrics.allocFailed.WithLabelValues(reason).Inc()
 	s.log.Debug("allocation refused: quota", "client", src.String(), "kind", kind)
@@ -530,7 +559,7 @@ func (s *Server) screenChannelBind(src net.Addr, frame []byte) (reply []byte, ha
 
 func (s *Server) onAuth(src, _ net.Addr, _, _, _, _ string, verdict bool) {
 	if !verdict {
-		s.authFailed(addrIP(src), authIntegrity, s.cfg.Now())
+		s.authFailed(addrIP(src), authIntegrity)
 	}
 }
 
@@ -555,11 +584,12 @@ func (s *Server) onAllocationCreated(src, _ net.Addr, _, username, _ string, rel
 	st, live := s.sessions[session]
 	if live {
 		st.allocs[key] = struct{}{}
+		live = !st.ended
 	}
 	s.mu.Unlock()
 	s.metrics.allocCreated.Inc()
 	if !live && a.relay != nil {
-		a.relay.Close() // the session expired while the Allocate was in flight
+		a.relay.Close() // the session ended while the Allocate was in flight
 	}
 	s.log.Debug("allocation created", "client", src.String(), "relay_port", port)
 }

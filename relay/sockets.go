@@ -165,6 +165,8 @@ type turnPacketConn struct {
 	// pendingKey is owned by the reader: the key noteAllocate recorded for
 	// the Allocate request last returned, "" if none.
 	pendingKey string
+	// guard holds the request being handled, for screenReply.
+	guard replyGuard
 }
 
 func newTurnPacketConn(pc net.PacketConn, s *Server) *turnPacketConn {
@@ -209,10 +211,11 @@ func (c *turnPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 			return n, addr, err
 		}
 		failures = 0
+		c.guard.note(p[:n])
 		if isChannelBindRequest(p[:n]) {
 			if reply, handled := c.s.screenChannelBind(addr, p[:n]); handled {
 				if reply != nil {
-					_, _ = c.PacketConn.WriteTo(reply, addr)
+					_, _ = c.WriteTo(reply, addr)
 				}
 
 				continue
@@ -226,9 +229,28 @@ func (c *turnPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 		if isAllocateRequest(p[:n]) {
 			c.pendingKey = c.s.noteAllocate(c, addr)
 		}
+		c.s.noteOldSecret(addr, p[:n])
 
 		return n, addr, nil
 	}
+}
+
+// WriteTo implements net.PacketConn. Responses to unauthenticated requests
+// go through Server.screenReply and may be trimmed or dropped (a dropped
+// one still counts as written: pion need not know).
+func (c *turnPacketConn) WriteTo(p []byte, addr net.Addr) (int, error) {
+	if !isSTUNResponse(p) {
+		return c.PacketConn.WriteTo(p, addr)
+	}
+	out := c.s.screenReply(&c.guard, addr, p, false)
+	if out == nil {
+		return len(p), nil
+	}
+	if _, err := c.PacketConn.WriteTo(out, addr); err != nil {
+		return 0, err
+	}
+
+	return len(p), nil
 }
 
 func (c *turnPacketConn) read(p []byte) (int, net.Addr, error) {

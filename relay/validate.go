@@ -14,9 +14,13 @@ import (
 const (
 	// MinSecretLen is the shortest Secret accepted, in bytes.
 	MinSecretLen = 16
-	// MaxRealmLen is the longest Realm accepted, in bytes (RFC 8489: fewer
-	// than 128 characters).
-	MaxRealmLen = 127
+	// MaxRealmLen is the longest Realm accepted, in bytes. The 401
+	// challenge carries the realm and a nonce, and every response to an
+	// unauthenticated request stays within three times the request's size;
+	// the smallest Allocate a client may send (REQUESTED-TRANSPORT only) is
+	// 28 bytes, so the challenge must fit 84: header 20, ERROR-CODE 8 (no
+	// reason phrase), NONCE 32, REALM 4+20.
+	MaxRealmLen = 20
 	// MaxUDPSockets is the most UDPSockets accepted.
 	MaxUDPSockets = maxUDPSockets
 	// MaxChannels is the most MaxChannelsPerAllocation accepted: the
@@ -122,13 +126,20 @@ func (cfg Config) Validate() error {
 	}
 
 	if len(c.Realm) > MaxRealmLen {
-		bad("Realm", c.Realm, fmt.Sprintf("must be at most %d bytes", MaxRealmLen))
+		bad("Realm", c.Realm, fmt.Sprintf("must be at most %d bytes (the 401 challenge must fit three times the smallest Allocate)", MaxRealmLen))
 	}
 	switch {
 	case len(c.Secret) == 0:
 		errs = append(errs, &FieldError{Field: "Secret", Rule: "is required", err: ErrNoSecret})
 	case len(c.Secret) < MinSecretLen:
 		bad("Secret", nil, fmt.Sprintf("must be at least %d bytes", MinSecretLen))
+	}
+	for _, sec := range c.OldSecrets {
+		if len(sec) < MinSecretLen {
+			bad("OldSecrets", nil, fmt.Sprintf("must each be at least %d bytes", MinSecretLen))
+
+			break
+		}
 	}
 
 	for _, d := range []struct {
@@ -150,6 +161,7 @@ func (cfg Config) Validate() error {
 	}{
 		{"SessionQuota", c.SessionQuota},
 		{"TotalQuota", c.TotalQuota},
+		{"IPQuota", c.IPQuota},
 		{"MaxPermissionsPerAllocation", c.MaxPermissionsPerAllocation},
 		{"TCPMaxConnsPerIP", c.TCPMaxConnsPerIP},
 	} {
@@ -216,6 +228,7 @@ func (cfg Config) defaulted() Config {
 	}{
 		{&cfg.SessionQuota, DefaultSessionQuota},
 		{&cfg.TotalQuota, DefaultTotalQuota},
+		{&cfg.IPQuota, DefaultIPQuota},
 		{&cfg.MaxPermissionsPerAllocation, DefaultMaxPermissions},
 		{&cfg.MaxChannelsPerAllocation, DefaultMaxChannels},
 		{&cfg.TCPMaxConnsPerIP, DefaultTCPMaxConnsPerIP},

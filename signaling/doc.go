@@ -127,7 +127,8 @@
 // ice asks for this session's ICE servers outside a match, for a
 // connectivity preflight or a checker; the answer is an ice message with
 // iceServers as in matched. Three may be asked in a row, then one per 10 s;
-// beyond that the answer is error "rate_limited".
+// per client address (IPv6 per /64), over all its sessions, ten in a row,
+// then one per 6 s. Beyond either, the answer is error "rate_limited".
 //
 // # Errors and limits
 //

@@ -162,7 +162,8 @@ type Hub struct {
 	bgWG    sync.WaitGroup // the pinger
 
 	// Owned by the owner goroutine (see owner.go).
-	sessions  map[string]*session // by resume token
+	sessions  map[string]*session         // by resume token
+	iceByAddr map[netip.Addr]*tokenBucket // ice requests by client address, see icelimit.go
 	serial    uint64
 	pool      *pool
 	deadlines deadlineHeap
@@ -218,6 +219,7 @@ func New(cfg Config) (*Hub, error) {
 		ownerDone: make(chan struct{}),
 		perIP:     make(map[netip.Addr]int),
 		sessions:  make(map[string]*session),
+		iceByAddr: make(map[netip.Addr]*tokenBucket),
 		pool:      newPool(cfg.Rand),
 		timer:     time.NewTimer(time.Hour),
 	}

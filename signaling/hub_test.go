@@ -1,9 +1,13 @@
 package signaling
 
 import (
+	"net/http"
+	"net/netip"
+	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/gorilla/websocket"
 	"github.com/strangers-chat/strangers/internal/sessionid"
 )
 
@@ -337,5 +341,52 @@ func TestICERequest(t *testing.T) {
 	d.sendRaw(`{"type":"ice"}`)
 	if got := d.expect(TypeICE); got.ICEServers == nil || len(got.ICEServers) != 0 {
 		t.Fatalf("%+v", got)
+	}
+}
+
+// TestICERequestPerAddress: a client that opens session after session and
+// asks each for ICE servers (credentials) once is limited by its address
+// (IPv6: its /64), not only per session; other addresses are not affected.
+func TestICERequestPerAddress(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig()
+	cfg.ICE = &fakeICE{}
+	cfg.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	e := newEnv(t, cfg)
+	// ask opens a session from ip, sends one ice request and returns the
+	// answer's type and error code.
+	ask := func(ip string) (MsgType, ErrorCode) {
+		c := dialWith(t, websocket.DefaultDialer, e.url, http.Header{"X-Forwarded-For": {ip}})
+		defer c.ws.Close()
+		c.hello()
+		c.send(ICERequest{Type: TypeICE})
+		got := c.recv()
+		return got.Type, got.Code
+	}
+	for _, prefix := range []string{"203.0.113.7", "2001:db8:5:6::"} {
+		addr := func(i int) string {
+			if strings.Contains(prefix, ":") {
+				return prefix + strconv.Itoa(i+1) // another address in the same /64
+			}
+			return prefix
+		}
+		for i := range iceAddrBurst {
+			if typ, code := ask(addr(i)); typ != TypeICE {
+				t.Fatalf("%s: ice %d: %s %s", prefix, i, typ, code)
+			}
+		}
+		before := counter(e.hub.m.dropped.WithLabelValues(dropICEAddress))
+		if typ, code := ask(addr(iceAddrBurst)); typ != TypeError || code != CodeRateLimited {
+			t.Fatalf("%s: ice beyond the address budget: %s %s, want error %s", prefix, typ, code, CodeRateLimited)
+		}
+		if got := counter(e.hub.m.dropped.WithLabelValues(dropICEAddress)); got != before+1 {
+			t.Errorf("dropped_messages_total{reason=ice_address} %v -> %v, want +1", before, got)
+		}
+	}
+	if typ, code := ask("198.51.100.20"); typ != TypeICE {
+		t.Fatalf("another address: %s %s", typ, code)
+	}
+	if typ, code := ask("2001:db8:5:7::1"); typ != TypeICE {
+		t.Fatalf("another /64: %s %s", typ, code)
 	}
 }

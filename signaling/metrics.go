@@ -18,6 +18,7 @@ const (
 	dropInvalid     = "invalid"      // failed Decode
 	dropBeforeHello = "before_hello" // anything but hello as a first message
 	dropState       = "bad_state"    // made no sense in the session's state
+	dropICEAddress  = "ice_address"  // an ice request over its client address's budget
 )
 
 // Reasons an upgrade was refused (HTTP status in brackets).

@@ -163,16 +163,7 @@ func (h *Hub) handle(ev event) {
 	case *Report:
 		h.report(s, m)
 	case *ICERequest:
-		if s.iceBucket == nil {
-			b := newTokenBucket(1/iceRequestEvery.Seconds(), iceRequestBurst, now)
-			s.iceBucket = &b
-		}
-		if !s.iceBucket.take(now) {
-			h.m.drop(dropRateLimited)
-			s.conn.sendError(CodeRateLimited, "too many ice requests")
-			return
-		}
-		h.deliver(s, encode(&ICEReply{Type: TypeICE, ICEServers: h.iceServers(s)}), false)
+		h.iceRequest(s, now)
 	}
 }
 

@@ -113,6 +113,7 @@ func run() error {
 		Secret:        []byte(secret),
 		CredentialTTL: 25 * time.Hour, // turnutils_uclient mints credentials valid for a day
 		SessionQuota:  1000,
+		IPQuota:       100000, // every uclient client is on 127.0.0.1
 		// uclient opens one TCP connection per client, all from 127.0.0.1.
 		TCPMaxConnsPerIP: 1000,
 		AllowPeers:       []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},

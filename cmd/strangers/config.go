@@ -49,38 +49,41 @@ type config struct {
 	ACMECAFile    string   `env:"STRANGERS_ACME_CA_FILE" help:"PEM roots trusted when talking to the ACME directory, for a private ACME server. Empty: the system roots."`
 
 	// Signaling.
-	InterestWait      time.Duration `env:"STRANGERS_INTEREST_WAIT" envDefault:"5s" sets:"signaling.InterestWait" bounds:">0" help:"How long a waiting user is matched on shared interests only before anyone in the same mode will do."`
-	ResumeGrace       time.Duration `env:"STRANGERS_RESUME_GRACE" envDefault:"15s" sets:"signaling.ResumeGrace" bounds:">0" help:"How long a dropped WebSocket may reconnect and get its session and match back before the partner is told."`
-	WSMaxMessage      int64         `env:"STRANGERS_WS_MAX_MESSAGE" envDefault:"65536" sets:"signaling.MaxMessageSize" bounds:"4096..262144" unit:"bytes" help:"Largest WebSocket message in bytes; a larger one closes the connection (1009)."`
-	WSRate            float64       `env:"STRANGERS_WS_RATE" envDefault:"20" sets:"signaling.RateLimit" bounds:">0" help:"Messages per second a connection may send on average (token bucket refill)."`
-	WSBurst           int           `env:"STRANGERS_WS_BURST" envDefault:"60" sets:"signaling.RateBurst" bounds:">=10" help:"Messages a connection may send in a burst (ICE candidates come in bursts)."`
-	WSMaxPerIP        int           `env:"STRANGERS_WS_MAX_PER_IP" envDefault:"32" sets:"signaling.MaxConnsPerIP" bounds:">=1" help:"Concurrent WebSocket connections allowed from one IP address."`
-	WSHelloTimeout    time.Duration `env:"STRANGERS_WS_HELLO_TIMEOUT" envDefault:"10s" sets:"signaling.HelloTimeout" bounds:">0" help:"How long a new connection has to send hello."`
-	WSPingInterval    time.Duration `env:"STRANGERS_WS_PING_INTERVAL" envDefault:"20s" sets:"signaling.PingInterval" bounds:">=100ms" help:"How often the server pings each connection (shorter than STRANGERS_WS_PONG_WAIT)."`
-	WSPongWait        time.Duration `env:"STRANGERS_WS_PONG_WAIT" envDefault:"30s" sets:"signaling.PongWait" help:"How long a connection may stay silent (no pong or message) before it is closed (longer than STRANGERS_WS_PING_INTERVAL)."`
-	WSWriteTimeout    time.Duration `env:"STRANGERS_WS_WRITE_TIMEOUT" envDefault:"10s" sets:"signaling.WriteWait" bounds:">0" help:"Deadline for each write to a connection."`
-	WSSendQueue       int           `env:"STRANGERS_WS_SEND_QUEUE" envDefault:"256" sets:"signaling.SendQueue" bounds:">=1" help:"Messages queued for one connection before it counts as a slow reader and is disconnected."`
-	StatsInterval     time.Duration `env:"STRANGERS_STATS_INTERVAL" envDefault:"5s" sets:"signaling.StatsInterval" bounds:">=100ms" help:"Shortest interval between stats pushes (online and waiting counts); sent only when they change."`
-	TURNEnabled       bool          `env:"STRANGERS_TURN_ENABLED" envDefault:"true" help:"Run the embedded TURN/STUN relay. false: hand out only STRANGERS_ICE_SERVERS."`
-	TURNAddr          string        `env:"STRANGERS_TURN_ADDR" envDefault:":3478" sets:"relay.ListenAddr" help:"Address the relay listens on for TURN and STUN, UDP and TCP on the same port: an IP address (or none, for all) and a port."`
-	TURNUDPSockets    int           `env:"STRANGERS_TURN_UDP_SOCKETS" sets:"relay.UDPSockets" bounds:"0..64" help:"UDP sockets (SO_REUSEPORT) on the TURN address, each read by its own goroutine. 0: one per CPU."`
-	RelayBindIP       string        `env:"STRANGERS_RELAY_BIND_IP" sets:"relay.BindIP" help:"IPv4 address relay sockets bind to. Empty: all addresses (0.0.0.0)."`
-	RelayPortMin      int           `env:"STRANGERS_RELAY_PORT_MIN" envDefault:"49152" sets:"relay.PortMin" bounds:"1..65535" help:"Lowest UDP port of the relay range (not above STRANGERS_RELAY_PORT_MAX)."`
-	RelayPortMax      int           `env:"STRANGERS_RELAY_PORT_MAX" envDefault:"65535" sets:"relay.PortMax" bounds:"1..65535" help:"Highest UDP port of the relay range."`
-	RelayAllowPeers   []string      `env:"STRANGERS_RELAY_ALLOW_PEERS" envSeparator:"," sets:"relay.AllowPeers" help:"Comma-separated CIDRs the relay may send to although they are private or reserved (by default only public unicast addresses and our own relay address are allowed)."`
-	TURNSecret        string        `env:"STRANGERS_TURN_SECRET" secret:"true" sets:"relay.Secret" bounds:">=16" unit:"bytes" help:"Shared secret for TURN credentials (TURN REST scheme, coturn's static-auth-secret). Empty: random at start, so restarts invalidate live credentials; several instances need one shared secret."`
-	TURNSecretFile    string        `env:"STRANGERS_TURN_SECRET_FILE,file" secret:"true" sets:"relay.Secret" help:"Path of a file holding the TURN secret (Docker and systemd secrets); instead of STRANGERS_TURN_SECRET. The secret in it must be at least 16 bytes."`
-	TURNRealm         string        `env:"STRANGERS_TURN_REALM" envDefault:"strangers" sets:"relay.Realm" bounds:"<=127" unit:"bytes" help:"TURN realm."`
-	TURNCredentialTTL time.Duration `env:"STRANGERS_TURN_CREDENTIAL_TTL" envDefault:"1h" sets:"relay.CredentialTTL" bounds:">0" help:"Lifetime of the TURN credentials handed out with each match (checked when an allocation is created; a call may outlast it)."`
-	TURNSessionQuota  int           `env:"STRANGERS_TURN_SESSION_QUOTA" envDefault:"10" sets:"relay.SessionQuota" bounds:">=1" help:"Relay allocations one session's credential may hold at once."`
-	TURNTotalQuota    int           `env:"STRANGERS_TURN_TOTAL_QUOTA" envDefault:"10000" sets:"relay.TotalQuota" bounds:">=1" help:"Relay allocations the server holds at once, in total."`
-	TURNSessionGrace  time.Duration `env:"STRANGERS_TURN_SESSION_GRACE" envDefault:"30s" sets:"relay.SessionGrace" bounds:">0" help:"How long a session's relay allocations keep working after the session ended (its user left for good), before they are closed."`
-	TURNMaxPerms      int           `env:"STRANGERS_TURN_MAX_PERMISSIONS" envDefault:"64" sets:"relay.MaxPermissionsPerAllocation" bounds:">=1" help:"Peer addresses one relay allocation may hold permissions for."`
-	TURNMaxChannels   int           `env:"STRANGERS_TURN_MAX_CHANNELS" envDefault:"64" sets:"relay.MaxChannelsPerAllocation" bounds:"1..16384" help:"Channels one relay allocation may bind."`
-	TURNTCPMaxPerIP   int           `env:"STRANGERS_TURN_TCP_MAX_PER_IP" envDefault:"16" sets:"relay.TCPMaxConnsPerIP" bounds:">=1" help:"Concurrent TURN-over-TCP/TLS connections from one IP address (raise it when many users share one NAT)."`
-	TURNTCPFirstMsg   time.Duration `env:"STRANGERS_TURN_TCP_FIRST_MESSAGE_TIMEOUT" envDefault:"10s" sets:"relay.TCPFirstMessageTimeout" bounds:">0" help:"How long a new TURN-over-TCP/TLS connection has to send its first complete STUN message."`
-	TURNTCPIdle       time.Duration `env:"STRANGERS_TURN_TCP_IDLE_TIMEOUT" envDefault:"5m" sets:"relay.TCPIdleTimeout" bounds:">0" help:"How long a TURN-over-TCP/TLS connection may stay silent before it is closed."`
-	ICEServers        string        `env:"STRANGERS_ICE_SERVERS" sets:"relay.ExtraICEServers" help:"JSON list of extra ICE servers handed to browsers besides ours, as RTCIceServer objects, e.g. [{\"urls\":\"stun:stun.example.com:3478\"}]."`
+	InterestWait       time.Duration `env:"STRANGERS_INTEREST_WAIT" envDefault:"5s" sets:"signaling.InterestWait" bounds:">0" help:"How long a waiting user is matched on shared interests only before anyone in the same mode will do."`
+	ResumeGrace        time.Duration `env:"STRANGERS_RESUME_GRACE" envDefault:"15s" sets:"signaling.ResumeGrace" bounds:">0" help:"How long a dropped WebSocket may reconnect and get its session and match back before the partner is told."`
+	WSMaxMessage       int64         `env:"STRANGERS_WS_MAX_MESSAGE" envDefault:"65536" sets:"signaling.MaxMessageSize" bounds:"4096..262144" unit:"bytes" help:"Largest WebSocket message in bytes; a larger one closes the connection (1009)."`
+	WSRate             float64       `env:"STRANGERS_WS_RATE" envDefault:"20" sets:"signaling.RateLimit" bounds:">0" help:"Messages per second a connection may send on average (token bucket refill)."`
+	WSBurst            int           `env:"STRANGERS_WS_BURST" envDefault:"60" sets:"signaling.RateBurst" bounds:">=10" help:"Messages a connection may send in a burst (ICE candidates come in bursts)."`
+	WSMaxPerIP         int           `env:"STRANGERS_WS_MAX_PER_IP" envDefault:"32" sets:"signaling.MaxConnsPerIP" bounds:">=1" help:"Concurrent WebSocket connections allowed from one IP address."`
+	WSHelloTimeout     time.Duration `env:"STRANGERS_WS_HELLO_TIMEOUT" envDefault:"10s" sets:"signaling.HelloTimeout" bounds:">0" help:"How long a new connection has to send hello."`
+	WSPingInterval     time.Duration `env:"STRANGERS_WS_PING_INTERVAL" envDefault:"20s" sets:"signaling.PingInterval" bounds:">=100ms" help:"How often the server pings each connection (shorter than STRANGERS_WS_PONG_WAIT)."`
+	WSPongWait         time.Duration `env:"STRANGERS_WS_PONG_WAIT" envDefault:"30s" sets:"signaling.PongWait" help:"How long a connection may stay silent (no pong or message) before it is closed (longer than STRANGERS_WS_PING_INTERVAL)."`
+	WSWriteTimeout     time.Duration `env:"STRANGERS_WS_WRITE_TIMEOUT" envDefault:"10s" sets:"signaling.WriteWait" bounds:">0" help:"Deadline for each write to a connection."`
+	WSSendQueue        int           `env:"STRANGERS_WS_SEND_QUEUE" envDefault:"256" sets:"signaling.SendQueue" bounds:">=1" help:"Messages queued for one connection before it counts as a slow reader and is disconnected."`
+	StatsInterval      time.Duration `env:"STRANGERS_STATS_INTERVAL" envDefault:"5s" sets:"signaling.StatsInterval" bounds:">=100ms" help:"Shortest interval between stats pushes (online and waiting counts); sent only when they change."`
+	TURNEnabled        bool          `env:"STRANGERS_TURN_ENABLED" envDefault:"true" help:"Run the embedded TURN/STUN relay. false: hand out only STRANGERS_ICE_SERVERS."`
+	TURNAddr           string        `env:"STRANGERS_TURN_ADDR" envDefault:":3478" sets:"relay.ListenAddr" help:"Address the relay listens on for TURN and STUN, UDP and TCP on the same port: an IP address (or none, for all) and a port."`
+	TURNUDPSockets     int           `env:"STRANGERS_TURN_UDP_SOCKETS" sets:"relay.UDPSockets" bounds:"0..64" help:"UDP sockets (SO_REUSEPORT) on the TURN address, each read by its own goroutine. 0: one per CPU."`
+	RelayBindIP        string        `env:"STRANGERS_RELAY_BIND_IP" sets:"relay.BindIP" help:"IPv4 address relay sockets bind to. Empty: all addresses (0.0.0.0)."`
+	RelayPortMin       int           `env:"STRANGERS_RELAY_PORT_MIN" envDefault:"49152" sets:"relay.PortMin" bounds:"1..65535" help:"Lowest UDP port of the relay range (not above STRANGERS_RELAY_PORT_MAX)."`
+	RelayPortMax       int           `env:"STRANGERS_RELAY_PORT_MAX" envDefault:"65535" sets:"relay.PortMax" bounds:"1..65535" help:"Highest UDP port of the relay range."`
+	RelayAllowPeers    []string      `env:"STRANGERS_RELAY_ALLOW_PEERS" envSeparator:"," sets:"relay.AllowPeers" help:"Comma-separated CIDRs the relay may send to although they are private or reserved (by default only public unicast addresses and our own relay address are allowed)."`
+	TURNSecret         string        `env:"STRANGERS_TURN_SECRET" secret:"true" sets:"relay.Secret" bounds:">=16" unit:"bytes" help:"Shared secret for TURN credentials (TURN REST scheme, coturn's static-auth-secret). Empty: random at start, so restarts invalidate live credentials; several instances need one shared secret."`
+	TURNSecretFile     string        `env:"STRANGERS_TURN_SECRET_FILE,file" secret:"true" sets:"relay.Secret" help:"Path of a file holding the TURN secret (Docker and systemd secrets); instead of STRANGERS_TURN_SECRET. The secret in it must be at least 16 bytes."`
+	TURNOldSecrets     string        `env:"STRANGERS_TURN_OLD_SECRETS" secret:"true" sets:"relay.OldSecrets" help:"Comma-separated earlier TURN secrets: credentials made with them are still accepted until they expire, so the secret can be rotated without cutting calls (new credentials use STRANGERS_TURN_SECRET). Each must be at least 16 bytes."`
+	TURNOldSecretsFile string        `env:"STRANGERS_TURN_OLD_SECRETS_FILE,file" secret:"true" sets:"relay.OldSecrets" help:"Path of a file holding the old TURN secrets, separated by commas or newlines; instead of STRANGERS_TURN_OLD_SECRETS."`
+	TURNRealm          string        `env:"STRANGERS_TURN_REALM" envDefault:"strangers" sets:"relay.Realm" bounds:"<=20" unit:"bytes" help:"TURN realm (the 401 challenge must stay within three times the smallest Allocate)."`
+	TURNCredentialTTL  time.Duration `env:"STRANGERS_TURN_CREDENTIAL_TTL" envDefault:"1h" sets:"relay.CredentialTTL" bounds:">0" help:"Lifetime of the TURN credentials handed out with each match (checked when an allocation is created; a call may outlast it)."`
+	TURNSessionQuota   int           `env:"STRANGERS_TURN_SESSION_QUOTA" envDefault:"10" sets:"relay.SessionQuota" bounds:">=1" help:"Relay allocations one session's credential may hold at once."`
+	TURNIPQuota        int           `env:"STRANGERS_TURN_IP_QUOTA" envDefault:"128" sets:"relay.IPQuota" bounds:">=1" help:"Relay allocations one client address (IPv4 address, IPv6 /64) may hold at once. A browser in a call holds one or two per transport, so a household needs a handful and an office NAT with thirty people in calls about a hundred."`
+	TURNTotalQuota     int           `env:"STRANGERS_TURN_TOTAL_QUOTA" envDefault:"10000" sets:"relay.TotalQuota" bounds:">=1" help:"Relay allocations the server holds at once, in total."`
+	TURNSessionGrace   time.Duration `env:"STRANGERS_TURN_SESSION_GRACE" envDefault:"30s" sets:"relay.SessionGrace" bounds:">0" help:"How long a session's relay allocations keep working after the session ended (its user left for good), before they are closed."`
+	TURNMaxPerms       int           `env:"STRANGERS_TURN_MAX_PERMISSIONS" envDefault:"64" sets:"relay.MaxPermissionsPerAllocation" bounds:">=1" help:"Peer addresses one relay allocation may hold permissions for."`
+	TURNMaxChannels    int           `env:"STRANGERS_TURN_MAX_CHANNELS" envDefault:"64" sets:"relay.MaxChannelsPerAllocation" bounds:"1..16384" help:"Channels one relay allocation may bind."`
+	TURNTCPMaxPerIP    int           `env:"STRANGERS_TURN_TCP_MAX_PER_IP" envDefault:"16" sets:"relay.TCPMaxConnsPerIP" bounds:">=1" help:"Concurrent TURN-over-TCP/TLS connections from one IP address (raise it when many users share one NAT)."`
+	TURNTCPFirstMsg    time.Duration `env:"STRANGERS_TURN_TCP_FIRST_MESSAGE_TIMEOUT" envDefault:"10s" sets:"relay.TCPFirstMessageTimeout" bounds:">0" help:"How long a new TURN-over-TCP/TLS connection has to send its first complete STUN message."`
+	TURNTCPIdle        time.Duration `env:"STRANGERS_TURN_TCP_IDLE_TIMEOUT" envDefault:"5m" sets:"relay.TCPIdleTimeout" bounds:">0" help:"How long a TURN-over-TCP/TLS connection may stay silent before it is closed."`
+	ICEServers         string        `env:"STRANGERS_ICE_SERVERS" sets:"relay.ExtraICEServers" help:"JSON list of extra ICE servers handed to browsers besides ours, as RTCIceServer objects, e.g. [{\"urls\":\"stun:stun.example.com:3478\"}]."`
 }
 
 // testOnlyVariables are read by the test suite and the tools under cmd/,
@@ -100,6 +103,7 @@ type settings struct {
 	trustedProxies []netip.Prefix
 	turnSecret     []byte // random when secretRandom
 	secretRandom   bool   // no secret was configured
+	turnOldSecrets [][]byte
 	extraICE       []relay.ICEServer
 }
 
@@ -202,6 +206,11 @@ func loadConfig(getenv func(string) string, names []string) (settings, []string,
 			errs = append(errs, errors.New("STRANGERS_TURN_SECRET: set either it or STRANGERS_TURN_SECRET_FILE, not both"))
 		} else if c.TURNSecretFile == "" {
 			errs = append(errs, fmt.Errorf("STRANGERS_TURN_SECRET_FILE=%s: the file is empty", path))
+		}
+	}
+	if _, ok := environment["STRANGERS_TURN_OLD_SECRETS_FILE"]; ok {
+		if _, both := environment["STRANGERS_TURN_OLD_SECRETS"]; both {
+			errs = append(errs, errors.New("STRANGERS_TURN_OLD_SECRETS: set either it or STRANGERS_TURN_OLD_SECRETS_FILE, not both"))
 		}
 	}
 	if err := errors.Join(append(errs, err)...); err != nil {
@@ -350,6 +359,13 @@ func validate(c config, environment map[string]string) (settings, error) {
 		s.turnSecret = make([]byte, 32)
 		rand.Read(s.turnSecret)
 		s.secretRandom = true
+	}
+	oldList := c.TURNOldSecrets
+	if c.TURNOldSecretsFile != "" {
+		oldList = c.TURNOldSecretsFile
+	}
+	for _, old := range strings.FieldsFunc(oldList, func(r rune) bool { return r == ',' || r == '\n' }) {
+		s.turnOldSecrets = append(s.turnOldSecrets, []byte(strings.TrimSpace(old)))
 	}
 	if extra, err := relay.ParseICEServers(c.ICEServers); err != nil {
 		bad("STRANGERS_ICE_SERVERS", c.ICEServers, err.Error())

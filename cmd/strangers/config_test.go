@@ -92,6 +92,11 @@ func TestConfigRejectsInvalidValues(t *testing.T) {
 		{map[string]string{"STRANGERS_TURN_CREDENTIAL_TTL": "0s"}, "STRANGERS_TURN_CREDENTIAL_TTL=0s"},
 		{map[string]string{"STRANGERS_TURN_SESSION_QUOTA": "0"}, "STRANGERS_TURN_SESSION_QUOTA=0"},
 		{map[string]string{"STRANGERS_TURN_TOTAL_QUOTA": "-5"}, "STRANGERS_TURN_TOTAL_QUOTA=-5"},
+		{map[string]string{"STRANGERS_TURN_IP_QUOTA": "0"}, "STRANGERS_TURN_IP_QUOTA=0"},
+		{map[string]string{"STRANGERS_TURN_REALM": "a-realm-of-21-bytes.x"}, "STRANGERS_TURN_REALM=a-realm-of-21-bytes.x: must be at most 20 bytes"},
+		{map[string]string{"STRANGERS_TURN_OLD_SECRETS": "0123456789abcdef0123,short"}, "STRANGERS_TURN_OLD_SECRETS: must each be at least 16 bytes"},
+		{map[string]string{"STRANGERS_TURN_OLD_SECRETS": "0123456789abcdef0123", "STRANGERS_TURN_OLD_SECRETS_FILE": "/dev/null"},
+			"set either it or STRANGERS_TURN_OLD_SECRETS_FILE"},
 		{map[string]string{"STRANGERS_ICE_SERVERS": "stun:x"}, "STRANGERS_ICE_SERVERS=stun:x"},
 		{map[string]string{"STRANGERS_TURN_SECRET_FILE": "/nonexistent/secret"}, "STRANGERS_TURN_SECRET_FILE=/nonexistent/secret: cannot read file"},
 	}
@@ -198,5 +203,36 @@ func TestUsageListsEveryVariable(t *testing.T) {
 		if r := v.rule(); r != "" && !strings.Contains(b.String(), strings.TrimPrefix(r, "must")+".") {
 			t.Errorf("usage does not state the bounds of %s (%s)", v.Name, r)
 		}
+	}
+}
+
+func TestConfigReadsOldSecrets(t *testing.T) {
+	t.Parallel()
+	s, _, err := load(t, map[string]string{"STRANGERS_TURN_OLD_SECRETS": " first-old-secret-0123 ,second-old-secret-4567"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.turnOldSecrets) != 2 || string(s.turnOldSecrets[0]) != "first-old-secret-0123" ||
+		string(s.turnOldSecrets[1]) != "second-old-secret-4567" {
+		t.Errorf("old secrets = %q", s.turnOldSecrets)
+	}
+	path := filepath.Join(t.TempDir(), "old-secrets")
+	if err := os.WriteFile(path, []byte("first-old-secret-0123\nsecond-old-secret-4567,third-old-secret-89ab\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, _, err = load(t, map[string]string{"STRANGERS_TURN_OLD_SECRETS_FILE": path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.turnOldSecrets) != 3 || string(s.turnOldSecrets[2]) != "third-old-secret-89ab" {
+		t.Errorf("old secrets from file = %q", s.turnOldSecrets)
+	}
+	s, _, err = load(t, map[string]string{})
+	if err != nil || len(s.turnOldSecrets) != 0 {
+		t.Errorf("default old secrets = %q, %v", s.turnOldSecrets, err)
+	}
+	_, _, err = load(t, map[string]string{"STRANGERS_TURN_OLD_SECRETS": "tiny-secret"})
+	if err == nil || strings.Contains(err.Error(), "tiny-secret") {
+		t.Errorf("error %v: want a refusal that does not repeat the secret", err)
 	}
 }

@@ -82,6 +82,11 @@ func explicitCases(t *testing.T) map[string][]envCase {
 			{value: file("secret15", "0123456789abcde\n"), want: "STRANGERS_TURN_SECRET_FILE: must be at least 16 bytes"},
 			{value: file("empty", ""), want: "the file is empty"},
 			{value: filepath.Join(dir, "missing"), want: "cannot read file"}},
+		"STRANGERS_TURN_OLD_SECRETS": {{value: "0123456789abcdef,fedcba9876543210", ok: true},
+			{value: "0123456789abcdef,0123456789abcde", want: "STRANGERS_TURN_OLD_SECRETS: must each be at least 16 bytes"}},
+		"STRANGERS_TURN_OLD_SECRETS_FILE": {{value: file("old16", "0123456789abcdef\nfedcba9876543210\n"), ok: true},
+			{value: file("old15", "0123456789abcde\n"), want: "STRANGERS_TURN_OLD_SECRETS_FILE: must each be at least 16 bytes"},
+			{value: filepath.Join(dir, "missing"), want: "cannot read file"}},
 		"STRANGERS_ICE_SERVERS": {{value: `[{"urls":"stun:stun.example.com:3478"}]`, ok: true}, {value: "stun:x", want: "invalid ICE server list"}},
 	}
 }
