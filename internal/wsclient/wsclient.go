@@ -105,7 +105,9 @@ type Unknown struct {
 	Raw  []byte
 }
 
-// Conn is one signaling connection.
+// Conn is one signaling connection. Reads belong to one goroutine: the
+// caller of Recv, Next and WaitFor, or after Start the read goroutine,
+// which Close stops and waits for. Writes may come from any goroutine.
 type Conn struct {
 	// Static after Dial.
 	ws   *websocket.Conn
