@@ -15,7 +15,10 @@ import (
 	"sync"
 )
 
-//go:embed static
+// Only the page's own files: static/ also holds package.json, tsconfig.json
+// and, after npm ci, node_modules, for the type check CI runs.
+//
+//go:embed static/*.html static/*.js static/*.css
 var static embed.FS
 
 // Files is the page's file tree (index.html at its root).
