@@ -46,16 +46,13 @@ func (s *Server) authenticate(username, realm string, src net.Addr) ([]byte, boo
 	ip := addrIP(src)
 	if s.limiter.limited(ip, now) {
 		s.metrics.authFailures.WithLabelValues(authRateLimited).Inc()
-
 		return nil, false
 	}
 	reason := s.checkUsername(username, realm, src, now)
 	if reason != "" {
 		s.authFailed(ip, reason, now)
-
 		return nil, false
 	}
-
 	return turn.GenerateAuthKey(username, realm, Password(s.cfg.Secret, username)), true
 }
 
@@ -78,7 +75,6 @@ func (s *Server) checkUsername(username, realm string, src net.Addr, now time.Ti
 	if expiry < unix && !s.allocatedWith(transportKey(src), username) {
 		return authExpired
 	}
-
 	return ""
 }
 
@@ -117,10 +113,8 @@ func (l *authLimiter) limited(ip netip.Addr, now time.Time) bool {
 	}
 	if now.Sub(e.start) >= authFailWindow {
 		delete(l.entries, ip)
-
 		return false
 	}
-
 	return e.failures >= authFailBurst
 }
 
@@ -138,7 +132,6 @@ func (l *authLimiter) fail(ip netip.Addr, now time.Time) {
 		if len(l.entries) >= authLimiterSize {
 			for k := range l.entries { // evict an arbitrary entry
 				delete(l.entries, k)
-
 				break
 			}
 		}
@@ -168,17 +161,14 @@ func addrIP(a net.Addr) netip.Addr {
 	switch v := a.(type) {
 	case *net.UDPAddr:
 		ip, _ := netip.AddrFromSlice(v.IP)
-
 		return ip.Unmap()
 	case *net.TCPAddr:
 		ip, _ := netip.AddrFromSlice(v.IP)
-
 		return ip.Unmap()
 	}
 	if ap, err := netip.ParseAddrPort(a.String()); err == nil {
 		return ap.Addr().Unmap()
 	}
-
 	return netip.Addr{}
 }
 

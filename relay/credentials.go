@@ -2,7 +2,7 @@ package relay
 
 import (
 	"crypto/hmac"
-	"crypto/sha1" //nolint:gosec // HMAC-SHA1 is what the TURN REST scheme (and coturn) specify.
+	"crypto/sha1" // HMAC-SHA1 is what the TURN REST scheme (and coturn) specify.
 	"encoding/base64"
 	"fmt"
 	"strconv"
@@ -23,7 +23,6 @@ const (
 // and password base64(HMAC-SHA1(secret, username)).
 func Credentials(secret []byte, sessionID string, expiry time.Time) (username, password string) {
 	username = strconv.FormatInt(expiry.Unix(), 10) + ":" + sessionID
-
 	return username, Password(secret, username)
 }
 
@@ -31,8 +30,7 @@ func Credentials(secret []byte, sessionID string, expiry time.Time) (username, p
 // password for username.
 func Password(secret []byte, username string) string {
 	mac := hmac.New(sha1.New, secret)
-	mac.Write([]byte(username)) //nolint:errcheck // hash writes never fail.
-
+	mac.Write([]byte(username)) // hash writes never fail.
 	return base64.StdEncoding.EncodeToString(mac.Sum(nil))
 }
 
@@ -70,7 +68,6 @@ func ParseUsername(username string) (expiry int64, sessionID string, err error) 
 		c := username[i]
 		if c == ':' {
 			colon = i
-
 			break
 		}
 		if c < '0' || c > '9' {
@@ -93,6 +90,5 @@ func ParseUsername(username string) (expiry int64, sessionID string, err error) 
 	if !ValidSessionID(sessionID) {
 		return 0, "", fmt.Errorf("%w: bad session id", ErrUsername)
 	}
-
 	return expiry, sessionID, nil
 }

@@ -22,7 +22,6 @@ func requireTool(t *testing.T, name, pkg string) string {
 		}
 		t.Skipf("%s not found; install the Debian package %s to run this test", name, pkg)
 	}
-
 	return path
 }
 
@@ -81,6 +80,5 @@ func tail(b []byte) []byte {
 	if len(b) > n {
 		return b[len(b)-n:]
 	}
-
 	return b
 }

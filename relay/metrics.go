@@ -70,7 +70,6 @@ func newMetrics(reg prometheus.Registerer, activeAllocs func() float64, traffic 
 			for _, done := range m.collectors[:i] {
 				reg.Unregister(done)
 			}
-
 			return nil, fmt.Errorf("relay: registering metrics: %w", err)
 		}
 	}
@@ -81,7 +80,6 @@ func newMetrics(reg prometheus.Registerer, activeAllocs func() float64, traffic 
 	for _, k := range []string{quotaSession, quotaTotal, quotaPermissions, quotaChannels} {
 		m.quotaHits.WithLabelValues(k)
 	}
-
 	return m, nil
 }
 
@@ -164,7 +162,6 @@ func (t *trafficCounters) total() trafficSnapshot {
 	for c := range t.live {
 		sum.add(c.counters.snapshot())
 	}
-
 	return sum
 }
 

@@ -67,7 +67,6 @@ func (q *quota) reserve(key, session string, now time.Time) string {
 	}
 	q.slots[key] = &slot{session: session, reserved: now}
 	q.bySession[session]++
-
 	return ""
 }
 
@@ -96,10 +95,8 @@ func (q *quota) releasePending(key string) bool {
 	defer q.mu.Unlock()
 	if s, ok := q.slots[key]; ok && !s.confirmed {
 		q.dropLocked(key, s)
-
 		return true
 	}
-
 	return false
 }
 
@@ -114,7 +111,6 @@ func (q *quota) sweep(cutoff time.Time) int {
 			n++
 		}
 	}
-
 	return n
 }
 
@@ -131,6 +127,5 @@ func (q *quota) dropLocked(key string, s *slot) {
 func (q *quota) counts(session string) (total, perSession int) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-
 	return len(q.slots), q.bySession[session]
 }
