@@ -69,7 +69,7 @@ func plainHost(h string) bool {
 // browsers can revalidate (the embedded files have no modification time).
 var etags = sync.OnceValue(func() map[string]string {
 	m := make(map[string]string)
-	fs.WalkDir(Files(), ".", func(path string, d fs.DirEntry, err error) error {
+	_ = fs.WalkDir(Files(), ".", func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return nil
 		}

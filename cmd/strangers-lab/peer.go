@@ -211,7 +211,7 @@ func (s *signalConn) send(m map[string]any) error {
 // close says goodbye and waits for the reader to end.
 func (s *signalConn) close() {
 	s.mu.Lock()
-	s.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
+	_ = s.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
 	s.mu.Unlock()
 	s.conn.Close()
 	for range s.in {
@@ -339,13 +339,14 @@ func playCall(ctx context.Context, cfg peerConfig) (peerResult, error) {
 		if c == nil {
 			return
 		}
-		sig.send(map[string]any{"type": "signal", "match": match, "candidate": c.ToJSON()})
+		// A failed send ends the call: the reader sees the connection go.
+		_ = sig.send(map[string]any{"type": "signal", "match": match, "candidate": c.ToJSON()})
 		if cfg.Hide && cfg.Leak && c.Typ == webrtc.ICECandidateTypeRelay {
 			for _, line := range leakCandidates(c) {
 				mu.Lock()
 				res.Leaked++
 				mu.Unlock()
-				sig.send(map[string]any{"type": "signal", "match": match, "candidate": map[string]any{"candidate": line, "sdpMid": "0", "sdpMLineIndex": 0}})
+				_ = sig.send(map[string]any{"type": "signal", "match": match, "candidate": map[string]any{"candidate": line, "sdpMid": "0", "sdpMLineIndex": 0}})
 			}
 		}
 	})
@@ -587,7 +588,7 @@ func iceServers(m map[string]any) []webrtc.ICEServer {
 		Username   string          `json:"username"`
 		Credential string          `json:"credential"`
 	}
-	json.Unmarshal(raw, &servers)
+	_ = json.Unmarshal(raw, &servers) // raw was just marshalled
 	var out []webrtc.ICEServer
 	for _, s := range servers {
 		var urls []string

@@ -97,7 +97,7 @@ func (d *dialer) dial(ctx context.Context) (*client, error) {
 			Type    string `json:"type"`
 			Session string `json:"session"`
 		}
-		json.Unmarshal(data, &w)
+		_ = json.Unmarshal(data, &w) // anything else is not the welcome
 		if w.Type == "welcome" {
 			ws.SetReadDeadline(time.Time{})
 			c := &client{ws: ws, session: w.Session, in: make(chan event, 256), done: make(chan struct{})}
@@ -191,7 +191,7 @@ func (c *client) await(deadline time.Time, types ...string) (event, error) {
 
 // close ends the session for good (close 1000) and waits for the reader.
 func (c *client) close() {
-	c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(5*time.Second))
+	_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(5*time.Second))
 	select {
 	case <-c.done:
 	case <-time.After(5 * time.Second):

@@ -413,7 +413,7 @@ func startCoturn(ctx context.Context, bin, secret string) (*coturnProc, error) {
 	}
 	c := &coturnProc{cmd: cmd, port: port, dir: dir, version: strings.TrimSpace(string(version)), exited: make(chan struct{})}
 	go func() {
-		cmd.Wait()
+		_ = cmd.Wait()
 		close(c.exited)
 	}()
 	// Wait until it answers on its TCP port (bounded).

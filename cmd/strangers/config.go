@@ -348,9 +348,9 @@ func validate(c config) (settings, error) {
 		bad("STRANGERS_WS_PING_INTERVAL", c.WSPingInterval.String(), "must be shorter than STRANGERS_WS_PONG_WAIT="+c.WSPongWait.String())
 	}
 
-	atLeast := func(name string, n, min int64) {
-		if n < min {
-			bad(name, strconv.FormatInt(n, 10), fmt.Sprintf("must be at least %d", min))
+	atLeast := func(name string, n, least int64) {
+		if n < least {
+			bad(name, strconv.FormatInt(n, 10), fmt.Sprintf("must be at least %d", least))
 		}
 	}
 	atLeast("STRANGERS_WS_MAX_MESSAGE", c.WSMaxMessage, 1024)
