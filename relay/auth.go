@@ -45,13 +45,11 @@ func (s *Server) authenticate(username, realm string, src net.Addr) ([]byte, boo
 	reason := s.checkUsername(username, realm, src, now)
 	if reason != "" {
 		s.authFailed(addrIP(src), reason)
-
 		return nil, false
 	}
 	if key, ok := s.oldSecretKey(src, username); ok {
 		return key, true
 	}
-
 	return turn.GenerateAuthKey(username, realm, Password(s.cfg.Secret, username)), true
 }
 
@@ -74,7 +72,6 @@ func (s *Server) checkUsername(username, realm string, src net.Addr, now time.Ti
 	if expiry < unix && !s.allocatedWith(transportKey(src), username) {
 		return authExpired
 	}
-
 	return ""
 }
 
@@ -120,7 +117,6 @@ func (s *Server) noteOldSecret(src net.Addr, frame []byte) {
 		s.oldMu.Lock()
 		delete(s.oldKeys, key)
 		s.oldMu.Unlock()
-
 		return
 	}
 	for _, secret := range s.cfg.OldSecrets {
@@ -160,17 +156,14 @@ func addrIP(a net.Addr) netip.Addr {
 	switch v := a.(type) {
 	case *net.UDPAddr:
 		ip, _ := netip.AddrFromSlice(v.IP)
-
 		return ip.Unmap()
 	case *net.TCPAddr:
 		ip, _ := netip.AddrFromSlice(v.IP)
-
 		return ip.Unmap()
 	}
 	if ap, err := netip.ParseAddrPort(a.String()); err == nil {
 		return ap.Addr().Unmap()
 	}
-
 	return netip.Addr{}
 }
 

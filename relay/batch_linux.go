@@ -58,12 +58,11 @@ func newBatchPool() *batchPool {
 				b.iovs[i].SetLen(batchSlot)
 			}
 		}
-
 		return b
 	}}}
 }
 
-func (bp *batchPool) get() *batch  { return bp.p.Get().(*batch) } //nolint:forcetypeassert // only batches are put
+func (bp *batchPool) get() *batch  { return bp.p.Get().(*batch) } // only batches are put
 func (bp *batchPool) put(b *batch) { bp.p.Put(b) }
 
 // batchReader reads a UDP socket with recvmmsg: one system call returns
@@ -97,7 +96,6 @@ func newBatchReader(pc net.PacketConn, pool *batchPool, cacheSize int) *batchRea
 	}
 	r := &batchReader{conn: uc, raw: raw, laddr: uc.LocalAddr(), pool: pool, addrs: newAddrCache(cacheSize)}
 	r.recvF = r.recv
-
 	return r
 }
 
@@ -112,7 +110,6 @@ func udpSyscallConn(pc net.PacketConn) (*net.UDPConn, syscall.RawConn, bool) {
 	if err != nil {
 		return nil, nil, false
 	}
-
 	return uc, raw, true
 }
 
@@ -122,7 +119,6 @@ func (r *batchReader) ReadFrom(p []byte) (int, net.Addr, error) {
 	defer r.mu.Unlock()
 	if r.closed.Load() {
 		r.drop()
-
 		return 0, nil, r.opErr(net.ErrClosed)
 	}
 	if r.b != nil {
@@ -132,7 +128,6 @@ func (r *batchReader) ReadFrom(p []byte) (int, net.Addr, error) {
 		if r.next++; r.next == r.n {
 			r.drop()
 		}
-
 		return n, addr, nil
 	}
 	r.p = p
@@ -147,7 +142,6 @@ func (r *batchReader) ReadFrom(p []byte) (int, net.Addr, error) {
 		if errors.As(err, &op) {
 			err = op.Err // RawConn.Read wraps as "raw-read"; report a plain read
 		}
-
 		return 0, nil, r.opErr(err)
 	}
 	n := int(r.b.hdrs[0].n)
@@ -157,7 +151,6 @@ func (r *batchReader) ReadFrom(p []byte) (int, net.Addr, error) {
 	} else {
 		r.next = 1
 	}
-
 	return n, addr, nil
 }
 
@@ -190,17 +183,14 @@ func (r *batchReader) recv(fd uintptr) bool {
 		switch errno {
 		case 0:
 			r.n, r.errno = int(n), 0
-
 			return true
 		case unix.EINTR:
 			continue
 		case unix.EAGAIN:
 			r.drop() // do not hold a batch while waiting
-
 			return false
 		default:
 			r.errno = errno
-
 			return true
 		}
 	}
@@ -223,7 +213,6 @@ func (r *batchReader) opErr(err error) error {
 // closes the socket.
 func (r *batchReader) Close() error {
 	r.closed.Store(true)
-
 	return r.conn.Close()
 }
 
@@ -243,8 +232,7 @@ func newAddrCache(size int) addrCache {
 	for n < size {
 		n <<= 1
 	}
-
-	return addrCache{keys: make([]netip.AddrPort, n), addrs: make([]*net.UDPAddr, n), mask: uint32(n - 1)} //nolint:gosec // n is small
+	return addrCache{keys: make([]netip.AddrPort, n), addrs: make([]*net.UDPAddr, n), mask: uint32(n - 1)} // n is small
 }
 
 func (c *addrCache) get(sa *unix.RawSockaddrInet6) *net.UDPAddr {
@@ -271,7 +259,6 @@ func (c *addrCache) get(sa *unix.RawSockaddrInet6) *net.UDPAddr {
 	}
 	ua := udpAddr(key, "")
 	c.keys[i], c.addrs[i] = key, ua
-
 	return ua
 }
 
@@ -286,7 +273,6 @@ func udpAddr(key netip.AddrPort, zone string) *net.UDPAddr {
 		b := a.As16()
 		ip = append(ip, b[:]...)
 	}
-
 	return &net.UDPAddr{IP: ip, Port: int(key.Port()), Zone: zone}
 }
 
@@ -294,12 +280,10 @@ func zoneName(index uint32) string {
 	if ifi, err := net.InterfaceByIndex(int(index)); err == nil {
 		return ifi.Name
 	}
-
 	return strconv.FormatUint(uint64(index), 10)
 }
 
 func ntohs(port uint16) uint16 {
 	b := (*[2]byte)(unsafe.Pointer(&port))
-
 	return uint16(b[0])<<8 | uint16(b[1])
 }

@@ -23,7 +23,6 @@ func listenUDP(t *testing.T, network, addr string) *net.UDPConn {
 		t.Skipf("cannot listen on %s %s: %v", network, addr, err)
 	}
 	t.Cleanup(func() { c.Close() })
-
 	return c.(*net.UDPConn)
 }
 
@@ -271,12 +270,10 @@ func rawSockaddr(k netip.AddrPort) unix.RawSockaddrInet6 {
 		sa4.Family = unix.AF_INET
 		sa4.Port = *(*uint16)(unsafe.Pointer(&port))
 		sa4.Addr = k.Addr().As4()
-
 		return sa
 	}
 	sa.Family = unix.AF_INET6
 	sa.Port = *(*uint16)(unsafe.Pointer(&port))
 	sa.Addr = k.Addr().As16()
-
 	return sa
 }

@@ -21,7 +21,6 @@ func benchConfig() Config {
 	cfg := testConfig()
 	cfg.SessionQuota = 1 << 20
 	cfg.TotalQuota = 1 << 20
-
 	return cfg
 }
 
@@ -43,7 +42,6 @@ func BenchmarkAllocate(b *testing.B) {
 		for pb.Next() {
 			if err := allocateOnce(s, user, pass); err != nil {
 				b.Error(err)
-
 				return
 			}
 		}
@@ -74,7 +72,6 @@ func allocateOnce(s *Server, user, pass string) error {
 	if err != nil {
 		return fmt.Errorf("allocate: %w", err)
 	}
-
 	return relayed.Close()
 }
 
@@ -112,7 +109,6 @@ func BenchmarkAllocationMemory(b *testing.B) {
 				for i := w; i < len(clients); i += workers {
 					if resp := clients[i].allocate(); !isSuccess(resp) {
 						errs <- fmt.Errorf("allocation %d refused: %v", i, errorCode(resp))
-
 						return
 					}
 				}
@@ -161,6 +157,5 @@ func settledMemory(b *testing.B) (rss, goMem int64) {
 			rss = kb << 10
 		}
 	}
-
-	return rss, int64(ms.HeapInuse + ms.StackInuse) //nolint:gosec // memory sizes fit
+	return rss, int64(ms.HeapInuse + ms.StackInuse)
 }

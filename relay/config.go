@@ -195,7 +195,6 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.Registerer == nil {
 		cfg.Registerer = prometheus.NewRegistry()
 	}
-
 	return cfg, nil
 }
 
@@ -229,7 +228,6 @@ func ParseAllowPeers(list string) ([]netip.Prefix, error) {
 		}
 		out = append(out, netip.PrefixFrom(p.Addr().Unmap(), unmappedBits(p)).Masked())
 	}
-
 	return out, nil
 }
 
@@ -239,12 +237,10 @@ func unmappedBits(p netip.Prefix) int {
 	if p.Addr().Is4In6() {
 		return max(p.Bits()-96, 0)
 	}
-
 	return p.Bits()
 }
 
 func (srv ICEServer) clone() ICEServer {
 	srv.URLs = append([]string(nil), srv.URLs...)
-
 	return srv
 }

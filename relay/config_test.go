@@ -56,7 +56,6 @@ func TestParseICEServers(t *testing.T) {
 				if !errors.Is(err, ErrICEServers) {
 					t.Fatalf("ParseICEServers = %v, %v; want ErrICEServers", got, err)
 				}
-
 				return
 			}
 			if err != nil {

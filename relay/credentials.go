@@ -2,7 +2,7 @@ package relay
 
 import (
 	"crypto/hmac"
-	"crypto/sha1" //nolint:gosec // HMAC-SHA1 is what the TURN REST scheme (and coturn) specify.
+	"crypto/sha1" // HMAC-SHA1 is what the TURN REST scheme (and coturn) specify.
 	"encoding/base64"
 	"fmt"
 	"strconv"
@@ -23,7 +23,6 @@ const (
 // and password base64(HMAC-SHA1(secret, username)).
 func Credentials(secret []byte, sessionID string, expiry time.Time) (username, password string) {
 	username = strconv.FormatInt(expiry.Unix(), 10) + ":" + sessionID
-
 	return username, Password(secret, username)
 }
 
@@ -31,8 +30,7 @@ func Credentials(secret []byte, sessionID string, expiry time.Time) (username, p
 // password for username.
 func Password(secret []byte, username string) string {
 	mac := hmac.New(sha1.New, secret)
-	mac.Write([]byte(username)) //nolint:errcheck // hash writes never fail.
-
+	mac.Write([]byte(username)) // hash writes never fail.
 	return base64.StdEncoding.EncodeToString(mac.Sum(nil))
 }
 
@@ -48,7 +46,6 @@ func ParseUsername(username string) (expiry int64, sessionID string, err error) 
 		c := username[i]
 		if c == ':' {
 			colon = i
-
 			break
 		}
 		if c < '0' || c > '9' {
@@ -71,6 +68,5 @@ func ParseUsername(username string) (expiry int64, sessionID string, err error) 
 	if !sessionid.Valid(sessionID) {
 		return 0, "", fmt.Errorf("%w: bad session id", ErrUsername)
 	}
-
 	return expiry, sessionID, nil
 }

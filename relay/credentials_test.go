@@ -86,7 +86,6 @@ func TestParseUsername(t *testing.T) {
 				if err != nil || exp != tc.expiry || got != sid {
 					t.Errorf("ParseUsername = %d, %q, %v; want %d, %q", exp, got, err, tc.expiry, sid)
 				}
-
 				return
 			}
 			if !errors.Is(err, ErrUsername) {
@@ -107,7 +106,6 @@ func FuzzParseUsername(f *testing.F) {
 			if !errors.Is(err, ErrUsername) {
 				t.Fatalf("error %v is not ErrUsername", err)
 			}
-
 			return
 		}
 		// Whatever parses is in canonical form: formatting it back gives the

@@ -96,7 +96,6 @@ func newChanPeer(addr *net.UDPAddr, ap netip.AddrPort, rc, local *relayConn) *ch
 	if rc.rawOut != nil {
 		p.sa, p.rawOK = newSockaddr(rc.rawOut.family, ap)
 	}
-
 	return p
 }
 
@@ -118,7 +117,6 @@ func (t *bindTable) clone() *bindTable {
 	for k := range t.perms {
 		n.perms[k] = struct{}{}
 	}
-
 	return n
 }
 
@@ -130,7 +128,6 @@ func addrPort(a net.Addr) (netip.AddrPort, bool) {
 		return netip.AddrPort{}, false
 	}
 	ap := ua.AddrPort()
-
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), ap.IsValid()
 }
 
@@ -145,7 +142,6 @@ func parseChannelData(b []byte) (number uint16, data []byte, ok bool) {
 	if number < 0x4000 || number > 0x7FFF || l > len(b)-4 {
 		return 0, nil, false
 	}
-
 	return number, b[4 : 4+l], true
 }
 
@@ -173,7 +169,6 @@ func (fa *fastAlloc) toPeer(fio *fastIO, frame []byte) bool {
 	if rc.sendPeer(fio.snd, data, peer) == nil {
 		rc.fastTo.Add(1)
 	}
-
 	return true
 }
 
@@ -194,7 +189,6 @@ func (rc *relayConn) handOver(fio *fastIO, dst *relayConn, data []byte) bool {
 	rc.countTo(len(data))
 	rc.counters.handed.Add(1)
 	rc.fastTo.Add(1) // last: tests wait for it, then read the others
-
 	return true
 }
 
@@ -217,14 +211,13 @@ func (fa *fastAlloc) toClient(fio *fastIO, data []byte, peer netip.AddrPort, wai
 	}
 	out := fio.out[:size]
 	binary.BigEndian.PutUint16(out, number)
-	binary.BigEndian.PutUint16(out[2:], uint16(len(data))) //nolint:gosec // at most the read buffer
+	binary.BigEndian.PutUint16(out[2:], uint16(len(data))) // at most the read buffer
 	copy(out[4:], data)
 	clear(out[4+len(data):])
 	if !fa.owner.sendToClient(fio, out, fa, wait) {
 		return false
 	}
 	fa.relay.fastFrom.Add(1)
-
 	return true
 }
 
@@ -236,7 +229,6 @@ func (c *turnPacketConn) sendToClient(fio *fastIO, b []byte, fa *fastAlloc, _ bo
 	} else {
 		_, _ = c.PacketConn.WriteTo(b, fa.client)
 	}
-
 	return true
 }
 
@@ -246,7 +238,6 @@ func (c *streamConn) sendToClient(_ *fastIO, b []byte, _ *fastAlloc, wait bool) 
 		return c.offer(b)
 	}
 	_, _ = c.Write(b)
-
 	return true
 }
 
@@ -260,7 +251,6 @@ func (c *turnPacketConn) fastLookup(client net.Addr) *fastAlloc {
 	if !ok {
 		return nil
 	}
-
 	return (*m)[ap]
 }
 
@@ -281,7 +271,6 @@ func (s *Server) noteAllocate(owner clientSide, client net.Addr) string {
 	}
 	s.pendingOwner[key] = owner
 	s.mu.Unlock()
-
 	return key
 }
 
@@ -328,7 +317,6 @@ func newFastAlloc(client net.Addr, owner clientSide, rc *relayConn) *fastAlloc {
 			fa.clientSA, fa.rawOK = newSockaddr(o.rawOut.family, ap)
 		}
 	}
-
 	return fa
 }
 

@@ -22,7 +22,6 @@ func distinctSource(t *testing.T, c *net.UDPConn) *net.UDPConn {
 		sa4.Family = unix.AF_INET
 		sa4.Addr = ap.Addr().Unmap().As4()
 		sa4.Port = ntohs(ap.Port())
-
 		return &raw
 	}
 	for range 20 {
@@ -35,7 +34,6 @@ func distinctSource(t *testing.T, c *net.UDPConn) *net.UDPConn {
 		}
 	}
 	t.Skip("no loopback port outside the peer's address cache slot")
-
 	return nil
 }
 
@@ -57,7 +55,6 @@ func TestFastPathAllocs(t *testing.T) {
 		if _, err := setReceiveBuffer(c, 4<<20); err != nil {
 			t.Fatal(err)
 		}
-
 		return c
 	}
 	client := big(listenUDP(t, "udp4", "127.0.0.1:0"))

@@ -19,7 +19,6 @@ func fastCounts(s *Server) (toPeer, toClient uint64) {
 		toPeer += r.fastTo.Load()
 		toClient += r.fastFrom.Load()
 	}
-
 	return toPeer, toClient
 }
 
@@ -47,7 +46,6 @@ func (c *rawClient) relayed(timeout time.Duration) (channel uint16, data []byte)
 			if err != nil {
 				c.t.Fatalf("Data indication without DATA: %v", err)
 			}
-
 			return 0, v
 		}
 	}
@@ -74,7 +72,6 @@ func fastSetup(t *testing.T, tcp bool, tweak func(*Config)) (*Server, *rawClient
 	if resp := c.bind(0x4000, peer.addr()); !isSuccess(resp) {
 		t.Fatalf("ChannelBind: error %d", errorCode(resp))
 	}
-
 	return s, c, peer, sid
 }
 
@@ -157,10 +154,9 @@ func relayedAddrOf(t *testing.T, s *Server) netip.AddrPort {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for port := range s.relays {
-		return netip.AddrPortFrom(loopback, uint16(port)) //nolint:gosec // a port
+		return netip.AddrPortFrom(loopback, uint16(port))
 	}
 	t.Fatal("no relay socket")
-
 	return netip.AddrPort{}
 }
 
@@ -200,7 +196,6 @@ func TestFastPathRefuses(t *testing.T) {
 					s.mu.Lock()
 					defer s.mu.Unlock()
 					a := s.allocs[transportKey(c.conn.LocalAddr())]
-
 					return a != nil && len(a.chans) == 0
 				})
 			},
@@ -284,6 +279,5 @@ func TestFastPathRefuses(t *testing.T) {
 func (s *Server) relayAt(a netip.AddrPort) *relayConn {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-
 	return s.relays[int(a.Port())]
 }

@@ -21,8 +21,7 @@ func relayedAddr(t *testing.T, m *stun.Message) netip.AddrPort {
 	if !ok {
 		t.Fatalf("relayed address %v", a.IP)
 	}
-
-	return netip.AddrPortFrom(ip.Unmap(), uint16(a.Port)) //nolint:gosec // a port
+	return netip.AddrPortFrom(ip.Unmap(), uint16(a.Port))
 }
 
 // relayPair allocates for two clients of one session, over UDP or TCP
@@ -44,7 +43,6 @@ func relayPair(t *testing.T, s *Server, tcpA, tcpB bool) (a, b *rawClient, relA,
 			relB = relayedAddr(t, resp)
 		}
 	}
-
 	return a, b, relA, relB
 }
 

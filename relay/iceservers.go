@@ -71,7 +71,6 @@ func ParseICEServers(jsonText string) ([]ICEServer, error) {
 		}
 		out = append(out, srv)
 	}
-
 	return out, nil
 }
 
@@ -96,7 +95,6 @@ func (srv ICEServer) validate() error {
 			return fmt.Errorf("url %q: %s: needs a username and a credential", u, scheme)
 		}
 	}
-
 	return nil
 }
 
@@ -157,7 +155,6 @@ func validICEURL(u string) (string, error) {
 			return "", fmt.Errorf("bad port %q", port)
 		}
 	}
-
 	return scheme, nil
 }
 
@@ -172,14 +169,12 @@ func validHost(h string) error {
 		if err != nil || !a.Is6() || a.Zone() != "" {
 			return errors.New("bad IPv6 literal")
 		}
-
 		return nil
 	}
 	if a, err := netip.ParseAddr(h); err == nil {
 		if a.Zone() != "" {
 			return errors.New("zoned address")
 		}
-
 		return nil
 	}
 	if len(h) > 253 {
@@ -195,7 +190,6 @@ func validHost(h string) error {
 			}
 		}
 	}
-
 	return nil
 }
 
@@ -204,6 +198,5 @@ func urlHost(h string) string {
 	if a, err := netip.ParseAddr(h); err == nil && a.Is6() && !a.Is4In6() {
 		return "[" + h + "]"
 	}
-
 	return h
 }

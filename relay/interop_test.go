@@ -68,6 +68,5 @@ func tail(b []byte) []byte {
 	if len(b) > n {
 		return b[len(b)-n:]
 	}
-
 	return b
 }

@@ -60,7 +60,6 @@ type streamListener struct {
 
 func newStreamListener(l net.Listener, s *Server) *streamListener {
 	s.track.add()
-
 	return &streamListener{
 		Listener: l,
 		s:        s,
@@ -79,13 +78,11 @@ func (l *streamListener) Accept() (net.Conn, error) {
 			select {
 			case <-l.closed:
 				l.doneOnce.Do(l.s.track.done)
-
 				return nil, fmt.Errorf("relay: accept: %w", net.ErrClosed)
 			default:
 			}
 			if errors.Is(err, net.ErrClosed) {
 				l.doneOnce.Do(l.s.track.done)
-
 				return nil, err
 			}
 			l.s.log.Warn("stream accept failed, retrying", "addr", l.Addr(), "err", err)
@@ -96,7 +93,6 @@ func (l *streamListener) Accept() (net.Conn, error) {
 			case <-t.C:
 			}
 			backoff = min(2*backoff, acceptBackoffMax)
-
 			continue
 		}
 		backoff = 5 * time.Millisecond
@@ -115,7 +111,6 @@ func (l *streamListener) admit(c net.Conn) *streamConn {
 	case <-l.closed:
 		l.mu.Unlock()
 		c.Close()
-
 		return nil
 	default:
 	}
@@ -124,7 +119,6 @@ func (l *streamListener) admit(c net.Conn) *streamConn {
 		c.Close()
 		l.s.metrics.tcpRejected.WithLabelValues(streamPerIP).Inc()
 		l.s.log.Debug("stream connection refused: per-IP cap", "client_ip", ip)
-
 		return nil
 	}
 	l.perIP[ip]++
@@ -146,7 +140,6 @@ func (l *streamListener) admit(c net.Conn) *streamConn {
 	l.mu.Unlock()
 	_ = c.SetReadDeadline(sc.readDeadline)
 	go sc.writeLoop()
-
 	return sc
 }
 
@@ -170,7 +163,6 @@ func (l *streamListener) Close() error {
 	if errors.Is(err, net.ErrClosed) {
 		err = nil
 	}
-
 	return err
 }
 
@@ -244,14 +236,12 @@ func (c *streamConn) Read(p []byte) (int, error) {
 		if frame, err := c.nextFrame(); err != nil {
 			c.l.s.metrics.tcpRejected.WithLabelValues(streamFrame).Inc()
 			c.Close()
-
 			return 0, err
 		} else if frame != nil {
 			if !c.gotFirst {
 				if frame[0]&0xC0 != 0 {
 					c.l.s.metrics.tcpRejected.WithLabelValues(streamFrame).Inc()
 					c.Close()
-
 					return 0, fmt.Errorf("%w: first frame is not STUN", ErrFrame)
 				}
 				c.gotFirst = true
@@ -265,7 +255,6 @@ func (c *streamConn) Read(p []byte) (int, error) {
 							return 0, err
 						}
 					}
-
 					continue
 				}
 			}
@@ -280,12 +269,10 @@ func (c *streamConn) Read(p []byte) (int, error) {
 			c.l.s.noteOldSecret(c.RemoteAddr(), frame)
 			if len(p) < len(frame) {
 				c.Close()
-
 				return 0, fmt.Errorf("%w: read buffer too small", ErrFrame)
 			}
 			n := copy(p, frame)
 			c.guard.note(p[:n]) // frame's bytes may move on the next fill; p stays while pion handles it
-
 			return n, nil
 		}
 		if err := c.fill(); err != nil {
@@ -320,7 +307,6 @@ func (c *streamConn) nextFrame() ([]byte, error) {
 		return nil, nil
 	}
 	c.start += size
-
 	return b[:size], nil
 }
 
@@ -359,10 +345,8 @@ func (c *streamConn) fill() error {
 			c.l.s.log.Debug("stream connection timed out", "client_ip", c.ip, "reason", reason)
 		}
 		c.Close()
-
 		return err
 	}
-
 	return nil
 }
 
@@ -401,13 +385,11 @@ func (c *streamConn) write(p []byte) (int, error) {
 		if c.werr != nil {
 			err := c.werr
 			c.wmu.Unlock()
-
 			return 0, err
 		}
 		select {
 		case <-c.done:
 			c.wmu.Unlock()
-
 			return 0, fmt.Errorf("relay: stream write: %w", net.ErrClosed)
 		default:
 		}
@@ -425,7 +407,6 @@ func (c *streamConn) write(p []byte) (int, error) {
 		case <-c.done:
 		case <-timer.C:
 			c.Close()
-
 			return 0, fmt.Errorf("relay: stream write: %w", os.ErrDeadlineExceeded)
 		}
 		c.wmu.Lock()
@@ -433,7 +414,6 @@ func (c *streamConn) write(p []byte) (int, error) {
 	if err := c.put(p); err != nil {
 		return 0, err
 	}
-
 	return len(p), nil
 }
 
@@ -443,17 +423,14 @@ func (c *streamConn) offer(p []byte) bool {
 	c.wmu.Lock()
 	if c.werr != nil || (len(c.out) > 0 && len(c.out)+len(p) > streamOutMax) {
 		c.wmu.Unlock()
-
 		return false
 	}
 	select {
 	case <-c.done:
 		c.wmu.Unlock()
-
 		return false
 	default:
 	}
-
 	return c.put(p) == nil
 }
 
@@ -471,7 +448,6 @@ func (c *streamConn) put(p []byte) error {
 			c.werr = werr
 			c.wmu.Unlock()
 			c.Close()
-
 			return werr
 		}
 		if n < len(p) {
@@ -484,7 +460,6 @@ func (c *streamConn) put(p []byte) error {
 		if pending {
 			c.signal()
 		}
-
 		return nil
 	}
 	wasEmpty := len(c.out) == 0
@@ -493,7 +468,6 @@ func (c *streamConn) put(p []byte) error {
 	if wasEmpty {
 		c.signal()
 	}
-
 	return nil
 }
 
@@ -522,7 +496,6 @@ func (c *streamConn) writeLoop() {
 				// A direct write in progress signals again when it is
 				// done; after a failed write nothing more is written.
 				c.wmu.Unlock()
-
 				break
 			}
 			out := c.out
@@ -553,7 +526,6 @@ func (c *streamConn) writeLoop() {
 			c.wmu.Unlock()
 			if err != nil {
 				c.Close()
-
 				return
 			}
 		}
@@ -570,7 +542,6 @@ func (c *streamConn) Close() error {
 			c.closeErr = nil
 		}
 	})
-
 	return c.closeErr
 }
 

@@ -21,7 +21,6 @@ func readClosed(t *testing.T, c net.Conn) bool {
 	if errors.As(err, &ne) && ne.Timeout() {
 		return false
 	}
-
 	return true // EOF or reset
 }
 
@@ -39,7 +38,6 @@ func servesBinding(t *testing.T, s *Server) bool {
 	}
 	c.SetReadDeadline(time.Now().Add(2 * time.Second))
 	_, err = c.Read(make([]byte, 256))
-
 	return err == nil
 }
 
@@ -49,7 +47,6 @@ func bindingRequest(t *testing.T) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-
 	return m.Raw
 }
 

@@ -58,7 +58,6 @@ func (l *pionLogger) emit(level slog.Level, msg string) {
 		for _, q := range pionQuiet {
 			if strings.HasPrefix(msg, q) {
 				level = slog.LevelDebug
-
 				break
 			}
 		}

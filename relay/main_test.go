@@ -61,7 +61,6 @@ func newServer(t testing.TB, cfg Config) *Server {
 			t.Errorf("Close: %v", err)
 		}
 	})
-
 	return s
 }
 
@@ -72,7 +71,6 @@ func newSID(t testing.TB) string {
 	if _, err := rand.Read(b); err != nil {
 		t.Fatal(err)
 	}
-
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
@@ -87,7 +85,6 @@ func newFakeClock() *fakeClock { return &fakeClock{now: time.Unix(1_800_000_000,
 func (c *fakeClock) Now() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-
 	return c.now
 }
 
@@ -127,7 +124,6 @@ func (c *pionClient) Allocate() (net.PacketConn, error) {
 		c.relayed = pc
 		c.mu.Unlock()
 	}
-
 	return pc, err
 }
 
@@ -183,7 +179,6 @@ func dialPion(t testing.TB, s *Server, user, pass string, tcp bool) *pionClient 
 		client.Close()
 		conn.Close()
 	})
-
 	return pc
 }
 
@@ -216,7 +211,6 @@ func dialRaw(t testing.TB, s *Server, user, pass string, tcp bool) *rawClient {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-
 	return &rawClient{t: t, conn: c, tcp: tcp, user: user, pass: pass}
 }
 
@@ -238,7 +232,6 @@ func (c *rawClient) read(deadline time.Time) (*stun.Message, error) {
 		if err := m.Decode(); err != nil {
 			return nil, err
 		}
-
 		return m, nil
 	}
 }
@@ -252,7 +245,6 @@ func (c *rawClient) frame() ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-
 		return buf[:n], nil
 	}
 	hdr := make([]byte, 4)
@@ -270,7 +262,6 @@ func (c *rawClient) frame() ([]byte, error) {
 	if _, err := io.ReadFull(c.conn, raw[4:]); err != nil {
 		return nil, err
 	}
-
 	return raw, nil
 }
 
@@ -313,11 +304,9 @@ func (c *rawClient) do(method stun.Method, attrs ...stun.Setter) *stun.Message {
 				if c.realm == "" {
 					c.realm = realm.String()
 				}
-
 				continue
 			}
 		}
-
 		return resp
 	}
 }
@@ -338,7 +327,6 @@ func (c *rawClient) indicate(peer netip.AddrPort, data []byte) {
 // allocate sends an Allocate for a UDP relay and returns the response.
 func (c *rawClient) allocate() *stun.Message {
 	c.t.Helper()
-
 	return c.do(stun.MethodAllocate, stun.RawAttribute{Type: stun.AttrRequestedTransport, Value: []byte{17, 0, 0, 0}})
 }
 
@@ -346,7 +334,6 @@ func (c *rawClient) refresh(lifetime time.Duration) *stun.Message {
 	c.t.Helper()
 	v := make([]byte, 4)
 	binary.BigEndian.PutUint32(v, uint32(lifetime/time.Second))
-
 	return c.do(stun.MethodRefresh, stun.RawAttribute{Type: stun.AttrLifetime, Value: v})
 }
 
@@ -356,13 +343,11 @@ func (c *rawClient) permit(peers ...netip.AddrPort) *stun.Message {
 	for _, p := range peers {
 		attrs = append(attrs, xorPeer(p))
 	}
-
 	return c.do(stun.MethodCreatePermission, attrs...)
 }
 
 func (c *rawClient) bind(number uint16, peer netip.AddrPort) *stun.Message {
 	c.t.Helper()
-
 	return c.do(stun.MethodChannelBind,
 		stun.RawAttribute{Type: stun.AttrChannelNumber, Value: []byte{byte(number >> 8), byte(number), 0, 0}},
 		xorPeer(peer))
@@ -391,7 +376,6 @@ func errorCode(m *stun.Message) stun.ErrorCode {
 	if m.Type.Class != stun.ClassErrorResponse || ec.GetFrom(m) != nil {
 		return 0
 	}
-
 	return ec.Code
 }
 
@@ -421,7 +405,6 @@ func (p xorPeer) AddTo(m *stun.Message) error {
 		v[4+i] = raw[i] ^ xor[i]
 	}
 	m.Add(stun.AttrXORPeerAddress, v)
-
 	return nil
 }
 
@@ -461,7 +444,6 @@ func newSink(t *testing.T, ip string) *sink {
 		c.Close()
 		<-s.done
 	})
-
 	return s
 }
 

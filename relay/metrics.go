@@ -75,7 +75,6 @@ func newMetrics(reg prometheus.Registerer, activeAllocs func() float64, traffic 
 			for _, done := range m.collectors[:i] {
 				reg.Unregister(done)
 			}
-
 			return nil, fmt.Errorf("relay: registering metrics: %w", err)
 		}
 	}
@@ -92,7 +91,6 @@ func newMetrics(reg prometheus.Registerer, activeAllocs func() float64, traffic 
 	for _, r := range []string{dropAmplification, dropRateLimited} {
 		m.repliesDropped.WithLabelValues(r)
 	}
-
 	return m, nil
 }
 
@@ -175,7 +173,6 @@ func (t *trafficCounters) total() trafficSnapshot {
 	for c := range t.live {
 		sum.add(c.counters.snapshot())
 	}
-
 	return sum
 }
 

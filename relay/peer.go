@@ -66,10 +66,8 @@ func CanonicalPeer(a netip.Addr) (canon, teredoServer netip.Addr) {
 		return netip.AddrFrom4([4]byte(b[2:6])), netip.Addr{}
 	case prefixTeredo.Contains(a):
 		client := [4]byte{^b[12], ^b[13], ^b[14], ^b[15]}
-
 		return netip.AddrFrom4(client), netip.AddrFrom4([4]byte(b[4:8]))
 	}
-
 	return a, netip.Addr{}
 }
 
@@ -101,7 +99,6 @@ func (p *peerPolicy) allowed(peer netip.Addr) bool {
 	if teredo.IsValid() && !publicUnicast(teredo) {
 		return false
 	}
-
 	return true
 }
 
@@ -113,6 +110,5 @@ func publicUnicast(a netip.Addr) bool {
 			return false
 		}
 	}
-
 	return a.IsGlobalUnicast()
 }

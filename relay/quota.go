@@ -79,7 +79,6 @@ func (q *quota) reserve(key, session string, ip netip.Addr, now time.Time) strin
 	q.slots[key] = &slot{session: session, ip: ip, reserved: now}
 	q.bySession[session]++
 	q.byIP[ip]++
-
 	return ""
 }
 
@@ -108,10 +107,8 @@ func (q *quota) releasePending(key string) bool {
 	defer q.mu.Unlock()
 	if s, ok := q.slots[key]; ok && !s.confirmed {
 		q.dropLocked(key, s)
-
 		return true
 	}
-
 	return false
 }
 
@@ -126,7 +123,6 @@ func (q *quota) sweep(cutoff time.Time) int {
 			n++
 		}
 	}
-
 	return n
 }
 
@@ -148,7 +144,6 @@ func (q *quota) dropLocked(key string, s *slot) {
 func (q *quota) counts(session string) (total, perSession int) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-
 	return len(q.slots), q.bySession[session]
 }
 

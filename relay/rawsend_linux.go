@@ -61,7 +61,6 @@ func newSockaddr(family int, ap netip.AddrPort) (sockaddr, bool) {
 	}
 	// The port sits at the same offset in both layouts, in network order.
 	port[0], port[1] = byte(ap.Port()>>8), byte(ap.Port())
-
 	return sa, true
 }
 
@@ -83,7 +82,6 @@ func newRawUDP(pc net.PacketConn) *rawUDP {
 	}); err != nil || (family != unix.AF_INET && family != unix.AF_INET6) {
 		return nil
 	}
-
 	return &rawUDP{raw: raw, family: family}
 }
 
@@ -100,7 +98,6 @@ type sender struct {
 func newSender() *sender {
 	s := &sender{}
 	s.f = s.sendto
-
 	return s
 }
 
@@ -112,7 +109,6 @@ func (s *sender) send(u *rawUDP, b []byte, sa *sockaddr) error {
 	if err == nil && s.errno != 0 {
 		err = os.NewSyscallError("sendto", s.errno)
 	}
-
 	return err
 }
 
@@ -130,7 +126,6 @@ func (s *sender) sendto(fd uintptr) bool {
 			return false
 		}
 		s.errno = errno
-
 		return true
 	}
 }
@@ -168,7 +163,6 @@ func newRawStream(c net.Conn) *rawStream {
 	}
 	r := &rawStream{raw: raw}
 	r.rf, r.wf = r.readFD, r.writeFD
-
 	return r
 }
 
@@ -185,7 +179,6 @@ func (r *rawStream) read(p []byte) (int, error) {
 	case r.rn == 0 && len(p) > 0:
 		return 0, io.EOF
 	}
-
 	return r.rn, nil
 }
 
@@ -200,7 +193,6 @@ func (r *rawStream) readFD(fd uintptr) bool {
 			return false
 		}
 		r.rn, r.rerrno = int(n), errno
-
 		return true
 	}
 }
@@ -218,7 +210,6 @@ func (r *rawStream) tryWrite(p []byte) (int, error) {
 	case err == nil && r.werrno != 0:
 		err = os.NewSyscallError("write", r.werrno)
 	}
-
 	return r.wn, err
 }
 
@@ -236,7 +227,6 @@ func (r *rawStream) writeFD(fd uintptr) bool {
 		default:
 			r.werrno = errno
 		}
-
 		return true
 	}
 }

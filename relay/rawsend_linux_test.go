@@ -36,7 +36,6 @@ func TestNewSockaddr(t *testing.T) {
 		sa, ok := newSockaddr(tt.family, tt.ap)
 		if ok != tt.ok {
 			t.Errorf("%s: ok %v, want %v", tt.name, ok, tt.ok)
-
 			continue
 		}
 		if !ok {
@@ -53,7 +52,6 @@ func sockaddr4(t *testing.T, ip [4]byte, port uint16) []byte {
 	t.Helper()
 	sa := unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: ip}
 	sa.Port = ntohs(port) // the same swap both ways
-
 	return append([]byte(nil), unsafe.Slice((*byte)(unsafe.Pointer(&sa)), unix.SizeofSockaddrInet4)...)
 }
 
@@ -61,7 +59,6 @@ func sockaddr6(t *testing.T, ip [16]byte, port uint16) []byte {
 	t.Helper()
 	sa := unix.RawSockaddrInet6{Family: unix.AF_INET6, Addr: ip}
 	sa.Port = ntohs(port)
-
 	return append([]byte(nil), unsafe.Slice((*byte)(unsafe.Pointer(&sa)), unix.SizeofSockaddrInet6)...)
 }
 

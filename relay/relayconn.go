@@ -23,7 +23,6 @@ func (g *relayGen) Validate() error {
 	if err := g.inner.Validate(); err != nil {
 		return fmt.Errorf("relay: relay address generator: %w", err)
 	}
-
 	return nil
 }
 
@@ -39,11 +38,9 @@ func (g *relayGen) AllocatePacketConn(network string, requestedPort int) (net.Pa
 	ua, ok := addr.(*net.UDPAddr)
 	if !ok {
 		pc.Close()
-
 		return nil, nil, fmt.Errorf("relay: relay socket has address %T", addr)
 	}
 	c := g.s.newRelayConn(pc, ua.Port)
-
 	return c, addr, nil
 }
 
@@ -91,7 +88,7 @@ func (s *Server) newRelayConn(pc net.PacketConn, port int) *relayConn {
 		rd:         newBatchReader(pc, s.batches, relayAddrCache),
 		rawOut:     newRawUDP(pc),
 		io:         newFastIO(),
-		self:       netip.AddrPortFrom(s.cfg.PublicIP.Unmap(), uint16(port)), //nolint:gosec // a port number
+		self:       netip.AddrPortFrom(s.cfg.PublicIP.Unmap(), uint16(port)),
 		s:          s,
 		port:       port,
 	}
@@ -100,7 +97,6 @@ func (s *Server) newRelayConn(pc net.PacketConn, port int) *relayConn {
 	s.mu.Lock()
 	s.relays[port] = c
 	s.mu.Unlock()
-
 	return c
 }
 
@@ -122,7 +118,6 @@ func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
 			if c.closed.Load() {
 				c.finish()
 			}
-
 			return n, addr, err
 		}
 		c.counters.bytesFrom.Add(uint64(n))
@@ -132,7 +127,6 @@ func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
 				continue
 			}
 		}
-
 		return n, addr, nil
 	}
 }
@@ -146,7 +140,6 @@ func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	if err == nil {
 		c.countTo(n)
 	}
-
 	return n, err
 }
 
@@ -155,7 +148,6 @@ func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 func (c *relayConn) sendPeer(snd *sender, data []byte, peer *chanPeer) error {
 	if !peer.rawOK {
 		_, err := c.WriteTo(data, peer.addr)
-
 		return err
 	}
 	if c.deny(peer.ap) {
@@ -165,13 +157,12 @@ func (c *relayConn) sendPeer(snd *sender, data []byte, peer *chanPeer) error {
 		return err
 	}
 	c.countTo(len(data))
-
 	return nil
 }
 
 // countTo counts a datagram of n bytes sent to a peer.
 func (c *relayConn) countTo(n int) {
-	c.counters.bytesTo.Add(uint64(n)) //nolint:gosec // a datagram's length
+	c.counters.bytesTo.Add(uint64(n))
 	c.counters.packetsTo.Add(1)
 }
 
@@ -182,7 +173,6 @@ func (c *relayConn) deny(peer netip.AddrPort) bool {
 		return false
 	}
 	c.s.metrics.peerDenied.Inc()
-
 	return true
 }
 
@@ -209,7 +199,6 @@ func (c *relayConn) Close() error {
 			c.finish()
 		}
 	})
-
 	return c.closeErr
 }
 

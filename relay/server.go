@@ -134,7 +134,6 @@ func New(cfg Config) (*Server, error) {
 	udp, tcp, rcvbuf, err := openSockets(context.Background(), cfg)
 	if err != nil {
 		s.metrics.unregister()
-
 		return nil, err
 	}
 	s.udpAddr = udp[0].LocalAddr().(*net.UDPAddr)
@@ -144,8 +143,8 @@ func New(cfg Config) (*Server, error) {
 		return &relayGen{s: s, inner: &turn.RelayAddressGeneratorPortRange{
 			RelayAddress: net.IP(cfg.PublicIP.AsSlice()),
 			Address:      cfg.BindIP.String(),
-			MinPort:      uint16(cfg.PortMin), //nolint:gosec // validated to 1..65535
-			MaxPort:      uint16(cfg.PortMax), //nolint:gosec // validated to 1..65535
+			MinPort:      uint16(cfg.PortMin), // validated to 1..65535
+			MaxPort:      uint16(cfg.PortMax), // validated to 1..65535
 			MaxRetries:   relayPortRetries,
 		}}
 	}
@@ -194,7 +193,6 @@ func New(cfg Config) (*Server, error) {
 		}
 		tcp.Close()
 		s.metrics.unregister()
-
 		return nil, fmt.Errorf("relay: starting TURN server: %w", err)
 	}
 
@@ -219,7 +217,6 @@ func New(cfg Config) (*Server, error) {
 		log.Warn("relay advertises a non-public address; remote browsers cannot reach it",
 			"public_ip", cfg.PublicIP.String())
 	}
-
 	return s, nil
 }
 
@@ -250,7 +247,6 @@ func (s *Server) ICEServers(sessionID string) ([]ICEServer, error) {
 	for _, e := range s.cfg.ExtraICEServers {
 		out = append(out, e.clone())
 	}
-
 	return out, nil
 }
 
@@ -270,7 +266,6 @@ func (s *Server) SessionStarted(sessionID string) {
 			st.timer.Stop()
 			st.ended, st.timer = false, nil
 		}
-
 		return
 	}
 	s.sessions[sessionID] = &session{allocs: make(map[string]struct{})}
@@ -297,7 +292,6 @@ func (s *Server) expireSession(id string, st *session) {
 	s.mu.Lock()
 	if s.sessions[id] != st || !st.ended {
 		s.mu.Unlock()
-
 		return
 	}
 	delete(s.sessions, id)
@@ -321,7 +315,6 @@ func (s *Server) sessionLive(id string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	_, ok := s.sessions[id]
-
 	return ok
 }
 
@@ -341,21 +334,18 @@ func (s *Server) allocatedWith(key, username string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	a, ok := s.allocs[key]
-
 	return ok && a.username == username
 }
 
 // UDPAddr returns the address the UDP sockets are bound to.
 func (s *Server) UDPAddr() *net.UDPAddr {
 	a := *s.udpAddr
-
 	return &a
 }
 
 // TCPAddr returns the address the TCP listener is bound to.
 func (s *Server) TCPAddr() *net.TCPAddr {
 	a := *s.tcpAddr
-
 	return &a
 }
 
@@ -366,7 +356,6 @@ func (s *Server) PublicIP() netip.Addr { return s.cfg.PublicIP }
 func (s *Server) AllocationCount() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-
 	return len(s.allocs)
 }
 
@@ -375,7 +364,6 @@ func (s *Server) activeAllocations() float64 { return float64(s.AllocationCount(
 func (s *Server) isClosed() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-
 	return s.closed
 }
 
@@ -417,7 +405,6 @@ func (s *Server) Close() error {
 		s.metrics.unregister()
 		s.log.Info("relay stopped")
 	})
-
 	return s.closeErr
 }
 
@@ -469,7 +456,6 @@ func (s *Server) allowAllocation(username, _ string, src net.Addr) bool {
 	}
 	s.metrics.allocFailed.WithLabelValues(reason).Inc()
 	s.log.Debug("allocation refused: quota", "client", src.String(), "kind", kind)
-
 	return false
 }
 
@@ -483,7 +469,6 @@ func (s *Server) permit(client net.Addr, peer net.IP) bool {
 	if !ok || !s.policy.allowed(addr) {
 		s.metrics.peerDenied.Inc()
 		s.log.Debug("peer denied by policy", "client", client.String(), "peer", peer.String())
-
 		return false
 	}
 	key := transportKey(client)
@@ -501,10 +486,8 @@ func (s *Server) permit(client net.Addr, peer net.IP) bool {
 	}
 	if len(a.perms) >= s.cfg.MaxPermissionsPerAllocation {
 		s.metrics.quotaHits.WithLabelValues(quotaPermissions).Inc()
-
 		return false
 	}
-
 	return true
 }
 
@@ -553,7 +536,6 @@ func (s *Server) screenChannelBind(src net.Addr, frame []byte) (reply []byte, ha
 	if err != nil {
 		return nil, true
 	}
-
 	return resp.Raw, true
 }
 
@@ -666,7 +648,6 @@ func (s *Server) localRelay(ap netip.AddrPort) *relayConn {
 	if rc == nil || rc.closed.Load() {
 		return nil
 	}
-
 	return rc
 }
 
@@ -697,7 +678,6 @@ type tracker struct {
 func newTracker() *tracker {
 	t := &tracker{idle: make(chan struct{})}
 	close(t.idle)
-
 	return t
 }
 

@@ -64,19 +64,15 @@ func openSockets(ctx context.Context, cfg Config) (udp []net.PacketConn, tcp net
 		}
 		if err != nil {
 			err = fmt.Errorf("%w tcp %s: %w", ErrListen, net.JoinHostPort(host, strconv.Itoa(p)), err)
-
 			continue
 		}
 		udp, rcvbuf, err = openUDP(ctx, host, p, cfg.UDPSockets)
 		if err != nil {
 			tcp.Close()
-
 			continue
 		}
-
 		return udp, tcp, rcvbuf, nil
 	}
-
 	return nil, nil, 0, err
 }
 
@@ -95,7 +91,6 @@ func openUDP(ctx context.Context, host string, port, n int) ([]net.PacketConn, i
 			for _, c := range conns {
 				c.Close()
 			}
-
 			return nil, 0, fmt.Errorf("%w udp %s: %w", ErrListen, addr, err)
 		}
 		got, err := setReceiveBuffer(c, udpReceiveBuffer)
@@ -104,7 +99,6 @@ func openUDP(ctx context.Context, host string, port, n int) ([]net.PacketConn, i
 			for _, c := range conns {
 				c.Close()
 			}
-
 			return nil, 0, fmt.Errorf("%w udp %s: receive buffer: %w", ErrListen, addr, err)
 		}
 		if rcvbuf == 0 || got < rcvbuf {
@@ -112,7 +106,6 @@ func openUDP(ctx context.Context, host string, port, n int) ([]net.PacketConn, i
 		}
 		conns = append(conns, c)
 	}
-
 	return conns, rcvbuf, nil
 }
 
@@ -133,7 +126,6 @@ func detectPublicIP() netip.Addr {
 			}
 		}
 	}
-
 	return netip.AddrFrom4([4]byte{127, 0, 0, 1})
 }
 
@@ -171,7 +163,6 @@ type turnPacketConn struct {
 
 func newTurnPacketConn(pc net.PacketConn, s *Server) *turnPacketConn {
 	s.track.add()
-
 	return &turnPacketConn{
 		PacketConn: pc,
 		rd:         newBatchReader(pc, s.batches, listenerAddrCache),
@@ -198,7 +189,6 @@ func (c *turnPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 			select {
 			case <-c.closed:
 				c.doneOnce.Do(c.s.track.done)
-
 				return n, addr, err
 			default:
 			}
@@ -207,7 +197,6 @@ func (c *turnPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 			}
 			c.s.log.Error("udp socket read failed, socket no longer served", "addr", c.LocalAddr(), "err", err)
 			c.doneOnce.Do(c.s.track.done)
-
 			return n, addr, err
 		}
 		failures = 0
@@ -217,7 +206,6 @@ func (c *turnPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 				if reply != nil {
 					_, _ = c.WriteTo(reply, addr)
 				}
-
 				continue
 			}
 		}
@@ -230,7 +218,6 @@ func (c *turnPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 			c.pendingKey = c.s.noteAllocate(c, addr)
 		}
 		c.s.noteOldSecret(addr, p[:n])
-
 		return n, addr, nil
 	}
 }
@@ -257,7 +244,6 @@ func (c *turnPacketConn) read(p []byte) (int, net.Addr, error) {
 	if c.rd != nil {
 		return c.rd.ReadFrom(p)
 	}
-
 	return c.PacketConn.ReadFrom(p)
 }
 
@@ -275,6 +261,5 @@ func (c *turnPacketConn) Close() error {
 	if errors.Is(err, net.ErrClosed) {
 		err = nil
 	}
-
 	return err
 }

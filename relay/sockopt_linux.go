@@ -21,7 +21,6 @@ func reusePortControl(_, _ string, c syscall.RawConn) error {
 	}); err != nil {
 		return err
 	}
-
 	return serr
 }
 
@@ -56,6 +55,5 @@ func setReceiveBuffer(pc net.PacketConn, want int) (int, error) {
 		})
 		read()
 	}
-
 	return got, nil
 }

@@ -22,6 +22,5 @@ func setReceiveBuffer(pc net.PacketConn, want int) (int, error) {
 	if err := uc.SetReadBuffer(want); err != nil {
 		return 0, err
 	}
-
 	return want, nil
 }

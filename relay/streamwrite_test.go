@@ -33,7 +33,6 @@ func acceptedStream(t *testing.T, s *Server) (*streamConn, net.Conn) {
 	if err != nil {
 		t.Fatal(err)
 	}
-
 	return c.(*streamConn), client
 }
 
@@ -56,7 +55,6 @@ func TestStreamConnWrites(t *testing.T) {
 					binary.BigEndian.PutUint32(f[4:], uint32(i))
 					if n, err := sc.Write(f); err != nil || n != size {
 						t.Errorf("writer %d frame %d: %d, %v", w, i, n, err)
-
 						return
 					}
 				}
@@ -126,7 +124,6 @@ func TestStreamConnWrites(t *testing.T) {
 			for {
 				if _, err := sc.Write(f); err != nil {
 					errc <- err
-
 					return
 				}
 			}
@@ -134,7 +131,6 @@ func TestStreamConnWrites(t *testing.T) {
 		waitFor(t, "a write to wait for the writer", func() bool {
 			sc.wmu.Lock()
 			defer sc.wmu.Unlock()
-
 			return sc.waiting
 		})
 		sc.Close()
@@ -185,7 +181,6 @@ func TestStreamConnWrites(t *testing.T) {
 		f := make([]byte, 1000)
 		waitFor(t, "a write to fail", func() bool {
 			_, err := sc.Write(f)
-
 			return err != nil
 		})
 		waitFor(t, "the connection to close", func() bool {

@@ -51,7 +51,6 @@ func TestWebRTCRelayOnly(t *testing.T) {
 					t.Fatal(err)
 				}
 				t.Cleanup(func() { pc.Close() })
-
 				return pc
 			}
 			offerer, answerer := newPeer(), newPeer()

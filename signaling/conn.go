@@ -192,7 +192,7 @@ func (c *conn) readLoop() {
 	c.ws.SetPongHandler(c.pong)
 	c.ws.SetCloseHandler(func(code int, _ string) error {
 		peerCode = code
-		c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, ""), time.Now().Add(h.cfg.WriteWait))
+		_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, ""), time.Now().Add(h.cfg.WriteWait))
 		return nil
 	})
 	var err error

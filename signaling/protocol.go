@@ -384,16 +384,16 @@ func checkDepth(data []byte) error {
 	return nil
 }
 
-func checkLen(field, s string, max int) error {
-	if len(s) > max {
-		return decodeErr(CodeTooLarge, "%s longer than %d bytes", field, max)
+func checkLen(field, s string, limit int) error {
+	if len(s) > limit {
+		return decodeErr(CodeTooLarge, "%s longer than %d bytes", field, limit)
 	}
 	return nil
 }
 
-func checkRunes(field, s string, max int) error {
-	if len(s) > max*utf8.UTFMax || utf8.RuneCountInString(s) > max {
-		return decodeErr(CodeTooLarge, "%s longer than %d characters", field, max)
+func checkRunes(field, s string, limit int) error {
+	if len(s) > limit*utf8.UTFMax || utf8.RuneCountInString(s) > limit {
+		return decodeErr(CodeTooLarge, "%s longer than %d characters", field, limit)
 	}
 	return nil
 }

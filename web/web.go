@@ -15,7 +15,10 @@ import (
 	"sync"
 )
 
-//go:embed static
+// Only the page's own files: static/ also holds package.json, tsconfig.json
+// and, after npm ci, node_modules, for the type check CI runs.
+//
+//go:embed static/*.html static/*.js static/*.css
 var static embed.FS
 
 // Files is the page's file tree (index.html at its root).
@@ -66,7 +69,7 @@ func plainHost(h string) bool {
 // browsers can revalidate (the embedded files have no modification time).
 var etags = sync.OnceValue(func() map[string]string {
 	m := make(map[string]string)
-	fs.WalkDir(Files(), ".", func(path string, d fs.DirEntry, err error) error {
+	_ = fs.WalkDir(Files(), ".", func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return nil
 		}

@@ -28,6 +28,10 @@ func TestHandlerHeaders(t *testing.T) {
 		{"/protocol.js", 200, "text/javascript; charset=utf-8"},
 		{"/style.css", 200, "text/css; charset=utf-8"},
 		{"/no-such-file", 404, ""},
+		// The type check's files beside the page are not served.
+		{"/package.json", 404, ""},
+		{"/tsconfig.json", 404, ""},
+		{"/node_modules/typescript/package.json", 404, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.path, func(t *testing.T) {

@@ -177,7 +177,7 @@ func (r *runner) runBrowser(ctx context.Context, c cell) runResult {
 				p.err = fmt.Errorf("%w: browser in %s printed no result", ErrRun, st.client)
 			}
 			close(p.got)
-			io.Copy(io.Discard, stdout)
+			_, _ = io.Copy(io.Discard, stdout)
 		}()
 	}
 	for _, p := range procs {
@@ -257,7 +257,7 @@ func runBrowserRole(ctx context.Context, args []string, stdin io.Reader, stdout,
 	// Hold the call until the parent says both sides are done.
 	released := make(chan struct{})
 	go func() {
-		io.Copy(io.Discard, stdin)
+		_, _ = io.Copy(io.Discard, stdin)
 		close(released)
 	}()
 	select {

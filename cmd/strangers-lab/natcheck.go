@@ -105,8 +105,12 @@ func (l *lab) probeNAT(ctx context.Context, s *site) (natBehaviour, error) {
 		// Filtering: a stranger sends to the first mapping, then its own
 		// destination does. Both take the same path in order, so whether
 		// the stranger's packet arrives first tells whether it got in.
-		refl[2].WriteToUDPAddrPort([]byte("stranger"), seen[0])
-		refl[0].WriteToUDPAddrPort([]byte("known"), seen[0])
+		if _, err := refl[2].WriteToUDPAddrPort([]byte("stranger"), seen[0]); err != nil {
+			return b, fmt.Errorf("%w: sending from a stranger: %w", ErrProbe, err)
+		}
+		if _, err := refl[0].WriteToUDPAddrPort([]byte("known"), seen[0]); err != nil {
+			return b, fmt.Errorf("%w: sending from the destination: %w", ErrProbe, err)
+		}
 		buf := make([]byte, 64)
 		client.SetReadDeadline(time.Now().Add(probeWait))
 		n, _, err := client.ReadFromUDPAddrPort(buf)

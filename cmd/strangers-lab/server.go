@@ -95,7 +95,7 @@ func startServer(ctx context.Context, ns, bin string, env []string) (*serverProc
 	case <-ctx.Done():
 		err = fmt.Errorf("%w: waiting for it to listen: %w", ErrServer, ctx.Err())
 	}
-	s.Stop()
+	_ = s.Stop() // it did not start: how it exits adds nothing to err
 	return nil, err
 }
 
@@ -120,7 +120,7 @@ func (s *serverProc) read(out io.Reader, listening chan struct{}) {
 			close(listening)
 		}
 	}
-	io.Copy(io.Discard, out)
+	_, _ = io.Copy(io.Discard, out)
 }
 
 // Logs returns what the server has logged so far.

@@ -176,7 +176,7 @@ func (c *client) await(deadline time.Time, types ...signaling.MsgType) (event, e
 
 // close ends the session for good (close 1000) and waits for the reader.
 func (c *client) close() {
-	c.ws.SendClose()
+	_ = c.ws.SendClose() // best effort: the connection may be gone
 	select {
 	case <-c.done:
 	case <-time.After(5 * time.Second):

@@ -464,7 +464,7 @@ func phaseMatches(ctx context.Context, srv *server, cs []*client, o options) err
 	elapsed := time.Since(t0)
 	wg.Wait()
 	for _, c := range cs {
-		c.send(signaling.Stop{})
+		_ = c.send(signaling.Stop{}) // a client already gone has stopped
 	}
 	time.Sleep(200 * time.Millisecond)
 	for _, c := range cs {

@@ -59,7 +59,7 @@ func spawn(ctx context.Context, path string, extraEnv []string) (*server, error)
 	}
 	s := &server{pid: cmd.Process.Pid, base: "http://127.0.0.1:" + httpPort, cmd: cmd, exited: make(chan struct{}), spawned: true}
 	go func() {
-		cmd.Wait()
+		_ = cmd.Wait()
 		close(s.exited)
 	}()
 	deadline := time.Now().Add(30 * time.Second)

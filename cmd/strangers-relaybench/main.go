@@ -199,7 +199,6 @@ func run() error {
 							return ctx.Err()
 						}
 						fmt.Printf("%-7d %-6s %-4s %-11s FAILED: %v\n", r, shortName(srv), tr, p.name, err)
-
 						continue
 					}
 					res.server, res.transport, res.profile = srv, tr, p.name
@@ -210,7 +209,6 @@ func run() error {
 		}
 	}
 	summarize(results)
-
 	return nil
 }
 
@@ -260,7 +258,6 @@ func drive(ctx context.Context, uclient string, port int, secret, sid, transport
 	if m := regexp.MustCompile(`Average round trip delay ([0-9.]+) ms`).FindSubmatch(out); m != nil {
 		res.rttMs, _ = strconv.ParseFloat(string(m[1]), 64)
 	}
-
 	return res, nil
 }
 
@@ -268,7 +265,6 @@ func (r result) loss() float64 {
 	if r.sent == 0 {
 		return 100
 	}
-
 	return 100 * float64(r.sent-r.recv) / float64(r.sent)
 }
 
@@ -279,7 +275,6 @@ func (r result) cpuPerMsg() float64 {
 	if r.recv == 0 {
 		return 0
 	}
-
 	return float64(r.cpu.Microseconds()) / float64(r.recv)
 }
 
@@ -295,7 +290,6 @@ func shortName(s string) string {
 	case "strangers-kernel":
 		return "kernel"
 	}
-
 	return s
 }
 
@@ -347,7 +341,6 @@ func median(rs []result, f func(result) float64) float64 {
 	if len(v)%2 == 1 {
 		return v[len(v)/2]
 	}
-
 	return (v[len(v)/2-1] + v[len(v)/2]) / 2
 }
 
@@ -358,7 +351,6 @@ func selfCPU() (time.Duration, error) {
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
 		return 0, fmt.Errorf("getrusage: %w", err)
 	}
-
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), nil
 }
 
@@ -386,7 +378,6 @@ func udpRcvbufErrors() (int64, error) {
 			}
 		}
 	}
-
 	return 0, errors.New("no Udp RcvbufErrors in /proc/net/snmp")
 }
 
@@ -419,12 +410,11 @@ func startCoturn(ctx context.Context, bin, secret string) (*coturnProc, error) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // never outlive the bench
 	if err := cmd.Start(); err != nil {
 		os.RemoveAll(dir)
-
 		return nil, fmt.Errorf("starting turnserver: %w", err)
 	}
 	c := &coturnProc{cmd: cmd, port: port, dir: dir, version: strings.TrimSpace(string(version)), exited: make(chan struct{})}
 	go func() {
-		cmd.Wait()
+		_ = cmd.Wait()
 		close(c.exited)
 	}()
 	// Wait until it answers on its TCP port (bounded).
@@ -433,19 +423,16 @@ func startCoturn(ctx context.Context, bin, secret string) (*coturnProc, error) {
 		conn, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), time.Second)
 		if err == nil {
 			conn.Close()
-
 			return c, nil
 		}
 		select {
 		case <-c.exited:
 			c.stop()
-
 			return nil, errors.New("turnserver exited at start; see its log")
 		default:
 		}
 		if time.Now().After(deadline) {
 			c.stop()
-
 			return nil, fmt.Errorf("turnserver not listening on %d after 10s", port)
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -467,7 +454,6 @@ func (c *coturnProc) cpu() (time.Duration, error) {
 		return 0, fmt.Errorf("parsing /proc/%d/stat", c.cmd.Process.Pid)
 	}
 	const ticks = 100 // USER_HZ on Linux
-
 	return time.Duration(u+st) * time.Second / ticks, nil
 }
 
@@ -489,11 +475,9 @@ func freePort() (int, error) {
 		u.Close()
 		if err == nil {
 			t.Close()
-
 			return p, nil
 		}
 	}
-
 	return 0, errors.New("no port free on both UDP and TCP")
 }
 
@@ -502,6 +486,5 @@ func lastLines(b []byte, n int) string {
 	if len(lines) > n {
 		lines = lines[len(lines)-n:]
 	}
-
 	return strings.Join(lines, "\n")
 }

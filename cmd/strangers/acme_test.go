@@ -32,10 +32,15 @@ func freePort(t *testing.T) int {
 }
 
 // goTool builds a tool listed in go.mod (go build caches it) into dir.
+// The go command may download the tool's module, so it runs in the
+// environment the tests were started with: the tests set no process-wide
+// variable (such as SSL_CERT_FILE) that would change whom it trusts.
 func goTool(t *testing.T, dir, pkg string) string {
 	t.Helper()
 	out := filepath.Join(dir, filepath.Base(pkg))
-	if b, err := exec.Command("go", "build", "-o", out, pkg).CombinedOutput(); err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	if b, err := exec.CommandContext(ctx, "go", "build", "-o", out, pkg).CombinedOutput(); err != nil {
 		t.Fatalf("go build %s: %v\n%s", pkg, err, b)
 	}
 	return out

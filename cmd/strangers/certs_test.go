@@ -1,10 +1,10 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"os"
-	"path/filepath"
+	"net"
 	"testing"
 	"time"
 
@@ -28,32 +28,12 @@ func newTestCA(t testing.TB) *testCA {
 	return ca
 }
 
-// sharedCA is made in TestMain and installed as the process's system root
-// (SSL_CERT_FILE), so clients that cannot be given roots, such as pion's
-// TURN-over-TLS client, trust certificates it issues.
+// sharedCA is made in TestMain for the tests' TLS servers. Nothing trusts
+// it implicitly: every client is handed its pool or file (RootCAs, --ca,
+// STRANGERS_ACME_CA_FILE), and the tests set no process-wide variable such
+// as SSL_CERT_FILE, which would reach the go command and the other
+// programs they start.
 var sharedCA *testCA
-
-// installSharedCA makes sharedCA and points SSL_CERT_FILE at it; it must
-// run before anything loads the system roots. It returns a cleanup.
-func installSharedCA() (func(), error) {
-	ca, err := makeCA()
-	if err != nil {
-		return nil, err
-	}
-	dir, err := os.MkdirTemp("", "strangers-ca-")
-	if err != nil {
-		return nil, err
-	}
-	path := filepath.Join(dir, "ca.pem")
-	if err := os.WriteFile(path, ca.pem, 0o600); err != nil {
-		os.RemoveAll(dir)
-		return nil, err
-	}
-	os.Setenv("SSL_CERT_FILE", path)
-	os.Setenv("SSL_CERT_DIR", dir)
-	sharedCA = ca
-	return func() { os.RemoveAll(dir) }, nil
-}
 
 func makeCA() (*testCA, error) {
 	ca, err := testsupport.NewCA("strangers test CA")
@@ -94,4 +74,23 @@ func (ca *testCA) writeFiles(t testing.TB, dir string, notBefore, notAfter time.
 		t.Fatal(err)
 	}
 	return certFile, keyFile
+}
+
+// tlsDialer dials TLS trusting roots, with the host of the address as the
+// server name; it is the proxy dialer pion's ICE agent uses for TURN over
+// TLS when a test cannot give it roots any other way.
+type tlsDialer struct {
+	roots *x509.CertPool
+}
+
+// Dial implements golang.org/x/net/proxy.Dialer.
+func (d tlsDialer) Dial(network, addr string) (net.Conn, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	td := tls.Dialer{Config: &tls.Config{RootCAs: d.roots, ServerName: host}}
+	return td.DialContext(ctx, network, addr)
 }

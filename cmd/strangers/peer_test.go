@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"strings"
@@ -82,6 +83,10 @@ type callOptions struct {
 	tcpOnly   bool // only the TURN-over-TCP URL: nothing but TCP reaches the TURN server
 	turnsOnly bool // only the TURN-over-TLS URL
 	leakHost  bool // also send a host candidate, as a careless or hostile client would
+
+	// turnsRoots, with turnsOnly, are the roots trusted for TURN over
+	// TLS (pion's own dial trusts only the system roots).
+	turnsRoots *x509.CertPool
 }
 
 // callResult is what one side saw of its call.
@@ -149,6 +154,11 @@ func runSide(ctx context.Context, p *wsPeer, opt callOptions, messages int) (cal
 	se.SetIncludeLoopbackCandidate(true)
 	// Host candidates on loopback only: connectivity checks never leave it.
 	se.SetInterfaceFilter(func(name string) bool { return name == "lo" })
+	if opt.turnsOnly && opt.turnsRoots != nil {
+		// pion hands TURN-over-TCP dials to a proxy dialer when there is
+		// one; with only turns: URLs kept, each is a TLS connection.
+		se.SetICEProxyDialer(tlsDialer{roots: opt.turnsRoots})
+	}
 	policy := webrtc.ICETransportPolicyAll
 	if opt.relayOnly {
 		policy = webrtc.ICETransportPolicyRelay

@@ -182,7 +182,7 @@ func start(cfg settings, logger *slog.Logger) (_ *app, err error) {
 		// The plain HTTP port answers probes and ACME HTTP-01 challenges
 		// and sends everything else to HTTPS.
 		plain := http.NewServeMux()
-		var rest http.Handler = redirectToHTTPS(publicHost, tlsPort)
+		rest := redirectToHTTPS(publicHost, tlsPort)
 		if tlsSet.acme != nil {
 			rest = withoutPort(tlsSet.acme.HTTPHandler(rest))
 		}
@@ -221,16 +221,16 @@ func (a *app) serve(srv *http.Server, ln net.Listener) {
 func (a *app) handleProbes(mux *http.ServeMux, reg *prometheus.Registry) {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		io.WriteString(w, "ok\n")
+		_, _ = io.WriteString(w, "ok\n")
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		if !a.ready.Load() {
 			w.WriteHeader(http.StatusServiceUnavailable)
-			io.WriteString(w, "not ready\n")
+			_, _ = io.WriteString(w, "not ready\n")
 			return
 		}
-		io.WriteString(w, "ready\n")
+		_, _ = io.WriteString(w, "ready\n")
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 }

@@ -17,13 +17,13 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	removeCA, err := installSharedCA()
+	ca, err := makeCA()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "test CA:", err)
 		os.Exit(1)
 	}
+	sharedCA = ca
 	goleak.VerifyTestMain(m, goleak.Cleanup(func(int) {
-		removeCA()
 		if binaryDir != "" {
 			os.RemoveAll(binaryDir)
 		}
@@ -42,7 +42,6 @@ func metricFamilies(t *testing.T, s *server) map[string]*dto.MetricFamily {
 	if err != nil {
 		t.Fatalf("/metrics does not parse as Prometheus text: %v", err)
 	}
-
 	return families
 }
 
@@ -54,7 +53,6 @@ func counterValue(t *testing.T, s *server, name string) float64 {
 	if !ok || len(f.GetMetric()) != 1 || f.GetMetric()[0].GetCounter() == nil {
 		t.Fatalf("/metrics has no counter %s", name)
 	}
-
 	return f.GetMetric()[0].GetCounter().GetValue()
 }
 

@@ -179,7 +179,7 @@ func TestTLSCallWithOnlyTURNS(t *testing.T) {
 	s := startTLSRun(t, nil)
 	host := s.tlsHost(t)
 	a, b := dialTLSPeer(t, host), dialTLSPeer(t, host)
-	opt := callOptions{relayOnly: true, turnsOnly: true}
+	opt := callOptions{relayOnly: true, turnsOnly: true, turnsRoots: sharedCA.pool}
 	ra, rb := call(t, a, b, opt, opt)
 	for i, r := range []callResult{ra, rb} {
 		if r.local != webrtc.ICECandidateTypeRelay || r.relayProtocol != "tls" {

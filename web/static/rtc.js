@@ -348,7 +348,9 @@ export async function probeReachability(iceServers, timeoutMs = 5000) {
         if (c.type === 'srflx') found.srflx = true;
         if (c.type === 'relay') {
           found.relay = true;
-          if (c.relayProtocol && !found.relayProtocols.includes(c.relayProtocol)) found.relayProtocols.push(c.relayProtocol);
+          // relayProtocol is in the WebRTC spec but not in TypeScript's DOM types.
+          const proto = /** @type {RTCIceCandidate & { relayProtocol?: string | null }} */ (c).relayProtocol;
+          if (proto && !found.relayProtocols.includes(proto)) found.relayProtocols.push(proto);
         }
       };
     });

@@ -107,6 +107,7 @@ export function setConnection(s) {
     return;
   }
   let text;
+  /** @type {string} data-state: the call's state, or relayed/direct once connected */
   let state = s.state;
   switch (s.state) {
     case 'connecting':
