@@ -270,14 +270,15 @@ func playCall(ctx context.Context, cfg peerConfig) (peerResult, error) {
 			return
 		}
 		cand := signaling.ICECandidate(c.ToJSON())
-		send(ctx, sig, signaling.Signal{Match: match, Candidate: &cand})
+		// A failed send ends the call: the reader sees the connection go.
+		_ = send(ctx, sig, signaling.Signal{Match: match, Candidate: &cand})
 		if cfg.Hide && cfg.Leak && c.Typ == webrtc.ICECandidateTypeRelay {
 			for _, line := range leakCandidates(c) {
 				mu.Lock()
 				res.Leaked++
 				mu.Unlock()
 				mid, index := "0", uint16(0)
-				send(ctx, sig, signaling.Signal{Match: match, Candidate: &signaling.ICECandidate{Candidate: line, SDPMid: &mid, SDPMLineIndex: &index}})
+				_ = send(ctx, sig, signaling.Signal{Match: match, Candidate: &signaling.ICECandidate{Candidate: line, SDPMid: &mid, SDPMLineIndex: &index}})
 			}
 		}
 	})

@@ -43,28 +43,6 @@ func makeCA() (*testCA, error) {
 	return &testCA{ca: ca, pool: ca.Pool, pem: ca.PEM}, nil
 }
 
-// issue signs a server certificate for names (DNS names or IPs), valid
-// from notBefore to notAfter.
-func (ca *testCA) issue(t testing.TB, notBefore, notAfter time.Time, names ...string) (certPEM, keyPEM []byte) {
-	t.Helper()
-	certPEM, keyPEM, err := ca.ca.Issue(notBefore, notAfter, names...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return certPEM, keyPEM
-}
-
-// serverCert issues a currently valid certificate as a tls.Certificate.
-func (ca *testCA) serverCert(t testing.TB, names ...string) tls.Certificate {
-	t.Helper()
-	c, k := ca.issue(t, time.Now().Add(-time.Hour), time.Now().Add(time.Hour), names...)
-	cert, err := tls.X509KeyPair(c, k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cert
-}
-
 // writeFiles issues a certificate and writes it and its key into dir,
 // returning their paths.
 func (ca *testCA) writeFiles(t testing.TB, dir string, notBefore, notAfter time.Time, names ...string) (certFile, keyFile string) {

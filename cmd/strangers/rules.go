@@ -102,7 +102,7 @@ func nameFields(err error, vars []variable, environment map[string]string) []err
 	var out []error
 	var walk func(error)
 	walk = func(e error) {
-		switch fe := e.(type) {
+		switch fe := e.(type) { //nolint:errorlint // walks the joined tree itself, one level at a time
 		case nil:
 		case *signaling.FieldError:
 			out = append(out, fieldError(e, "signaling.", fe.Field, fe.Rule, fe.Other, fe.OtherValue, vars, environment))

@@ -20,7 +20,7 @@ const (
 // New returns a fresh session id from crypto/rand.
 func New() string {
 	var b [Bytes]byte
-	rand.Read(b[:]) //nolint:errcheck // crypto/rand.Read never fails.
+	rand.Read(b[:]) // crypto/rand.Read never fails
 	return base64.RawURLEncoding.EncodeToString(b[:])
 }
 

@@ -38,7 +38,7 @@ func startHub(t *testing.T) string {
 	return "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws"
 }
 
-func dial(t *testing.T, ctx context.Context, url string) *wsclient.Conn {
+func dial(ctx context.Context, t *testing.T, url string) *wsclient.Conn {
 	t.Helper()
 	c, err := wsclient.Dial(ctx, url, wsclient.Options{})
 	if err != nil {
@@ -52,7 +52,7 @@ func TestHelloFindMatchSignal(t *testing.T) {
 	url := startHub(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	a, b := dial(t, ctx, url), dial(t, ctx, url)
+	a, b := dial(ctx, t, url), dial(ctx, t, url)
 	b.Start() // one side reads in its own goroutine, the other with Recv
 	for _, c := range []*wsclient.Conn{a, b} {
 		w, err := c.Hello(ctx, "")
@@ -111,7 +111,7 @@ func TestICEAndServerErrors(t *testing.T) {
 	url := startHub(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	c := dial(t, ctx, url)
+	c := dial(ctx, t, url)
 	if _, err := c.Hello(ctx, ""); err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +136,7 @@ func TestSendRefusesWhatIsNotAClientMessage(t *testing.T) {
 	url := startHub(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	c := dial(t, ctx, url)
+	c := dial(ctx, t, url)
 	for _, m := range []any{signaling.Welcome{}, &signaling.Find{}, "hello", nil} {
 		if err := c.Send(ctx, m); !errors.Is(err, wsclient.ErrNotClientMessage) {
 			t.Errorf("Send(%T) = %v, want ErrNotClientMessage", m, err)
