@@ -129,6 +129,9 @@ type callOptions struct {
 	tcpOnly   bool // only the TURN-over-TCP URL: nothing but TCP reaches the TURN server
 	turnsOnly bool // only the TURN-over-TLS URL
 	leakHost  bool // also send a host candidate, as a careless or hostile client would
+	// relayWait, when set, is how long the controlling side waits before
+	// it may nominate a relay pair (pion's default: 2s).
+	relayWait time.Duration
 }
 
 // callResult is what one side saw of its call.
@@ -213,6 +216,9 @@ func runSide(ctx context.Context, p *wsPeer, opt callOptions, messages int) (cal
 	se.SetIncludeLoopbackCandidate(true)
 	// Host candidates on loopback only: connectivity checks never leave it.
 	se.SetInterfaceFilter(func(name string) bool { return name == "lo" })
+	if opt.relayWait > 0 {
+		se.SetRelayAcceptanceMinWait(opt.relayWait)
+	}
 	policy := webrtc.ICETransportPolicyAll
 	if opt.relayOnly {
 		policy = webrtc.ICETransportPolicyRelay
