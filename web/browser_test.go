@@ -664,6 +664,30 @@ func (u *user) text(id string) string {
 	return eval[string](u, fmt.Sprintf(`document.getElementById(%q).textContent`, id))
 }
 
+// watchText starts recording every text the element with this id shows,
+// so that waitShown can tell it showed something, however briefly and
+// whenever the test gets to look (on a busy machine that may be after the
+// text is gone again).
+func (u *user) watchText(id string) {
+	u.tb.Helper()
+	eval[bool](u, fmt.Sprintf(`(() => {
+	  const el = document.getElementById(%q), w = (window.__watch ??= {});
+	  w[%[1]q]?.observer.disconnect();
+	  const seen = [el.textContent];
+	  const observer = new MutationObserver(() => seen.push(el.textContent));
+	  observer.observe(el, { childList: true, characterData: true, subtree: true });
+	  w[%[1]q] = { seen, observer };
+	  return true;
+	})()`, id))
+}
+
+// waitShown waits until the element watched with watchText has shown a
+// text matching re.
+func (u *user) waitShown(id, re string) {
+	u.tb.Helper()
+	u.waitFor(fmt.Sprintf(`window.__watch[%q].seen.some((t) => new RegExp(%q).test(t))`, id, re), fmt.Sprintf("#%s to have shown /%s/", id, re))
+}
+
 // waitText polls until the element's text matches re.
 func (u *user) waitText(id string, re string) {
 	u.tb.Helper()

@@ -76,8 +76,11 @@ func TestBrowser(t *testing.T) {
 		step(t, "chat and typing both ways", func(t *testing.T) {
 			for _, pair := range [][2]*user{{a, b}, {b, a}} {
 				from, to := pair[0], pair[1]
+				// The indicator lasts until the sender has been idle for
+				// a few seconds, which typing may take on a busy machine.
+				to.watchText("typing")
 				from.typeInto("Message", "hi from "+from.name)
-				to.waitText("typing", "Stranger is typing")
+				to.waitShown("typing", "Stranger is typing")
 				from.key("\r")
 				to.waitFor(`[...document.querySelectorAll('[role=log] .msg.stranger')].some(p => p.textContent === 'Stranger: hi from `+from.name+`')`, "the message")
 				to.waitText("typing", "^$")
@@ -99,8 +102,11 @@ func TestBrowser(t *testing.T) {
 				Session string
 				Resumed bool
 			}
-			if w := eval[[]welcome](a, `window.__test.welcomes`); len(w) != 2 || !w[1].Resumed || w[1].Session != w[0].Session {
-				t.Errorf("welcomes %+v: want a second one resuming the first session", w)
+			// Each later welcome (one, unless a busy machine made a
+			// reconnect attempt time out) gives the same session back.
+			w := eval[[]welcome](a, `window.__test.welcomes`)
+			if len(w) < 2 || slices.ContainsFunc(w[1:], func(x welcome) bool { return !x.Resumed || x.Session != w[0].Session }) {
+				t.Errorf("welcomes %+v: want later ones resuming the first session", w)
 			}
 			for _, u := range []*user{a, b} {
 				m := u.waitMedia("frames after the drop", stepTimeout, func(m media) bool { return m.Frames > before.Frames+10 || u != a && m.Frames > 0 })
@@ -253,8 +259,9 @@ func TestBrowser(t *testing.T) {
 			u.waitText("common", "You both like chess")
 			u.waitFor(`!document.getElementById('chat-input').disabled`, "the message box")
 		}
+		b.watchText("typing")
 		a.typeInto("Message", "e4")
-		b.waitText("typing", "Stranger is typing")
+		b.waitShown("typing", "Stranger is typing")
 		a.key("\r")
 		b.waitFor(`document.querySelector('[role=log]').textContent.includes('Stranger: e4')`, "the message")
 		b.typeInto("Message", "e5\n")
