@@ -23,21 +23,23 @@ import (
 	"github.com/strangers-chat/strangers/internal/testsupport"
 )
 
-// Waits in the page. They bound how long a step may take on a busy machine;
-// a passing run takes a fraction of them.
+// Waits in the page. They bound how long a step may take on a busy machine
+// (they only bound a hang: a passing step takes a fraction of them, and a
+// failing one still ends).
 const (
-	stepTimeout    = 30 * time.Second
-	connectTimeout = 45 * time.Second
+	stepTimeout    = time.Minute
+	connectTimeout = 90 * time.Second
 	pollInterval   = 50 * time.Millisecond
 )
 
 // instrument runs in every page before its own scripts (CDP, so the page's
 // CSP does not apply to it): it keeps every RTCPeerConnection and WebSocket
-// the page makes, counts getUserMedia calls and records CSP violations, so
-// tests can read stats, drop sockets and check the page stays in its lane.
-// It changes nothing the page sees.
+// the page makes, counts getUserMedia calls, records CSP violations and
+// every address line the partner's signals carried, so tests can read
+// stats, drop sockets, check the page stays in its lane and see what a
+// partner learnt. It changes nothing the page sees.
 const instrument = `(() => {
-  const t = { pcs: [], sockets: [], welcomes: [], iceServers: [], gum: 0, csp: [], msgs: [] };
+  const t = { pcs: [], sockets: [], welcomes: [], iceServers: [], received: [], gum: 0, csp: [], msgs: [] };
   // The page's calls: peer connections with media (not its reachability probe).
   t.calls = () => t.pcs.filter((p) => p.getTransceivers().length > 0);
   const note = (dir, data) => {
@@ -64,6 +66,15 @@ const instrument = `(() => {
           const m = JSON.parse(e.data);
           if (m.type === 'welcome') t.welcomes.push({ session: m.session, resumed: Boolean(m.resumed) });
           if (m.type === 'matched') t.iceServers = m.iceServers;
+          // Everything of the partner's that names an address: candidate
+          // lines, trickled or in an SDP, and the SDP's connection lines.
+          if (m.type === 'signal' && m.candidate && m.candidate.candidate) t.received.push(m.candidate.candidate);
+          if (m.type === 'signal' && m.sdp && m.sdp.sdp) {
+            for (const line of m.sdp.sdp.split(/\r?\n/)) {
+              if (line.startsWith('a=candidate:')) t.received.push(line.slice(2));
+              else if (/^(c=|a=rtcp:)/.test(line)) t.received.push(line);
+            }
+          }
         } catch {}
       });
     }
@@ -240,7 +251,7 @@ func (st *stage) newUser(tb testing.TB, name string, opts ...userOption) *user {
 		u.finish()
 		// Leaving the page closes its WebSocket normally (the server
 		// forgets the session at once); then the tab and context go.
-		lctx, lcancel := context.WithTimeout(ctx, 5*time.Second)
+		lctx, lcancel := context.WithTimeout(ctx, stepTimeout)
 		chromedp.Do(lctx, chromedp.Navigate("about:blank"))
 		lcancel()
 		cancel()
@@ -343,7 +354,7 @@ func (u *user) problem(s string) {
 // own complaints checked.
 func (u *user) finish() {
 	tb := u.tb
-	ctx, cancel := context.WithTimeout(u.ctx, 10*time.Second)
+	ctx, cancel := context.WithTimeout(u.ctx, stepTimeout)
 	defer cancel()
 	if tb.Failed() {
 		u.screenshot(ctx, "failed")
@@ -427,7 +438,7 @@ func (u *user) waitForWithin(expr, what string, d time.Duration) {
 
 // describe is a short account of the page's state for failure messages.
 func (u *user) describe() string {
-	ctx, cancel := context.WithTimeout(u.ctx, 5*time.Second)
+	ctx, cancel := context.WithTimeout(u.ctx, 15*time.Second)
 	defer cancel()
 	s, err := chromedp.Run(ctx, chromedp.Evaluate[string](`[
 	  "url=" + location.href,
@@ -615,6 +626,30 @@ func (u *user) text(id string) string {
 	return eval[string](u, fmt.Sprintf(`document.getElementById(%q).textContent`, id))
 }
 
+// watchText starts recording every text the element with this id shows,
+// so that waitShown can tell it showed something, however briefly and
+// whenever the test gets to look (on a busy machine that may be after the
+// text is gone again).
+func (u *user) watchText(id string) {
+	u.tb.Helper()
+	eval[bool](u, fmt.Sprintf(`(() => {
+	  const el = document.getElementById(%q), w = (window.__watch ??= {});
+	  w[%[1]q]?.observer.disconnect();
+	  const seen = [el.textContent];
+	  const observer = new MutationObserver(() => seen.push(el.textContent));
+	  observer.observe(el, { childList: true, characterData: true, subtree: true });
+	  w[%[1]q] = { seen, observer };
+	  return true;
+	})()`, id))
+}
+
+// waitShown waits until the element watched with watchText has shown a
+// text matching re.
+func (u *user) waitShown(id, re string) {
+	u.tb.Helper()
+	u.waitFor(fmt.Sprintf(`window.__watch[%q].seen.some((t) => new RegExp(%q).test(t))`, id, re), fmt.Sprintf("#%s to have shown /%s/", id, re))
+}
+
 // waitText polls until the element's text matches re.
 func (u *user) waitText(id string, re string) {
 	u.tb.Helper()
@@ -625,4 +660,65 @@ func (u *user) waitText(id string, re string) {
 func eventually(tb testing.TB, what string, ok func() bool) {
 	tb.Helper()
 	testsupport.WaitFor(tb, stepTimeout, what, ok)
+}
+
+// indicatorJS is true when the connection indicator names the path the
+// selected candidate pair takes, as getStats tells it: relayed or direct,
+// and the transport (to the relay, for a local relay candidate).
+const indicatorJS = `(async () => {
+  const pc = window.__test.calls().at(-1);
+  if (!pc || pc.connectionState !== 'connected') return false;
+  const r = await pc.getStats();
+  let pair = null;
+  r.forEach((s) => { if (s.type === 'transport' && s.selectedCandidatePairId) pair = r.get(s.selectedCandidatePairId); });
+  if (!pair) return false;
+  const l = r.get(pair.localCandidateId), rc = r.get(pair.remoteCandidateId);
+  if (!l || !rc) return false;
+  const proto = String((l.candidateType === 'relay' ? l.relayProtocol : l.protocol) || '').toUpperCase();
+  const want = l.candidateType === 'relay' || rc.candidateType === 'relay' ? 'Relayed (TURN over ' + proto + ')' : 'Direct (' + proto + ')';
+  return proto !== '' && document.getElementById('connection').textContent.startsWith(want);
+})()`
+
+// waitIndicator waits until the connection indicator agrees with the
+// selected pair (the page refreshes it from getStats every few seconds,
+// and the pair may change meanwhile), and returns the indicator's text.
+func (u *user) waitIndicator() string {
+	u.tb.Helper()
+	eventually(u.tb, u.name+": the connection indicator to name the selected pair's path", func() bool {
+		return eval[bool](u, indicatorJS)
+	})
+	return u.text("connection")
+}
+
+// relayOnlyLeaks returns what, among the lines naming an address that a
+// page received from its partner (window.__test.received), could reveal
+// the partner's own address: a candidate that is not a relay candidate of
+// ours, a relay candidate with a related address, or a connection line
+// naming an address other than our relay's or none (0.0.0.0, ::).
+func relayOnlyLeaks(received []string) []string {
+	var out []string
+	for _, line := range received {
+		f := strings.Fields(line)
+		if strings.HasPrefix(line, "candidate:") {
+			// candidate:<foundation> <component> <protocol> <priority> <address> <port> typ <type> …
+			ok := len(f) >= 8 && f[4] == relayIP && f[6] == "typ" && f[7] == "relay"
+			for i := 8; ok && i+1 < len(f); i++ {
+				if f[i] == "raddr" && f[i+1] != "0.0.0.0" && f[i+1] != "::" {
+					ok = false
+				}
+			}
+			if !ok {
+				out = append(out, line)
+			}
+			continue
+		}
+		// c=IN IP4 <address> or a=rtcp:<port> IN IP4 <address>
+		if len(f) == 0 {
+			continue
+		}
+		if addr := f[len(f)-1]; addr != "0.0.0.0" && addr != "::" && addr != relayIP {
+			out = append(out, line)
+		}
+	}
+	return out
 }

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/chromedp/chromedp"
 )
@@ -64,6 +65,25 @@ func (u *user) waitAudio(what string, ok func(audioIn) bool) audioIn {
 	return last
 }
 
+// waitSilence waits, for at most d, until a stretch of more than a
+// second of inbound audio (60 packets of 20 ms) added no audible energy,
+// and returns the audio state at its end.
+func (u *user) waitSilence(what string, d time.Duration) audioIn {
+	u.tb.Helper()
+	deadline := time.Now().Add(d)
+	from := u.audio()
+	for {
+		end := u.waitAudio("a second of packets", func(n audioIn) bool { return n.Packets > from.Packets+60 })
+		if end.Energy-from.Energy <= audibleEnergy {
+			return end
+		}
+		if time.Now().After(deadline) {
+			u.tb.Fatalf("%s: waited %v for %s; the last second of packets still had audio energy %g → %g over %d packets", u.name, d, what, from.Energy, end.Energy, end.Packets-from.Packets)
+		}
+		from = end
+	}
+}
+
 // brightJS is the brightest pixel channel of the stranger's current video
 // frame (0 for a black frame; Chromium's fake camera draws a coloured
 // picture).
@@ -115,14 +135,11 @@ func controls(t *testing.T, st *stage) {
 		if s := a.sending()["audio"]; s.Enabled || s.State != "live" {
 			t.Errorf("muted, the microphone track sent is %+v; want live and disabled", s)
 		}
-		// What was under way drains first; then a second of packets (the
-		// fake microphone beeps every second) must carry only silence.
-		from := b.audio()
-		mid := b.waitAudio("packets after muting", func(n audioIn) bool { return n.Packets > from.Packets+25 })
-		end := b.waitAudio("a second of muted packets", func(n audioIn) bool { return n.Packets > mid.Packets+60 })
-		if end.Energy-mid.Energy > audibleEnergy {
-			t.Errorf("bob still hears alice while she is muted: audio energy %g → %g over %d packets", mid.Energy, end.Energy, end.Packets-mid.Packets)
-		}
+		// What was under way drains first (on a busy machine the
+		// receiver's jitter buffer holds more of it); then a second of
+		// packets (the fake microphone beeps every second, so a second
+		// of sound has a beep in it) carries only silence.
+		end := b.waitSilence("a second of silence from alice, muted", connectTimeout)
 		a.press("Mute mic")
 		if got := eval[string](a, pressed); got != "false" {
 			t.Errorf("after unmuting aria-pressed=%q, want false", got)
@@ -277,7 +294,9 @@ func controls(t *testing.T, st *stage) {
 		b.waitText("stage", "Looking for a stranger")
 		a.key("\x1b")
 		a.waitText("key-hint", "again")
-		if m := a.media(); m.State != "connected" || eval[bool](c, `window.__test.msgs.some(([, m]) => m === '<partner_left')`) {
+		// The call goes on (on a busy machine it may be "disconnected" for
+		// a moment, which the page rides out; ended, it would be closed).
+		if m := a.media(); m.State == "closed" || m.State == "failed" || eval[bool](c, `window.__test.msgs.some(([, m]) => m === '<partner_left')`) {
 			t.Fatalf("the first Esc ended the call (alice's call is %q)", m.State)
 		}
 		a.key("\x1b")

@@ -61,8 +61,14 @@ const (
 	relayPortMax  = 40999
 	ephemeralPort = "41000 60999"
 
-	// childTimeout bounds one re-executed test run.
-	childTimeout = 6 * time.Minute
+	// childTimeout bounds one re-executed test run when the outer test
+	// has no deadline (-timeout 0); otherwise the copy inside may run
+	// until childMargin before the outer deadline. It bounds a hang only:
+	// on a busy machine a run takes minutes.
+	childTimeout = 20 * time.Minute
+	// childMargin is kept for the copy inside to print its goroutines when
+	// it is stopped, and for the outer test to clean up.
+	childMargin = 30 * time.Second
 )
 
 var (
@@ -187,6 +193,20 @@ func childRunPattern(name string) string {
 	return pattern
 }
 
+// childLimit is how long the copy inside may run: until a little before
+// the outer test's deadline, or childTimeout when it has none.
+func childLimit(tb testing.TB) time.Duration {
+	d, ok := tb.(interface{ Deadline() (time.Time, bool) })
+	if !ok {
+		return childTimeout
+	}
+	dl, ok := d.Deadline()
+	if !ok {
+		return childTimeout
+	}
+	return max(time.Until(dl)-childMargin, time.Minute)
+}
+
 // reexec runs this test (or benchmark) again inside a new namespace and
 // relays its output; it returns that output.
 func reexec(tb testing.TB, bench bool) string {
@@ -195,10 +215,12 @@ func reexec(tb testing.TB, bench bool) string {
 	bin := serverBinary(tb)
 	ns := newNamespace(tb)
 
-	ctx, cancel := context.WithTimeout(context.Background(), childTimeout)
+	limit := childLimit(tb)
+	// The copy's own timeout comes first: it names the test that hung.
+	ctx, cancel := context.WithTimeout(context.Background(), limit+childMargin/3)
 	defer cancel()
 	args := []string{"netns", "exec", ns, os.Args[0], "-test.v", "-test.count=1",
-		"-test.timeout=" + childTimeout.String()}
+		"-test.timeout=" + limit.String()}
 	if bench {
 		args = append(args, "-test.run=^$", "-test.bench=^"+regexp.QuoteMeta(tb.Name())+"$", "-test.benchtime=1x")
 	} else {
@@ -306,8 +328,8 @@ func startServer(tb testing.TB, extraEnv ...string) *server {
 	case <-listening:
 	case <-s.done:
 		tb.Fatalf("the server exited before listening:\n%s", s.Logs())
-	case <-time.After(30 * time.Second):
-		tb.Fatalf("the server did not log \"listening\" within 30s:\n%s", s.Logs())
+	case <-time.After(time.Minute):
+		tb.Fatalf("the server did not log \"listening\" within a minute:\n%s", s.Logs())
 	}
 	return s
 }

@@ -32,8 +32,10 @@ import (
 // be measuring).
 
 const (
-	// browserTimeout bounds one browser side of one run.
-	browserTimeout = 90 * time.Second
+	// browserTimeout bounds one browser side of one run. It bounds a
+	// hang: starting Chromium and a call take seconds, on a busy machine
+	// tens of seconds.
+	browserTimeout = 3 * time.Minute
 	// pollEvery is how often the page's state is polled.
 	pollEvery = 50 * time.Millisecond
 	// minFrames is how many frames of the stranger's video must be decoded.
@@ -88,7 +90,7 @@ const labScript = `(() => {
 // statusJS reports the call as the page's newest peer connection sees it.
 const statusJS = `(async () => {
   const t = window.__lab, pcs = t.pcs, pc = pcs[pcs.length - 1];
-  const out = { state: pc ? pc.connectionState : '', frames: 0, local: '', remote: '', relayProtocol: '',
+  const out = { state: pc ? pc.connectionState : '', frames: 0, local: '', remote: '', remoteAddr: '', relayProtocol: '',
     connectedMs: t.connectedAt && t.matchedAt ? t.connectedAt - t.matchedAt : 0, received: t.received };
   if (pc && pc.connectionState !== 'closed') {
     const r = await pc.getStats();
@@ -99,7 +101,7 @@ const statusJS = `(async () => {
     });
     if (pair) {
       const l = r.get(pair.localCandidateId), rc = r.get(pair.remoteCandidateId);
-      out.local = l.candidateType; out.remote = rc.candidateType; out.relayProtocol = l.relayProtocol || '';
+      out.local = l.candidateType; out.remote = rc.candidateType; out.remoteAddr = rc.address || ''; out.relayProtocol = l.relayProtocol || '';
     }
   }
   return out;
@@ -111,6 +113,7 @@ type pageStatus struct {
 	Frames        int      `json:"frames"`
 	Local         string   `json:"local"`
 	Remote        string   `json:"remote"`
+	RemoteAddr    string   `json:"remoteAddr"`
 	RelayProtocol string   `json:"relayProtocol"`
 	ConnectedMs   float64  `json:"connectedMs"`
 	Received      []string `json:"received"`
@@ -362,7 +365,7 @@ func playBrowser(ctx context.Context, cfg browserConfig, home string, logw io.Wr
 	}
 	res.Connected = true
 	res.ConnectedMs = st.ConnectedMs
-	res.Local, res.Remote, res.RelayProto = st.Local, st.Remote, st.RelayProtocol
+	res.Local, res.Remote, res.RemoteAddr, res.RelayProto = st.Local, st.Remote, st.RemoteAddr, st.RelayProtocol
 	res.Frames = st.Frames
 	for _, line := range st.Received {
 		if c, ok := strings.CutPrefix(line, "sdp "); ok {

@@ -86,7 +86,15 @@ func TestLab(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	logw := &testWriter{t: t}
-	cfg := matrixConfig{Runs: 1, Strangers: bin, Chromium: chromium, Verbose: testing.Verbose()}
+	// A pion peer nominates the first pair that works once its type's
+	// wait is over, and never switches. The lab's short wait for relay
+	// pairs keeps its figures close to a browser's, but on a busy machine
+	// a direct pair's checks can take longer: here, where the rules and
+	// not the times are checked, a relay pair waits long enough for any
+	// direct path to be found first. It costs time only where the relay
+	// is the only way.
+	waits := nominationWaits{srflx: defaultSrflxWait, prflx: defaultPrflxWait, relay: 3 * time.Second}
+	cfg := matrixConfig{Runs: 1, Strangers: bin, Chromium: chromium, Verbose: testing.Verbose(), Waits: waits}
 	m, err := startMatrix(ctx, cfg, slog.New(slog.NewTextHandler(logw, nil)), logw)
 	if err != nil {
 		t.Fatal(err)

@@ -89,7 +89,7 @@ type peerConfig struct {
 	// Leak makes a hiding side also send candidates naming its own
 	// addresses, as a careless client might; the server must drop them.
 	Leak bool
-	// Timeout bounds the whole call. Default 30s.
+	// Timeout bounds the whole call. Default peerTimeout.
 	Timeout time.Duration
 	// Waits before the controlling side may nominate a pair of this
 	// candidate type (pion's defaults are 0, 500ms, 1s and 2s).
@@ -103,6 +103,7 @@ type peerResult struct {
 	ConnectedMs float64 `json:"connectedMs"`          // from matched to connected
 	Local       string  `json:"local"`                // selected pair: local candidate type
 	Remote      string  `json:"remote"`               // selected pair: remote candidate type
+	RemoteAddr  string  `json:"remoteAddr,omitempty"` // selected pair: remote candidate address
 	RelayProto  string  `json:"relayProto,omitempty"` // udp, tcp or tls: how a local relay candidate reaches TURN
 	Echoed      int     `json:"echoed"`               // messages that came back (offerer) or were echoed (answerer)
 	Frames      int     `json:"frames,omitempty"`     // video frames decoded from the partner (browser)
@@ -526,7 +527,7 @@ func selectedPath(pc *webrtc.PeerConnection, res *peerResult) error {
 	if err != nil || pair == nil {
 		return fmt.Errorf("%w: no selected candidate pair (%v)", ErrCall, err)
 	}
-	res.Local, res.Remote = pair.Local.Typ.String(), pair.Remote.Typ.String()
+	res.Local, res.Remote, res.RemoteAddr = pair.Local.Typ.String(), pair.Remote.Typ.String(), pair.Remote.Address
 	if pair.Local.Typ == webrtc.ICECandidateTypeRelay {
 		for _, s := range pc.GetStats() {
 			c, ok := s.(webrtc.ICECandidateStats)

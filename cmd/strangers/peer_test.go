@@ -87,6 +87,9 @@ type callOptions struct {
 	// turnsRoots, with turnsOnly, are the roots trusted for TURN over
 	// TLS (pion's own dial trusts only the system roots).
 	turnsRoots *x509.CertPool
+	// relayWait, when set, is how long the controlling side waits before
+	// it may nominate a relay pair (pion's default: 2s).
+	relayWait time.Duration
 }
 
 // callResult is what one side saw of its call.
@@ -158,6 +161,9 @@ func runSide(ctx context.Context, p *wsPeer, opt callOptions, messages int) (cal
 		// pion hands TURN-over-TCP dials to a proxy dialer when there is
 		// one; with only turns: URLs kept, each is a TLS connection.
 		se.SetICEProxyDialer(tlsDialer{roots: opt.turnsRoots})
+	}
+	if opt.relayWait > 0 {
+		se.SetRelayAcceptanceMinWait(opt.relayWait)
 	}
 	policy := webrtc.ICETransportPolicyAll
 	if opt.relayOnly {
