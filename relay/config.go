@@ -86,7 +86,7 @@ type Config struct {
 	// 127.0.0.0/8). Default none.
 	AllowPeers []netip.Prefix
 	// TCPMaxConnsPerIP caps concurrent TURN-over-TCP connections per client
-	// IP on each stream listener. Default 16.
+	// IP (IPv6: per /64) on each stream listener. Default 16.
 	TCPMaxConnsPerIP int
 	// TCPFirstMessageTimeout closes a stream connection that has not sent a
 	// complete STUN message this long after it was accepted (for TLS

@@ -51,7 +51,7 @@ type config struct {
 	WSMaxMessage      int64         `env:"STRANGERS_WS_MAX_MESSAGE" envDefault:"65536" help:"Largest WebSocket message in bytes; a larger one closes the connection (1009)."`
 	WSRate            float64       `env:"STRANGERS_WS_RATE" envDefault:"20" help:"Messages per second a connection may send on average (token bucket refill)."`
 	WSBurst           int           `env:"STRANGERS_WS_BURST" envDefault:"60" help:"Messages a connection may send in a burst (ICE candidates come in bursts)."`
-	WSMaxPerIP        int           `env:"STRANGERS_WS_MAX_PER_IP" envDefault:"32" help:"Concurrent WebSocket connections allowed from one IP address."`
+	WSMaxPerIP        int           `env:"STRANGERS_WS_MAX_PER_IP" envDefault:"32" help:"Concurrent WebSocket connections allowed from one IP address (IPv6: one /64)."`
 	WSHelloTimeout    time.Duration `env:"STRANGERS_WS_HELLO_TIMEOUT" envDefault:"10s" help:"How long a new connection has to send hello."`
 	WSPingInterval    time.Duration `env:"STRANGERS_WS_PING_INTERVAL" envDefault:"20s" help:"How often the server pings each connection."`
 	WSPongWait        time.Duration `env:"STRANGERS_WS_PONG_WAIT" envDefault:"30s" help:"How long a connection may stay silent (no pong or message) before it is closed."`
@@ -74,7 +74,7 @@ type config struct {
 	TURNSessionGrace  time.Duration `env:"STRANGERS_TURN_SESSION_GRACE" envDefault:"30s" help:"How long a session's relay allocations keep working after the session ended (its user left for good), before they are closed."`
 	TURNMaxPerms      int           `env:"STRANGERS_TURN_MAX_PERMISSIONS" envDefault:"64" help:"Peer addresses one relay allocation may hold permissions for."`
 	TURNMaxChannels   int           `env:"STRANGERS_TURN_MAX_CHANNELS" envDefault:"64" help:"Channels one relay allocation may bind."`
-	TURNTCPMaxPerIP   int           `env:"STRANGERS_TURN_TCP_MAX_PER_IP" envDefault:"16" help:"Concurrent TURN-over-TCP/TLS connections from one IP address (raise it when many users share one NAT)."`
+	TURNTCPMaxPerIP   int           `env:"STRANGERS_TURN_TCP_MAX_PER_IP" envDefault:"16" help:"Concurrent TURN-over-TCP/TLS connections from one IP address (IPv6: one /64; raise it when many users share one NAT)."`
 	TURNTCPFirstMsg   time.Duration `env:"STRANGERS_TURN_TCP_FIRST_MESSAGE_TIMEOUT" envDefault:"10s" help:"How long a new TURN-over-TCP/TLS connection has to send its first complete STUN message."`
 	TURNTCPIdle       time.Duration `env:"STRANGERS_TURN_TCP_IDLE_TIMEOUT" envDefault:"5m" help:"How long a TURN-over-TCP/TLS connection may stay silent before it is closed."`
 	ICEServers        string        `env:"STRANGERS_ICE_SERVERS" help:"JSON list of extra ICE servers handed to browsers besides ours, as RTCIceServer objects, e.g. [{\"urls\":\"stun:stun.example.com:3478\"}]."`

@@ -119,6 +119,7 @@ func start(cfg settings, logger *slog.Logger) (_ *app, err error) {
 		closers = append(closers, func() { tlsLn.Close() })
 		tlsPort = tlsLn.Addr().(*net.TCPAddr).Port
 		a.mux = newTLSMux(tlsLn, tlsSet.config, defaultMuxLimits, logger.With("component", "tls"))
+		reg.MustRegister(muxRefusals(a.mux)...)
 	}
 
 	publicHost := cfg.PublicHost

@@ -11,8 +11,10 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/strangers-chat/strangers/internal/netkey"
 	"golang.org/x/crypto/acme"
 )
 
@@ -58,6 +60,9 @@ type tlsMux struct {
 	mu      sync.Mutex // guards the fields below
 	perIP   map[netip.Addr]int
 	pending int
+
+	// Connections admit refused, by reason; read by /metrics.
+	refusedPerIP, refusedPending atomic.Uint64
 }
 
 func newTLSMux(ln net.Listener, config *tls.Config, limits muxLimits, log *slog.Logger) *tlsMux {
@@ -128,7 +133,12 @@ func isTemporary(err error) bool {
 func (m *tlsMux) admit(ip netip.Addr) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.pending >= m.limits.maxPending || m.perIP[ip] >= m.limits.maxPerIP {
+	if m.pending >= m.limits.maxPending {
+		m.refusedPending.Add(1)
+		return false
+	}
+	if m.perIP[ip] >= m.limits.maxPerIP {
+		m.refusedPerIP.Add(1)
 		return false
 	}
 	m.pending++
@@ -214,9 +224,11 @@ func isSTUN(head []byte) bool {
 	return len(head) >= 8 && head[0]&0xC0 == 0 && binary.BigEndian.Uint32(head[4:8]) == stunMagicCookie
 }
 
+// remoteIP is the key a connection counts against the per-IP cap: its
+// IPv4 address, or its IPv6 /64.
 func remoteIP(c net.Conn) netip.Addr {
 	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
-		return a.AddrPort().Addr().Unmap()
+		return netkey.Client(a.AddrPort().Addr())
 	}
 	return netip.Addr{}
 }
