@@ -138,9 +138,10 @@
 // messages the connection is closed with 1008.
 //
 // Each connection has a token bucket (limits.rateLimit messages per second,
-// bursts of limits.rateBurst, enough for a burst of ICE candidates). Excess
-// messages are dropped and answered once with "rate_limited"; a client that
-// keeps flooding is closed with 1008. A frame over limits.maxMessageSize
+// bursts of limits.rateBurst, enough for a burst of ICE candidates). Every
+// frame counts, WebSocket ping and pong frames included (a ping over the
+// limit gets no pong). Excess messages are dropped and answered once with
+// "rate_limited"; a client that keeps flooding is closed with 1008. A frame over limits.maxMessageSize
 // (64 KiB by default) is closed with 1009. The server pings every 20 s and
 // drops a connection silent (no pong, no message) for 30 s; a new
 // connection has 10 s to send hello. A client that does not read what it is
