@@ -118,11 +118,17 @@ type Config struct {
 	// channelLifetime is the lifetime of a channel binding. Zero: pion's
 	// default, 10 minutes (RFC 5766). Tests shorten it to see expiry.
 	channelLifetime time.Duration
+	// hostRefresh is how often the host's addresses are re-read. Zero:
+	// hostRefreshInterval. Tests shorten it.
+	hostRefresh time.Duration
 }
 
 // withDefaults validates cfg and returns a copy with defaults filled in.
 // PublicIP is resolved later, once the listen address is known.
 func (cfg Config) withDefaults() (Config, error) {
+	if cfg.hostRefresh <= 0 {
+		cfg.hostRefresh = hostRefreshInterval
+	}
 	if cfg.ListenAddr == "" {
 		cfg.ListenAddr = DefaultListenAddr
 	}

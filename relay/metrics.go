@@ -23,9 +23,11 @@ type metrics struct {
 	allocCreated prometheus.Counter
 	allocFailed  *prometheus.CounterVec // reason: quota_session, quota_total, relay
 	authFailures *prometheus.CounterVec // reason: see auth.go
-	peerDenied   prometheus.Counter
-	quotaHits    *prometheus.CounterVec // kind: session, total, permissions, channels
-	tcpRejected  *prometheus.CounterVec // reason: per_ip, first_message, idle, frame
+	peerDenied   *prometheus.CounterVec // reason: reserved, host
+
+	peerDeniedReserved, peerDeniedHost prometheus.Counter     // children of peerDenied
+	quotaHits                          *prometheus.CounterVec // kind: session, total, permissions, channels
+	tcpRejected                        *prometheus.CounterVec // reason: per_ip, first_message, idle, frame
 }
 
 func newMetrics(reg prometheus.Registerer, activeAllocs func() float64, traffic *trafficCounters) (*metrics, error) {
@@ -44,10 +46,10 @@ func newMetrics(reg prometheus.Registerer, activeAllocs func() float64, traffic 
 			Namespace: ns, Subsystem: sub, Name: "auth_failures_total",
 			Help: "Refused TURN authentications, by reason.",
 		}, []string{"reason"}),
-		peerDenied: prometheus.NewCounter(prometheus.CounterOpts{
+		peerDenied: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "peer_denied_total",
-			Help: "Permissions, channel binds and sends refused by the peer policy.",
-		}),
+			Help: "Permissions, channel binds and sends refused by the peer policy, by reason.",
+		}, []string{"reason"}),
 		quotaHits: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "quota_hits_total",
 			Help: "Requests refused because a quota was reached, by kind.",
@@ -75,6 +77,8 @@ func newMetrics(reg prometheus.Registerer, activeAllocs func() float64, traffic 
 		}
 	}
 	// Pre-create the label values so dashboards see zeros.
+	m.peerDeniedReserved = m.peerDenied.WithLabelValues(deniedReserved)
+	m.peerDeniedHost = m.peerDenied.WithLabelValues(deniedHost)
 	for _, r := range []string{authRealm, authMalformed, authExpired, authFuture, authSession, authIntegrity, authRateLimited} {
 		m.authFailures.WithLabelValues(r)
 	}

@@ -64,7 +64,7 @@ type config struct {
 	RelayBindIP       string        `env:"STRANGERS_RELAY_BIND_IP" help:"Address relay sockets bind to. Empty: all addresses (0.0.0.0)."`
 	RelayPortMin      int           `env:"STRANGERS_RELAY_PORT_MIN" envDefault:"49152" help:"Lowest UDP port of the relay range."`
 	RelayPortMax      int           `env:"STRANGERS_RELAY_PORT_MAX" envDefault:"65535" help:"Highest UDP port of the relay range."`
-	RelayAllowPeers   []string      `env:"STRANGERS_RELAY_ALLOW_PEERS" envSeparator:"," help:"Comma-separated CIDRs the relay may send to although they are private or reserved (by default only public unicast addresses and our own relay address are allowed)."`
+	RelayAllowPeers   []string      `env:"STRANGERS_RELAY_ALLOW_PEERS" envSeparator:"," help:"Comma-separated CIDRs the relay may send to although they are private or reserved (by default only public unicast addresses and our own relay address are allowed, and addresses of this host only on our own relay ports; an address listed here is open on every port)."`
 	TURNSecret        string        `env:"STRANGERS_TURN_SECRET" secret:"true" help:"Shared secret for TURN credentials (TURN REST scheme, coturn's static-auth-secret). Empty: random at start, so restarts invalidate live credentials; several instances need one shared secret."`
 	TURNSecretFile    string        `env:"STRANGERS_TURN_SECRET_FILE,file" secret:"true" help:"Path of a file holding the TURN secret (Docker and systemd secrets); instead of STRANGERS_TURN_SECRET."`
 	TURNRealm         string        `env:"STRANGERS_TURN_REALM" envDefault:"strangers" help:"TURN realm."`
