@@ -118,8 +118,11 @@
 // iceTransportPolicy "relay". The server also enforces it on what such a
 // sender relays: candidates other than relay candidates are dropped, a relay
 // candidate's raddr/rport become 0.0.0.0 0, non-relay a=candidate lines are
-// removed from its SDPs, and the addresses of c= and a=rtcp lines become
-// 0.0.0.0 (or ::). The partner never learns a relayOnly sender's address.
+// removed from its SDPs, the address of the o= line becomes 127.0.0.1 (or
+// ::1), those of c= and a=rtcp lines 0.0.0.0 (or ::), and any other
+// address-like token anywhere in the SDP, a candidate, sdpMid or
+// usernameFragment is replaced (relayonly.go lists the rules). The partner
+// never learns a relayOnly sender's address.
 //
 // stats is pushed at most every few seconds, only when the figures changed.
 //

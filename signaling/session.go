@@ -565,9 +565,7 @@ func (h *Hub) relay(s *session, matchID string, ev event) {
 // drop it.
 func scrub(m *Signal) bool {
 	if m.Candidate != nil {
-		line, ok := scrubCandidate(m.Candidate.Candidate)
-		m.Candidate.Candidate = line
-		return ok
+		return scrubICECandidate(m.Candidate)
 	}
 	m.SDP.SDP = scrubSDP(m.SDP.SDP)
 	return true
