@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"encoding/binary"
 	"net"
 	"net/netip"
 	"slices"
@@ -28,26 +29,30 @@ const (
 // one when the addresses change, so the packet path reads it without a
 // lock.
 type hostSet struct {
-	addrs []netip.Addr        // canonical (unmapped, no zone), sorted
-	big   map[netip.Addr]bool // set instead of scanning addrs when there are many
+	addrs []netip.Addr // canonical (unmapped, no zone), sorted, unique
+	v4    []uint32     // the IPv4 ones as numbers, sorted: the packet path's lookup
 }
 
-// hostSetScanMax is the size up to which membership is a scan of a slice
-// (a few comparisons, cheaper than hashing for the usual handful).
+// hostSetScanMax is the size up to which membership is a scan (a few
+// comparisons); larger sets are searched by bisection.
 const hostSetScanMax = 16
 
 func newHostSet(addrs []netip.Addr) *hostSet {
 	slices.SortFunc(addrs, netip.Addr.Compare)
-	addrs = slices.Compact(addrs)
-	h := &hostSet{addrs: addrs}
-	if len(addrs) > hostSetScanMax {
-		h.big = make(map[netip.Addr]bool, len(addrs))
-		for _, a := range addrs {
-			h.big[a] = true
+	h := &hostSet{addrs: slices.Compact(addrs)}
+	for _, a := range h.addrs {
+		if a.Is4() {
+			h.v4 = append(h.v4, v4Number(a))
 		}
 	}
 
 	return h
+}
+
+func v4Number(a netip.Addr) uint32 {
+	b := a.As4()
+
+	return binary.BigEndian.Uint32(b[:])
 }
 
 // has reports whether the canonical address a is one of the host's.
@@ -55,16 +60,23 @@ func (h *hostSet) has(a netip.Addr) bool {
 	if h == nil {
 		return false
 	}
-	if h.big != nil {
-		return h.big[a]
-	}
-	for _, x := range h.addrs {
-		if x == a {
-			return true
+	if a.Is4() {
+		x := v4Number(a)
+		if len(h.v4) > hostSetScanMax {
+			_, found := slices.BinarySearch(h.v4, x)
+
+			return found
 		}
+		for _, y := range h.v4 {
+			if y == x {
+				return true
+			}
+		}
+
+		return false
 	}
 
-	return false
+	return slices.Contains(h.addrs, a)
 }
 
 // hostAddrs returns the addresses of this host the relay guards: see
