@@ -208,7 +208,12 @@ func scrubRun(run string, inWord bool) string {
 		run, zone = run[:i], run[i:]
 	}
 	if i := strings.IndexByte(run, ':'); inWord && i >= 0 {
-		return run[:i+1] + scrubRun(run[i+1:]+zone, false)
+		// "candidate:2001:db8::1": the word's tail, then an address. If
+		// what follows the colon is no address, the tail may be the first
+		// group of one glued to the word, and the whole run goes.
+		if _, err := netip.ParseAddr(strings.TrimRight(run[i+1:], ".")); err == nil {
+			return run[:i+1] + scrubRun(run[i+1:]+zone, false)
+		}
 	}
 	if a, err := netip.ParseAddr(run); err == nil {
 		if revealing(a) {

@@ -148,13 +148,17 @@ func leakForms(a netip.Addr) []string {
 	return forms
 }
 
-// tellingForms are leakForms and, for IPv6, the /64 prefix alone: what
-// must not be left of a leak.
+// tellingForms are leakForms and, for IPv6, the /64 prefix alone when it
+// is more than one group: what must not be left of a leak. (A group glued
+// to a word is taken for the word's tail, "candidate:" style, so 16 bits
+// may stay.)
 func tellingForms(a netip.Addr) []string {
 	forms := leakForms(a)
 	if a.Is6() {
 		p, _ := a.Prefix(64)
-		forms = append(forms, strings.TrimSuffix(p.Addr().String(), "::"))
+		if prefix := strings.TrimSuffix(p.Addr().String(), "::"); strings.Contains(prefix, ":") {
+			forms = append(forms, prefix)
+		}
 	}
 	return forms
 }
@@ -349,4 +353,37 @@ func TestRelayOnlyHidesCraftedAddresses(t *testing.T) {
 	if !strings.Contains(cand.Candidate.Candidate, relayAddr+" 50000 typ relay raddr 0.0.0.0 rport 0") {
 		t.Errorf("relay candidate arrived as %q", cand.Candidate.Candidate)
 	}
+}
+
+// FuzzScrubSDPHidesAddress puts a leak between arbitrary text: whatever
+// surrounds it, no spelling of it survives, except as the address of a
+// relay candidate (the relay's, by definition).
+func FuzzScrubSDPHidesAddress(f *testing.F) {
+	for _, line := range craftedLines {
+		before, after, _ := strings.Cut(line, "%s")
+		f.Add(before, after, uint8(0))
+		f.Add(before, after, uint8(3))
+	}
+	f.Add("a=candidate:5 1 udp 1 ", " 5 typ relay", uint8(0))
+	f.Add("ab", ".5", uint8(1))
+	f.Fuzz(func(t *testing.T, before, after string, which uint8) {
+		leak := leaks[int(which)%len(leaks)]
+		for _, form := range leakForms(leak) {
+			got := scrubSDP(before + form + after)
+			var kept []string
+			for _, line := range strings.Split(got, "\n") {
+				if f := strings.Fields(line); hasPrefixFold(strings.TrimSpace(line), "a=candidate:") && len(f) > 4 {
+					f[4] = "relay"
+					line = strings.Join(f, " ")
+				}
+				kept = append(kept, strings.ToLower(line))
+			}
+			out := strings.Join(kept, "\n")
+			for _, telling := range tellingForms(leak) {
+				if strings.Contains(out, strings.ToLower(telling)) && !strings.Contains(strings.ToLower(before+after), strings.ToLower(telling)) {
+					t.Fatalf("%q survives in %q (from %q)", telling, got, before+form+after)
+				}
+			}
+		}
+	})
 }
