@@ -99,7 +99,7 @@ type Config struct {
 	// 127.0.0.0/8). Default none.
 	AllowPeers []netip.Prefix
 	// TCPMaxConnsPerIP caps concurrent TURN-over-TCP connections per client
-	// IP on each stream listener. Default 16.
+	// IP (IPv6: per /64) on each stream listener. Default 16.
 	TCPMaxConnsPerIP int
 	// TCPFirstMessageTimeout closes a stream connection that has not sent a
 	// complete STUN message this long after it was accepted (including a
@@ -136,12 +136,18 @@ type Config struct {
 	// replyRate. Tests that are not about them, with every client on
 	// 127.0.0.1, raise them.
 	replyBurst, replyRate float64
+	// hostRefresh is how often the host's addresses are re-read. Zero:
+	// hostRefreshInterval. Tests shorten it.
+	hostRefresh time.Duration
 }
 
 // withDefaults validates cfg (see Validate) and returns a copy with
 // defaults filled in. PublicIP is resolved later, once the listen address
 // is known.
 func (cfg Config) withDefaults() (Config, error) {
+	if cfg.hostRefresh <= 0 {
+		cfg.hostRefresh = hostRefreshInterval
+	}
 	if err := cfg.Validate(); err != nil {
 		return cfg, err
 	}

@@ -31,8 +31,12 @@
 // (CanonicalPeer). Loopback, private, CGNAT, link-local, benchmarking,
 // documentation, multicast and reserved ranges are denied, as are their
 // IPv6 counterparts; AllowPeers lifts the deny, and our own PublicIP is
-// always allowed so two relayed browsers can reach each other, but relay
-// sockets drop datagrams to PublicIP outside the relay port range.
+// always allowed so two relayed browsers can reach each other. Relay
+// sockets drop datagrams to any address of this host (PublicIP, BindIP,
+// the listeners' addresses and every interface address, re-read every few
+// seconds) unless they go to a port of one of our open relay sockets, so
+// no address of the host opens its UDP services to the relay. Addresses
+// AllowPeers covers are not guarded: the operator opened them.
 //
 // What pion v4 lets us enforce, and where:
 //   - allocations per session, per client address (IPv4 address, IPv6

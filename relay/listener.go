@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/strangers-chat/strangers/internal/netkey"
 )
 
 const (
@@ -54,7 +56,7 @@ type streamListener struct {
 	doneOnce  sync.Once
 
 	mu    sync.Mutex
-	perIP map[netip.Addr]int       // guarded by mu
+	perIP map[netip.Addr]int       // guarded by mu; by netkey.Client
 	conns map[*streamConn]struct{} // guarded by mu
 }
 
@@ -102,10 +104,10 @@ func (l *streamListener) Accept() (net.Conn, error) {
 	}
 }
 
-// admit wraps c, or closes it when its IP is over the cap or the listener
-// is closed.
+// admit wraps c, or closes it when its client (IPv6: its /64) is over the
+// cap or the listener is closed.
 func (l *streamListener) admit(c net.Conn) *streamConn {
-	ip := addrIP(c.RemoteAddr())
+	ip := netkey.Client(addrIP(c.RemoteAddr()))
 	l.mu.Lock()
 	select {
 	case <-l.closed:
@@ -193,7 +195,7 @@ func (l *streamListener) release(c *streamConn) {
 type streamConn struct {
 	net.Conn
 	l   *streamListener
-	ip  netip.Addr
+	ip  netip.Addr // the client's netkey.Client key
 	raw *rawStream // nil (TLS): reads and writes go through Conn
 
 	// Owned by the reader.

@@ -23,10 +23,12 @@ type metrics struct {
 	allocCreated   prometheus.Counter
 	allocFailed    *prometheus.CounterVec // reason: see server.go
 	authFailures   *prometheus.CounterVec // reason: see auth.go
-	peerDenied     prometheus.Counter
+	peerDenied     *prometheus.CounterVec // reason: reserved, host
 	quotaHits      *prometheus.CounterVec // kind: see quota.go
 	tcpRejected    *prometheus.CounterVec // reason: per_ip, first_message, idle, frame
 	repliesDropped *prometheus.CounterVec // reason: see reply.go
+
+	peerDeniedReserved, peerDeniedHost prometheus.Counter // children of peerDenied
 }
 
 func newMetrics(reg prometheus.Registerer, activeAllocs func() float64, traffic *trafficCounters) (*metrics, error) {
@@ -45,10 +47,10 @@ func newMetrics(reg prometheus.Registerer, activeAllocs func() float64, traffic 
 			Namespace: ns, Subsystem: sub, Name: "auth_failures_total",
 			Help: "Refused TURN authentications, by reason.",
 		}, []string{"reason"}),
-		peerDenied: prometheus.NewCounter(prometheus.CounterOpts{
+		peerDenied: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "peer_denied_total",
-			Help: "Permissions, channel binds and sends refused by the peer policy.",
-		}),
+			Help: "Permissions, channel binds and sends refused by the peer policy, by reason.",
+		}, []string{"reason"}),
 		quotaHits: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "quota_hits_total",
 			Help: "Requests refused because a quota was reached, by kind.",
@@ -79,6 +81,8 @@ func newMetrics(reg prometheus.Registerer, activeAllocs func() float64, traffic 
 		}
 	}
 	// Pre-create the label values so dashboards see zeros.
+	m.peerDeniedReserved = m.peerDenied.WithLabelValues(deniedReserved)
+	m.peerDeniedHost = m.peerDenied.WithLabelValues(deniedHost)
 	for _, r := range []string{authRealm, authMalformed, authExpired, authFuture, authSession, authIntegrity} {
 		m.authFailures.WithLabelValues(r)
 	}

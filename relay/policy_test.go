@@ -33,7 +33,7 @@ func TestDeniedPeersGetNothing(t *testing.T) {
 			target := newSink(t, "127.0.0.1")
 			own := newSink(t, "127.0.0.2")
 			mapped := netip.AddrPortFrom(netip.AddrFrom16(target.addr().Addr().As16()), target.addr().Port())
-			denied := testutil.ToFloat64(s.metrics.peerDenied)
+			denied := deniedTotal(s)
 
 			for _, peer := range []netip.AddrPort{
 				target.addr(),
@@ -83,7 +83,7 @@ func TestDeniedPeersGetNothing(t *testing.T) {
 					t.Errorf("sink %s received %q before the canary", sk.addr(), got)
 				}
 			}
-			if got := testutil.ToFloat64(s.metrics.peerDenied); got < denied+10 {
+			if got := deniedTotal(s); got < denied+10 {
 				t.Errorf("peer_denied_total went %v -> %v, want at least +10", denied, got)
 			}
 		})
@@ -218,4 +218,9 @@ func TestPermissionAndChannelCaps(t *testing.T) {
 			}
 		})
 	}
+}
+
+// deniedTotal sums peer_denied_total over its reasons.
+func deniedTotal(s *Server) float64 {
+	return testutil.ToFloat64(s.metrics.peerDeniedReserved) + testutil.ToFloat64(s.metrics.peerDeniedHost)
 }

@@ -52,9 +52,10 @@ func (g *relayGen) AllocateConn(string, int) (net.Conn, net.Addr, error) {
 
 // relayConn wraps one allocation's relay socket, between it and pion's
 // relay loop for the allocation (the reader). It counts relayed traffic
-// in its own atomics, refuses to send to our own public address outside the
-// relay port range (so the own-address exception of the peer policy cannot
-// reach local UDP services), and lets Close be called from several places:
+// in its own atomics, refuses to send to an address of this host at any
+// port but our relay sockets' (so neither the own-address exception of the
+// peer policy nor another public address of the host reaches local UDP
+// services), and lets Close be called from several places:
 // pion when the allocation ends, and the server when a session's grace
 // expires or the server shuts down. For the data plane it also reads in
 // batches with recvmmsg where it can (rd), relays a peer's datagram on a
@@ -96,6 +97,7 @@ func (s *Server) newRelayConn(pc net.PacketConn, port int) *relayConn {
 	s.traffic.attach(c)
 	s.mu.Lock()
 	s.relays[port] = c
+	s.relayPorts.add(port)
 	s.mu.Unlock()
 	return c
 }
@@ -166,21 +168,15 @@ func (c *relayConn) countTo(n int) {
 	c.counters.packetsTo.Add(1)
 }
 
-// deny reports, and counts as a peer-policy denial, a send to our own
-// public address outside the relay port range.
+// deny reports, and counts as a peer-policy denial, a send to an address
+// of this host at a port that is not one of our relay sockets (see
+// Server.deniedHost).
 func (c *relayConn) deny(peer netip.AddrPort) bool {
-	if !c.deniedOwn(peer) {
+	if !c.s.deniedHost(peer) {
 		return false
 	}
-	c.s.metrics.peerDenied.Inc()
+	c.s.metrics.peerDeniedHost.Inc()
 	return true
-}
-
-// deniedOwn reports whether peer is our own public address outside the
-// relay port range, which the own-address exception does not cover.
-func (c *relayConn) deniedOwn(peer netip.AddrPort) bool {
-	return c.s.guardOwn && peer.Addr().Is4() && peer.Addr().As4() == c.s.own4 &&
-		(int(peer.Port()) < c.s.cfg.PortMin || int(peer.Port()) > c.s.cfg.PortMax)
 }
 
 // Close implements net.PacketConn; it is idempotent.
@@ -208,6 +204,7 @@ func (c *relayConn) finish() {
 		c.s.mu.Lock()
 		if c.s.relays[c.port] == c {
 			delete(c.s.relays, c.port)
+			c.s.relayPorts.remove(c.port)
 		}
 		c.s.mu.Unlock()
 		c.s.traffic.detach(c)

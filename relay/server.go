@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/stun/v3"
@@ -38,24 +39,28 @@ const (
 // Server is the embedded TURN/STUN relay.
 type Server struct {
 	// Static after New, except where a field says otherwise.
-	cfg       Config
-	log       *slog.Logger
-	metrics   *metrics
-	traffic   *trafficCounters
-	policy    peerPolicy
-	quota     *quota
-	replies   *replyLimiter
-	track     *tracker
-	batches   *batchPool // receive batches shared by all UDP sockets
-	turn      *turn.Server
-	udpAddr   *net.UDPAddr
-	tcpAddr   *net.TCPAddr
-	own4      [4]byte        // PublicIP
-	guardOwn  bool           // PublicIP is not covered by AllowPeers: guard its ports
-	stop      chan struct{}  // not static: Close closes it, ending the maintenance loop
-	wg        sync.WaitGroup // the maintenance loop; Close waits for it
-	closeOnce sync.Once      // Close's
-	closeErr  error          // written once, by Close inside closeOnce
+	cfg     Config
+	log     *slog.Logger
+	metrics *metrics
+	traffic *trafficCounters
+	policy  peerPolicy
+	quota   *quota
+	replies *replyLimiter
+	track   *tracker
+	batches *batchPool // receive batches shared by all UDP sockets
+	turn    *turn.Server
+	udpAddr *net.UDPAddr
+	tcpAddr *net.TCPAddr
+	own4    [4]byte        // PublicIP
+	stop    chan struct{}  // not static: Close closes it, ending the maintenance loop and watchHosts
+	wg      sync.WaitGroup // the maintenance loop and watchHosts; Close waits for them
+
+	// Read on the packet path without a lock.
+	hosts      atomic.Pointer[hostSet] // swapped by refreshHosts
+	relayPorts portSet                 // ports of open relay sockets; written with mu held
+
+	closeOnce sync.Once // Close's
+	closeErr  error     // written once, by Close inside closeOnce
 
 	mu       sync.Mutex
 	closed   bool                   // guarded by mu
@@ -112,7 +117,6 @@ func New(cfg Config) (*Server, error) {
 		track:    newTracker(),
 		batches:  newBatchPool(),
 		own4:     cfg.PublicIP.As4(),
-		guardOwn: true,
 		stop:     make(chan struct{}),
 		sessions: make(map[string]*session),
 		allocs:   make(map[string]*allocState),
@@ -120,11 +124,6 @@ func New(cfg Config) (*Server, error) {
 
 		pendingOwner: make(map[string]clientSide),
 		oldKeys:      make(map[string]oldKey),
-	}
-	for _, p := range cfg.AllowPeers {
-		if p.Contains(cfg.PublicIP) {
-			s.guardOwn = false
-		}
 	}
 	s.metrics, err = newMetrics(cfg.Registerer, s.activeAllocations, s.traffic)
 	if err != nil {
@@ -138,6 +137,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.udpAddr = udp[0].LocalAddr().(*net.UDPAddr)
 	s.tcpAddr = tcp.Addr().(*net.TCPAddr)
+	s.refreshHosts() // before the first packet
 
 	gen := func() turn.RelayAddressGenerator {
 		return &relayGen{s: s, inner: &turn.RelayAddressGeneratorPortRange{
@@ -196,8 +196,9 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("relay: starting TURN server: %w", err)
 	}
 
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go s.maintain()
+	go s.watchHosts()
 
 	ipSource := "configured"
 	if autoIP {
@@ -467,7 +468,7 @@ func (s *Server) allowAllocation(username, _ string, src net.Addr) bool {
 func (s *Server) permit(client net.Addr, peer net.IP) bool {
 	addr, ok := netip.AddrFromSlice(peer)
 	if !ok || !s.policy.allowed(addr) {
-		s.metrics.peerDenied.Inc()
+		s.metrics.peerDeniedReserved.Inc()
 		s.log.Debug("peer denied by policy", "client", client.String(), "peer", peer.String())
 		return false
 	}

@@ -27,9 +27,12 @@ const maxBadMessages = 20
 // conn is one WebSocket connection. It has one goroutine for its whole
 // life and at most one more at a time:
 //
-//   - the read loop, the only reader of ws, which hands each frame to the
-//     connection's decode shard (decode.go) and does nothing else, so that
-//     its stack stays small while it waits for the next frame;
+//   - the read loop, the only reader of ws, which takes a token from the
+//     connection's bucket for each frame (control frames included: the ping
+//     and pong handlers run in it) and hands the frame, or the verdict that
+//     it was over the limit, to the connection's decode shard (decode.go),
+//     and does nothing else, so that its stack stays small while it waits
+//     for the next frame;
 //   - the write loop, the only writer of messages, pings and our close
 //     frame, started when there is something to write and gone again once
 //     it is written, so that an idle connection costs one goroutine, not
@@ -66,8 +69,12 @@ type conn struct {
 	// Owned by the hub's owner goroutine.
 	sess *session
 
+	// Owned by the read loop (and the ping and pong handlers it runs): every
+	// frame the client sends, control frames included, takes a token; the
+	// verdict travels to the decode shard with the frame.
+	bucket tokenBucket
+
 	// Owned by the decode shard.
-	bucket    tokenBucket
 	limited   bool // told rate_limited since the last message that passed
 	bad       int  // malformed messages so far
 	relayOnly bool // the last find asked relayOnly (a hint; the owner decides)
@@ -190,6 +197,7 @@ func (c *conn) readLoop() {
 	c.ws.SetReadLimit(h.cfg.MaxMessageSize)
 	c.ws.SetReadDeadline(time.Now().Add(h.cfg.HelloTimeout))
 	c.ws.SetPongHandler(c.pong)
+	c.ws.SetPingHandler(c.pinged)
 	c.ws.SetCloseHandler(func(code int, _ string) error {
 		peerCode = code
 		_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, ""), time.Now().Add(h.cfg.WriteWait))
@@ -203,7 +211,11 @@ func (c *conn) readLoop() {
 			break
 		}
 		if c.admit() {
-			h.decode(frame{c: c, text: mt == websocket.TextMessage, data: data})
+			if c.bucket.take(time.Now()) {
+				h.decode(frame{c: c, text: mt == websocket.TextMessage, data: data})
+			} else {
+				h.decode(frame{c: c, limited: true, abusive: c.bucket.abusive()})
+			}
 		}
 	}
 	c.finish(readCloseReason(err, c.helloed.Load()))
@@ -228,9 +240,44 @@ func (c *conn) admit() bool {
 	return true
 }
 
+// pong handles a pong frame: like any frame it takes a token, and when
+// it passes it shows the client is alive.
 func (c *conn) pong(string) error {
-	c.admit()
+	if c.control() {
+		c.admit()
+	}
 	return nil
+}
+
+// pinged answers a client's ping frame with a pong, as gorilla's default
+// handler does, unless the ping is over the rate limit: ping frames are
+// not free, or a client could keep the server busy answering them.
+func (c *conn) pinged(data string) error {
+	if !c.control() {
+		return nil
+	}
+	err := c.ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(c.h.cfg.WriteWait))
+	var ne net.Error
+	if err == nil || errors.Is(err, websocket.ErrCloseSent) || errors.As(err, &ne) {
+		return nil // as gorilla's default: the write loop or the next read sees a broken connection
+	}
+	return err
+}
+
+// control takes a token for a control frame, from the read loop. Over the
+// limit, it tells the decode shard, which counts the drop and closes a
+// client that keeps it up, exactly as for messages.
+func (c *conn) control() bool {
+	if c.bucket.take(time.Now()) {
+		return true
+	}
+	c.mu.Lock()
+	closing := c.closing
+	c.mu.Unlock()
+	if !closing {
+		c.h.decode(frame{c: c, limited: true, abusive: c.bucket.abusive()})
+	}
+	return false
 }
 
 // finish runs when the read loop is over: it stops the write loop,

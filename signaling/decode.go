@@ -1,9 +1,6 @@
 package signaling
 
-import (
-	"errors"
-	"time"
-)
+import "errors"
 
 // Client frames are decoded and checked on a few shard goroutines rather than
 // on each connection's read loop: JSON decoding needs a deep stack, and a
@@ -13,13 +10,16 @@ import (
 // always uses the same shard, so its frames are handled in order, and its
 // end is handled after its last frame.
 
-// frame is what a read loop hands its shard: a message, or the end.
+// frame is what a read loop hands its shard: a message, a frame (message
+// or control frame) over the rate limit, or the end.
 type frame struct {
-	c     *conn
-	text  bool
-	data  []byte
-	end   bool // the read loop is over
-	clean bool // with end: the client closed with 1000
+	c       *conn
+	text    bool
+	data    []byte
+	limited bool // over the connection's token bucket: dropped, data is nil
+	abusive bool // with limited: the drops amount to sustained abuse
+	end     bool // the read loop is over
+	clean   bool // with end: the client closed with 1000
 }
 
 // shardQueue bounds the frames waiting for one shard; a full queue makes read
@@ -47,10 +47,10 @@ func (h *Hub) handleFrame(f frame) {
 		}
 		return
 	}
-	if !c.bucket.take(time.Now()) {
+	if f.limited {
 		h.m.rateLimited.Inc()
 		h.m.drop(dropRateLimited)
-		if c.bucket.abusive() {
+		if f.abusive {
 			c.closeWith(ClosePolicy, "rate limit exceeded", reasonRateLimit)
 			return
 		}

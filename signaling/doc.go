@@ -119,8 +119,11 @@
 // iceTransportPolicy "relay". The server also enforces it on what such a
 // sender relays: candidates other than relay candidates are dropped, a relay
 // candidate's raddr/rport become 0.0.0.0 0, non-relay a=candidate lines are
-// removed from its SDPs, and the addresses of c= and a=rtcp lines become
-// 0.0.0.0 (or ::). The partner never learns a relayOnly sender's address.
+// removed from its SDPs, the address of the o= line becomes 127.0.0.1 (or
+// ::1), those of c= and a=rtcp lines 0.0.0.0 (or ::), and any other
+// address-like token anywhere in the SDP, a candidate, sdpMid or
+// usernameFragment is replaced (relayonly.go lists the rules). The partner
+// never learns a relayOnly sender's address.
 //
 // stats is pushed at most every few seconds, only when the figures changed.
 //
@@ -140,9 +143,10 @@
 // messages the connection is closed with 1008.
 //
 // Each connection has a token bucket (limits.rateLimit messages per second,
-// bursts of limits.rateBurst, enough for a burst of ICE candidates). Excess
-// messages are dropped and answered once with "rate_limited"; a client that
-// keeps flooding is closed with 1008. A frame over limits.maxMessageSize
+// bursts of limits.rateBurst, enough for a burst of ICE candidates). Every
+// frame counts, WebSocket ping and pong frames included (a ping over the
+// limit gets no pong). Excess messages are dropped and answered once with
+// "rate_limited"; a client that keeps flooding is closed with 1008. A frame over limits.maxMessageSize
 // (64 KiB by default) is closed with 1009. The server pings every 20 s and
 // drops a connection silent (no pong, no message) for 30 s; a new
 // connection has 10 s to send hello. A client that does not read what it is

@@ -8,6 +8,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/strangers-chat/strangers/internal/netkey"
 )
 
 // tokenBucket limits a rate: a connection's messages (conn.bucket, owned by
@@ -134,11 +136,7 @@ func clientAddr(r *http.Request, trusted []netip.Prefix) netip.Addr {
 			}
 		}
 	}
-	if addr.Is6() {
-		p, _ := addr.WithZone("").Prefix(64)
-		addr = p.Addr()
-	}
-	return addr
+	return netkey.Client(addr)
 }
 
 func parseHostAddr(hostport string) netip.Addr {

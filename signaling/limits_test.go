@@ -463,3 +463,34 @@ func TestShutdownContext(t *testing.T) {
 		t.Fatalf("Shutdown took %v", d)
 	}
 }
+
+// Ping and pong frames count against the rate limit like messages: a
+// client that floods them is closed like any other flooder, and another
+// pair keeps chatting meanwhile.
+func TestLimitControlFrameFlood(t *testing.T) {
+	t.Parallel()
+	for _, kind := range []int{websocket.PingMessage, websocket.PongMessage} {
+		t.Run(map[int]string{websocket.PingMessage: "ping", websocket.PongMessage: "pong"}[kind], func(t *testing.T) {
+			t.Parallel()
+			cfg := testConfig()
+			cfg.RateLimit, cfg.RateBurst = 10, 20
+			e := newEnv(t, cfg)
+			bystander, partner, mb, _ := e.pair()
+			f := e.dial()
+			f.hello()
+			for range 5000 {
+				if f.ws.WriteControl(kind, []byte("flood"), time.Now().Add(10*time.Second)) != nil {
+					break // closed under us, as it should be
+				}
+			}
+			f.expectError(CodeRateLimited)
+			f.expectClose(websocket.ClosePolicyViolation)
+			eventually(t, func() bool { return counter(e.hub.m.closes.WithLabelValues(string(reasonRateLimit))) == 1 })
+			if counter(e.hub.m.rateLimited) < 20 {
+				t.Fatal("rate limit hits not counted")
+			}
+			bystander.send(Chat{Type: TypeChat, Match: mb.Match, Text: "still here"})
+			partner.expect(TypeChat)
+		})
+	}
+}

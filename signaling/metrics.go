@@ -83,7 +83,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "strangers_rejected_upgrades_total", Help: "WebSocket upgrades refused, by reason.",
 		}, []string{"reason"}),
 		rateLimited: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "strangers_rate_limit_hits_total", Help: "Messages dropped by a connection's token bucket.",
+			Name: "strangers_rate_limit_hits_total", Help: "Messages and control frames dropped by a connection's token bucket.",
 		}),
 		reports: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "strangers_reports_total", Help: "Reports of a partner.",

@@ -122,6 +122,7 @@ func start(cfg settings, logger *slog.Logger) (_ *app, err error) {
 		closers = append(closers, func() { tlsLn.Close() })
 		tlsPort = tlsLn.Addr().(*net.TCPAddr).Port
 		a.mux = tlsmux.New(tlsLn, tlsSet.config, tlsmux.DefaultLimits, logger.With("component", "tls"))
+		reg.MustRegister(muxRefusals(a.mux)...)
 	}
 
 	publicHost := cfg.PublicHost

@@ -111,7 +111,7 @@ type tlsSetup struct {
 func newTLSSetup(cfg settings, log *slog.Logger) (tlsSetup, error) {
 	base := &tls.Config{
 		MinVersion: tls.VersionTLS12,
-		NextProtos: []string{"h2", "http/1.1", tlsmux.ALPNTURN, tlsmux.ALPNSTUN},
+		NextProtos: tlsNextProtos(),
 	}
 	switch {
 	case cfg.TLSCertFile != "":
@@ -179,6 +179,15 @@ func newTLSSetup(cfg settings, log *slog.Logger) (tlsSetup, error) {
 		return tlsSetup{config: base, acme: m, host: host}, nil
 	}
 	return tlsSetup{}, nil
+}
+
+// tlsNextProtos is the shared TLS port's ALPN list, in the server's order
+// of preference, which is what Go's TLS server picks by. TURN and STUN come
+// first: a client that offers stun.turn at all is a TURN client, whatever
+// else it offers (coturn's turnutils_uclient -S sends http/1.1 before it),
+// and browsers never offer it for HTTPS.
+func tlsNextProtos() []string {
+	return []string{tlsmux.ALPNTURN, tlsmux.ALPNSTUN, "h2", "http/1.1"}
 }
 
 // certName is the first DNS name of a certificate, else its first IP.

@@ -14,8 +14,10 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/strangers-chat/strangers/internal/netkey"
 	"golang.org/x/crypto/acme"
 )
 
@@ -68,6 +70,9 @@ type Mux struct {
 	mu      sync.Mutex // guards the fields below
 	perIP   map[netip.Addr]int
 	pending int
+
+	// Connections admit refused, by reason; read by Refused.
+	refusedPerIP, refusedPending atomic.Uint64
 }
 
 // New returns a Mux for ln, which it owns from now on; Serve runs it. config
@@ -152,7 +157,12 @@ func isTemporary(err error) bool {
 func (m *Mux) admit(ip netip.Addr) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.pending >= m.limits.MaxPending || m.perIP[ip] >= m.limits.MaxPerIP {
+	if m.pending >= m.limits.MaxPending {
+		m.refusedPending.Add(1)
+		return false
+	}
+	if m.perIP[ip] >= m.limits.MaxPerIP {
+		m.refusedPerIP.Add(1)
 		return false
 	}
 	m.pending++
@@ -238,9 +248,11 @@ func isSTUN(head []byte) bool {
 	return len(head) >= 8 && head[0]&0xC0 == 0 && binary.BigEndian.Uint32(head[4:8]) == stunMagicCookie
 }
 
+// remoteIP is the key a connection counts against the per-IP cap: its
+// IPv4 address, or its IPv6 /64.
 func remoteIP(c net.Conn) netip.Addr {
 	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
-		return a.AddrPort().Addr().Unmap()
+		return netkey.Client(a.AddrPort().Addr())
 	}
 	return netip.Addr{}
 }
@@ -293,3 +305,10 @@ func (l *connListener) Close() error {
 }
 
 func (l *connListener) Addr() net.Addr { return l.addr }
+
+// Refused returns how many connections the mux closed before their TLS
+// handshake: because their client (IPv6: its /64) held MaxPerIP
+// unclassified connections, and because MaxPending were pending in all.
+func (m *Mux) Refused() (perIP, pending uint64) {
+	return m.refusedPerIP.Load(), m.refusedPending.Load()
+}
