@@ -72,7 +72,7 @@ func TestEndedSessionCredentialsAllocateNothing(t *testing.T) {
 
 	// A live session's credential works.
 	live := dialPeer(t, httpAddr)
-	live.send(&signaling.ICERequest{Type: signaling.TypeICE})
+	live.send(signaling.ICERequest{})
 	addr, cred := turnUDP(t, expect[signaling.ICEReply](live, 10*time.Second))
 	if !allocateUDP(t, addr, cred) {
 		t.Fatal("a live session's credential does not allocate")
@@ -81,7 +81,7 @@ func TestEndedSessionCredentialsAllocateNothing(t *testing.T) {
 	const sessions, perSession = 3, 10
 	for i := range sessions {
 		p := dialPeer(t, httpAddr)
-		p.send(&signaling.ICERequest{Type: signaling.TypeICE})
+		p.send(signaling.ICERequest{})
 		addr, cred := turnUDP(t, expect[signaling.ICEReply](p, 10*time.Second))
 		p.Close()
 		for j := range perSession {
@@ -110,12 +110,12 @@ func TestEndedSessionCredentialsAllocateNothing(t *testing.T) {
 	// and the live one used 4 of the 10 it may mint in a row.
 	for range 6 {
 		p := dialPeer(t, httpAddr)
-		p.send(&signaling.ICERequest{Type: signaling.TypeICE})
+		p.send(signaling.ICERequest{})
 		expect[signaling.ICEReply](p, 10*time.Second)
 		p.Close()
 	}
 	p := dialPeer(t, httpAddr)
-	p.send(&signaling.ICERequest{Type: signaling.TypeICE})
+	p.send(signaling.ICERequest{})
 	if m := expect[signaling.Error](p, 10*time.Second); m.Code != signaling.CodeRateLimited {
 		t.Fatalf("ice beyond the address budget: %v, want error rate_limited", m)
 	}
