@@ -3,6 +3,7 @@ package signaling
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/strangers-chat/strangers/internal/sessionid"
 )
@@ -131,7 +132,9 @@ func TestRelayReencodes(t *testing.T) {
 
 func TestNextWithThreeClients(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, testConfig())
+	cfg := testConfig()
+	cfg.InterestWait = time.Hour // a and b, who just parted, stay apart throughout
+	e := newEnv(t, cfg)
 	a, b, ma, _ := e.pair()
 	m1 := ma.Match
 	c := e.dial()
