@@ -47,7 +47,7 @@
 //	 "interests":[common tags], "mode":mode, "relayOnly"?:true}
 //	{"type":"signal"|"chat"|"typing", ...}   as sent by the partner, re-encoded
 //	{"type":"partner_left", "match":id, "reason":"next"|"stop"|"disconnected"|"reported"}
-//	{"type":"stats", "online":n, "waiting":n}
+//	{"type":"stats", "online":n, "waiting":n, "waitingVideo":n, "waitingText":n}
 //	{"type":"ice", "iceServers":[RTCIceServer...]}
 //	{"type":"error", "code":code, "message":text}
 //
@@ -89,8 +89,13 @@
 // interest wait (waiting.fallbackIn milliseconds, default 5 s) anyone in its
 // mode will do, unless it sent "interestsOnly":true. A session without
 // interests accepts anyone at once. The partner is drawn at random; a
-// session is never paired with itself, with its last few partners (both
-// directions), or with anyone it reported or who reported it.
+// session is never paired with itself, or with anyone it reported or who
+// reported it. Nor, at first, with its last few partners (both
+// directions): only once it has waited the interest wait (the same 5 s by
+// default, counted from its find or next) and nobody else is there, it may
+// meet one of them again if that one has waited as long. A recent partner
+// is better than nobody: with two people online, one next leaves both
+// waiting for that long, then they meet again.
 //
 // When a pair is found both sides get matched with the same fresh match id.
 // Exactly one side is the "offerer": it creates the offer; the "answerer"
@@ -125,7 +130,9 @@
 // usernameFragment is replaced (relayonly.go lists the rules). The partner
 // never learns a relayOnly sender's address.
 //
-// stats is pushed at most every few seconds, only when the figures changed.
+// stats is pushed at most every few seconds, only when the figures changed:
+// sessions online, sessions waiting, and the waiting split by mode
+// (waitingVideo, waitingText), for a waiting screen to show its own.
 //
 // ice asks for this session's ICE servers outside a match, for a
 // connectivity preflight or a checker; the answer is an ice message with

@@ -49,6 +49,8 @@ type rx struct {
 	Typing     bool                `json:"typing"`
 	Reason     LeftReason          `json:"reason"`
 	Waiting    int                 `json:"waiting"`
+	WaitingVid int                 `json:"waitingVideo"`
+	WaitingTxt int                 `json:"waitingText"`
 	Code       ErrorCode           `json:"code"`
 	Message    string              `json:"message"`
 }

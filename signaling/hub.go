@@ -52,13 +52,16 @@ type Config struct {
 	TrustedProxies []netip.Prefix
 
 	// InterestWait is how long a session with interests waits for someone
-	// sharing one before it may be paired with anyone. Default 5s.
+	// sharing one before it may be paired with anyone, and how long any
+	// waiting session keeps away from its recent partners before it may
+	// meet one again (only if nobody else is waiting). Default 5s.
 	InterestWait time.Duration
 	// ResumeGrace is how long a session outlives its connection, waiting
 	// for hello{resume}. Default 15s.
 	ResumeGrace time.Duration
 	// RecentPartners is how many past partners a session will not be paired
-	// with again. Default 3. Reported partners are never paired again.
+	// with again, unless it has waited InterestWait and nobody else is
+	// waiting. Default 3. Reported partners are never paired again.
 	RecentPartners int
 
 	// MaxMessageSize caps a client frame in bytes; a larger one closes the

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gorilla/websocket"
 	"github.com/strangers-chat/strangers/internal/sessionid"
@@ -135,7 +136,9 @@ func TestRelayReencodes(t *testing.T) {
 
 func TestNextWithThreeClients(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, testConfig())
+	cfg := testConfig()
+	cfg.InterestWait = time.Hour // a and b, who just parted, stay apart throughout
+	e := newEnv(t, cfg)
 	a, b, ma, _ := e.pair()
 	m1 := ma.Match
 	c := e.dial()

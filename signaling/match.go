@@ -61,6 +61,7 @@ func (h *Hub) startWaiting(s *session, now time.Time) {
 	s.state = StateWaiting
 	s.waitSince = now
 	s.fallbackAt = now.Add(h.cfg.InterestWait)
+	s.settled = false
 	s.gen++
 	h.queue(s, now)
 	if s.state != StateWaiting {
@@ -73,17 +74,39 @@ func (h *Hub) startWaiting(s *session, now time.Time) {
 	h.deliver(s, encode(w), false)
 }
 
-// queue pairs s at once if it can, else puts it in the pool (scheduling its
-// fallback to anyone).
+// queue pairs s at once if it can, else puts it in the pool and, until s has
+// settled, schedules its fallback.
+//
+// The fallback, InterestWait after s started waiting, settles s: its
+// interests give way to anyone (unless it asked for interests only), and it
+// may meet one of its recent partners again if nobody else is there and
+// that partner has settled too. The same wait serves both because both
+// trade a better partner for any partner once waiting longer would likely
+// be waiting for nothing; and on a quiet instance it ends the dead end of
+// two people online who just parted and would otherwise never meet again.
 func (h *Hub) queue(s *session, now time.Time) {
-	anyone := len(s.interests) == 0 || (!s.interestsOnly && !now.Before(s.fallbackAt))
+	if !now.Before(s.fallbackAt) {
+		s.settled = true
+	}
+	anyone := len(s.interests) == 0 || (!s.interestsOnly && s.settled)
 	if p := h.pool.partnerFor(s, anyone); p != nil {
 		h.pair(s, p, now)
 		return
 	}
 	h.pool.add(s, anyone)
-	if !anyone && !s.interestsOnly {
+	if !s.settled {
 		h.schedule(s, s.fallbackAt, dlFallback)
+	}
+}
+
+// settle is s's fallback: see queue.
+func (h *Hub) settle(s *session, now time.Time) {
+	s.settled = true
+	if !s.interestsOnly {
+		h.pool.openToAnyone(s)
+	}
+	if p := h.pool.partnerFor(s, s.pos.inAny); p != nil {
+		h.pair(s, p, now)
 	}
 }
 

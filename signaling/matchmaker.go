@@ -14,7 +14,10 @@ import (
 // the member, so adding, removing and drawing at random are O(1). Finding a
 // partner draws from at most MaxInterests+1 sets and probes at most maxProbe
 // members of each, skipping the seeker itself and sessions either side is
-// avoiding (recent partners, reported ones); it never scans the pool.
+// avoiding (recent partners, reported ones); it never scans the pool. Only
+// if that finds no one, and the seeker has waited out its fallback, does a
+// second draw of the same bound allow a recent partner (one that has waited
+// out its own fallback too).
 
 // maxProbe bounds the members examined per set when the random draw lands on
 // an avoided one. Avoided sessions are few (RecentPartners plus reports), so
@@ -165,10 +168,24 @@ func (p *pool) remove(s *session) {
 // first one sharing an interest (tags tried in random order), then, if
 // anyone is true, anyone who also accepts anyone. s may or may not be in the
 // pool itself; it is never its own partner, nor paired with a session
-// either of them avoids.
+// either of them avoids, with one exception: when no one else will do and s
+// has settled (waited out its fallback), a recent partner that has settled
+// too is better than nobody. A reported one never is. Both draws are bounded
+// like one, so this never scans the pool either.
 func (p *pool) partnerFor(s *session, anyone bool) *session {
+	if c := p.draw(s, anyone, func(c *session) bool {
+		return c != s && !s.avoids(c) && !c.avoids(s)
+	}); c != nil || !s.settled {
+		return c
+	}
+	return p.draw(s, anyone, func(c *session) bool {
+		return c != s && c.settled && !s.hasReported(c) && !c.hasReported(s)
+	})
+}
+
+// draw is partnerFor with its own test of a candidate.
+func (p *pool) draw(s *session, anyone bool, ok func(*session) bool) *session {
 	mp := p.modes[s.mode]
-	ok := func(c *session) bool { return c != s && !s.avoids(c) && !c.avoids(s) }
 	if n := len(s.interests); n > 0 {
 		var order [MaxInterests]int
 		for i := range n {

@@ -205,3 +205,66 @@ func BenchmarkPartnerFor(b *testing.B) {
 		})
 	}
 }
+
+// A recent partner is offered only when both sides have settled and nobody
+// else will do; a reported one never.
+func TestPoolRecentPartnerOnlyWhenSettled(t *testing.T) {
+	p := newPool(rand.New(rand.NewPCG(5, 5)))
+	a, b := newSession(1, ModeVideo), newSession(2, ModeVideo)
+	a.remember(b, 3)
+	b.remember(a, 3)
+	p.add(a, true)
+	if got := p.partnerFor(b, true); got != nil {
+		t.Fatal("paired with a recent partner before either settled")
+	}
+	b.settled = true
+	if got := p.partnerFor(b, true); got != nil {
+		t.Fatal("paired with a recent partner that has not settled")
+	}
+	a.settled = true
+	if got := p.partnerFor(b, true); got != a {
+		t.Fatalf("got %v: two settled recent partners, alone, should meet again", got)
+	}
+	b.settled = false
+	if got := p.partnerFor(b, true); got != nil {
+		t.Fatal("an unsettled seeker was paired with a recent partner")
+	}
+	b.settled = true
+
+	// Anyone else is preferred, every time.
+	c := newSession(3, ModeVideo)
+	c.settled = true
+	p.add(c, true)
+	for range 50 {
+		if got := p.partnerFor(b, true); got != c {
+			t.Fatalf("got %v, want the stranger over the recent partner", got)
+		}
+	}
+	p.remove(c)
+
+	// The other rules still hold: one not yet open to anyone is offered
+	// only through a shared tag (here there is none).
+	p.remove(a)
+	p.add(a, false)
+	if got := p.partnerFor(b, true); got != nil {
+		t.Fatal("paired without a common interest or the anyone flag")
+	}
+	p.remove(a)
+	p.add(a, true)
+
+	// A report, in either direction, is forever.
+	b.block(a.serial)
+	if got := p.partnerFor(b, true); got != nil {
+		t.Fatal("paired with someone it reported")
+	}
+	b.reported = nil
+	a.block(b.serial)
+	if got := p.partnerFor(b, true); got != nil {
+		t.Fatal("paired with someone who reported it")
+	}
+	// Nor is a settled session ever its own partner.
+	if got := p.partnerFor(a, true); got != nil {
+		t.Fatal("paired with itself")
+	}
+	checkPool(t, p)
+}

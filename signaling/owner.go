@@ -46,7 +46,7 @@ type deadline struct {
 }
 
 const (
-	dlFallback uint8 = iota // interest wait over: accept anyone
+	dlFallback uint8 = iota // interest wait over: settle (match.go's queue)
 	dlGrace                 // resume grace over: end the session
 )
 
@@ -116,11 +116,8 @@ func (h *Hub) expire(now time.Time) {
 		}
 		switch d.kind {
 		case dlFallback:
-			if s.state == StateWaiting && s.pos.inPool && !s.pos.inAny {
-				h.pool.openToAnyone(s)
-				if p := h.pool.partnerFor(s, true); p != nil {
-					h.pair(s, p, now)
-				}
+			if s.state == StateWaiting && s.pos.inPool && !s.settled {
+				h.settle(s, now)
 			}
 		case dlGrace:
 			if s.conn == nil {
@@ -187,6 +184,7 @@ func (h *Hub) deliver(s *session, data []byte, always bool) {
 // snapshot is the owner's state as tests see it.
 type snapshot struct {
 	sessions, attached, waiting, matched, pending int
+	settled                                       int // waiting sessions in the pool past their fallback
 	broken                                        int // matched sessions whose match does not name them, or whose partner is not matched back
 }
 
@@ -198,6 +196,9 @@ func (h *Hub) snapshot() snapshot {
 			n.attached++
 		}
 		n.pending += len(s.pending)
+		if s.pos.inPool && s.settled {
+			n.settled++
+		}
 		if s.match != nil {
 			n.matched++
 			p := s.match.other(s)

@@ -262,7 +262,11 @@ type PartnerLeft struct {
 type Stats struct {
 	Type    MsgType `json:"type"`
 	Online  int     `json:"online"`
-	Waiting int     `json:"waiting"`
+	Waiting int     `json:"waiting"` // in all modes
+	// WaitingVideo and WaitingText split Waiting by mode, for a waiting
+	// screen to say how many wait in its own.
+	WaitingVideo int `json:"waitingVideo"`
+	WaitingText  int `json:"waitingText"`
 }
 
 // Error reports a message the server would not act on.

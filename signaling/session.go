@@ -42,7 +42,8 @@ type session struct {
 
 	pos        poolPos   // place in the pool while waiting and attached
 	waitSince  time.Time // entered the queue
-	fallbackAt time.Time // interests give way to anyone
+	fallbackAt time.Time // interests give way to anyone, and recent partners are allowed
+	settled    bool      // waited past fallbackAt: may meet a settled recent partner
 	gen        uint64    // bumped to void scheduled deadlines
 
 	match       *match
@@ -57,13 +58,24 @@ type session struct {
 	iceBucket *tokenBucket // ice requests; nil until the first
 }
 
-// avoids reports whether s must not be paired with o.
+// avoids reports whether s would rather not be paired with o: o is one of
+// its last partners, or it reported o.
 func (s *session) avoids(o *session) bool {
+	return s.recentlyMet(o) || s.hasReported(o)
+}
+
+// recentlyMet reports whether o is one of s's last RecentPartners partners.
+func (s *session) recentlyMet(o *session) bool {
 	for _, r := range s.recent {
 		if r == o.serial {
 			return true
 		}
 	}
+	return false
+}
+
+// hasReported reports whether s reported o: they are never paired again.
+func (s *session) hasReported(o *session) bool {
 	_, rep := s.reported[o.serial]
 	return rep
 }

@@ -12,7 +12,8 @@ const statsChunks = 32
 func (h *Hub) statsTick() {
 	h.statsTicks++
 	if h.statsTicks%statsChunks == 0 {
-		st := Stats{Type: TypeStats, Online: len(h.sessions), Waiting: h.pool.waiting(ModeVideo) + h.pool.waiting(ModeText)}
+		video, text := h.pool.waiting(ModeVideo), h.pool.waiting(ModeText)
+		st := Stats{Type: TypeStats, Online: len(h.sessions), Waiting: video + text, WaitingVideo: video, WaitingText: text}
 		if st != h.lastStats {
 			h.lastStats = st
 			h.statsData = encode(st)

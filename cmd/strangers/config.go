@@ -49,7 +49,7 @@ type config struct {
 	ACMECAFile    string   `env:"STRANGERS_ACME_CA_FILE" help:"PEM roots trusted when talking to the ACME directory, for a private ACME server. Empty: the system roots."`
 
 	// Signaling.
-	InterestWait       time.Duration `env:"STRANGERS_INTEREST_WAIT" envDefault:"5s" sets:"signaling.InterestWait" bounds:">0" help:"How long a waiting user is matched on shared interests only before anyone in the same mode will do."`
+	InterestWait       time.Duration `env:"STRANGERS_INTEREST_WAIT" envDefault:"5s" sets:"signaling.InterestWait" bounds:">0" help:"How long a waiting user is matched on shared interests only, and kept from its last few partners, before anyone in the same mode will do (a recent partner only if nobody else is waiting; a reported one never)."`
 	ResumeGrace        time.Duration `env:"STRANGERS_RESUME_GRACE" envDefault:"15s" sets:"signaling.ResumeGrace" bounds:">0" help:"How long a dropped WebSocket may reconnect and get its session and match back before the partner is told."`
 	WSMaxMessage       int64         `env:"STRANGERS_WS_MAX_MESSAGE" envDefault:"65536" sets:"signaling.MaxMessageSize" bounds:"4096..262144" unit:"bytes" help:"Largest WebSocket message in bytes; a larger one closes the connection (1009)."`
 	WSRate             float64       `env:"STRANGERS_WS_RATE" envDefault:"20" sets:"signaling.RateLimit" bounds:">0" help:"Messages per second a connection may send on average (token bucket refill)."`

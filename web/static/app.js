@@ -16,6 +16,15 @@ const typingIdleMs = 3000;
 /** How long the first Esc waits for the second. */
 const escConfirmMs = 3000;
 
+/** One is shown, at random, on the waiting screen. */
+const tips = [
+  'Tip: press Esc twice during a chat to skip to someone new.',
+  'Tip: add interests on the start page to meet people who like the same things first.',
+  'Tip: be kind. If someone is not, press Report: you will never be paired with them again.',
+  'Tip: when few people are online, you may meet someone you talked to a moment ago.',
+  'Tip: \u201cHide my IP\u201d on the start page sends video through our relay, so the stranger never learns your address.',
+];
+
 /**
  * @typedef {'idle' | 'waiting' | 'matched' | 'ended'} Phase
  * idle: on the landing page; waiting: queued; matched: talking to someone;
@@ -47,6 +56,10 @@ const state = {
   remoteTypingTimer: undefined,
   /** @type {ReturnType<typeof setInterval> | undefined} */
   countdownTimer: undefined,
+  /** When we started looking (performance.now()), for the waiting screen. */
+  waitSince: 0,
+  /** @type {P.Stats | null} the last stats */
+  stats: null,
   escArmed: false,
   /** @type {ReturnType<typeof setTimeout> | undefined} */
   escTimer: undefined,
@@ -112,6 +125,8 @@ function onMessage(m) {
       break;
     case 'stats':
       ui.setOnline(m.online);
+      state.stats = m;
+      showWaitingCount();
       break;
     case 'waiting':
       onWaiting(m);
@@ -216,26 +231,57 @@ function onWaiting(m) {
   startCountdown(typeof m.fallbackIn === 'number' ? m.fallbackIn : 0);
 }
 
-/** @param {number} fallbackInMs */
+/**
+ * Shows the waiting screen, or brings it up to date when the server
+ * confirms we wait: what we look for, the interest fallback countdown, how
+ * many wait in our mode and for how long, and a tip.
+ * @param {number} fallbackInMs
+ */
 function startCountdown(fallbackInMs) {
+  const fresh = state.countdownTimer === undefined;
   stopCountdown();
+  if (fresh) {
+    state.waitSince = performance.now();
+    ui.setWaitingTip(tips[Math.floor(Math.random() * tips.length)] ?? '');
+  }
   const deadline = performance.now() + fallbackInMs;
   const tick = () => {
     const left = Math.ceil((deadline - performance.now()) / 1000);
     if (state.interests.length > 0 && left > 0) {
-      ui.setStage(`Looking for someone who also likes ${ui.listText(state.interests)}\u2026 anyone in ${left} s`);
+      ui.setStage(`Looking for someone who also likes ${ui.listText(state.interests)}\u2026`);
+      ui.setWaitingFallback(`If nobody does, anyone in ${left} s`);
     } else {
       ui.setStage('Looking for a stranger\u2026');
-      stopCountdown();
+      ui.setWaitingFallback('');
     }
+    ui.setWaitingElapsed(performance.now() - state.waitSince);
   };
   tick();
-  if (state.interests.length > 0 && fallbackInMs > 0) state.countdownTimer = setInterval(tick, 250);
+  showWaitingCount();
+  ui.showWaiting(true);
+  ui.setNextAvailable(false);
+  state.countdownTimer = setInterval(tick, 250);
 }
 
 function stopCountdown() {
   clearInterval(state.countdownTimer);
   state.countdownTimer = undefined;
+  ui.showWaiting(false);
+  ui.setNextAvailable(true);
+}
+
+/** How many wait in our mode, from the last stats. */
+function showWaitingCount() {
+  const st = state.stats;
+  if (!st) {
+    ui.setWaitingCount(null, '');
+    return;
+  }
+  // Stats come every few seconds: the last may be from before we queued.
+  // We wait, so at least one does.
+  const n = state.mode === 'video' ? st.waitingVideo : st.waitingText;
+  if (typeof n === 'number') ui.setWaitingCount(Math.max(1, n), state.mode);
+  else ui.setWaitingCount(typeof st.waiting === 'number' ? Math.max(1, st.waiting) : null, '');
 }
 
 // ---- Talking -------------------------------------------------------------
@@ -310,6 +356,7 @@ el.remoteVideo.addEventListener('playing', () => {
 
 /** Ends the current call and match locally (the server knows already). */
 function endMatch() {
+  const focused = document.activeElement;
   if (state.call) state.call.close();
   state.call = null;
   state.match = null;
@@ -321,6 +368,20 @@ function endMatch() {
   clearTimeout(state.typingTimer);
   state.typingSent = false;
   disarmEsc();
+  keepFocus(focused);
+}
+
+/**
+ * If the control that had the keyboard focus was just disabled (the message
+ * box, Send or Report when a chat ends), the focus would fall to the page
+ * body: it goes to Next instead, the control that matters now.
+ * @param {Element | null} was what had the focus
+ */
+function keepFocus(was) {
+  if (el.chat.hidden) return;
+  const now = document.activeElement;
+  const lost = now === null || now === document.body || (now === was && 'disabled' in now && now.disabled === true);
+  if (lost) el.next.focus();
 }
 
 /** @param {P.LeftReason} reason */

@@ -102,7 +102,7 @@ export const CLOSE_RESUMED = 4000;
  * @typedef {{type: 'waiting', mode: Mode, fallbackIn?: number}} Waiting fallbackIn: ms until anyone will do (0: already, or never)
  * @typedef {{type: 'matched', match: string, role: Role, iceServers: ICEServer[], interests: string[], mode: Mode, relayOnly?: boolean}} Matched
  * @typedef {{type: 'partner_left', match: string, reason: LeftReason}} PartnerLeft
- * @typedef {{type: 'stats', online: number, waiting: number}} Stats
+ * @typedef {{type: 'stats', online: number, waiting: number, waitingVideo: number, waitingText: number}} Stats waiting: in all modes; waitingVideo and waitingText: by mode
  * @typedef {{type: 'error', code: string, message: string}} ErrorMessage
  * @typedef {{type: 'ice', iceServers: ICEServer[]}} ICEReply
  * @typedef {Welcome | Waiting | Matched | Signal | Chat | Typing | PartnerLeft | Stats | ErrorMessage | ICEReply} ServerMessage

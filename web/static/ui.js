@@ -31,8 +31,16 @@ export const el = {
   remoteVideo: byId('remote-video', HTMLVideoElement),
   localVideo: byId('local-video', HTMLVideoElement),
   stage: byId('stage', HTMLElement),
+  stageText: byId('stage-text', HTMLElement),
+  waiting: byId('waiting', HTMLElement),
+  waitingFallback: byId('waiting-fallback', HTMLElement),
+  waitingCount: byId('waiting-count', HTMLElement),
+  waitingElapsed: byId('waiting-elapsed', HTMLElement),
+  waitingTip: byId('waiting-tip', HTMLElement),
   play: byId('play', HTMLButtonElement),
   connection: byId('connection', HTMLElement),
+  connectionPath: byId('connection-path', HTMLElement),
+  connectionRtt: byId('connection-rtt', HTMLElement),
   mute: byId('mute', HTMLButtonElement),
   cameraOff: byId('camera-off', HTMLButtonElement),
   cameraSelect: byId('camera-select', HTMLSelectElement),
@@ -84,9 +92,68 @@ export function setServerStatus(text) {
  * @param {'info' | 'notice'} [kind]
  */
 export function setStage(text, kind = 'info') {
-  el.stage.textContent = text;
+  // Only a change is written: the line is a live region, and rewriting it
+  // with the same words would have them read out again.
+  setText(el.stageText, text);
   el.stage.hidden = text === '';
   el.stage.dataset.kind = kind;
+}
+
+/**
+ * Sets an element's text only if it differs.
+ * @param {HTMLElement} e
+ * @param {string} text
+ */
+function setText(e, text) {
+  if (e.textContent !== text) e.textContent = text;
+}
+
+/**
+ * The waiting screen under the stage line: motion, how many wait, for how
+ * long, a tip. None of it is a live region: it changes every second.
+ * @param {boolean} on
+ */
+export function showWaiting(on) {
+  el.waiting.hidden = !on;
+}
+
+/**
+ * @param {number | null} n sessions waiting in our mode (null: not known yet)
+ * @param {'video' | 'text' | ''} mode '' when the server does not say per mode
+ */
+export function setWaitingCount(n, mode) {
+  el.waitingCount.hidden = n === null;
+  if (n === null) return;
+  const what = mode === 'video' ? ' for video chat' : mode === 'text' ? ' for text chat' : '';
+  setText(el.waitingCount, `${n} waiting${what} \u00b7`);
+}
+
+/** @param {number} ms since we started looking */
+export function setWaitingElapsed(ms) {
+  const s = Math.max(0, Math.floor(ms / 1000));
+  setText(el.waitingElapsed, `waited ${Math.floor(s / 60)}:${String(s % 60).padStart(2, '0')}`);
+}
+
+/** @param {string} text the interest fallback countdown; empty hides it */
+export function setWaitingFallback(text) {
+  setText(el.waitingFallback, text);
+  el.waitingFallback.hidden = text === '';
+}
+
+/** @param {string} text */
+export function setWaitingTip(text) {
+  setText(el.waitingTip, text);
+}
+
+/**
+ * Next cannot be used while we wait (there is no one to skip). It stays
+ * focusable (aria-disabled, not disabled), so the keyboard focus is not lost
+ * when it was just pressed.
+ * @param {boolean} available
+ */
+export function setNextAvailable(available) {
+  if (available) el.next.removeAttribute('aria-disabled');
+  else el.next.setAttribute('aria-disabled', 'true');
 }
 
 /** @param {string} text shown under the Start button; empty hides it */
@@ -102,11 +169,13 @@ export function setConnection(s) {
   const c = el.connection;
   if (!s) {
     c.dataset.state = 'idle';
-    c.textContent = '';
+    setText(el.connectionPath, '');
+    setText(el.connectionRtt, '');
     c.title = '';
     return;
   }
   let text;
+  let rtt = '';
   /** @type {string} data-state: the call's state, or relayed/direct once connected */
   let state = s.state;
   switch (s.state) {
@@ -121,20 +190,23 @@ export function setConnection(s) {
       break;
     default: {
       const transport = (s.transport ?? '').toUpperCase();
-      const rtt = s.rttMs === undefined ? '' : ` \u00b7 ${s.rttMs} ms`;
+      rtt = s.rttMs === undefined ? '' : ` \u00b7 ${s.rttMs} ms`;
       if (s.path === 'relayed') {
         state = 'relayed';
-        text = `Relayed${transport ? ` (TURN over ${transport})` : ''}${rtt}`;
+        text = `Relayed${transport ? ` (TURN over ${transport})` : ''}`;
       } else if (s.path === 'direct') {
         state = 'direct';
-        text = `Direct${transport ? ` (${transport})` : ''}${rtt}`;
+        text = `Direct${transport ? ` (${transport})` : ''}`;
       } else {
         text = 'Connected';
       }
     }
   }
   c.dataset.state = state;
-  c.textContent = text;
+  // The path is a live region, announced when it changes; the round-trip
+  // time, rewritten every second, is beside it and is not.
+  setText(el.connectionPath, text);
+  setText(el.connectionRtt, rtt);
 }
 
 /**
