@@ -64,10 +64,7 @@ func newMetrics(reg prometheus.Registerer, activeAllocs func() float64, traffic 
 			Namespace: ns, Subsystem: sub, Name: "responses_dropped_total",
 			Help: "Responses to unauthenticated requests not sent, by reason.",
 		}, []string{"reason"}),
-		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: ns, Subsystem: sub, Name: "dropped_packets_total",
-			Help: "Datagrams between clients and peers not relayed, by direction and reason: no live permission for the peer, or over the bitrate cap.",
-		}, []string{"direction", "reason"}),
+		dropped: newDroppedVec(),
 	}
 	active := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: ns, Subsystem: sub, Name: "allocations_active",
@@ -101,6 +98,13 @@ func newMetrics(reg prometheus.Registerer, activeAllocs func() float64, traffic 
 		m.repliesDropped.WithLabelValues(r)
 	}
 	return m, nil
+}
+
+func newDroppedVec() *prometheus.CounterVec {
+	return prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "strangers", Subsystem: "relay", Name: "dropped_packets_total",
+		Help: "Datagrams between clients and peers not relayed, by direction and reason: no live permission for the peer, or over the bitrate cap.",
+	}, []string{"direction", "reason"})
 }
 
 func (m *metrics) unregister() {
