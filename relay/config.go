@@ -35,6 +35,7 @@ const (
 	DefaultTCPMaxConnsPerIP       = 16
 	DefaultTCPFirstMessageTimeout = 10 * time.Second
 	DefaultTCPIdleTimeout         = 5 * time.Minute
+	DefaultMaxBitrate             = 5_000_000
 	maxUDPSockets                 = 64
 )
 
@@ -118,6 +119,18 @@ type Config struct {
 	// the two relay sockets. For measurements; the handover is on by
 	// default.
 	NoLocalHandover bool
+	// MaxBitrate caps what one allocation relays in each direction
+	// (client to peers, peers to client), in bits per second of payload;
+	// datagrams over it are dropped (a second's worth, at least 64 KiB,
+	// may pass in a burst). Zero: DefaultMaxBitrate, 5 Mbit/s, about twice
+	// what a browser sends for a 720p call with audio (video at most
+	// 2.5 Mbit/s). Negative: no cap.
+	MaxBitrate int64
+	// NoFastPath sends every datagram through pion: the relay's own data
+	// path (ChannelData relayed by the socket wrappers, the in-process
+	// handover) is off. Permissions and MaxBitrate apply either way. For
+	// comparisons and as a fallback; the fast path is on by default.
+	NoFastPath bool
 	// ExtraICEServers are appended to what ICEServers returns.
 	ExtraICEServers []ICEServer
 	// Now is the clock used for credential expiry and rate limiting.
@@ -131,6 +144,11 @@ type Config struct {
 	// channelLifetime is the lifetime of a channel binding. Zero: pion's
 	// default, 10 minutes (RFC 5766). Tests shorten it to see expiry.
 	channelLifetime time.Duration
+	// permissionLifetime, when set, makes admission treat a permission as
+	// lapsed this long after pion created it, whatever pion does; pion's
+	// own lifetime (5 minutes, refreshed without telling us) is a
+	// constant. Tests that do not refresh permissions set it to see expiry.
+	permissionLifetime time.Duration
 	// replyBurst and replyRate size the buckets of responses to
 	// unauthenticated requests (see reply.go). Zero: replyBurst and
 	// replyRate. Tests that are not about them, with every client on

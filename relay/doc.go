@@ -63,6 +63,18 @@
 //
 // v4 relays are IPv4 UDP only; RFC 6062 TCP relays are refused.
 //
+// # Admission
+//
+// Every datagram between a client and a peer passes one per-datagram
+// admission step of its allocation (admit.go) on whichever path carries
+// it, ours or pion's: it is dropped without a live permission for the
+// peer's IP, in both directions and also over a bound channel (pion would
+// relay over a channel whose permission expired), when it goes to a
+// guarded address of this host, and above Config.MaxBitrate in its
+// direction (a token bucket per direction, a second's worth of burst).
+// Config.NoFastPath sends every datagram through pion; admission applies
+// all the same, in the relay socket wrapper pion reads and writes.
+//
 // # Throughput
 //
 // pion reads each socket in one goroutine, one datagram per ReadFrom. The
@@ -78,16 +90,16 @@
 // connection's writer goroutine, so under load they share TCP writes.
 //
 // ChannelData, the bulk of relayed traffic, skips pion when it can: the
-// socket wrappers keep a lock-free mirror of each allocation's channels
-// and permissions, fed by pion's events, and relay a ChannelData message
-// from a client, or a datagram from a peer with a bound channel, straight
-// to the other side (padded to 4 bytes, as pion does). Anything the mirror
-// does not vouch for (unknown or expired channel, no live permission for
-// the peer's IP, closed relay socket, oversized datagram, Data indications)
-// goes to pion as before, so the fast path never relays what pion would
-// refuse. On Linux the fast path sends with raw sendto calls on the
-// non-blocking sockets, to destinations converted once per allocation or
-// channel; elsewhere with WriteTo.
+// socket wrappers keep a lock-free mirror of each allocation's channels,
+// fed by pion's events, and relay a ChannelData message from a client, or
+// a datagram from a peer with a bound channel, straight to the other side
+// (padded to 4 bytes, as pion does), once admission lets it pass (else
+// they drop it, as pion's path would). Anything the mirror does not vouch
+// for (unknown or expired channel, closed relay socket, oversized
+// datagram, Data indications) goes to pion as before. On Linux the fast
+// path sends with raw sendto calls on the non-blocking sockets, to
+// destinations converted once per allocation or channel; elsewhere with
+// WriteTo.
 //
 // When both sides of a call are relayed by this server (two browsers that
 // hide their addresses), the peer of a channel is another relay address
@@ -106,5 +118,6 @@
 // {reason}, auth_failures_total{reason}, peer_denied_total,
 // quota_hits_total{kind}, responses_dropped_total{reason},
 // bytes_total{direction}, packets_total{direction},
-// handed_over_packets_total, stream_conns_closed_total{reason}.
+// dropped_packets_total{direction, reason}, handed_over_packets_total,
+// stream_conns_closed_total{reason}.
 package relay

@@ -19,13 +19,11 @@ import (
 // immutable tables behind atomic pointers, so the packet path takes no
 // lock. pion removes a channel (expiry, allocation close) only after
 // telling us, so a channel exists in pion whenever it exists in the
-// mirror. A permission pion deletes first and tells us after; pion does
-// not consult permissions for channel data, and the mirror drops the
-// permission on the event. So a datagram the fast path relays is one pion
-// would relay.
-// The fast path is stricter than pion where pion is lax: it also requires
-// a live permission for the peer's IP (pion relays over a channel whose
-// permission has expired), it leaves oversized datagrams, Data
+// mirror. So a datagram the fast path relays is one pion would relay.
+// Permissions, the own-address guard and the bitrate cap are admission's
+// (admit.go), which pion's path applies too, in the relay socket wrapper:
+// a datagram on a bound channel that admission refuses is dropped, not
+// handed to pion. The fast path leaves oversized datagrams, Data
 // indications and allocations whose relay socket is closed to pion, and it
 // gives up on an allocation whose client-facing socket is ambiguous.
 //
@@ -72,12 +70,11 @@ type fastAlloc struct {
 	table    atomic.Pointer[bindTable]
 }
 
-// bindTable is an immutable snapshot of an allocation's channels and
-// permissions. Updates replace it whole.
+// bindTable is an immutable snapshot of an allocation's channels. Updates
+// replace it whole. Permissions are the relay socket's (admit.go).
 type bindTable struct {
 	byNum  map[uint16]*chanPeer      // channel number → peer
 	byPeer map[netip.AddrPort]uint16 // peer → channel number
-	perms  map[netip.Addr]struct{}   // peer IPs with a live permission
 }
 
 // chanPeer is the peer a channel is bound to.
@@ -106,16 +103,12 @@ func (t *bindTable) clone() *bindTable {
 	n := &bindTable{
 		byNum:  make(map[uint16]*chanPeer, len(t.byNum)+1),
 		byPeer: make(map[netip.AddrPort]uint16, len(t.byPeer)+1),
-		perms:  make(map[netip.Addr]struct{}, len(t.perms)+1),
 	}
 	for k, v := range t.byNum {
 		n.byNum[k] = v
 	}
 	for k, v := range t.byPeer {
 		n.byPeer[k] = v
-	}
-	for k := range t.perms {
-		n.perms[k] = struct{}{}
 	}
 	return n
 }
@@ -147,8 +140,8 @@ func parseChannelData(b []byte) (number uint16, data []byte, ok bool) {
 
 // toPeer relays a ChannelData message from the client of fa to the peer
 // bound to its channel, sending with fio, which belongs to the calling
-// reader. It reports false, relaying nothing, when pion must handle the
-// message.
+// reader, if admission lets it pass (else it drops it). It reports false,
+// relaying nothing, when pion must handle the message.
 func (fa *fastAlloc) toPeer(fio *fastIO, frame []byte) bool {
 	number, data, ok := parseChannelData(frame)
 	rc := fa.relay
@@ -160,8 +153,8 @@ func (fa *fastAlloc) toPeer(fio *fastIO, frame []byte) bool {
 	if peer == nil {
 		return false
 	}
-	if _, ok := t.perms[peer.ap.Addr()]; !ok {
-		return false
+	if !rc.admitTo(peer.ap, len(data)) {
+		return true
 	}
 	if peer.local != nil && rc.handOver(fio, peer.local, data) {
 		return true
@@ -174,16 +167,22 @@ func (fa *fastAlloc) toPeer(fio *fastIO, frame []byte) bool {
 
 // handOver gives data, sent by rc's client to dst, another relay socket of
 // ours, straight to dst's client, as if dst had read it from rc's public
-// address. It reports false, handing over nothing, when dst's reader (and
-// pion) must see the datagram or its client cannot take it at once.
+// address, or drops it if dst's admission does. It reports false, handing
+// over nothing, when dst's reader (and pion) must see the datagram or its
+// client cannot take it at once.
 func (rc *relayConn) handOver(fio *fastIO, dst *relayConn, data []byte) bool {
 	if dst.closed.Load() || len(data) >= pionInboundMTU {
 		return false
 	}
 	fb := dst.fast.Load()
-	if fb == nil || !fb.toClient(fio, data, rc.self, false) {
+	if fb == nil {
 		return false
 	}
+	if fb.toClient(fio, data, rc.self, false) == declined {
+		return false
+	}
+	// Sent or dropped by dst's admission: counted as the kernel would have
+	// carried it.
 	dst.counters.bytesFrom.Add(uint64(len(data)))
 	dst.counters.packetsFrom.Add(1)
 	rc.countTo(len(data))
@@ -192,18 +191,28 @@ func (rc *relayConn) handOver(fio *fastIO, dst *relayConn, data []byte) bool {
 	return true
 }
 
+// fate is what became of a datagram the fast path was offered.
+type fate int
+
+const (
+	declined fate = iota // nothing done: pion (or the kernel) must handle it
+	sent                 // relayed
+	dropped              // refused by admission
+)
+
 // toClient relays a datagram from peer to the client of fa as ChannelData,
-// padded to 4 bytes as pion pads it. fio is the caller's. It reports false,
-// sending nothing, when pion must handle it, or when wait is false and the
-// client's connection has no room at once.
-func (fa *fastAlloc) toClient(fio *fastIO, data []byte, peer netip.AddrPort, wait bool) bool {
-	t := fa.table.Load()
-	number, ok := t.byPeer[peer]
+// padded to 4 bytes as pion pads it, if admission lets it pass. fio is the
+// caller's. It declines, sending nothing and taking nothing from the
+// bitrate cap, when pion must handle the datagram (no channel is bound to
+// peer), or when wait is false and the client's connection has no room at
+// once.
+func (fa *fastAlloc) toClient(fio *fastIO, data []byte, peer netip.AddrPort, wait bool) fate {
+	number, ok := fa.table.Load().byPeer[peer]
 	if !ok {
-		return false
+		return declined
 	}
-	if _, ok := t.perms[peer.Addr()]; !ok {
-		return false
+	if !fa.relay.admitFrom(peer, len(data)) {
+		return dropped
 	}
 	size := 4 + (len(data)+3)&^3
 	if cap(fio.out) < size {
@@ -215,10 +224,11 @@ func (fa *fastAlloc) toClient(fio *fastIO, data []byte, peer netip.AddrPort, wai
 	copy(out[4:], data)
 	clear(out[4+len(data):])
 	if !fa.owner.sendToClient(fio, out, fa, wait) {
-		return false
+		fa.relay.adm.refund(fromPeerDir, len(data))
+		return declined
 	}
 	fa.relay.fastFrom.Add(1)
-	return true
+	return sent
 }
 
 // sendToClient implements clientSide. A UDP send does not wait for the
@@ -284,7 +294,7 @@ func (s *Server) forgetAllocate(key string) {
 // fastCreated sets up the mirror of a new allocation. Called with s.mu held.
 func (s *Server) fastCreated(key string, src net.Addr, a *allocState) {
 	owner := s.pendingOwner[key]
-	if owner == nil || a.relay == nil {
+	if owner == nil || a.relay == nil || s.cfg.NoFastPath {
 		return
 	}
 	fa := newFastAlloc(src, owner, a.relay)

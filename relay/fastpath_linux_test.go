@@ -76,8 +76,9 @@ func TestFastPathAllocs(t *testing.T) {
 	fa.table.Store(&bindTable{
 		byNum:  map[uint16]*chanPeer{0x4000: newChanPeer(peerAddr, peerAddr.AddrPort(), rl, nil)},
 		byPeer: map[netip.AddrPort]uint16{peerAddr.AddrPort(): 0x4000},
-		perms:  map[netip.Addr]struct{}{peerAddr.AddrPort().Addr(): {}},
 	})
+	rl.adm.permit(peerAddr.AddrPort().Addr())
+	rl.adm.permit(other.LocalAddr().(*net.UDPAddr).AddrPort().Addr())
 	// A second allocation on the same socket, at a relay address the first
 	// one's channel 0x4001 points at: the handover.
 	client2 := big(listenUDP(t, "udp4", "127.0.0.1:0"))
@@ -87,11 +88,11 @@ func TestFastPathAllocs(t *testing.T) {
 	fb := newFastAlloc(client2.LocalAddr(), tc, rl2)
 	fb.table.Store(&bindTable{
 		byPeer: map[netip.AddrPort]uint16{rl.self: 0x4001},
-		perms:  map[netip.Addr]struct{}{rl.self.Addr(): {}},
 	})
+	rl2.adm.permit(rl.self.Addr())
 	rl2Addr := relaySock2.LocalAddr().(*net.UDPAddr)
 	fa.table.Load().byNum[0x4001] = newChanPeer(rl2Addr, rl2Addr.AddrPort(), rl, rl2)
-	fa.table.Load().perms[rl2Addr.AddrPort().Addr()] = struct{}{}
+	rl.adm.permit(rl2Addr.AddrPort().Addr())
 	tc.fast.Store(&map[netip.AddrPort]*fastAlloc{clientAP: fa, client2.LocalAddr().(*net.UDPAddr).AddrPort(): fb})
 	rl.fast.Store(fa)
 	rl2.fast.Store(fb)

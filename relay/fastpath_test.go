@@ -101,6 +101,45 @@ func expectCanary(t *testing.T, sk *sink) {
 
 func transports() []bool { return []bool{false, true} }
 
+// dataPath is one of the two data planes every relay end-to-end test of
+// relayed traffic runs on, from the same table: ours (the fast path, the
+// in-process handover) and pion's (Config.NoFastPath). The results must
+// be the same, except for which path counted the datagrams.
+type dataPath struct {
+	name   string
+	noFast bool
+}
+
+func dataPaths() []dataPath { return []dataPath{{"fastpath", false}, {"pion", true}} }
+
+// on returns tweak with the data path set.
+func (p dataPath) on(tweak func(*Config)) func(*Config) {
+	return func(c *Config) {
+		c.NoFastPath = p.noFast
+		if tweak != nil {
+			tweak(c)
+		}
+	}
+}
+
+// fastOr returns n on the fast path and 0 on pion's.
+func (p dataPath) fastOr(n uint64) uint64 {
+	if p.noFast {
+		return 0
+	}
+	return n
+}
+
+// waitRelayed waits until s has counted packets datagrams to peers and
+// from peers since before.
+func waitRelayed(t *testing.T, s *Server, before trafficSnapshot, to, from uint64) {
+	t.Helper()
+	waitFor(t, "traffic counts", func() bool {
+		now := s.traffic.total()
+		return now.packetsTo-before.packetsTo >= to && now.packetsFrom-before.packetsFrom >= from
+	})
+}
+
 func transportName(tcp bool) string { return map[bool]string{false: "udp", true: "tcp"}[tcp] }
 
 // TestFastPathRelays checks that bound channels are relayed by the fast
@@ -108,43 +147,53 @@ func transportName(tcp bool) string { return map[bool]string{false: "udp", true:
 // to 4 bytes over UDP and TCP), and that the traffic counters count it.
 func TestFastPathRelays(t *testing.T) {
 	t.Parallel()
-	for _, tcp := range transports() {
-		t.Run(transportName(tcp), func(t *testing.T) {
-			t.Parallel()
-			s, c, peer, _ := fastSetup(t, tcp, nil)
-			before := s.traffic.total()
+	for _, path := range dataPaths() {
+		for _, tcp := range transports() {
+			t.Run(path.name+"/"+transportName(tcp), func(t *testing.T) {
+				t.Parallel()
+				testRelays(t, path, tcp)
+			})
+		}
+	}
+}
 
-			c.channelData(0x4000, []byte("hello"))
-			if got := peer.next(5 * time.Second); string(got) != "hello" {
-				t.Fatalf("peer received %q, want hello", got)
-			}
-			waitFor(t, "fast path count to peer", func() bool { to, _ := fastCounts(s); return to == 1 })
+func testRelays(t *testing.T, path dataPath, tcp bool) {
+	s, c, peer, _ := fastSetup(t, tcp, path.on(nil))
+	before := s.traffic.total()
 
-			relay := relayedAddrOf(t, s)
-			if _, err := peer.conn.WriteToUDPAddrPort([]byte("world"), relay); err != nil {
-				t.Fatal(err)
-			}
-			number, raw := c.relayed(5 * time.Second)
-			want := []byte{0x40, 0x00, 0x00, 0x05, 'w', 'o', 'r', 'l', 'd', 0, 0, 0}
-			if number != 0x4000 || !bytes.Equal(raw, want) {
-				t.Fatalf("client received % x, want % x", raw, want)
-			}
-			waitFor(t, "fast path count to client", func() bool { _, from := fastCounts(s); return from == 1 })
+	c.channelData(0x4000, []byte("hello"))
+	if got := peer.next(5 * time.Second); string(got) != "hello" {
+		t.Fatalf("peer received %q, want hello", got)
+	}
+	waitRelayed(t, s, before, 1, 0)
 
-			after := s.traffic.total()
-			if d := after.packetsTo - before.packetsTo; d != 1 {
-				t.Errorf("packets to peers counted %d, want 1", d)
-			}
-			if d := after.bytesTo - before.bytesTo; d != 5 {
-				t.Errorf("bytes to peers counted %d, want 5", d)
-			}
-			if d := after.packetsFrom - before.packetsFrom; d != 1 {
-				t.Errorf("packets from peers counted %d, want 1", d)
-			}
-			if d := after.bytesFrom - before.bytesFrom; d != 5 {
-				t.Errorf("bytes from peers counted %d, want 5", d)
-			}
-		})
+	relay := relayedAddrOf(t, s)
+	if _, err := peer.conn.WriteToUDPAddrPort([]byte("world"), relay); err != nil {
+		t.Fatal(err)
+	}
+	number, raw := c.relayed(5 * time.Second)
+	want := []byte{0x40, 0x00, 0x00, 0x05, 'w', 'o', 'r', 'l', 'd', 0, 0, 0}
+	if number != 0x4000 || !bytes.Equal(raw, want) {
+		t.Fatalf("client received % x, want % x", raw, want)
+	}
+	waitRelayed(t, s, before, 1, 1)
+	eventually(func() bool { to, from := fastCounts(s); return to == path.fastOr(1) && from == path.fastOr(1) })
+	if to, from := fastCounts(s); to != path.fastOr(1) || from != path.fastOr(1) {
+		t.Errorf("fast path relayed %d to the peer and %d to the client, want %d each", to, from, path.fastOr(1))
+	}
+
+	after := s.traffic.total()
+	if d := after.packetsTo - before.packetsTo; d != 1 {
+		t.Errorf("packets to peers counted %d, want 1", d)
+	}
+	if d := after.bytesTo - before.bytesTo; d != 5 {
+		t.Errorf("bytes to peers counted %d, want 5", d)
+	}
+	if d := after.packetsFrom - before.packetsFrom; d != 1 {
+		t.Errorf("packets from peers counted %d, want 1", d)
+	}
+	if d := after.bytesFrom - before.bytesFrom; d != 5 {
+		t.Errorf("bytes from peers counted %d, want 5", d)
 	}
 }
 
@@ -161,7 +210,9 @@ func relayedAddrOf(t *testing.T, s *Server) netip.AddrPort {
 }
 
 // TestFastPathRefuses checks that the fast path relays nothing pion would
-// refuse and hands pion what only pion may decide, over UDP and TCP.
+// refuse and hands pion what only pion may decide, over UDP and TCP: the
+// same table runs on pion's data path, with the same results. Permissions
+// that end are TestPermissionEndsRelay's.
 func TestFastPathRefuses(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -204,20 +255,6 @@ func TestFastPathRefuses(t *testing.T) {
 			clientGets: 0, // the permission lives on: pion sends a Data indication
 		},
 		{
-			// pion deletes a permission only when it expires (5 minutes),
-			// so the test delivers its event as pion would. pion relays
-			// over a channel whose permission is gone; the fast path
-			// leaves that to pion.
-			name: "deleted permission",
-			spoil: func(t *testing.T, s *Server, c *rawClient, _ string) {
-				t.Helper()
-				s.onPermissionDeleted(c.conn.LocalAddr(), nil, "", "", "", nil, net.IPv4(127, 0, 0, 1))
-			},
-			number:     0x4000,
-			peerGets:   "data",
-			clientGets: 0x4000,
-		},
-		{
 			name:  "revoked session",
 			tweak: func(c *Config) { c.SessionGrace = time.Millisecond },
 			spoil: func(t *testing.T, s *Server, _ *rawClient, sid string) {
@@ -231,46 +268,48 @@ func TestFastPathRefuses(t *testing.T) {
 		},
 	}
 	for _, tt := range tests {
-		for _, tcp := range transports() {
-			t.Run(tt.name+"/"+transportName(tcp), func(t *testing.T) {
-				t.Parallel()
-				s, c, peer, sid := fastSetup(t, tcp, tt.tweak)
-				relay := relayedAddrOf(t, s)
-				c.channelData(0x4000, []byte("first"))
-				if got := peer.next(5 * time.Second); string(got) != "first" {
-					t.Fatalf("peer received %q, want first", got)
-				}
-				waitFor(t, "fast path count to peer", func() bool { to, _ := fastCounts(s); return to == 1 })
-				rl := s.relayAt(relay)
+		for _, path := range dataPaths() {
+			for _, tcp := range transports() {
+				t.Run(tt.name+"/"+path.name+"/"+transportName(tcp), func(t *testing.T) {
+					t.Parallel()
+					s, c, peer, sid := fastSetup(t, tcp, path.on(tt.tweak))
+					relay := relayedAddrOf(t, s)
+					c.channelData(0x4000, []byte("first"))
+					if got := peer.next(5 * time.Second); string(got) != "first" {
+						t.Fatalf("peer received %q, want first", got)
+					}
+					waitFor(t, "count to peer", func() bool { return s.traffic.total().packetsTo == 1 })
+					rl := s.relayAt(relay)
 
-				tt.spoil(t, s, c, sid)
-				c.channelData(tt.number, []byte("data"))
-				c.flush()
-				if tt.peerGets != "" {
-					if got := peer.next(5 * time.Second); string(got) != tt.peerGets {
-						t.Errorf("peer received %q, want %q", got, tt.peerGets)
+					tt.spoil(t, s, c, sid)
+					c.channelData(tt.number, []byte("data"))
+					c.flush()
+					if tt.peerGets != "" {
+						if got := peer.next(5 * time.Second); string(got) != tt.peerGets {
+							t.Errorf("peer received %q, want %q", got, tt.peerGets)
+						}
 					}
-				}
-				expectCanary(t, peer)
+					expectCanary(t, peer)
 
-				if tt.clientGets >= 0 {
-					if _, err := peer.conn.WriteToUDPAddrPort([]byte("back"), relay); err != nil {
-						t.Fatal(err)
+					if tt.clientGets >= 0 {
+						if _, err := peer.conn.WriteToUDPAddrPort([]byte("back"), relay); err != nil {
+							t.Fatal(err)
+						}
+						number, raw := c.relayed(5 * time.Second)
+						if int(number) != tt.clientGets || !bytes.Contains(raw, []byte("back")) {
+							t.Errorf("client received channel %#x % x, want channel %#x", number, raw, tt.clientGets)
+						}
 					}
-					number, raw := c.relayed(5 * time.Second)
-					if int(number) != tt.clientGets || !bytes.Contains(raw, []byte("back")) {
-						t.Errorf("client received channel %#x % x, want channel %#x", number, raw, tt.clientGets)
+					wantTo, wantFrom := path.fastOr(1), uint64(0)
+					if tt.fast {
+						wantFrom = path.fastOr(1)
 					}
-				}
-				wantTo, wantFrom := uint64(1), uint64(0)
-				if tt.fast {
-					wantFrom = 1
-				}
-				eventually(func() bool { return rl.fastTo.Load() == wantTo && rl.fastFrom.Load() == wantFrom })
-				if to, from := rl.fastTo.Load(), rl.fastFrom.Load(); to != wantTo || from != wantFrom {
-					t.Errorf("fast path relayed %d to the peer and %d to the client, want %d and %d", to, from, wantTo, wantFrom)
-				}
-			})
+					eventually(func() bool { return rl.fastTo.Load() == wantTo && rl.fastFrom.Load() == wantFrom })
+					if to, from := rl.fastTo.Load(), rl.fastFrom.Load(); to != wantTo || from != wantFrom {
+						t.Errorf("fast path relayed %d to the peer and %d to the client, want %d and %d", to, from, wantTo, wantFrom)
+					}
+				})
+			}
 		}
 	}
 }

@@ -27,6 +27,7 @@ type metrics struct {
 	quotaHits      *prometheus.CounterVec // kind: see quota.go
 	tcpRejected    *prometheus.CounterVec // reason: per_ip, first_message, idle, frame
 	repliesDropped *prometheus.CounterVec // reason: see reply.go
+	dropped        *prometheus.CounterVec // direction, reason: see admit.go
 
 	peerDeniedReserved, peerDeniedHost prometheus.Counter // children of peerDenied
 }
@@ -63,6 +64,7 @@ func newMetrics(reg prometheus.Registerer, activeAllocs func() float64, traffic 
 			Namespace: ns, Subsystem: sub, Name: "responses_dropped_total",
 			Help: "Responses to unauthenticated requests not sent, by reason.",
 		}, []string{"reason"}),
+		dropped: newDroppedVec(),
 	}
 	active := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: ns, Subsystem: sub, Name: "allocations_active",
@@ -70,7 +72,7 @@ func newMetrics(reg prometheus.Registerer, activeAllocs func() float64, traffic 
 	}, activeAllocs)
 	m.collectors = []prometheus.Collector{
 		m.allocCreated, m.allocFailed, m.authFailures, m.peerDenied, m.quotaHits, m.tcpRejected,
-		m.repliesDropped, active, traffic,
+		m.repliesDropped, m.dropped, active, traffic,
 	}
 	for i, c := range m.collectors {
 		if err := reg.Register(c); err != nil {
@@ -96,6 +98,13 @@ func newMetrics(reg prometheus.Registerer, activeAllocs func() float64, traffic 
 		m.repliesDropped.WithLabelValues(r)
 	}
 	return m, nil
+}
+
+func newDroppedVec() *prometheus.CounterVec {
+	return prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "strangers", Subsystem: "relay", Name: "dropped_packets_total",
+		Help: "Datagrams between clients and peers not relayed, by direction and reason: no live permission for the peer, or over the bitrate cap.",
+	}, []string{"direction", "reason"})
 }
 
 func (m *metrics) unregister() {

@@ -75,6 +75,7 @@ type relayConn struct {
 	io       fastIO                    // owned by the reader
 	rawOut   *rawUDP                   // nil: the fast path sends with WriteTo
 	self     netip.AddrPort            // our public address and this port, as peers see it
+	adm      admission                 // permissions and the bitrate cap (admit.go)
 
 	readers  atomic.Int32
 	closed   atomic.Bool
@@ -93,6 +94,7 @@ func (s *Server) newRelayConn(pc net.PacketConn, port int) *relayConn {
 		s:          s,
 		port:       port,
 	}
+	c.adm.init(s.limits)
 	s.track.add()
 	s.traffic.attach(c)
 	s.mu.Lock()
@@ -124,20 +126,39 @@ func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
 		}
 		c.counters.bytesFrom.Add(uint64(n))
 		c.counters.packetsFrom.Add(1)
-		if fa := c.fast.Load(); fa != nil {
-			if ap, ok := addrPort(addr); ok && fa.toClient(&c.io, p[:n], ap, true) {
-				continue
-			}
+		ap, ok := addrPort(addr)
+		if !ok {
+			continue
+		}
+		if fa := c.fast.Load(); fa != nil && fa.toClient(&c.io, p[:n], ap, true) != declined {
+			continue
+		}
+		if !c.admitFrom(ap, n) {
+			continue
 		}
 		return n, addr, nil
 	}
 }
 
-// WriteTo implements net.PacketConn: a datagram to a peer.
+// WriteTo implements net.PacketConn: a datagram pion sends to a peer. One
+// that admission drops is reported as sent, as the network would lose it;
+// one to a guarded address of this host fails with ErrPeerDenied.
 func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
-	if ap, ok := addrPort(addr); ok && c.deny(ap) {
+	ap, ok := addrPort(addr)
+	if !ok {
 		return 0, ErrPeerDenied
 	}
+	if !c.admitTo(ap, len(p)) {
+		if c.s.deniedHost(ap) {
+			return 0, ErrPeerDenied
+		}
+		return len(p), nil
+	}
+	return c.writePeer(p, addr)
+}
+
+// writePeer sends an admitted datagram to a peer.
+func (c *relayConn) writePeer(p []byte, addr net.Addr) (int, error) {
 	n, err := c.PacketConn.WriteTo(p, addr)
 	if err == nil {
 		c.countTo(n)
@@ -145,15 +166,12 @@ func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	return n, err
 }
 
-// sendPeer sends data to a channel's peer for the fast path: with a raw
-// sendto when the destination is converted, else through WriteTo.
+// sendPeer sends admitted data to a channel's peer for the fast path: with
+// a raw sendto when the destination is converted, else with WriteTo.
 func (c *relayConn) sendPeer(snd *sender, data []byte, peer *chanPeer) error {
 	if !peer.rawOK {
-		_, err := c.WriteTo(data, peer.addr)
+		_, err := c.writePeer(data, peer.addr)
 		return err
-	}
-	if c.deny(peer.ap) {
-		return ErrPeerDenied
 	}
 	if err := snd.send(c.rawOut, data, &peer.sa); err != nil {
 		return err

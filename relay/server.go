@@ -58,6 +58,7 @@ type Server struct {
 	// Read on the packet path without a lock.
 	hosts      atomic.Pointer[hostSet] // swapped by refreshHosts
 	relayPorts portSet                 // ports of open relay sockets; written with mu held
+	limits     *admitLimits            // set in New, read-only after; shared by every relay socket
 
 	closeOnce sync.Once // Close's
 	closeErr  error     // written once, by Close inside closeOnce
@@ -129,6 +130,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.limits = newAdmitLimits(cfg, s.metrics)
 
 	udp, tcp, rcvbuf, err := openSockets(context.Background(), cfg)
 	if err != nil {
@@ -606,7 +608,9 @@ func (s *Server) onPermissionCreated(src, _ net.Addr, _, _, _ string, _ net.Addr
 		s.mu.Lock()
 		if a := s.allocs[transportKey(src)]; a != nil {
 			a.perms[addr.Unmap()] = struct{}{}
-			fastUpdate(a, func(t *bindTable) { t.perms[addr.Unmap()] = struct{}{} })
+			if a.relay != nil {
+				a.relay.adm.permit(addr.Unmap())
+			}
 		}
 		s.mu.Unlock()
 	}
@@ -617,7 +621,9 @@ func (s *Server) onPermissionDeleted(src, _ net.Addr, _, _, _ string, _ net.Addr
 		s.mu.Lock()
 		if a := s.allocs[transportKey(src)]; a != nil {
 			delete(a.perms, addr.Unmap())
-			fastUpdate(a, func(t *bindTable) { delete(t.perms, addr.Unmap()) })
+			if a.relay != nil {
+				a.relay.adm.revoke(addr.Unmap())
+			}
 		}
 		s.mu.Unlock()
 	}

@@ -209,6 +209,9 @@ func (cfg Config) defaulted() Config {
 	if cfg.Realm == "" {
 		cfg.Realm = DefaultRealm
 	}
+	if cfg.MaxBitrate == 0 {
+		cfg.MaxBitrate = DefaultMaxBitrate
+	}
 	for _, d := range []struct {
 		v   *time.Duration
 		def time.Duration

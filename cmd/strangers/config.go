@@ -80,6 +80,8 @@ type config struct {
 	TURNSessionGrace   time.Duration `env:"STRANGERS_TURN_SESSION_GRACE" envDefault:"30s" sets:"relay.SessionGrace" bounds:">0" help:"How long a session's relay allocations keep working after the session ended (its user left for good), before they are closed."`
 	TURNMaxPerms       int           `env:"STRANGERS_TURN_MAX_PERMISSIONS" envDefault:"64" sets:"relay.MaxPermissionsPerAllocation" bounds:">=1" help:"Peer addresses one relay allocation may hold permissions for."`
 	TURNMaxChannels    int           `env:"STRANGERS_TURN_MAX_CHANNELS" envDefault:"64" sets:"relay.MaxChannelsPerAllocation" bounds:"1..16384" help:"Channels one relay allocation may bind."`
+	TURNMaxBitrate     int64         `env:"STRANGERS_TURN_MAX_BITRATE" envDefault:"5000000" sets:"relay.MaxBitrate" bounds:">=0" zero:"no cap" help:"Bits per second of data one relay allocation may relay in each direction (to its peers, to its client); datagrams over it are dropped, after a burst of a second's worth (at least 64 KiB) so key frames pass. 0: no cap. The default, 5 Mbit/s, is about twice what a browser sends for a 720p call with audio."`
+	TURNFastPath       bool          `env:"STRANGERS_TURN_FAST_PATH" envDefault:"true" sets:"relay.NoFastPath" help:"Relay channel data on the relay's own data path (and hand it over in process between two relayed browsers). false: every datagram goes through pion's TURN server code; permissions and STRANGERS_TURN_MAX_BITRATE apply either way."`
 	TURNTCPMaxPerIP    int           `env:"STRANGERS_TURN_TCP_MAX_PER_IP" envDefault:"16" sets:"relay.TCPMaxConnsPerIP" bounds:">=1" help:"Concurrent TURN-over-TCP/TLS connections from one IP address (IPv6: one /64; raise it when many users share one NAT)."`
 	TURNTCPFirstMsg    time.Duration `env:"STRANGERS_TURN_TCP_FIRST_MESSAGE_TIMEOUT" envDefault:"10s" sets:"relay.TCPFirstMessageTimeout" bounds:">0" help:"How long a new TURN-over-TCP/TLS connection has to send its first complete STUN message."`
 	TURNTCPIdle        time.Duration `env:"STRANGERS_TURN_TCP_IDLE_TIMEOUT" envDefault:"5m" sets:"relay.TCPIdleTimeout" bounds:">0" help:"How long a TURN-over-TCP/TLS connection may stay silent before it is closed."`
@@ -116,6 +118,7 @@ type variable struct {
 	Sets    string // the library Config field it sets, as "relay.PortMin"
 	Bounds  string // its range (see variable.rule)
 	Unit    string // the unit of Bounds
+	Zero    string // what an explicit 0 means, where it is not the library's default
 	field   string // the config field
 	typ     reflect.Type
 }
@@ -134,6 +137,7 @@ func variables() []variable {
 			Sets:    f.Tag.Get("sets"),
 			Bounds:  f.Tag.Get("bounds"),
 			Unit:    f.Tag.Get("unit"),
+			Zero:    f.Tag.Get("zero"),
 			field:   f.Name,
 			typ:     f.Type,
 		}
@@ -347,6 +351,9 @@ func validate(c config, environment map[string]string) (settings, error) {
 
 	if c.ShutdownGrace <= 0 {
 		bad("STRANGERS_SHUTDOWN_GRACE", c.ShutdownGrace.String(), "must be positive")
+	}
+	if c.TURNMaxBitrate < 0 { // the relay takes a negative cap as none: refuse it here
+		bad("STRANGERS_TURN_MAX_BITRATE", strconv.FormatInt(c.TURNMaxBitrate, 10), "must be at least 0")
 	}
 
 	switch {

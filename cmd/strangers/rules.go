@@ -67,9 +67,20 @@ func relayConfig(s settings) relay.Config {
 		TCPMaxConnsPerIP:            s.TURNTCPMaxPerIP,
 		TCPFirstMessageTimeout:      s.TURNTCPFirstMsg,
 		TCPIdleTimeout:              s.TURNTCPIdle,
+		MaxBitrate:                  relayBitrate(s.TURNMaxBitrate),
+		NoFastPath:                  !s.TURNFastPath,
 
 		ExtraICEServers: s.extraICE,
 	}
+}
+
+// relayBitrate maps STRANGERS_TURN_MAX_BITRATE to relay.Config.MaxBitrate:
+// the variable's 0 (no cap) is the relay's negative.
+func relayBitrate(bits int64) int64 {
+	if bits == 0 {
+		return -1
+	}
+	return bits
 }
 
 // checkLibraries validates what the settings give each library, with the
@@ -82,7 +93,7 @@ func checkLibraries(c config, s settings, vars []variable, environment map[strin
 	cv := reflect.ValueOf(c)
 	for _, v := range vars {
 		raw, set := environment[v.Name]
-		if !set || v.Sets == "" || v.Default == "" || !isZeroNumber(cv.FieldByName(v.field)) {
+		if !set || v.Sets == "" || v.Default == "" || v.Zero != "" || !isZeroNumber(cv.FieldByName(v.field)) {
 			continue
 		}
 		rule := v.rule()
