@@ -128,7 +128,6 @@ func (s *Server) noteOldSecret(src net.Addr, frame []byte) {
 			}
 			s.oldKeys[key] = oldKey{username: username, key: k}
 			s.oldMu.Unlock()
-
 			return
 		}
 	}
@@ -147,7 +146,6 @@ func (s *Server) oldSecretKey(src net.Addr, username string) ([]byte, bool) {
 		return nil, false
 	}
 	delete(s.oldKeys, key)
-
 	return k.key, true
 }
 

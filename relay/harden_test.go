@@ -31,7 +31,6 @@ func dialRawFrom(t *testing.T, s *Server, local, user, pass string) *rawClient {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-
 	return &rawClient{t: t, conn: c, user: user, pass: pass}
 }
 
@@ -55,7 +54,6 @@ func TestIPQuota(t *testing.T) {
 				t.Fatalf("Allocate %d: error %d", i, errorCode(resp))
 			}
 			clients = append(clients, c)
-
 			continue
 		}
 		if code := errorCode(resp); code != stun.CodeAllocQuotaReached {
@@ -244,7 +242,6 @@ func testTLSListener(t *testing.T) net.Listener {
 	if err != nil {
 		t.Fatal(err)
 	}
-
 	return tls.NewListener(l, &tls.Config{
 		Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}},
 		MinVersion:   tls.VersionTLS12,
@@ -273,7 +270,6 @@ func TestFailuresLockNobodyOut(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { c.Close() })
-
 		return &rawClient{t: t, conn: c, tcp: true, user: user, pass: pass}
 	}
 	victims := map[string]*rawClient{
@@ -351,7 +347,6 @@ func bareRequest(t *testing.T, method stun.Method, attrs ...stun.Setter) []byte 
 	if err != nil {
 		t.Fatal(err)
 	}
-
 	return m.Raw
 }
 

@@ -45,13 +45,11 @@ func newHostSet(addrs []netip.Addr) *hostSet {
 			h.v4 = append(h.v4, v4Number(a))
 		}
 	}
-
 	return h
 }
 
 func v4Number(a netip.Addr) uint32 {
 	b := a.As4()
-
 	return binary.BigEndian.Uint32(b[:])
 }
 
@@ -64,7 +62,6 @@ func (h *hostSet) has(a netip.Addr) bool {
 		x := v4Number(a)
 		if len(h.v4) > hostSetScanMax {
 			_, found := slices.BinarySearch(h.v4, x)
-
 			return found
 		}
 		for _, y := range h.v4 {
@@ -72,10 +69,8 @@ func (h *hostSet) has(a netip.Addr) bool {
 				return true
 			}
 		}
-
 		return false
 	}
-
 	return slices.Contains(h.addrs, a)
 }
 
@@ -114,7 +109,6 @@ func (s *Server) hostAddrs() (addrs []netip.Addr, ok bool) {
 			}
 		}
 	}
-
 	return addrs, true
 }
 
@@ -160,7 +154,6 @@ func (s *Server) deniedHost(peer netip.AddrPort) bool {
 	if !s.hosts.Load().has(a) {
 		return false
 	}
-
 	return !s.relayPorts.has(peer.Port())
 }
 

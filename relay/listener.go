@@ -367,10 +367,8 @@ func (c *streamConn) Write(p []byte) (int, error) {
 		if _, err := c.write(out); err != nil {
 			return 0, err
 		}
-
 		return len(p), nil
 	}
-
 	return c.write(p)
 }
 

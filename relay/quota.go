@@ -151,6 +151,5 @@ func (q *quota) counts(session string) (total, perSession int) {
 func (q *quota) ipCount(ip netip.Addr) int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-
 	return q.byIP[ip]
 }

@@ -89,7 +89,6 @@ func (g *replyGuard) request(txID []byte) (int, []byte) {
 	if g.size == 0 || !bytes.Equal(g.txID[:], txID) {
 		return 0, nil
 	}
-
 	return g.size, g.raw
 }
 
@@ -116,7 +115,6 @@ func stunAttr(b []byte, typ uint16) ([]byte, bool) {
 		}
 		i += 4 + (n+3)&^3
 	}
-
 	return nil, false
 }
 
@@ -126,7 +124,6 @@ func hasIntegrity(b []byte) bool {
 		return true
 	}
 	_, ok := stunAttr(b, attrIntegritySHA)
-
 	return ok
 }
 
@@ -149,7 +146,6 @@ func withoutReason(b []byte) []byte {
 		}
 		if binary.BigEndian.Uint16(b[i:]) != attrErrorCode {
 			i = next
-
 			continue
 		}
 		if n <= 4 {
@@ -161,10 +157,8 @@ func withoutReason(b []byte) []byte {
 		out = append(out, b[i+4:i+8]...)
 		out = append(out, b[next:end]...)
 		binary.BigEndian.PutUint16(out[2:4], uint16(len(out)-20)) //nolint:gosec // shorter than b
-
 		return out
 	}
-
 	return b
 }
 
@@ -180,7 +174,6 @@ func (s *Server) screenReply(g *replyGuard, src net.Addr, p []byte, perConn bool
 	size, req := g.request(p[8:20])
 	if len(out) > replyAmplification*size {
 		s.metrics.repliesDropped.WithLabelValues(dropAmplification).Inc()
-
 		return nil
 	}
 	user, named := stunAttr(req, attrUsername)
@@ -202,10 +195,8 @@ func (s *Server) screenReply(g *replyGuard, src net.Addr, p []byte, perConn bool
 	}
 	if !ok {
 		s.metrics.repliesDropped.WithLabelValues(dropRateLimited).Inc()
-
 		return nil
 	}
-
 	return out
 }
 
@@ -215,7 +206,6 @@ func (s *Server) ownAllocation(src net.Addr, user []byte) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	a := s.allocs[transportKey(src)]
-
 	return a != nil && a.username == string(user)
 }
 
@@ -225,10 +215,8 @@ func clientUnit(ip netip.Addr) netip.Addr {
 	ip = ip.Unmap()
 	if ip.Is6() {
 		p, _ := ip.WithZone("").Prefix(64)
-
 		return p.Addr()
 	}
-
 	return ip
 }
 
@@ -245,7 +233,6 @@ func (b *replyBucket) take(now time.Time, burst, rate float64) bool {
 		return false
 	}
 	b.used++
-
 	return true
 }
 
@@ -291,14 +278,12 @@ func (l *replyLimiter) take(key replyKey, now time.Time) bool {
 		if len(l.buckets) >= replyLimiterSize {
 			for k := range l.buckets { // evict an arbitrary bucket
 				delete(l.buckets, k)
-
 				break
 			}
 		}
 		b = &replyBucket{last: now}
 		l.buckets[key] = b
 	}
-
 	return b.take(now, l.burst, l.rate)
 }
 

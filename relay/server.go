@@ -327,7 +327,6 @@ func (s *Server) sessionActive(id string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st, ok := s.sessions[id]
-
 	return ok && !st.ended
 }
 
@@ -442,7 +441,6 @@ func (s *Server) allowAllocation(username, _ string, src net.Addr) bool {
 	if !s.sessionActive(session) {
 		s.metrics.allocFailed.WithLabelValues(failSessionEnded).Inc()
 		s.log.Debug("allocation refused: session ended", "client", src.String())
-
 		return false
 	}
 	kind := s.quota.reserve(transportKey(src), session, clientUnit(addrIP(src)), s.cfg.Now())

@@ -236,7 +236,6 @@ func (c *turnPacketConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	if _, err := c.PacketConn.WriteTo(out, addr); err != nil {
 		return 0, err
 	}
-
 	return len(p), nil
 }
 

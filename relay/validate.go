@@ -62,7 +62,6 @@ func (e *FieldError) Error() string {
 	if e.Other != "" {
 		fmt.Fprintf(&b, " %s (%v)", e.Other, e.OtherValue)
 	}
-
 	return b.String()
 }
 
@@ -72,7 +71,6 @@ func (e *FieldError) Unwrap() []error {
 	if e.err != nil {
 		return []error{ErrConfig, e.err}
 	}
-
 	return []error{ErrConfig}
 }
 
@@ -137,7 +135,6 @@ func (cfg Config) Validate() error {
 	for _, sec := range c.OldSecrets {
 		if len(sec) < MinSecretLen {
 			bad("OldSecrets", nil, fmt.Sprintf("must each be at least %d bytes", MinSecretLen))
-
 			break
 		}
 	}
@@ -176,7 +173,6 @@ func (cfg Config) Validate() error {
 	for _, p := range c.AllowPeers {
 		if !p.IsValid() {
 			bad("AllowPeers", c.AllowPeers, "must hold only valid prefixes")
-
 			break
 		}
 	}
@@ -190,7 +186,6 @@ func (cfg Config) Validate() error {
 			errs = append(errs, &FieldError{Field: "ExtraICEServers", Rule: fmt.Sprintf("server %d: %v", i, err), err: err})
 		}
 	}
-
 	return errors.Join(errs...)
 }
 
@@ -240,6 +235,5 @@ func (cfg Config) defaulted() Config {
 			*n.v = n.def
 		}
 	}
-
 	return cfg
 }

@@ -85,7 +85,6 @@ func TestValidate(t *testing.T) {
 				if err != nil {
 					t.Fatalf("Validate = %v, want nil", err)
 				}
-
 				return
 			}
 			var fe *FieldError
