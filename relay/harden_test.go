@@ -1,13 +1,8 @@
 package relay
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/binary"
-	"math/big"
 	"net"
 	"net/netip"
 	"strconv"
@@ -16,6 +11,7 @@ import (
 
 	"github.com/pion/stun/v3"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/strangers-chat/strangers/internal/testsupport"
 )
 
 // dialRawFrom is dialRaw over UDP from a given local address (another
@@ -220,21 +216,15 @@ func bogusFlood(t *testing.T, c *rawClient, n int) {
 	}
 }
 
-// testTLSListener returns a TLS listener on 127.0.0.1 with a self-signed
-// certificate.
+// testTLSListener returns a TLS listener on 127.0.0.1 with a certificate
+// from a throwaway CA.
 func testTLSListener(t *testing.T) net.Listener {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca, err := testsupport.NewCA("relay test CA")
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	cert, err := ca.ServerCert("127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,10 +232,7 @@ func testTLSListener(t *testing.T) net.Listener {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return tls.NewListener(l, &tls.Config{
-		Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}},
-		MinVersion:   tls.VersionTLS12,
-	})
+	return tls.NewListener(l, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
 }
 
 // TestFailuresLockNobodyOut: a flood of bogus credentials from the
