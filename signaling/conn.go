@@ -218,6 +218,10 @@ func (c *conn) readLoop() {
 			}
 		}
 	}
+	if errors.Is(err, errFrameFlood) {
+		h.m.rateLimited.Inc()
+		_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(ClosePolicy, "rate limit exceeded"), time.Now().Add(h.cfg.WriteWait))
+	}
 	c.finish(readCloseReason(err, c.helloed.Load()))
 	h.decode(frame{c: c, end: true, clean: peerCode == closeNormalFromPeer})
 	h.connWG.Done()

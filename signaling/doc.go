@@ -153,8 +153,11 @@
 // bursts of limits.rateBurst, enough for a burst of ICE candidates). Every
 // frame counts, WebSocket ping and pong frames included (a ping over the
 // limit gets no pong). Excess messages are dropped and answered once with
-// "rate_limited"; a client that keeps flooding is closed with 1008. A frame over limits.maxMessageSize
-// (64 KiB by default) is closed with 1009. The server pings every 20 s and
+// "rate_limited"; a client that keeps flooding is closed with 1008.
+// Continuation frames of a fragmented message have a budget of their own,
+// four times the message rate and burst; a client that streams them is
+// closed with 1008 too. A message over limits.maxMessageSize (64 KiB by
+// default) is closed with 1009. The server pings every 20 s and
 // drops a connection silent (no pong, no message) for 30 s; a new
 // connection has 10 s to send hello. A client that does not read what it is
 // sent is dropped. Connections per IP address (per /64 for IPv6) are capped:

@@ -56,6 +56,8 @@ func readCloseReason(err error, helloed bool) closeReason {
 		return reasonClient
 	case errors.Is(err, websocket.ErrReadLimit):
 		return reasonTooLarge
+	case errors.Is(err, errFrameFlood):
+		return reasonRateLimit
 	case errors.As(err, &ne) && ne.Timeout():
 		if helloed {
 			return reasonPongTimeout

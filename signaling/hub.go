@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/netip"
 	"runtime"
@@ -304,7 +305,8 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "origin not allowed", http.StatusForbidden)
 		return
 	}
-	ws, err := h.upgrader.Upgrade(w, r, nil)
+	meter := func(c net.Conn) net.Conn { return newFrameMeter(c, h.cfg.RateLimit, h.cfg.RateBurst) }
+	ws, err := h.upgrader.Upgrade(meteredWriter{ResponseWriter: w, meter: meter}, r, nil)
 	if err != nil {
 		release() // the upgrader has answered
 		h.m.rejected.WithLabelValues(rejectUpgrade).Inc()
