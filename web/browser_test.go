@@ -179,12 +179,31 @@ func (st *stage) requireSignaling(tb testing.TB) {
 	}
 }
 
+// navigate loads url in the tab of ctx. Chromium aborts a load with
+// net::ERR_NETWORK_CHANGED when it notices an address of the namespace
+// settle (IPv6 duplicate address detection ends a moment after the test
+// set the addresses up); that load is tried again, a few times.
+func navigate(ctx context.Context, url string) error {
+	var err error
+	for range 5 {
+		if err = chromedp.Do(ctx, chromedp.Navigate(url)); err == nil || !strings.Contains(err.Error(), "ERR_NETWORK_CHANGED") {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	return err
+}
+
 func (st *stage) probeWS() (int, error) {
 	ctx, cancel := context.WithTimeout(st.root, stepTimeout)
 	defer cancel()
 	tctx, tcancel := chromedp.NewContext(ctx)
 	defer tcancel()
-	if err := chromedp.Do(tctx, chromedp.Navigate(st.base+"/healthz")); err != nil {
+	if err := navigate(tctx, st.base+"/healthz"); err != nil {
 		return 0, err
 	}
 	return chromedp.Run(tctx, chromedp.Evaluate[int](`fetch('/ws').then(r => r.status)`, chromedp.EvalAwaitPromise))
@@ -325,7 +344,7 @@ func (st *stage) newUser(tb testing.TB, name string, opts ...userOption) *user {
 		}
 	})
 
-	if err := chromedp.Do(setup, chromedp.Navigate(o.base+"/")); err != nil {
+	if err := navigate(setup, o.base+"/"); err != nil {
 		tb.Fatalf("%s: loading the page: %v", name, err)
 	}
 	if o.waitOnline {
