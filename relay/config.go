@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/strangers-chat/strangers/relay/internal/sockio"
 )
 
 // ICEServer mirrors the browser's RTCIceServer dictionary.
@@ -173,7 +175,7 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.UDPSockets == 0 {
 		cfg.UDPSockets = min(runtime.NumCPU(), maxUDPSockets)
 	}
-	if !reusePortSupported {
+	if !sockio.ReusePort {
 		cfg.UDPSockets = 1
 	}
 	cfg.PublicIP = cfg.PublicIP.Unmap()

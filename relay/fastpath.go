@@ -5,6 +5,8 @@ import (
 	"net"
 	"net/netip"
 	"sync/atomic"
+
+	"github.com/strangers-chat/strangers/relay/internal/sockio"
 )
 
 // ChannelData fast path.
@@ -54,19 +56,18 @@ type clientSide interface {
 // fastIO is one reader's reusable state for fast-path sends. It must not
 // be used by two goroutines at once.
 type fastIO struct {
-	snd *sender
+	snd *sockio.Sender
 	out []byte // ChannelData being sent
 }
 
-func newFastIO() fastIO { return fastIO{snd: newSender()} }
+func newFastIO() fastIO { return fastIO{snd: sockio.NewSender()} }
 
 // fastAlloc mirrors one allocation for the fast path.
 type fastAlloc struct {
-	client   net.Addr   // pion's client transport address, for UDP writes
-	clientSA sockaddr   // client as a destination of a UDP owner's socket
-	rawOK    bool       // clientSA is set: raw sends to the client
-	owner    clientSide // the socket or connection pion serves it on
-	relay    *relayConn // its relay socket
+	client   net.Addr    // pion's client transport address, for UDP writes
+	clientTo sockio.Dest // client as a destination of a UDP owner's socket
+	owner    clientSide  // the socket or connection pion serves it on
+	relay    *relayConn  // its relay socket
 	table    atomic.Pointer[bindTable]
 }
 
@@ -81,19 +82,14 @@ type bindTable struct {
 type chanPeer struct {
 	addr  *net.UDPAddr   // pion's address value
 	ap    netip.AddrPort // addr, IPv4-in-IPv6 unwrapped
-	sa    sockaddr       // addr as a destination of the relay socket
-	rawOK bool           // sa is set: raw sends to the peer
+	dest  sockio.Dest    // addr as a destination of the relay socket
 	local *relayConn     // the relay socket of ours at addr when bound; nil if none
 }
 
 // newChanPeer returns the channel peer for addr on relay socket rc, with
 // local the relay socket of ours at that address, if any.
 func newChanPeer(addr *net.UDPAddr, ap netip.AddrPort, rc, local *relayConn) *chanPeer {
-	p := &chanPeer{addr: addr, ap: ap, local: local}
-	if rc.rawOut != nil {
-		p.sa, p.rawOK = newSockaddr(rc.rawOut.family, ap)
-	}
-	return p
+	return &chanPeer{addr: addr, ap: ap, local: local, dest: rc.sio.Dest(addr, ap)}
 }
 
 var emptyTable = &bindTable{}
@@ -234,11 +230,7 @@ func (fa *fastAlloc) toClient(fio *fastIO, data []byte, peer netip.AddrPort, wai
 // sendToClient implements clientSide. A UDP send does not wait for the
 // client, so wait does not matter.
 func (c *turnPacketConn) sendToClient(fio *fastIO, b []byte, fa *fastAlloc, _ bool) bool {
-	if fa.rawOK {
-		_ = fio.snd.send(c.rawOut, b, &fa.clientSA)
-	} else {
-		_, _ = c.PacketConn.WriteTo(b, fa.client)
-	}
+	_ = c.sio.Send(fio.snd, b, &fa.clientTo)
 	return true
 }
 
@@ -323,9 +315,7 @@ func newFastAlloc(client net.Addr, owner clientSide, rc *relayConn) *fastAlloc {
 		if !ok {
 			return nil
 		}
-		if o.rawOut != nil {
-			fa.clientSA, fa.rawOK = newSockaddr(o.rawOut.family, ap)
-		}
+		fa.clientTo = o.sio.Dest(client, ap)
 	}
 	return fa
 }

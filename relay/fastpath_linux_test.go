@@ -5,9 +5,8 @@ import (
 	"net"
 	"net/netip"
 	"testing"
-	"unsafe"
 
-	"golang.org/x/sys/unix"
+	"github.com/strangers-chat/strangers/relay/internal/sockio"
 )
 
 // distinctSource returns a loopback UDP socket whose address does not share
@@ -15,21 +14,9 @@ import (
 // between the two does not measure cache misses.
 func distinctSource(t *testing.T, c *net.UDPConn) *net.UDPConn {
 	t.Helper()
-	sa := func(pc *net.UDPConn) *unix.RawSockaddrInet6 {
-		ap := pc.LocalAddr().(*net.UDPAddr).AddrPort()
-		var raw unix.RawSockaddrInet6
-		sa4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(&raw))
-		sa4.Family = unix.AF_INET
-		sa4.Addr = ap.Addr().Unmap().As4()
-		sa4.Port = ntohs(ap.Port())
-		return &raw
-	}
 	for range 20 {
 		o := listenUDP(t, "udp4", "127.0.0.1:0")
-		cache := newAddrCache(relayAddrCache)
-		first := cache.get(sa(c))
-		cache.get(sa(o))
-		if cache.get(sa(c)) == first {
+		if !sockio.SameCacheSlot(c.LocalAddr().(*net.UDPAddr).AddrPort(), o.LocalAddr().(*net.UDPAddr).AddrPort(), relayAddrCache) {
 			return o
 		}
 	}
@@ -52,7 +39,7 @@ func TestFastPathAllocs(t *testing.T) {
 	const runs = 200
 
 	big := func(c *net.UDPConn) *net.UDPConn {
-		if _, err := setReceiveBuffer(c, 4<<20); err != nil {
+		if _, err := sockio.SetReceiveBuffer(c, 4<<20); err != nil {
 			t.Fatal(err)
 		}
 		return c

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/strangers-chat/strangers/internal/netkey"
+	"github.com/strangers-chat/strangers/relay/internal/sockio"
 )
 
 const (
@@ -131,7 +132,7 @@ func (l *streamListener) admit(c net.Conn) *streamConn {
 		ip:    ip,
 		buf:   make([]byte, streamBufSize),
 		io:    newFastIO(),
-		raw:   newRawStream(c),
+		sio:   sockio.NewStream(c),
 		wake:  make(chan struct{}, 1),
 		done:  make(chan struct{}),
 		space: make(chan struct{}),
@@ -195,8 +196,8 @@ func (l *streamListener) release(c *streamConn) {
 type streamConn struct {
 	net.Conn
 	l   *streamListener
-	ip  netip.Addr // the client's netkey.Client key
-	raw *rawStream // nil (TLS): reads and writes go through Conn
+	ip  netip.Addr    // the client's netkey.Client key
+	sio sockio.Stream // raw reads and writes where it can
 
 	// Owned by the reader.
 	buf          []byte
@@ -330,11 +331,7 @@ func (c *streamConn) fill() error {
 	}
 	var n int
 	var err error
-	if c.raw != nil {
-		n, err = c.raw.read(c.buf[c.end:])
-	} else {
-		n, err = c.Conn.Read(c.buf[c.end:])
-	}
+	n, err = c.sio.Read(c.buf[c.end:])
 	c.end += n
 	if err != nil && n == 0 {
 		var ne net.Error
@@ -437,10 +434,10 @@ func (c *streamConn) offer(p []byte) bool {
 // put writes p at once if the connection is idle and queues the rest, or
 // queues it all. Called with wmu held, which it releases.
 func (c *streamConn) put(p []byte) error {
-	if c.raw != nil && !c.busy && len(c.out) == 0 {
+	if !c.busy && len(c.out) == 0 {
 		c.busy = true
 		c.wmu.Unlock()
-		n, err := c.raw.tryWrite(p)
+		n, err := c.sio.TryWrite(p)
 		c.wmu.Lock()
 		c.busy = false
 		if err != nil {
@@ -450,7 +447,11 @@ func (c *streamConn) put(p []byte) error {
 			c.Close()
 			return werr
 		}
-		if n < len(p) {
+		switch {
+		case n == len(p):
+		case len(c.out) == 0:
+			c.out = append(c.out, p[n:]...)
+		default:
 			// Frames queued meanwhile follow the rest of this one.
 			rest := make([]byte, 0, len(p)-n+len(c.out))
 			c.out = append(append(rest, p[n:]...), c.out...)

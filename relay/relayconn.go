@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 
 	"github.com/pion/turn/v4"
+
+	"github.com/strangers-chat/strangers/relay/internal/sockio"
 )
 
 // relayGen is the pion RelayAddressGenerator: pion's port-range generator
@@ -65,7 +67,7 @@ func (g *relayGen) AllocateConn(string, int) (net.Conn, net.Addr, error) {
 // relay socket of ours (fastpath.go).
 type relayConn struct {
 	net.PacketConn
-	rd       *batchReader // nil: reads go to PacketConn one by one
+	sio      sockio.UDP // reads, and the fast path's sends
 	s        *Server
 	port     int
 	counters connCounters
@@ -73,7 +75,6 @@ type relayConn struct {
 	fastTo   atomic.Uint64             // datagrams the fast path sent to peers
 	fastFrom atomic.Uint64             // datagrams the fast path sent to the client
 	io       fastIO                    // owned by the reader
-	rawOut   *rawUDP                   // nil: the fast path sends with WriteTo
 	self     netip.AddrPort            // our public address and this port, as peers see it
 	adm      admission                 // permissions and the bitrate cap (admit.go)
 
@@ -87,8 +88,7 @@ type relayConn struct {
 func (s *Server) newRelayConn(pc net.PacketConn, port int) *relayConn {
 	c := &relayConn{
 		PacketConn: pc,
-		rd:         newBatchReader(pc, s.batches, relayAddrCache),
-		rawOut:     newRawUDP(pc),
+		sio:        sockio.NewUDP(pc, s.batches, relayAddrCache),
 		io:         newFastIO(),
 		self:       netip.AddrPortFrom(s.cfg.PublicIP.Unmap(), uint16(port)),
 		s:          s,
@@ -112,11 +112,7 @@ func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
 		var n int
 		var addr net.Addr
 		var err error
-		if c.rd != nil {
-			n, addr, err = c.rd.ReadFrom(p)
-		} else {
-			n, addr, err = c.PacketConn.ReadFrom(p)
-		}
+		n, addr, err = c.sio.ReadFrom(p)
 		c.readers.Add(-1)
 		if err != nil {
 			if c.closed.Load() {
@@ -168,12 +164,8 @@ func (c *relayConn) writePeer(p []byte, addr net.Addr) (int, error) {
 
 // sendPeer sends admitted data to a channel's peer for the fast path: with
 // a raw sendto when the destination is converted, else with WriteTo.
-func (c *relayConn) sendPeer(snd *sender, data []byte, peer *chanPeer) error {
-	if !peer.rawOK {
-		_, err := c.writePeer(data, peer.addr)
-		return err
-	}
-	if err := snd.send(c.rawOut, data, &peer.sa); err != nil {
+func (c *relayConn) sendPeer(snd *sockio.Sender, data []byte, peer *chanPeer) error {
+	if err := c.sio.Send(snd, data, &peer.dest); err != nil {
 		return err
 	}
 	c.countTo(len(data))
@@ -201,11 +193,7 @@ func (c *relayConn) deny(peer netip.AddrPort) bool {
 func (c *relayConn) Close() error {
 	c.closing.Do(func() {
 		c.closed.Store(true)
-		if c.rd != nil {
-			c.closeErr = c.rd.Close()
-		} else {
-			c.closeErr = c.PacketConn.Close()
-		}
+		c.closeErr = c.sio.Close()
 		if errors.Is(c.closeErr, net.ErrClosed) {
 			c.closeErr = nil
 		}

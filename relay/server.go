@@ -16,6 +16,7 @@ import (
 	"github.com/pion/turn/v4"
 
 	"github.com/strangers-chat/strangers/internal/sessionid"
+	"github.com/strangers-chat/strangers/relay/internal/sockio"
 )
 
 const (
@@ -47,7 +48,7 @@ type Server struct {
 	quota   *quota
 	replies *replyLimiter
 	track   *tracker
-	batches *batchPool // receive batches shared by all UDP sockets
+	batches *sockio.Pool // receive batches shared by all UDP sockets
 	turn    *turn.Server
 	udpAddr *net.UDPAddr
 	tcpAddr *net.TCPAddr
@@ -116,7 +117,7 @@ func New(cfg Config) (*Server, error) {
 		quota:    newQuota(cfg.SessionQuota, cfg.IPQuota, cfg.TotalQuota),
 		replies:  newReplyLimiter(cfg.replyBurst, cfg.replyRate),
 		track:    newTracker(),
-		batches:  newBatchPool(),
+		batches:  sockio.NewPool(),
 		own4:     cfg.PublicIP.As4(),
 		stop:     make(chan struct{}),
 		sessions: make(map[string]*session),

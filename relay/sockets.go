@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+
+	"github.com/strangers-chat/strangers/relay/internal/sockio"
 )
 
 const (
@@ -80,7 +82,7 @@ func openSockets(ctx context.Context, cfg Config) (udp []net.PacketConn, tcp net
 func openUDP(ctx context.Context, host string, port, n int) ([]net.PacketConn, int, error) {
 	lc := net.ListenConfig{}
 	if n > 1 {
-		lc.Control = reusePortControl
+		lc.Control = sockio.ReusePortControl
 	}
 	addr := net.JoinHostPort(host, strconv.Itoa(port))
 	conns := make([]net.PacketConn, 0, n)
@@ -93,7 +95,7 @@ func openUDP(ctx context.Context, host string, port, n int) ([]net.PacketConn, i
 			}
 			return nil, 0, fmt.Errorf("%w udp %s: %w", ErrListen, addr, err)
 		}
-		got, err := setReceiveBuffer(c, udpReceiveBuffer)
+		got, err := sockio.SetReceiveBuffer(c, udpReceiveBuffer)
 		if err != nil {
 			c.Close()
 			for _, c := range conns {
@@ -131,21 +133,20 @@ func detectPublicIP() netip.Addr {
 
 // turnPacketConn wraps a client-facing UDP socket, between it and pion's
 // read loop (the reader). It
-//   - reads in batches with recvmmsg where it can (rd) and retries transient
+//   - reads through sockio (batched where it can) and retries transient
 //     read errors, on which pion's loop would stop for good;
 //   - screens ChannelBind requests (see Server.screenChannelBind) before
 //     pion sees them;
 //   - relays ChannelData from a client with a fast-path allocation straight
 //     to its peer, and is the socket the fast path sends to those clients
-//     on, with raw sendto where it can (rawOut) (fastpath.go);
+//     on (fastpath.go);
 //   - notes that an Allocate request came in on it (noteAllocate), so the
 //     new allocation's fast path knows which socket serves its client;
 //   - tells the shutdown tracker when pion's read loop has let go of it.
 type turnPacketConn struct {
 	net.PacketConn
-	rd       *batchReader // nil: reads go to PacketConn one by one
-	rawOut   *rawUDP      // nil: the fast path sends with WriteTo
-	io       fastIO       // owned by the reader
+	sio      sockio.UDP // reads, and the fast path's sends
+	io       fastIO     // owned by the reader
 	s        *Server
 	doneOnce sync.Once
 	closed   chan struct{}
@@ -165,8 +166,7 @@ func newTurnPacketConn(pc net.PacketConn, s *Server) *turnPacketConn {
 	s.track.add()
 	return &turnPacketConn{
 		PacketConn: pc,
-		rd:         newBatchReader(pc, s.batches, listenerAddrCache),
-		rawOut:     newRawUDP(pc),
+		sio:        sockio.NewUDP(pc, s.batches, listenerAddrCache),
 		io:         newFastIO(),
 		s:          s,
 		closed:     make(chan struct{}),
@@ -240,10 +240,7 @@ func (c *turnPacketConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 }
 
 func (c *turnPacketConn) read(p []byte) (int, net.Addr, error) {
-	if c.rd != nil {
-		return c.rd.ReadFrom(p)
-	}
-	return c.PacketConn.ReadFrom(p)
+	return c.sio.ReadFrom(p)
 }
 
 // Close implements net.PacketConn; it is idempotent.
@@ -251,11 +248,7 @@ func (c *turnPacketConn) Close() error {
 	var err error
 	c.closeMu.Do(func() {
 		close(c.closed)
-		if c.rd != nil {
-			err = c.rd.Close()
-		} else {
-			err = c.PacketConn.Close()
-		}
+		err = c.sio.Close()
 	})
 	if errors.Is(err, net.ErrClosed) {
 		err = nil

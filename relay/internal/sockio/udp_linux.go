@@ -1,6 +1,6 @@
 //go:build linux
 
-package relay
+package sockio
 
 import (
 	"errors"
@@ -25,6 +25,60 @@ const (
 	batchSlot = 2048
 )
 
+// NewUDP returns the I/O for pc: batched reads and raw sends when pc is an
+// IPv4 or IPv6 UDP socket, else the portable implementation. pool lends
+// receive batches; cacheSize sizes the cache of source addresses (a
+// client-facing socket hears from many, a relay socket from a few).
+func NewUDP(pc net.PacketConn, pool *Pool, cacheSize int) UDP {
+	uc, raw, ok := udpSyscallConn(pc)
+	if !ok || pool == nil {
+		return portableUDP{pc}
+	}
+	family := 0
+	if err := raw.Control(func(fd uintptr) {
+		family, _ = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_DOMAIN)
+	}); err != nil || (family != unix.AF_INET && family != unix.AF_INET6) {
+		return portableUDP{pc}
+	}
+	r := &batchReader{conn: uc, raw: raw, laddr: uc.LocalAddr(), pool: pool, addrs: newAddrCache(cacheSize)}
+	r.recvF = r.recv
+	return &linuxUDP{batchReader: r, out: rawUDP{raw: raw, family: family}}
+}
+
+// linuxUDP reads with recvmmsg and sends with raw sendto.
+type linuxUDP struct {
+	*batchReader
+	out rawUDP
+}
+
+func (u *linuxUDP) Dest(addr net.Addr, ap netip.AddrPort) Dest {
+	d := Dest{addr: addr}
+	d.sa, d.raw = newSockaddr(u.out.family, ap)
+	return d
+}
+
+func (u *linuxUDP) Send(w *Sender, b []byte, d *Dest) error {
+	if !d.raw {
+		_, err := u.conn.WriteTo(b, d.addr)
+		return err
+	}
+	return w.send(&u.out, b, &d.sa)
+}
+
+// udpSyscallConn returns pc as a UDP socket and its raw connection, or
+// ok=false when it is not one.
+func udpSyscallConn(pc net.PacketConn) (*net.UDPConn, syscall.RawConn, bool) {
+	uc, ok := pc.(*net.UDPConn)
+	if !ok {
+		return nil, nil, false
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return nil, nil, false
+	}
+	return uc, raw, true
+}
+
 // mmsghdr is struct mmsghdr: a msghdr and the length received. Go pads it
 // to the alignment of the msghdr, as C does.
 type mmsghdr struct {
@@ -41,13 +95,13 @@ type batch struct {
 	bufs  [batchSize][batchSlot]byte
 }
 
-// batchPool pools the receive batches of a server's sockets. A reader
+// Pool pools the receive batches of a server's sockets. A reader
 // holds one only while it has datagrams buffered, never while it waits for
 // the socket, so idle relay sockets cost no batch memory.
-type batchPool struct{ p sync.Pool }
+type Pool struct{ p sync.Pool }
 
-func newBatchPool() *batchPool {
-	return &batchPool{p: sync.Pool{New: func() any {
+func NewPool() *Pool {
+	return &Pool{p: sync.Pool{New: func() any {
 		b := new(batch)
 		for i := range b.hdrs {
 			b.hdrs[i].hdr.Name = (*byte)(unsafe.Pointer(&b.names[i]))
@@ -62,8 +116,8 @@ func newBatchPool() *batchPool {
 	}}}
 }
 
-func (bp *batchPool) get() *batch  { return bp.p.Get().(*batch) } // only batches are put
-func (bp *batchPool) put(b *batch) { bp.p.Put(b) }
+func (bp *Pool) get() *batch  { return bp.p.Get().(*batch) } // only batches are put
+func (bp *Pool) put(b *batch) { bp.p.Put(b) }
 
 // batchReader reads a UDP socket with recvmmsg: one system call returns
 // every datagram already queued (up to batchSize), and the following
@@ -75,7 +129,7 @@ type batchReader struct {
 	conn   *net.UDPConn
 	raw    syscall.RawConn
 	laddr  net.Addr
-	pool   *batchPool
+	pool   *Pool
 	closed atomic.Bool
 
 	mu      sync.Mutex // serialises readers; guards the fields below
@@ -85,32 +139,6 @@ type batchReader struct {
 	errno   syscall.Errno
 	recvF   func(fd uintptr) bool // recv bound once, so Read does not allocate
 	addrs   addrCache
-}
-
-// newBatchReader returns a batchReader for pc, or nil when pc is not a UDP
-// socket that supports it.
-func newBatchReader(pc net.PacketConn, pool *batchPool, cacheSize int) *batchReader {
-	uc, raw, ok := udpSyscallConn(pc)
-	if !ok {
-		return nil
-	}
-	r := &batchReader{conn: uc, raw: raw, laddr: uc.LocalAddr(), pool: pool, addrs: newAddrCache(cacheSize)}
-	r.recvF = r.recv
-	return r
-}
-
-// udpSyscallConn returns pc as a UDP socket and its raw connection, or
-// ok=false when it is not one.
-func udpSyscallConn(pc net.PacketConn) (*net.UDPConn, syscall.RawConn, bool) {
-	uc, ok := pc.(*net.UDPConn)
-	if !ok {
-		return nil, nil, false
-	}
-	raw, err := uc.SyscallConn()
-	if err != nil {
-		return nil, nil, false
-	}
-	return uc, raw, true
 }
 
 // ReadFrom reads one datagram, as net.PacketConn's ReadFrom.
@@ -251,15 +279,28 @@ func (c *addrCache) get(sa *unix.RawSockaddrInet6) *net.UDPAddr {
 	if scope != 0 {
 		return udpAddr(key, zoneName(scope)) // link-local with a zone: rare, not cached
 	}
-	a := key.Addr().As16()
-	h := (uint32(a[12])<<24 | uint32(a[13])<<16 | uint32(a[14])<<8 | uint32(a[15])) ^ uint32(key.Port())*0x9E3779B1
-	i := (h ^ h>>16) & c.mask
+	i := cacheSlot(key, c.mask)
 	if c.addrs[i] != nil && c.keys[i] == key {
 		return c.addrs[i]
 	}
 	ua := udpAddr(key, "")
 	c.keys[i], c.addrs[i] = key, ua
 	return ua
+}
+
+// cacheSlot returns key's entry in a cache of mask+1 entries.
+func cacheSlot(key netip.AddrPort, mask uint32) uint32 {
+	a := key.Addr().As16()
+	h := (uint32(a[12])<<24 | uint32(a[13])<<16 | uint32(a[14])<<8 | uint32(a[15])) ^ uint32(key.Port())*0x9E3779B1
+	return (h ^ h>>16) & mask
+}
+
+// SameCacheSlot reports whether a and b, as sources, share an entry of a
+// source-address cache of cacheSize entries, so that alternating between
+// them misses the cache (tests use it to measure without misses).
+func SameCacheSlot(a, b netip.AddrPort, cacheSize int) bool {
+	mask := uint32(len(newAddrCache(cacheSize).keys) - 1)
+	return cacheSlot(a, mask) == cacheSlot(b, mask)
 }
 
 // udpAddr builds the address a plain read returns: a 4-byte IP for IPv4
@@ -286,4 +327,107 @@ func zoneName(index uint32) string {
 func ntohs(port uint16) uint16 {
 	b := (*[2]byte)(unsafe.Pointer(&port))
 	return uint16(b[0])<<8 | uint16(b[1])
+}
+
+// Sends use sendto(2) issued as a raw system call on the socket's
+// descriptor, through syscall.RawConn.Write, instead of
+// net.UDPConn.WriteTo:
+//
+//   - the destination is converted to a socket address once (Dest), not
+//     once per datagram;
+//   - the sockets are non-blocking, so sendto never blocks and does not
+//     need the scheduler's system-call bookkeeping. With it, every send
+//     that found the runtime idle woke its monitor thread, which then
+//     polled at its shortest interval: under relay traffic that was a
+//     large share of the process's own CPU time.
+//
+// RawConn.Write holds the descriptor's write lock, so a send never races
+// with Close, and waits for the socket to be writable when sendto reports
+// EAGAIN, as WriteTo would.
+
+// sockaddr is a destination in the form sendto takes.
+// sockaddr is a destination in the form sendto takes.
+type sockaddr struct {
+	raw unix.RawSockaddrInet6 // a RawSockaddrInet4 when len says so
+	len uint32
+}
+
+// newSockaddr returns ap as a destination for a socket of family, and
+// false when such a socket cannot send to it as plainly (an IPv6 address
+// on an IPv4 socket, a zoned address).
+func newSockaddr(family int, ap netip.AddrPort) (sockaddr, bool) {
+	var sa sockaddr
+	a := ap.Addr()
+	if !ap.IsValid() || a.Zone() != "" {
+		return sa, false
+	}
+	port := (*[2]byte)(unsafe.Pointer(&sa.raw.Port))
+	switch {
+	case family == unix.AF_INET && a.Unmap().Is4():
+		sa4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(&sa.raw))
+		sa4.Family = unix.AF_INET
+		sa4.Addr = a.Unmap().As4()
+		sa.len = unix.SizeofSockaddrInet4
+	case family == unix.AF_INET6:
+		sa.raw.Family = unix.AF_INET6
+		sa.raw.Addr = a.As16() // IPv4 as ::ffff:a.b.c.d, as the net package sends it
+		sa.len = unix.SizeofSockaddrInet6
+	default:
+		return sockaddr{}, false
+	}
+	// The port sits at the same offset in both layouts, in network order.
+	port[0], port[1] = byte(ap.Port()>>8), byte(ap.Port())
+	return sa, true
+}
+
+// rawUDP is a UDP socket sent on with raw sendto calls.
+type rawUDP struct {
+	raw    syscall.RawConn
+	family int
+}
+
+// Sender holds one goroutine's sendto arguments, so that a send allocates
+// nothing: the callback is bound once. A sender must not be used by two
+// goroutines at once.
+type Sender struct {
+	b     []byte
+	sa    *sockaddr
+	errno syscall.Errno
+	f     func(fd uintptr) bool
+}
+
+// NewSender returns a Sender for one goroutine.
+func NewSender() *Sender {
+	s := &Sender{}
+	s.f = s.sendto
+	return s
+}
+
+// send sends b to sa on u.
+func (s *Sender) send(u *rawUDP, b []byte, sa *sockaddr) error {
+	s.b, s.sa, s.errno = b, sa, 0
+	err := u.raw.Write(s.f)
+	s.b, s.sa = nil, nil
+	if err == nil && s.errno != 0 {
+		err = os.NewSyscallError("sendto", s.errno)
+	}
+	return err
+}
+
+// sendto is the RawConn.Write callback. It returns false, to wait until
+// the socket is writable, on EAGAIN.
+func (s *Sender) sendto(fd uintptr) bool {
+	for {
+		_, _, errno := unix.RawSyscall6(unix.SYS_SENDTO, fd,
+			uintptr(unsafe.Pointer(unsafe.SliceData(s.b))), uintptr(len(s.b)), 0,
+			uintptr(unsafe.Pointer(&s.sa.raw)), uintptr(s.sa.len))
+		switch errno {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false
+		}
+		s.errno = errno
+		return true
+	}
 }

@@ -1,6 +1,6 @@
 //go:build linux
 
-package relay
+package sockio
 
 import (
 	"net"
@@ -9,12 +9,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// reusePortSupported reports whether several UDP sockets can share the TURN
+// ReusePort reports whether several UDP sockets can share the TURN
 // port (SO_REUSEPORT), letting the kernel spread clients across them.
-const reusePortSupported = true
+const ReusePort = true
 
-// reusePortControl is a net.ListenConfig.Control that sets SO_REUSEPORT.
-func reusePortControl(_, _ string, c syscall.RawConn) error {
+// ReusePortControl is a net.ListenConfig.Control that sets SO_REUSEPORT.
+func ReusePortControl(_, _ string, c syscall.RawConn) error {
 	var serr error
 	if err := c.Control(func(fd uintptr) {
 		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
@@ -24,10 +24,10 @@ func reusePortControl(_, _ string, c syscall.RawConn) error {
 	return serr
 }
 
-// setReceiveBuffer asks for a want-byte receive buffer on a UDP socket and
+// SetReceiveBuffer asks for a want-byte receive buffer on a UDP socket and
 // returns what the kernel granted. SetReadBuffer is capped by
 // net.core.rmem_max; as a privileged process we then try SO_RCVBUFFORCE.
-func setReceiveBuffer(pc net.PacketConn, want int) (int, error) {
+func SetReceiveBuffer(pc net.PacketConn, want int) (int, error) {
 	uc, ok := pc.(*net.UDPConn)
 	if !ok {
 		return 0, nil

@@ -1,6 +1,6 @@
 //go:build linux
 
-package relay
+package sockio
 
 import (
 	"bytes"
@@ -50,10 +50,10 @@ func TestBatchReader(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			rc := listenUDP(t, tt.network, tt.addr)
-			if _, err := setReceiveBuffer(rc, 4<<20); err != nil {
+			if _, err := SetReceiveBuffer(rc, 4<<20); err != nil {
 				t.Fatal(err)
 			}
-			rd := newBatchReader(rc, newBatchPool(), 4)
+			rd := NewUDP(rc, NewPool(), 4)
 			if rd == nil {
 				t.Fatal("no batch reader for a UDP socket")
 			}
@@ -113,7 +113,7 @@ func TestBatchReader(t *testing.T) {
 func TestBatchReaderDeadlineAndClose(t *testing.T) {
 	t.Parallel()
 	rc := listenUDP(t, "udp4", "127.0.0.1:0")
-	rd := newBatchReader(rc, newBatchPool(), 4)
+	rd := NewUDP(rc, NewPool(), 4)
 	buf := make([]byte, 1600)
 
 	_ = rc.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
@@ -146,7 +146,7 @@ func TestBatchReaderDeadlineAndClose(t *testing.T) {
 
 	// A reader blocked in ReadFrom returns when the socket is closed.
 	rc2 := listenUDP(t, "udp4", "127.0.0.1:0")
-	rd2 := newBatchReader(rc2, newBatchPool(), 4)
+	rd2 := NewUDP(rc2, NewPool(), 4)
 	done := make(chan error, 1)
 	go func() {
 		_, _, err := rd2.ReadFrom(make([]byte, 1600))
@@ -191,78 +191,6 @@ func TestAddrCache(t *testing.T) {
 			t.Fatalf("get(%v) twice: different addresses (not cached)", k)
 		}
 	}
-}
-
-// TestPacketPathAllocs checks that the wrappers add no allocation per
-// datagram: batched reads on client-facing and relay sockets, and relay
-// socket writes.
-func TestPacketPathAllocs(t *testing.T) {
-	if raceEnabled {
-		t.Skip("allocation counts are not meaningful with -race (sync.Pool drops items)")
-	}
-	cfg := testConfig()
-	// Writes to snd, at an address of this host outside our relay ports,
-	// pass the own-address guard (and exercise it) because AllowPeers
-	// covers it.
-	cfg.AllowPeers = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
-	s := newServer(t, cfg)
-	snd := listenUDP(t, "udp4", "127.0.0.1:0")
-	msg := make([]byte, 1000)
-	buf := make([]byte, 1600)
-	const runs = 200
-
-	rc := listenUDP(t, "udp4", "127.0.0.1:0")
-	if _, err := setReceiveBuffer(rc, 4<<20); err != nil {
-		t.Fatal(err)
-	}
-	tc := newTurnPacketConn(rc, s)
-	relaySock := listenUDP(t, "udp4", "127.0.0.1:0")
-	if _, err := setReceiveBuffer(relaySock, 4<<20); err != nil {
-		t.Fatal(err)
-	}
-	rl := s.newRelayConn(relaySock, relaySock.LocalAddr().(*net.UDPAddr).Port)
-	rl.adm.permit(netip.MustParseAddr("127.0.0.1")) // snd's: admission passes its datagrams
-	t.Cleanup(func() {
-		tc.Close()
-		_, _, _ = tc.ReadFrom(buf) // lets the tracker know the read loop is done
-		rl.Close()
-	})
-
-	for _, tt := range []struct {
-		name string
-		dst  net.Addr
-		read func([]byte) (int, net.Addr, error)
-	}{
-		{"client-facing read", rc.LocalAddr(), tc.ReadFrom},
-		{"relay read", relaySock.LocalAddr(), rl.ReadFrom},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			for range runs + 1 {
-				if _, err := snd.WriteTo(msg, tt.dst); err != nil {
-					t.Fatal(err)
-				}
-			}
-			allocs := testing.AllocsPerRun(runs, func() {
-				if _, _, err := tt.read(buf); err != nil {
-					t.Fatal(err)
-				}
-			})
-			if allocs != 0 {
-				t.Errorf("%.1f allocations per datagram, want 0", allocs)
-			}
-		})
-	}
-	t.Run("relay write", func(t *testing.T) {
-		to := snd.LocalAddr().(*net.UDPAddr)
-		allocs := testing.AllocsPerRun(runs, func() {
-			if _, err := rl.WriteTo(msg, to); err != nil {
-				t.Fatal(err)
-			}
-		})
-		if allocs != 0 {
-			t.Errorf("%.1f allocations per datagram, want 0", allocs)
-		}
-	})
 }
 
 // rawSockaddr encodes k as the kernel does in recvmmsg's name buffer.
