@@ -20,13 +20,13 @@ func TestFastPathDualStack(t *testing.T) {
 	a, b, relA, relB := relayPair(t, s, false, false)
 	s.mu.Lock()
 	for _, st := range s.allocs {
-		tc, _ := st.fast.owner.(*turnPacketConn)
+		tc, _ := st.owner.(*turnPacketConn)
 		if tc == nil || tc.LocalAddr().(*net.UDPAddr).IP.To4() != nil {
 			s.mu.Unlock()
 			t.Skip("the wildcard listener is not a dual-stack IPv6 socket here")
 		}
-		if !st.fast.clientTo.Raw() {
-			t.Errorf("no raw sends to client %v", st.fast.client)
+		if to, _ := st.relay.pl.Client(); !to.Raw() {
+			t.Errorf("no raw sends to client %v", st.clientAP)
 		}
 	}
 	s.mu.Unlock()
@@ -53,6 +53,6 @@ func TestFastPathDualStack(t *testing.T) {
 	expectRelayed(t, b, 0x4002, "handed")
 	ra := s.relayAt(relA)
 	waitFor(t, "fast path counts", func() bool {
-		return ra.fastTo.Load() == 2 && ra.fastFrom.Load() == 1 && ra.counters.handed.Load() == 1
+		return ra.pl.Counters.FastTo.Load() == 2 && ra.pl.Counters.FastFrom.Load() == 1 && ra.pl.Counters.Handed.Load() == 1
 	})
 }

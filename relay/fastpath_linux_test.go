@@ -59,30 +59,26 @@ func TestFastPathAllocs(t *testing.T) {
 
 	peerAddr := peer.LocalAddr().(*net.UDPAddr)
 	clientAP := client.LocalAddr().(*net.UDPAddr).AddrPort()
-	fa := newFastAlloc(client.LocalAddr(), tc, rl)
-	fa.table.Store(&bindTable{
-		byNum:  map[uint16]*chanPeer{0x4000: newChanPeer(peerAddr, peerAddr.AddrPort(), rl, nil)},
-		byPeer: map[netip.AddrPort]uint16{peerAddr.AddrPort(): 0x4000},
-	})
-	rl.adm.permit(peerAddr.AddrPort().Addr())
-	rl.adm.permit(other.LocalAddr().(*net.UDPAddr).AddrPort().Addr())
+	rl.pl.Bind(0x4000, peerAddr, peerAddr.AddrPort(), nil)
+	rl.pl.Permit(peerAddr.AddrPort().Addr())
+	rl.pl.Permit(other.LocalAddr().(*net.UDPAddr).AddrPort().Addr())
 	// A second allocation on the same socket, at a relay address the first
 	// one's channel 0x4001 points at: the handover.
 	client2 := big(listenUDP(t, "udp4", "127.0.0.1:0"))
+	client2AP := client2.LocalAddr().(*net.UDPAddr).AddrPort()
 	relaySock2 := big(listenUDP(t, "udp4", "127.0.0.1:0"))
 	rl2 := s.newRelayConn(relaySock2, relaySock2.LocalAddr().(*net.UDPAddr).Port)
 	t.Cleanup(func() { rl2.Close() })
-	fb := newFastAlloc(client2.LocalAddr(), tc, rl2)
-	fb.table.Store(&bindTable{
-		byPeer: map[netip.AddrPort]uint16{rl.self: 0x4001},
-	})
-	rl2.adm.permit(rl.self.Addr())
+	rlSelf := netip.AddrPortFrom(s.cfg.PublicIP, uint16(rl.port))
+	rl2.pl.Bind(0x4001, net.UDPAddrFromAddrPort(rlSelf), rlSelf, rl.pl)
+	rl2.pl.Permit(rlSelf.Addr())
 	rl2Addr := relaySock2.LocalAddr().(*net.UDPAddr)
-	fa.table.Load().byNum[0x4001] = newChanPeer(rl2Addr, rl2Addr.AddrPort(), rl, rl2)
-	rl.adm.permit(rl2Addr.AddrPort().Addr())
-	tc.fast.Store(&map[netip.AddrPort]*fastAlloc{clientAP: fa, client2.LocalAddr().(*net.UDPAddr).AddrPort(): fb})
-	rl.fast.Store(fa)
-	rl2.fast.Store(fb)
+	rl.pl.Bind(0x4001, rl2Addr, rl2Addr.AddrPort(), rl2.pl)
+	rl.pl.Permit(rl2Addr.AddrPort().Addr())
+	rl.pl.Serve(tc, tc.sio.Dest(client.LocalAddr(), clientAP))
+	rl2.pl.Serve(tc, tc.sio.Dest(client2.LocalAddr(), client2AP))
+	tc.clients.Set(clientAP, rl.pl)
+	tc.clients.Set(client2AP, rl2.pl)
 
 	frame := make([]byte, 4+1000)
 	binary.BigEndian.PutUint16(frame, 0x4000)
@@ -99,9 +95,9 @@ func TestFastPathAllocs(t *testing.T) {
 		read       func([]byte) (int, net.Addr, error)
 		fastCount  func() uint64
 	}{
-		{"client to peer", client, client, frame, rc.LocalAddr(), tc.ReadFrom, rl.fastTo.Load},
-		{"peer to client", peer, other, frame[4:], relaySock.LocalAddr(), rl.ReadFrom, rl.fastFrom.Load},
-		{"handover", client, client, handFrame, rc.LocalAddr(), tc.ReadFrom, rl.counters.handed.Load},
+		{"client to peer", client, client, frame, rc.LocalAddr(), tc.ReadFrom, rl.pl.Counters.FastTo.Load},
+		{"peer to client", peer, other, frame[4:], relaySock.LocalAddr(), rl.ReadFrom, rl.pl.Counters.FastFrom.Load},
+		{"handover", client, client, handFrame, rc.LocalAddr(), tc.ReadFrom, rl.pl.Counters.Handed.Load},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			for range runs + 1 {

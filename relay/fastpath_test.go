@@ -16,8 +16,8 @@ func fastCounts(s *Server) (toPeer, toClient uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, r := range s.relays {
-		toPeer += r.fastTo.Load()
-		toClient += r.fastFrom.Load()
+		toPeer += r.pl.Counters.FastTo.Load()
+		toClient += r.pl.Counters.FastFrom.Load()
 	}
 	return toPeer, toClient
 }
@@ -247,7 +247,11 @@ func TestFastPathRefuses(t *testing.T) {
 					s.mu.Lock()
 					defer s.mu.Unlock()
 					a := s.allocs[transportKey(c.conn.LocalAddr())]
-					return a != nil && len(a.chans) == 0
+					if a == nil || a.relay == nil {
+						return false
+					}
+					n, _ := a.relay.pl.Channels(0)
+					return n == 0
 				})
 			},
 			number:     0x4000,
@@ -304,8 +308,10 @@ func TestFastPathRefuses(t *testing.T) {
 					if tt.fast {
 						wantFrom = path.fastOr(1)
 					}
-					eventually(func() bool { return rl.fastTo.Load() == wantTo && rl.fastFrom.Load() == wantFrom })
-					if to, from := rl.fastTo.Load(), rl.fastFrom.Load(); to != wantTo || from != wantFrom {
+					eventually(func() bool {
+						return rl.pl.Counters.FastTo.Load() == wantTo && rl.pl.Counters.FastFrom.Load() == wantFrom
+					})
+					if to, from := rl.pl.Counters.FastTo.Load(), rl.pl.Counters.FastFrom.Load(); to != wantTo || from != wantFrom {
 						t.Errorf("fast path relayed %d to the peer and %d to the client, want %d and %d", to, from, wantTo, wantFrom)
 					}
 				})

@@ -108,14 +108,14 @@ func TestLocalHandover(t *testing.T) {
 				one := path.fastOr(1)
 				waitRelayed(t, s, before, 2, 2)
 				waitFor(t, "fast path counts", func() bool {
-					return ra.fastTo.Load() == one && rb.fastTo.Load() == one &&
-						ra.fastFrom.Load() == one && rb.fastFrom.Load() == one
+					return ra.pl.Counters.FastTo.Load() == one && rb.pl.Counters.FastTo.Load() == one &&
+						ra.pl.Counters.FastFrom.Load() == one && rb.pl.Counters.FastFrom.Load() == one
 				})
 				want := uint64(0)
 				if handover {
 					want = 1
 				}
-				if ha, hb := ra.counters.handed.Load(), rb.counters.handed.Load(); ha != want || hb != want {
+				if ha, hb := ra.pl.Counters.Handed.Load(), rb.pl.Counters.Handed.Load(); ha != want || hb != want {
 					t.Errorf("handed over %d from A and %d from B, want %d each", ha, hb, want)
 				}
 				after := s.traffic.total()
@@ -168,13 +168,13 @@ func TestLocalHandoverDefers(t *testing.T) {
 			if _, err := other.WriteToUDPAddrPort([]byte("other"), relB); err != nil {
 				t.Fatal(err)
 			}
-			waitFor(t, "B's relay socket to read both", func() bool { return rb.counters.packetsFrom.Load() == 2 })
+			waitFor(t, "B's relay socket to read both", func() bool { return rb.pl.Counters.PacketsFrom.Load() == 2 })
 			if resp := b.permit(relA); !isSuccess(resp) {
 				t.Fatalf("CreatePermission B: error %d", errorCode(resp))
 			}
 			a.channelData(0x4000, []byte("permission only"))
 			expectRelayed(t, b, 0, "permission only") // the first thing B gets
-			if h := ra.counters.handed.Load(); h != 0 {
+			if h := ra.pl.Counters.Handed.Load(); h != 0 {
 				t.Errorf("handed over %d datagrams without a channel at the receiver, want 0", h)
 			}
 
@@ -183,8 +183,8 @@ func TestLocalHandoverDefers(t *testing.T) {
 			}
 			a.channelData(0x4000, []byte("channel"))
 			expectRelayed(t, b, 0x4001, "channel")
-			eventually(func() bool { return ra.counters.handed.Load() == 1 })
-			if h := ra.counters.handed.Load(); h != 1 {
+			eventually(func() bool { return ra.pl.Counters.Handed.Load() == 1 })
+			if h := ra.pl.Counters.Handed.Load(); h != 1 {
 				t.Errorf("handed over %d datagrams once the receiver bound a channel, want 1", h)
 			}
 		})

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/strangers-chat/strangers/internal/netkey"
+	"github.com/strangers-chat/strangers/relay/internal/plane"
 	"github.com/strangers-chat/strangers/relay/internal/sockio"
 )
 
@@ -131,7 +132,7 @@ func (l *streamListener) admit(c net.Conn) *streamConn {
 		l:     l,
 		ip:    ip,
 		buf:   make([]byte, streamBufSize),
-		io:    newFastIO(),
+		io:    plane.NewIO(),
 		sio:   sockio.NewStream(c),
 		wake:  make(chan struct{}, 1),
 		done:  make(chan struct{}),
@@ -206,9 +207,9 @@ type streamConn struct {
 	readDeadline time.Time
 	pendingKey   string // see turnPacketConn.pendingKey
 
-	fast  atomic.Pointer[fastAlloc] // the connection's allocation, for the fast path
-	io    fastIO                    // owned by the reader
-	guard replyGuard                // the request being handled, for screenReply
+	fast  atomic.Pointer[plane.Relay] // the data plane of the connection's allocation, if it serves it
+	io    plane.IO                    // owned by the reader
+	guard replyGuard                  // the request being handled, for screenReply
 
 	// Static after admit.
 	wake chan struct{} // capacity 1: out has bytes for the writer
@@ -261,8 +262,8 @@ func (c *streamConn) Read(p []byte) (int, error) {
 					continue
 				}
 			}
-			if len(frame) < pionInboundMTU && frame[0]&0xC0 == 0x40 {
-				if fa := c.fast.Load(); fa != nil && fa.toPeer(&c.io, frame) {
+			if plane.IsChannelData(frame) {
+				if pl := c.fast.Load(); pl != nil && pl.FromClient(&c.io, frame) {
 					continue
 				}
 			}

@@ -3,9 +3,10 @@ package relay
 import (
 	"fmt"
 	"sync"
-	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/strangers-chat/strangers/relay/internal/plane"
 )
 
 // Directions of relayed traffic, the "direction" label of bytes_total and
@@ -128,18 +129,14 @@ type trafficSnapshot struct {
 	bytesFrom, packetsFrom, bytesTo, packetsTo, handed uint64
 }
 
-// connCounters sits in each relay socket. handed counts the datagrams to
-// peers (also in packetsTo) handed over in process to another relay
-// socket of ours.
-type connCounters struct {
-	bytesFrom, packetsFrom, bytesTo, packetsTo, handed atomic.Uint64
-}
-
-func (c *connCounters) snapshot() trafficSnapshot {
+// snapshot reads the counters of a relay socket's data plane. Handed
+// counts the datagrams to peers (also in PacketsTo) handed over in
+// process to another relay socket of ours.
+func snapshot(c *plane.Counters) trafficSnapshot {
 	return trafficSnapshot{
-		bytesFrom: c.bytesFrom.Load(), packetsFrom: c.packetsFrom.Load(),
-		bytesTo: c.bytesTo.Load(), packetsTo: c.packetsTo.Load(),
-		handed: c.handed.Load(),
+		bytesFrom: c.BytesFrom.Load(), packetsFrom: c.PacketsFrom.Load(),
+		bytesTo: c.BytesTo.Load(), packetsTo: c.PacketsTo.Load(),
+		handed: c.Handed.Load(),
 	}
 }
 
@@ -174,7 +171,7 @@ func (t *trafficCounters) detach(c *relayConn) {
 	defer t.mu.Unlock()
 	if _, ok := t.live[c]; ok {
 		delete(t.live, c)
-		t.retired.add(c.counters.snapshot())
+		t.retired.add(snapshot(&c.pl.Counters))
 	}
 }
 
@@ -184,7 +181,7 @@ func (t *trafficCounters) total() trafficSnapshot {
 	defer t.mu.Unlock()
 	sum := t.retired
 	for c := range t.live {
-		sum.add(c.counters.snapshot())
+		sum.add(snapshot(&c.pl.Counters))
 	}
 	return sum
 }

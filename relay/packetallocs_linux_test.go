@@ -49,7 +49,7 @@ func TestPacketPathAllocs(t *testing.T) {
 		t.Fatal(err)
 	}
 	rl := s.newRelayConn(relaySock, relaySock.LocalAddr().(*net.UDPAddr).Port)
-	rl.adm.permit(netip.MustParseAddr("127.0.0.1")) // snd's: admission passes its datagrams
+	rl.pl.Permit(netip.MustParseAddr("127.0.0.1")) // snd's: admission passes its datagrams
 	t.Cleanup(func() {
 		tc.Close()
 		_, _, _ = tc.ReadFrom(buf) // lets the tracker know the read loop is done

@@ -10,6 +10,7 @@ import (
 
 	"github.com/pion/turn/v4"
 
+	"github.com/strangers-chat/strangers/relay/internal/plane"
 	"github.com/strangers-chat/strangers/relay/internal/sockio"
 )
 
@@ -53,48 +54,37 @@ func (g *relayGen) AllocateConn(string, int) (net.Conn, net.Addr, error) {
 }
 
 // relayConn wraps one allocation's relay socket, between it and pion's
-// relay loop for the allocation (the reader). It counts relayed traffic
-// in its own atomics, refuses to send to an address of this host at any
-// port but our relay sockets' (so neither the own-address exception of the
-// peer policy nor another public address of the host reaches local UDP
-// services), and lets Close be called from several places:
-// pion when the allocation ends, and the server when a session's grace
-// expires or the server shuts down. For the data plane it also reads in
-// batches with recvmmsg where it can (rd), relays a peer's datagram on a
-// bound channel straight to the client when the allocation has a fast path
-// (fast), sends the fast path's data to peers with raw sendto where it can
-// (sendPeer, rawOut), and takes data handed over in process by another
-// relay socket of ours (fastpath.go).
+// relay loop for the allocation (the reader). Every datagram it reads
+// goes through the allocation's data plane (pl.FromPeer: counted,
+// relayed to the client on a bound channel, or admitted for pion), every
+// datagram pion writes through admission (pl.AdmitTo: permissions, the
+// own-address guard, the cap); sockio does its I/O. Close may be called
+// from several places: pion when the allocation ends, and the server when
+// a session's grace expires or the server shuts down.
 type relayConn struct {
 	net.PacketConn
-	sio      sockio.UDP // reads, and the fast path's sends
-	s        *Server
-	port     int
-	counters connCounters
-	fast     atomic.Pointer[fastAlloc] // nil: pion relays what arrives
-	fastTo   atomic.Uint64             // datagrams the fast path sent to peers
-	fastFrom atomic.Uint64             // datagrams the fast path sent to the client
-	io       fastIO                    // owned by the reader
-	self     netip.AddrPort            // our public address and this port, as peers see it
-	adm      admission                 // permissions and the bitrate cap (admit.go)
+	sio  sockio.UDP // reads, and the data plane's sends
+	s    *Server
+	port int
+	pl   *plane.Relay // the allocation's data plane: binding table, admission, counters
+	io   plane.IO     // owned by the reader
 
 	readers  atomic.Int32
-	closed   atomic.Bool
 	finished sync.Once
 	closeErr error
 	closing  sync.Once
 }
 
 func (s *Server) newRelayConn(pc net.PacketConn, port int) *relayConn {
+	sio := sockio.NewUDP(pc, s.batches, relayAddrCache)
 	c := &relayConn{
 		PacketConn: pc,
-		sio:        sockio.NewUDP(pc, s.batches, relayAddrCache),
-		io:         newFastIO(),
-		self:       netip.AddrPortFrom(s.cfg.PublicIP.Unmap(), uint16(port)),
+		sio:        sio,
+		pl:         plane.NewRelay(sio, netip.AddrPortFrom(s.cfg.PublicIP.Unmap(), uint16(port)), s.limits),
+		io:         plane.NewIO(),
 		s:          s,
 		port:       port,
 	}
-	c.adm.init(s.limits)
 	s.track.add()
 	s.traffic.attach(c)
 	s.mu.Lock()
@@ -115,24 +105,14 @@ func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
 		n, addr, err = c.sio.ReadFrom(p)
 		c.readers.Add(-1)
 		if err != nil {
-			if c.closed.Load() {
+			if c.pl.Closed() {
 				c.finish()
 			}
 			return n, addr, err
 		}
-		c.counters.bytesFrom.Add(uint64(n))
-		c.counters.packetsFrom.Add(1)
-		ap, ok := addrPort(addr)
-		if !ok {
-			continue
+		if ap, ok := addrPort(addr); ok && c.pl.FromPeer(&c.io, p[:n], ap) {
+			return n, addr, nil
 		}
-		if fa := c.fast.Load(); fa != nil && fa.toClient(&c.io, p[:n], ap, true) != declined {
-			continue
-		}
-		if !c.admitFrom(ap, n) {
-			continue
-		}
-		return n, addr, nil
 	}
 }
 
@@ -144,8 +124,8 @@ func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	if !ok {
 		return 0, ErrPeerDenied
 	}
-	if !c.admitTo(ap, len(p)) {
-		if c.s.deniedHost(ap) {
+	if !c.pl.AdmitTo(ap, len(p)) {
+		if c.pl.Guarded(ap) {
 			return 0, ErrPeerDenied
 		}
 		return len(p), nil
@@ -157,42 +137,15 @@ func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 func (c *relayConn) writePeer(p []byte, addr net.Addr) (int, error) {
 	n, err := c.PacketConn.WriteTo(p, addr)
 	if err == nil {
-		c.countTo(n)
+		c.pl.CountTo(n)
 	}
 	return n, err
-}
-
-// sendPeer sends admitted data to a channel's peer for the fast path: with
-// a raw sendto when the destination is converted, else with WriteTo.
-func (c *relayConn) sendPeer(snd *sockio.Sender, data []byte, peer *chanPeer) error {
-	if err := c.sio.Send(snd, data, &peer.dest); err != nil {
-		return err
-	}
-	c.countTo(len(data))
-	return nil
-}
-
-// countTo counts a datagram of n bytes sent to a peer.
-func (c *relayConn) countTo(n int) {
-	c.counters.bytesTo.Add(uint64(n))
-	c.counters.packetsTo.Add(1)
-}
-
-// deny reports, and counts as a peer-policy denial, a send to an address
-// of this host at a port that is not one of our relay sockets (see
-// Server.deniedHost).
-func (c *relayConn) deny(peer netip.AddrPort) bool {
-	if !c.s.deniedHost(peer) {
-		return false
-	}
-	c.s.metrics.peerDeniedHost.Inc()
-	return true
 }
 
 // Close implements net.PacketConn; it is idempotent.
 func (c *relayConn) Close() error {
 	c.closing.Do(func() {
-		c.closed.Store(true)
+		c.pl.MarkClosed()
 		c.closeErr = c.sio.Close()
 		if errors.Is(c.closeErr, net.ErrClosed) {
 			c.closeErr = nil

@@ -16,6 +16,7 @@ import (
 	"github.com/pion/turn/v4"
 
 	"github.com/strangers-chat/strangers/internal/sessionid"
+	"github.com/strangers-chat/strangers/relay/internal/plane"
 	"github.com/strangers-chat/strangers/relay/internal/sockio"
 )
 
@@ -59,7 +60,7 @@ type Server struct {
 	// Read on the packet path without a lock.
 	hosts      atomic.Pointer[hostSet] // swapped by refreshHosts
 	relayPorts portSet                 // ports of open relay sockets; written with mu held
-	limits     *admitLimits            // set in New, read-only after; shared by every relay socket
+	limits     *plane.Limits           // set in New, read-only after; shared by every relay socket
 
 	closeOnce sync.Once // Close's
 	closeErr  error     // written once, by Close inside closeOnce
@@ -85,14 +86,15 @@ type session struct {
 	allocs map[string]struct{}
 }
 
-// allocState is what the relay tracks about one live allocation.
+// allocState is what the relay tracks about one live allocation. Its
+// permissions and channels are in its relay socket's binding table
+// (relay.pl), the only copy.
 type allocState struct {
 	username string
 	session  string
-	relay    *relayConn
-	perms    map[netip.Addr]struct{}
-	chans    map[uint16]struct{}
-	fast     *fastAlloc // nil: pion relays everything of this allocation
+	relay    *relayConn     // nil if it closed before pion reported the allocation
+	owner    clientSide     // the client-facing side the data plane serves it on; nil: pion relays all
+	clientAP netip.AddrPort // the client, with owner
 }
 
 // New validates cfg, fills defaults, opens the UDP sockets and TCP listener
@@ -131,7 +133,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.limits = newAdmitLimits(cfg, s.metrics)
+	s.limits = s.newLimits()
 
 	udp, tcp, rcvbuf, err := openSockets(context.Background(), cfg)
 	if err != nil {
@@ -483,10 +485,14 @@ func (s *Server) permit(client net.Addr, peer net.IP) bool {
 	if _, live := s.sessions[a.session]; !live {
 		return false
 	}
-	if _, ok := a.perms[addr.Unmap()]; ok {
+	if a.relay == nil {
+		return true // its relay socket is closed: pion deletes it
+	}
+	n, has := a.relay.pl.Permissions(addr.Unmap())
+	if has {
 		return true
 	}
-	if len(a.perms) >= s.cfg.MaxPermissionsPerAllocation {
+	if n >= s.cfg.MaxPermissionsPerAllocation {
 		s.metrics.quotaHits.WithLabelValues(quotaPermissions).Inc()
 		return false
 	}
@@ -517,8 +523,8 @@ func (s *Server) screenChannelBind(src net.Addr, frame []byte) (reply []byte, ha
 		code = stun.CodeBadRequest
 	} else {
 		s.mu.Lock()
-		if a := s.allocs[transportKey(src)]; a != nil {
-			if _, bound := a.chans[number]; !bound && len(a.chans) >= s.cfg.MaxChannelsPerAllocation {
+		if a := s.allocs[transportKey(src)]; a != nil && a.relay != nil {
+			if n, bound := a.relay.pl.Channels(number); !bound && n >= s.cfg.MaxChannelsPerAllocation {
 				code = stun.CodeInsufficientCapacity
 			}
 		}
@@ -560,11 +566,9 @@ func (s *Server) onAllocationCreated(src, _ net.Addr, _, username, _ string, rel
 		username: username,
 		session:  session,
 		relay:    s.relays[port],
-		perms:    make(map[netip.Addr]struct{}),
-		chans:    make(map[uint16]struct{}),
 	}
 	s.allocs[key] = a
-	s.fastCreated(key, src, a)
+	s.serve(key, src, a)
 	st, live := s.sessions[session]
 	if live {
 		st.allocs[key] = struct{}{}
@@ -583,7 +587,7 @@ func (s *Server) onAllocationDeleted(src, _ net.Addr, _, _, _ string) {
 	s.quota.release(key)
 	s.mu.Lock()
 	if a := s.allocs[key]; a != nil {
-		s.fastDeleted(src, a)
+		s.unserve(a)
 		delete(s.allocs, key)
 		if st := s.sessions[a.session]; st != nil {
 			delete(st.allocs, key)
@@ -605,11 +609,8 @@ func (s *Server) onAllocationError(src, _ net.Addr, _, _ string) {
 func (s *Server) onPermissionCreated(src, _ net.Addr, _, _, _ string, _ net.Addr, peer net.IP) {
 	if addr, ok := netip.AddrFromSlice(peer); ok {
 		s.mu.Lock()
-		if a := s.allocs[transportKey(src)]; a != nil {
-			a.perms[addr.Unmap()] = struct{}{}
-			if a.relay != nil {
-				a.relay.adm.permit(addr.Unmap())
-			}
+		if a := s.allocs[transportKey(src)]; a != nil && a.relay != nil {
+			a.relay.pl.Permit(addr.Unmap())
 		}
 		s.mu.Unlock()
 	}
@@ -618,11 +619,8 @@ func (s *Server) onPermissionCreated(src, _ net.Addr, _, _, _ string, _ net.Addr
 func (s *Server) onPermissionDeleted(src, _ net.Addr, _, _, _ string, _ net.Addr, peer net.IP) {
 	if addr, ok := netip.AddrFromSlice(peer); ok {
 		s.mu.Lock()
-		if a := s.allocs[transportKey(src)]; a != nil {
-			delete(a.perms, addr.Unmap())
-			if a.relay != nil {
-				a.relay.adm.revoke(addr.Unmap())
-			}
+		if a := s.allocs[transportKey(src)]; a != nil && a.relay != nil {
+			a.relay.pl.Revoke(addr.Unmap())
 		}
 		s.mu.Unlock()
 	}
@@ -630,15 +628,9 @@ func (s *Server) onPermissionDeleted(src, _ net.Addr, _, _, _ string, _ net.Addr
 
 func (s *Server) onChannelCreated(src, _ net.Addr, _, _, _ string, _, peer net.Addr, number uint16) {
 	s.mu.Lock()
-	if a := s.allocs[transportKey(src)]; a != nil {
-		a.chans[number] = struct{}{}
-		if ua, ok := peer.(*net.UDPAddr); ok {
-			if ap, ok := addrPort(ua); ok {
-				fastUpdate(a, func(t *bindTable) {
-					t.byNum[number] = newChanPeer(ua, ap, a.fast.relay, s.localRelay(ap))
-					t.byPeer[ap] = number
-				})
-			}
+	if a := s.allocs[transportKey(src)]; a != nil && a.relay != nil {
+		if ap, ok := addrPort(peer); ok {
+			a.relay.pl.Bind(number, peer, ap, s.localRelay(ap))
 		}
 	}
 	s.mu.Unlock()
@@ -646,29 +638,21 @@ func (s *Server) onChannelCreated(src, _ net.Addr, _, _, _ string, _, peer net.A
 
 // localRelay returns our open relay socket at ap, nil if ap is not one.
 // Called with s.mu held.
-func (s *Server) localRelay(ap netip.AddrPort) *relayConn {
+func (s *Server) localRelay(ap netip.AddrPort) *plane.Relay {
 	if s.cfg.NoLocalHandover || !ap.Addr().Is4() || ap.Addr().As4() != s.own4 {
 		return nil
 	}
 	rc := s.relays[int(ap.Port())]
-	if rc == nil || rc.closed.Load() {
+	if rc == nil || rc.pl.Closed() {
 		return nil
 	}
-	return rc
+	return rc.pl
 }
 
 func (s *Server) onChannelDeleted(src, _ net.Addr, _, _, _ string, _, _ net.Addr, number uint16) {
 	s.mu.Lock()
-	if a := s.allocs[transportKey(src)]; a != nil {
-		delete(a.chans, number)
-		fastUpdate(a, func(t *bindTable) {
-			if peer := t.byNum[number]; peer != nil {
-				if t.byPeer[peer.ap] == number {
-					delete(t.byPeer, peer.ap)
-				}
-				delete(t.byNum, number)
-			}
-		})
+	if a := s.allocs[transportKey(src)]; a != nil && a.relay != nil {
+		a.relay.pl.Unbind(number)
 	}
 	s.mu.Unlock()
 }

@@ -8,8 +8,8 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
-	"sync/atomic"
 
+	"github.com/strangers-chat/strangers/relay/internal/plane"
 	"github.com/strangers-chat/strangers/relay/internal/sockio"
 )
 
@@ -146,15 +146,15 @@ func detectPublicIP() netip.Addr {
 type turnPacketConn struct {
 	net.PacketConn
 	sio      sockio.UDP // reads, and the fast path's sends
-	io       fastIO     // owned by the reader
+	io       plane.IO   // owned by the reader
 	s        *Server
 	doneOnce sync.Once
 	closed   chan struct{}
 	closeMu  sync.Once
 
-	// fast maps client addresses to their allocations on this socket for
-	// the fast path; replaced whole under Server.mu.
-	fast atomic.Pointer[map[netip.AddrPort]*fastAlloc]
+	// clients maps client addresses to the data planes of their
+	// allocations on this socket (those the data plane serves).
+	clients plane.Clients
 	// pendingKey is owned by the reader: the key noteAllocate recorded for
 	// the Allocate request last returned, "" if none.
 	pendingKey string
@@ -167,7 +167,7 @@ func newTurnPacketConn(pc net.PacketConn, s *Server) *turnPacketConn {
 	return &turnPacketConn{
 		PacketConn: pc,
 		sio:        sockio.NewUDP(pc, s.batches, listenerAddrCache),
-		io:         newFastIO(),
+		io:         plane.NewIO(),
 		s:          s,
 		closed:     make(chan struct{}),
 	}
@@ -209,9 +209,11 @@ func (c *turnPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 				continue
 			}
 		}
-		if n < pionInboundMTU && n >= 4 && p[0]&0xC0 == 0x40 {
-			if fa := c.fastLookup(addr); fa != nil && fa.toPeer(&c.io, p[:n]) {
-				continue
+		if plane.IsChannelData(p[:n]) {
+			if ap, ok := addrPort(addr); ok {
+				if pl := c.clients.Get(ap); pl != nil && pl.FromClient(&c.io, p[:n]) {
+					continue
+				}
 			}
 		}
 		if isAllocateRequest(p[:n]) {
