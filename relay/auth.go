@@ -29,30 +29,6 @@ const (
 	oldKeysMax = 4096
 )
 
-// authenticate is the pion AuthHandler. It returns the long-term key for
-// username when the realm matches, the username parses strictly, its expiry
-// is not absurdly far ahead, its session is live and either the credential
-// has not expired or the request comes from the transport address of a live
-// allocation made with this username (pion v4 does not tell the handler which
-// method is being authenticated, so expiry is enforced for new allocations
-// only, as coturn does). pion then checks MESSAGE-INTEGRITY against the key.
-//
-// Every request is checked on its own merits: failures from the same
-// address never make a valid credential fail (what failing sources are
-// limited in is what we send back to them, see replyGuard).
-func (s *Server) authenticate(username, realm string, src net.Addr) ([]byte, bool) {
-	now := s.cfg.Now()
-	reason := s.checkUsername(username, realm, src, now)
-	if reason != "" {
-		s.authFailed(addrIP(src), reason)
-		return nil, false
-	}
-	if key, ok := s.oldSecretKey(src, username); ok {
-		return key, true
-	}
-	return turn.GenerateAuthKey(username, realm, Password(s.cfg.Secret, username)), true
-}
-
 // checkUsername returns the reason username is refused, or "".
 func (s *Server) checkUsername(username, realm string, src net.Addr, now time.Time) string {
 	if realm != s.cfg.Realm {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/pion/stun/v3"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/strangers-chat/strangers/internal/testsupport"
 )
 

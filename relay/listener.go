@@ -251,26 +251,16 @@ func (c *streamConn) Read(p []byte) (int, error) {
 				c.gotFirst = true
 				c.readDeadline = time.Time{} // switch to the idle timeout on the next fill
 			}
-			c.guard.note(frame)
-			if isChannelBindRequest(frame) {
-				if reply, handled := c.l.s.screenChannelBind(c.RemoteAddr(), frame); handled {
-					if reply != nil {
-						if _, err := c.Write(reply); err != nil {
-							return 0, err
-						}
+			toPion, reply, pending := c.l.s.intercept(c, &c.io, &c.guard, c.RemoteAddr(), frame)
+			if !toPion {
+				if reply != nil {
+					if _, err := c.Write(reply); err != nil {
+						return 0, err
 					}
-					continue
 				}
+				continue
 			}
-			if plane.IsChannelData(frame) {
-				if pl := c.fast.Load(); pl != nil && pl.FromClient(&c.io, frame) {
-					continue
-				}
-			}
-			if isAllocateRequest(frame) {
-				c.pendingKey = c.l.s.noteAllocate(c, c.RemoteAddr())
-			}
-			c.l.s.noteOldSecret(c.RemoteAddr(), frame)
+			c.pendingKey = pending
 			if len(p) < len(frame) {
 				c.Close()
 				return 0, fmt.Errorf("%w: read buffer too small", ErrFrame)
@@ -545,10 +535,4 @@ func (c *streamConn) Close() error {
 		}
 	})
 	return c.closeErr
-}
-
-// isChannelBindRequest reports whether b starts like a STUN ChannelBind
-// request (type 0x0009), without parsing it.
-func isChannelBindRequest(b []byte) bool {
-	return len(b) >= 20 && b[0] == 0x00 && b[1] == 0x09
 }

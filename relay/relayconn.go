@@ -2,56 +2,14 @@ package relay
 
 import (
 	"errors"
-	"fmt"
 	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
 
-	"github.com/pion/turn/v4"
-
 	"github.com/strangers-chat/strangers/relay/internal/plane"
 	"github.com/strangers-chat/strangers/relay/internal/sockio"
 )
-
-// relayGen is the pion RelayAddressGenerator: pion's port-range generator
-// (bind BindIP, advertise PublicIP) whose sockets are wrapped in relayConn.
-type relayGen struct {
-	s     *Server
-	inner *turn.RelayAddressGeneratorPortRange
-}
-
-// Validate implements turn.RelayAddressGenerator.
-func (g *relayGen) Validate() error {
-	if err := g.inner.Validate(); err != nil {
-		return fmt.Errorf("relay: relay address generator: %w", err)
-	}
-	return nil
-}
-
-// AllocatePacketConn implements turn.RelayAddressGenerator.
-func (g *relayGen) AllocatePacketConn(network string, requestedPort int) (net.PacketConn, net.Addr, error) {
-	if g.s.isClosed() {
-		return nil, nil, ErrClosed
-	}
-	pc, addr, err := g.inner.AllocatePacketConn(network, requestedPort)
-	if err != nil {
-		return nil, nil, fmt.Errorf("relay: allocating relay socket: %w", err)
-	}
-	ua, ok := addr.(*net.UDPAddr)
-	if !ok {
-		pc.Close()
-		return nil, nil, fmt.Errorf("relay: relay socket has address %T", addr)
-	}
-	c := g.s.newRelayConn(pc, ua.Port)
-	return c, addr, nil
-}
-
-// AllocateConn implements turn.RelayAddressGenerator. RFC 6062 TCP relays
-// are not offered (browsers do not use them and they reach TCP services).
-func (g *relayGen) AllocateConn(string, int) (net.Conn, net.Addr, error) {
-	return nil, nil, ErrTCPRelay
-}
 
 // relayConn wraps one allocation's relay socket, between it and pion's
 // relay loop for the allocation (the reader). Every datagram it reads

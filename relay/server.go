@@ -2,7 +2,6 @@ package relay
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
 	"log/slog"
 	"net"
@@ -12,7 +11,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/pion/stun/v3"
 	"github.com/pion/turn/v4"
 
 	"github.com/strangers-chat/strangers/internal/sessionid"
@@ -77,24 +75,6 @@ type Server struct {
 
 	oldMu   sync.Mutex
 	oldKeys map[string]oldKey // guarded by oldMu; by client transport key, see noteOldSecret
-}
-
-// session is a session the matchmaker declared live.
-type session struct {
-	ended  bool        // SessionEnded was called; timer closes it after the grace
-	timer  *time.Timer // set while ended
-	allocs map[string]struct{}
-}
-
-// allocState is what the relay tracks about one live allocation. Its
-// permissions and channels are in its relay socket's binding table
-// (relay.pl), the only copy.
-type allocState struct {
-	username string
-	session  string
-	relay    *relayConn     // nil if it closed before pion reported the allocation
-	owner    clientSide     // the client-facing side the data plane serves it on; nil: pion relays all
-	clientAP netip.AddrPort // the client, with owner
 }
 
 // New validates cfg, fills defaults, opens the UDP sockets and TCP listener
@@ -292,56 +272,6 @@ func (s *Server) SessionEnded(sessionID string) {
 	st.timer = time.AfterFunc(s.cfg.SessionGrace, func() { s.expireSession(sessionID, st) })
 }
 
-// expireSession ends a session whose grace has passed and closes the relay
-// sockets of its allocations; pion then deletes the allocations.
-func (s *Server) expireSession(id string, st *session) {
-	s.mu.Lock()
-	if s.sessions[id] != st || !st.ended {
-		s.mu.Unlock()
-		return
-	}
-	delete(s.sessions, id)
-	var relays []*relayConn
-	for key := range st.allocs {
-		if a := s.allocs[key]; a != nil && a.relay != nil {
-			relays = append(relays, a.relay)
-		}
-	}
-	s.mu.Unlock()
-	for _, r := range relays {
-		r.Close()
-	}
-	if len(relays) > 0 {
-		s.log.Debug("session ended, allocations closed", "allocations", len(relays))
-	}
-}
-
-// sessionLive reports whether the session is live or in its grace.
-func (s *Server) sessionLive(id string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	_, ok := s.sessions[id]
-	return ok
-}
-
-// sessionActive reports whether the session is live and not in its grace:
-// only such a session may create allocations.
-func (s *Server) sessionActive(id string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	st, ok := s.sessions[id]
-	return ok && !st.ended
-}
-
-// allocatedWith reports whether the client at key holds a live allocation
-// made with username.
-func (s *Server) allocatedWith(key, username string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	a, ok := s.allocs[key]
-	return ok && a.username == username
-}
-
 // UDPAddr returns the address the UDP sockets are bound to.
 func (s *Server) UDPAddr() *net.UDPAddr {
 	a := *s.udpAddr
@@ -430,231 +360,6 @@ func (s *Server) maintain() {
 			}
 		}
 	}
-}
-
-// allowAllocation is the pion QuotaHandler: for an Allocate that passed
-// authentication it checks that the session has not ended (a session in
-// its grace keeps its allocations but gets no new ones) and reserves a
-// per-session, a per-client-address and a total slot.
-func (s *Server) allowAllocation(username, _ string, src net.Addr) bool {
-	_, session, err := ParseUsername(username)
-	if err != nil {
-		return false // cannot happen: authenticate parsed it
-	}
-	if !s.sessionActive(session) {
-		s.metrics.allocFailed.WithLabelValues(failSessionEnded).Inc()
-		s.log.Debug("allocation refused: session ended", "client", src.String())
-		return false
-	}
-	kind := s.quota.reserve(transportKey(src), session, clientUnit(addrIP(src)), s.cfg.Now())
-	if kind == "" {
-		return true
-	}
-	s.metrics.quotaHits.WithLabelValues(kind).Inc()
-	reason := failQuotaSession
-	switch kind {
-	case quotaTotal:
-		reason = failQuotaTotal
-	case quotaClientIP:
-		reason = failQuotaClientIP
-	}
-	s.metrics.allocFailed.WithLabelValues(reason).Inc()
-	s.log.Debug("allocation refused: quota", "client", src.String(), "kind", kind)
-	return false
-}
-
-// permit is the pion PermissionHandler, called for each peer of a
-// CreatePermission and for each ChannelBind (new or refresh). It applies the
-// peer policy, refuses allocations whose session has expired, and caps the
-// distinct peer IPs per allocation (pion keys permissions by IP; refreshes
-// of an existing one always pass).
-func (s *Server) permit(client net.Addr, peer net.IP) bool {
-	addr, ok := netip.AddrFromSlice(peer)
-	if !ok || !s.policy.allowed(addr) {
-		s.metrics.peerDeniedReserved.Inc()
-		s.log.Debug("peer denied by policy", "client", client.String(), "peer", peer.String())
-		return false
-	}
-	key := transportKey(client)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	a := s.allocs[key]
-	if a == nil {
-		return false
-	}
-	if _, live := s.sessions[a.session]; !live {
-		return false
-	}
-	if a.relay == nil {
-		return true // its relay socket is closed: pion deletes it
-	}
-	n, has := a.relay.pl.Permissions(addr.Unmap())
-	if has {
-		return true
-	}
-	if n >= s.cfg.MaxPermissionsPerAllocation {
-		s.metrics.quotaHits.WithLabelValues(quotaPermissions).Inc()
-		return false
-	}
-	return true
-}
-
-// screenChannelBind looks at a ChannelBind request before pion does. pion
-// v4 neither range-checks the channel number nor caps channels, and its
-// permission handler cannot tell a ChannelBind from a CreatePermission, so
-// this is where those limits live. It returns handled=false to let pion
-// process the request, or handled=true with an error response to send
-// (nil to drop).
-func (s *Server) screenChannelBind(src net.Addr, frame []byte) (reply []byte, handled bool) {
-	m := &stun.Message{Raw: frame}
-	if err := m.Decode(); err != nil {
-		return nil, false
-	}
-	if m.Type != stun.NewType(stun.MethodChannelBind, stun.ClassRequest) {
-		return nil, false
-	}
-	v, err := m.Get(stun.AttrChannelNumber)
-	if err != nil || len(v) < 2 {
-		return nil, false // pion answers 400
-	}
-	number := binary.BigEndian.Uint16(v)
-	code := stun.ErrorCode(0)
-	if number < 0x4000 || number > 0x7FFF {
-		code = stun.CodeBadRequest
-	} else {
-		s.mu.Lock()
-		if a := s.allocs[transportKey(src)]; a != nil && a.relay != nil {
-			if n, bound := a.relay.pl.Channels(number); !bound && n >= s.cfg.MaxChannelsPerAllocation {
-				code = stun.CodeInsufficientCapacity
-			}
-		}
-		s.mu.Unlock()
-		if code != 0 {
-			s.metrics.quotaHits.WithLabelValues(quotaChannels).Inc()
-		}
-	}
-	if code == 0 {
-		return nil, false
-	}
-	resp, err := stun.Build(
-		stun.NewTransactionIDSetter(m.TransactionID),
-		stun.NewType(stun.MethodChannelBind, stun.ClassErrorResponse),
-		code,
-	)
-	if err != nil {
-		return nil, true
-	}
-	return resp.Raw, true
-}
-
-func (s *Server) onAuth(src, _ net.Addr, _, _, _, _ string, verdict bool) {
-	if !verdict {
-		s.authFailed(addrIP(src), authIntegrity)
-	}
-}
-
-func (s *Server) onAllocationCreated(src, _ net.Addr, _, username, _ string, relayAddr net.Addr, _ int) {
-	key := transportKey(src)
-	s.quota.confirm(key)
-	_, session, _ := ParseUsername(username)
-	port := 0
-	if ua, ok := relayAddr.(*net.UDPAddr); ok {
-		port = ua.Port
-	}
-	s.mu.Lock()
-	a := &allocState{
-		username: username,
-		session:  session,
-		relay:    s.relays[port],
-	}
-	s.allocs[key] = a
-	s.serve(key, src, a)
-	st, live := s.sessions[session]
-	if live {
-		st.allocs[key] = struct{}{}
-		live = !st.ended
-	}
-	s.mu.Unlock()
-	s.metrics.allocCreated.Inc()
-	if !live && a.relay != nil {
-		a.relay.Close() // the session ended while the Allocate was in flight
-	}
-	s.log.Debug("allocation created", "client", src.String(), "relay_port", port)
-}
-
-func (s *Server) onAllocationDeleted(src, _ net.Addr, _, _, _ string) {
-	key := transportKey(src)
-	s.quota.release(key)
-	s.mu.Lock()
-	if a := s.allocs[key]; a != nil {
-		s.unserve(a)
-		delete(s.allocs, key)
-		if st := s.sessions[a.session]; st != nil {
-			delete(st.allocs, key)
-		}
-	}
-	s.mu.Unlock()
-	s.log.Debug("allocation deleted", "client", src.String())
-}
-
-func (s *Server) onAllocationError(src, _ net.Addr, _, _ string) {
-	// Requests from one client transport address are handled one at a time,
-	// so an unconfirmed slot here belongs to the Allocate that just failed.
-	if s.quota.releasePending(transportKey(src)) {
-		s.metrics.allocFailed.WithLabelValues(failRelay).Inc()
-		s.log.Debug("allocation failed", "client", src.String())
-	}
-}
-
-func (s *Server) onPermissionCreated(src, _ net.Addr, _, _, _ string, _ net.Addr, peer net.IP) {
-	if addr, ok := netip.AddrFromSlice(peer); ok {
-		s.mu.Lock()
-		if a := s.allocs[transportKey(src)]; a != nil && a.relay != nil {
-			a.relay.pl.Permit(addr.Unmap())
-		}
-		s.mu.Unlock()
-	}
-}
-
-func (s *Server) onPermissionDeleted(src, _ net.Addr, _, _, _ string, _ net.Addr, peer net.IP) {
-	if addr, ok := netip.AddrFromSlice(peer); ok {
-		s.mu.Lock()
-		if a := s.allocs[transportKey(src)]; a != nil && a.relay != nil {
-			a.relay.pl.Revoke(addr.Unmap())
-		}
-		s.mu.Unlock()
-	}
-}
-
-func (s *Server) onChannelCreated(src, _ net.Addr, _, _, _ string, _, peer net.Addr, number uint16) {
-	s.mu.Lock()
-	if a := s.allocs[transportKey(src)]; a != nil && a.relay != nil {
-		if ap, ok := addrPort(peer); ok {
-			a.relay.pl.Bind(number, peer, ap, s.localRelay(ap))
-		}
-	}
-	s.mu.Unlock()
-}
-
-// localRelay returns our open relay socket at ap, nil if ap is not one.
-// Called with s.mu held.
-func (s *Server) localRelay(ap netip.AddrPort) *plane.Relay {
-	if s.cfg.NoLocalHandover || !ap.Addr().Is4() || ap.Addr().As4() != s.own4 {
-		return nil
-	}
-	rc := s.relays[int(ap.Port())]
-	if rc == nil || rc.pl.Closed() {
-		return nil
-	}
-	return rc.pl
-}
-
-func (s *Server) onChannelDeleted(src, _ net.Addr, _, _, _ string, _, _ net.Addr, number uint16) {
-	s.mu.Lock()
-	if a := s.allocs[transportKey(src)]; a != nil && a.relay != nil {
-		a.relay.pl.Unbind(number)
-	}
-	s.mu.Unlock()
 }
 
 // tracker counts things that must be gone before Close returns: socket

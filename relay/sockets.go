@@ -135,17 +135,15 @@ func detectPublicIP() netip.Addr {
 // read loop (the reader). It
 //   - reads through sockio (batched where it can) and retries transient
 //     read errors, on which pion's loop would stop for good;
-//   - screens ChannelBind requests (see Server.screenChannelBind) before
-//     pion sees them;
-//   - relays ChannelData from a client with a fast-path allocation straight
-//     to its peer, and is the socket the fast path sends to those clients
-//     on (fastpath.go);
-//   - notes that an Allocate request came in on it (noteAllocate), so the
-//     new allocation's fast path knows which socket serves its client;
+//   - passes every datagram through the interception step
+//     (Server.intercept), which screens ChannelBind requests, relays
+//     ChannelData on the data plane and notes Allocate requests;
+//   - is the socket the data plane sends to the clients it serves on
+//     (clients);
 //   - tells the shutdown tracker when pion's read loop has let go of it.
 type turnPacketConn struct {
 	net.PacketConn
-	sio      sockio.UDP // reads, and the fast path's sends
+	sio      sockio.UDP // reads, and the data plane's sends
 	io       plane.IO   // owned by the reader
 	s        *Server
 	doneOnce sync.Once
@@ -200,26 +198,14 @@ func (c *turnPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 			return n, addr, err
 		}
 		failures = 0
-		c.guard.note(p[:n])
-		if isChannelBindRequest(p[:n]) {
-			if reply, handled := c.s.screenChannelBind(addr, p[:n]); handled {
-				if reply != nil {
-					_, _ = c.WriteTo(reply, addr)
-				}
-				continue
+		toPion, reply, pending := c.s.intercept(c, &c.io, &c.guard, addr, p[:n])
+		if !toPion {
+			if reply != nil {
+				_, _ = c.WriteTo(reply, addr)
 			}
+			continue
 		}
-		if plane.IsChannelData(p[:n]) {
-			if ap, ok := addrPort(addr); ok {
-				if pl := c.clients.Get(ap); pl != nil && pl.FromClient(&c.io, p[:n]) {
-					continue
-				}
-			}
-		}
-		if isAllocateRequest(p[:n]) {
-			c.pendingKey = c.s.noteAllocate(c, addr)
-		}
-		c.s.noteOldSecret(addr, p[:n])
+		c.pendingKey = pending
 		return n, addr, nil
 	}
 }
