@@ -111,6 +111,13 @@ type Config struct {
 	// TCPIdleTimeout closes a stream connection that has sent nothing for
 	// this long. Default 5m.
 	TCPIdleTimeout time.Duration
+	// TLSPort is the port on which browsers reach TURN over TLS, when one
+	// of StreamListeners carries it (the shared TLS port, whose TLS
+	// connections the demultiplexer hands on). Set, ICEServers adds
+	// turns:<PublicHost>:<TLSPort>?transport=tcp to our TURN URLs;
+	// browsers check the certificate against that host, so PublicHost
+	// should be the certificate's name. Zero: no turns: URL.
+	TLSPort int
 	// StreamListeners are extra stream listeners served as TURN-over-TCP with
 	// the same hardening (e.g. TLS-terminated connections from the :443
 	// demultiplexer). Close closes them. May be empty.

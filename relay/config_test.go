@@ -111,6 +111,7 @@ func TestConfigValidation(t *testing.T) {
 		{"listen host not an IP", func(c *Config) { c.ListenAddr = "localhost:0" }, ErrConfig},
 		{"port range inverted", func(c *Config) { c.PortMin, c.PortMax = 60000, 50000 }, ErrConfig},
 		{"port above 65535", func(c *Config) { c.PortMax = 70000 }, ErrConfig},
+		{"tls port above 65535", func(c *Config) { c.TLSPort = 65536 }, ErrConfig},
 		{"negative port", func(c *Config) { c.PortMin = -1 }, ErrConfig},
 		{"ipv6 public ip", func(c *Config) { c.PublicIP = netip.MustParseAddr("2001:db8::1") }, ErrConfig},
 		{"unspecified public ip", func(c *Config) { c.PublicIP = netip.IPv4Unspecified() }, ErrConfig},
@@ -193,11 +194,15 @@ func TestICEServers(t *testing.T) {
 	tests := []struct {
 		name       string
 		publicHost string
+		tlsPort    int
 		host       string
 	}{
-		{"public ip", "", "127.0.0.1"},
-		{"host name", "turn.example.org", "turn.example.org"},
-		{"ipv6 host", "2001:db8::7", "[2001:db8::7]"},
+		{"public ip", "", 0, "127.0.0.1"},
+		{"host name", "turn.example.org", 0, "turn.example.org"},
+		{"ipv6 host", "2001:db8::7", 0, "[2001:db8::7]"},
+		{"tls on the host name", "turn.example.org", 443, "turn.example.org"},
+		{"tls on the public ip", "", 8443, "127.0.0.1"},
+		{"tls on an ipv6 host", "2001:db8::7", 443, "[2001:db8::7]"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -205,6 +210,7 @@ func TestICEServers(t *testing.T) {
 			cfg := testConfig()
 			cfg.Now = clock.Now
 			cfg.PublicHost = tc.publicHost
+			cfg.TLSPort = tc.tlsPort
 			cfg.ExtraICEServers = []ICEServer{{URLs: []string{"stun:stun.example.org"}}}
 			s := newServer(t, cfg)
 			sid := newSID(t)
@@ -213,12 +219,16 @@ func TestICEServers(t *testing.T) {
 				t.Fatal(err)
 			}
 			hp := tc.host + ":" + strconv.Itoa(s.UDPAddr().Port)
+			turn := "turn:" + hp + "?transport=udp turn:" + hp + "?transport=tcp"
+			if tc.tlsPort != 0 {
+				turn += " turns:" + tc.host + ":" + strconv.Itoa(tc.tlsPort) + "?transport=tcp"
+			}
 			if s.UDPAddr().Port != s.TCPAddr().Port {
 				t.Errorf("UDP port %d != TCP port %d", s.UDPAddr().Port, s.TCPAddr().Port)
 			}
 			if len(got) != 3 ||
 				strings.Join(got[0].URLs, " ") != "stun:"+hp ||
-				strings.Join(got[1].URLs, " ") != "turn:"+hp+"?transport=udp turn:"+hp+"?transport=tcp" ||
+				strings.Join(got[1].URLs, " ") != turn ||
 				strings.Join(got[2].URLs, " ") != "stun:stun.example.org" {
 				t.Fatalf("ICEServers = %+v", got)
 			}

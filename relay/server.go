@@ -207,8 +207,8 @@ func New(cfg Config) (*Server, error) {
 }
 
 // ICEServers returns the ICE servers for a session: our STUN URL, our TURN
-// URLs over UDP and TCP with fresh credentials for sessionID, then
-// ExtraICEServers.
+// URLs over UDP and TCP (and TLS, with Config.TLSPort) with fresh
+// credentials for sessionID, then ExtraICEServers.
 func (s *Server) ICEServers(sessionID string) ([]ICEServer, error) {
 	if !sessionid.Valid(sessionID) {
 		return nil, ErrSessionID
@@ -222,14 +222,14 @@ func (s *Server) ICEServers(sessionID string) ([]ICEServer, error) {
 	}
 	hp := urlHost(host) + ":" + strconv.Itoa(s.udpAddr.Port)
 	user, pass := Credentials(s.cfg.Secret, sessionID, s.cfg.Now().Add(s.cfg.CredentialTTL))
+	urls := []string{"turn:" + hp + "?transport=udp", "turn:" + hp + "?transport=tcp"}
+	if s.cfg.TLSPort != 0 {
+		urls = append(urls, "turns:"+urlHost(host)+":"+strconv.Itoa(s.cfg.TLSPort)+"?transport=tcp")
+	}
 	out := make([]ICEServer, 0, 2+len(s.cfg.ExtraICEServers))
 	out = append(out,
 		ICEServer{URLs: []string{"stun:" + hp}},
-		ICEServer{
-			URLs:       []string{"turn:" + hp + "?transport=udp", "turn:" + hp + "?transport=tcp"},
-			Username:   user,
-			Credential: pass,
-		})
+		ICEServer{URLs: urls, Username: user, Credential: pass})
 	for _, e := range s.cfg.ExtraICEServers {
 		out = append(out, e.clone())
 	}

@@ -109,6 +109,10 @@ func (cfg Config) Validate() error {
 		}
 	}
 
+	if c.TLSPort < 0 || c.TLSPort > 65535 {
+		bad("TLSPort", c.TLSPort, "must be from 1 to 65535, or 0 for none")
+	}
+
 	portsOK := true
 	for _, p := range []struct {
 		name string

@@ -142,13 +142,14 @@ func start(cfg settings, logger *slog.Logger) (_ *app, err error) {
 		rcfg.Registerer = reg
 		if a.mux != nil {
 			rcfg.StreamListeners = []net.Listener{a.mux.TURN()}
+			rcfg.TLSPort = tlsPort
 		}
 		a.relay, err = relay.New(rcfg)
 		if err != nil {
 			return nil, err
 		}
 		closers = append(closers, func() { a.relay.Close() })
-		ice, sessions = relayICE{r: a.relay, turns: turnsURL(publicHost, a.relay.PublicIP(), tlsPort)}, a.relay
+		ice, sessions = relayICE{r: a.relay}, a.relay
 	}
 
 	scfg := signalingConfig(cfg)
@@ -364,11 +365,10 @@ func advertisedIP(cfg settings) netip.Addr {
 	return netip.Addr{}
 }
 
-// relayICE hands signaling the relay's ICE servers, adding TURN over TLS
-// on the shared TLS port when there is one.
+// relayICE hands signaling the relay's ICE servers (with TURN over TLS on
+// the shared TLS port when there is one: relay.Config.TLSPort).
 type relayICE struct {
-	r     *relay.Server
-	turns string // turns:host:port?transport=tcp, or empty
+	r *relay.Server
 }
 
 func (p relayICE) ICEServers(sessionID string) ([]signaling.ICEServer, error) {
@@ -376,30 +376,7 @@ func (p relayICE) ICEServers(sessionID string) ([]signaling.ICEServer, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := toSignaling(servers)
-	if p.turns != "" {
-		for i, s := range out {
-			// Our own TURN entry: the one with credentials and turn: URLs.
-			if s.Username != "" && len(s.URLs) > 0 && strings.HasPrefix(s.URLs[0], "turn:") {
-				out[i].URLs = append(s.URLs[:len(s.URLs):len(s.URLs)], p.turns)
-				break
-			}
-		}
-	}
-	return out, nil
-}
-
-// turnsURL is the TURN-over-TLS URL for the shared TLS port, or "" without
-// TLS. Browsers check the certificate against host, so it is the
-// certificate's name rather than an address when there is one.
-func turnsURL(host string, ip netip.Addr, port int) string {
-	if port == 0 {
-		return ""
-	}
-	if host == "" {
-		host = ip.String()
-	}
-	return "turns:" + net.JoinHostPort(host, strconv.Itoa(port)) + "?transport=tcp"
+	return toSignaling(servers), nil
 }
 
 // staticICE hands out a fixed list (STRANGERS_ICE_SERVERS) when the
