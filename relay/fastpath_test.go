@@ -122,6 +122,22 @@ func (p dataPath) on(tweak func(*Config)) func(*Config) {
 	}
 }
 
+// config returns the tests' configuration on this data path.
+func (p dataPath) config() Config {
+	c := testConfig()
+	c.NoFastPath = p.noFast
+	return c
+}
+
+// eachPath runs test once per data path, as subtests named after it: a
+// differential test of our data plane against pion's. test calls
+// t.Parallel itself.
+func eachPath(t *testing.T, test func(*testing.T, dataPath)) {
+	for _, path := range dataPaths() {
+		t.Run(path.name, func(t *testing.T) { test(t, path) })
+	}
+}
+
 // fastOr returns n on the fast path and 0 on pion's.
 func (p dataPath) fastOr(n uint64) uint64 {
 	if p.noFast {

@@ -36,7 +36,12 @@ func dialRawFrom(t *testing.T, s *Server, local, user, pass string) *rawClient {
 // and a released allocation frees its slot.
 func TestIPQuota(t *testing.T) {
 	t.Parallel()
-	cfg := testConfig()
+	eachPath(t, testIPQuota)
+}
+
+func testIPQuota(t *testing.T, path dataPath) {
+	t.Parallel()
+	cfg := path.config()
 	cfg.IPQuota = 3
 	s := newServer(t, cfg)
 	var clients []*rawClient
@@ -121,7 +126,12 @@ func TestClientUnitAndIPv6Quota(t *testing.T) {
 // it already has keep working until the grace ends.
 func TestEndedSessionAllocatesNothing(t *testing.T) {
 	t.Parallel()
-	cfg := testConfig()
+	eachPath(t, testEndedSessionAllocatesNothing)
+}
+
+func testEndedSessionAllocatesNothing(t *testing.T, path dataPath) {
+	t.Parallel()
+	cfg := path.config()
 	cfg.SessionGrace = time.Hour // the grace outlasts the test
 	cfg.AllowPeers = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
 	s := newServer(t, cfg)
@@ -243,8 +253,13 @@ func testTLSListener(t *testing.T) net.Listener {
 // flood gets back is limited.
 func TestFailuresLockNobodyOut(t *testing.T) {
 	t.Parallel()
+	eachPath(t, testFailuresLockNobodyOut)
+}
+
+func testFailuresLockNobodyOut(t *testing.T, path dataPath) {
+	t.Parallel()
 	tlsl := testTLSListener(t)
-	cfg := testConfig()
+	cfg := path.config()
 	cfg.replyBurst = 0 // the real limits
 	cfg.StreamListeners = []net.Listener{tlsl}
 	cfg.AllowPeers = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
@@ -478,9 +493,14 @@ func TestWithoutReason(t *testing.T) {
 // them); new credentials use the current secret; other secrets fail.
 func TestOldSecrets(t *testing.T) {
 	t.Parallel()
+	eachPath(t, testOldSecrets)
+}
+
+func testOldSecrets(t *testing.T, path dataPath) {
+	t.Parallel()
 	old := []byte("the-secret-before-rotation")
 	older := []byte("the-secret-before-that")
-	cfg := testConfig()
+	cfg := path.config()
 	cfg.Secret = []byte("the-secret-after-rotation")
 	cfg.OldSecrets = [][]byte{older, old}
 	s := newServer(t, cfg)
@@ -528,8 +548,13 @@ func TestOldSecrets(t *testing.T) {
 // refreshing.
 func TestLiveAllocationAnswersNeverLimited(t *testing.T) {
 	t.Parallel()
+	eachPath(t, testLiveAllocationAnswersNeverLimited)
+}
+
+func testLiveAllocationAnswersNeverLimited(t *testing.T, path dataPath) {
+	t.Parallel()
 	clock := newFakeClock() // no refill while the test runs
-	cfg := testConfig()
+	cfg := path.config()
 	cfg.Now = clock.Now
 	cfg.replyBurst = 0 // the real limits
 	s := newServer(t, cfg)

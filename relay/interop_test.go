@@ -20,11 +20,16 @@ var uclientTotals = regexp.MustCompile(`tot_send_msgs=(\d+), tot_recv_msgs=(\d+)
 // send to each other's relayed addresses (-y) over UDP and over TCP.
 func TestInteropTurnutilsUclient(t *testing.T) {
 	t.Parallel()
+	eachPath(t, testInteropTurnutilsUclient)
+}
+
+func testInteropTurnutilsUclient(t *testing.T, path dataPath) {
+	t.Parallel()
 	uclient := testsupport.Require(t, "turnutils_uclient", "coturn")
 	for _, tcp := range []bool{false, true} {
 		t.Run(map[bool]string{false: "udp", true: "tcp"}[tcp], func(t *testing.T) {
 			t.Parallel()
-			cfg := testConfig()
+			cfg := path.config()
 			cfg.AllowPeers = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
 			cfg.SessionQuota = 100
 			cfg.CredentialTTL = 25 * time.Hour // turnutils_uclient mints credentials valid for a day

@@ -52,6 +52,11 @@ func bindingRequest(t *testing.T) []byte {
 
 func TestStreamListenerHardening(t *testing.T) {
 	t.Parallel()
+	eachPath(t, testStreamListenerHardening)
+}
+
+func testStreamListenerHardening(t *testing.T, path dataPath) {
+	t.Parallel()
 	tests := []struct {
 		name   string
 		cfg    func(*Config)
@@ -166,7 +171,7 @@ func TestStreamListenerHardening(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			cfg := testConfig()
+			cfg := path.config()
 			if tc.cfg != nil {
 				tc.cfg(&cfg)
 			}
@@ -186,11 +191,16 @@ func TestStreamListenerHardening(t *testing.T) {
 // demultiplexer does, and checks Close closes it and its connections.
 func TestStreamListenersServeTURN(t *testing.T) {
 	t.Parallel()
+	eachPath(t, testStreamListenersServeTURN)
+}
+
+func testStreamListenersServeTURN(t *testing.T, path dataPath) {
+	t.Parallel()
 	extra, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := testConfig()
+	cfg := path.config()
 	cfg.StreamListeners = []net.Listener{extra}
 	s, err := New(cfg)
 	if err != nil {

@@ -93,9 +93,13 @@ func TestHostAddressesDenied(t *testing.T) {
 	) {
 		return
 	}
-	for _, tcp := range []bool{false, true} {
-		t.Run(map[bool]string{false: "udp", true: "tcp"}[tcp], func(t *testing.T) {
-			cfg := testConfig()
+	for _, c := range []struct {
+		path dataPath
+		tcp  bool
+	}{{dataPaths()[0], false}, {dataPaths()[0], true}, {dataPaths()[1], false}, {dataPaths()[1], true}} {
+		path, tcp := c.path, c.tcp
+		t.Run(path.name+"/"+transportName(tcp), func(t *testing.T) {
+			cfg := path.config()
 			cfg.ListenAddr = "0.0.0.0:0"
 			cfg.PublicIP = netip.MustParseAddr(a1)
 			cfg.hostRefresh = 20 * time.Millisecond

@@ -17,10 +17,15 @@ import (
 // provably finished with every attempt.
 func TestDeniedPeersGetNothing(t *testing.T) {
 	t.Parallel()
+	eachPath(t, testDeniedPeersGetNothing)
+}
+
+func testDeniedPeersGetNothing(t *testing.T, path dataPath) {
+	t.Parallel()
 	for _, tcp := range []bool{false, true} {
 		t.Run(map[bool]string{false: "udp", true: "tcp"}[tcp], func(t *testing.T) {
 			t.Parallel()
-			cfg := testConfig()
+			cfg := path.config()
 			cfg.PublicIP = netip.MustParseAddr("127.0.0.2") // our "own" address, allowed but port-guarded
 			s := newServer(t, cfg)
 			sid := newSID(t)
@@ -94,10 +99,15 @@ func TestDeniedPeersGetNothing(t *testing.T) {
 // peer once 127.0.0.0/8 is in AllowPeers.
 func TestAllowedPeersRelay(t *testing.T) {
 	t.Parallel()
+	eachPath(t, testAllowedPeersRelay)
+}
+
+func testAllowedPeersRelay(t *testing.T, path dataPath) {
+	t.Parallel()
 	for _, tcp := range []bool{false, true} {
 		t.Run(map[bool]string{false: "udp", true: "tcp"}[tcp], func(t *testing.T) {
 			t.Parallel()
-			cfg := testConfig()
+			cfg := path.config()
 			cfg.AllowPeers = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
 			s := newServer(t, cfg)
 			sid := newSID(t)
@@ -167,10 +177,15 @@ func TestAllowedPeersRelay(t *testing.T) {
 
 func TestPermissionAndChannelCaps(t *testing.T) {
 	t.Parallel()
+	eachPath(t, testPermissionAndChannelCaps)
+}
+
+func testPermissionAndChannelCaps(t *testing.T, path dataPath) {
+	t.Parallel()
 	for _, tcp := range []bool{false, true} {
 		t.Run(map[bool]string{false: "udp", true: "tcp"}[tcp], func(t *testing.T) {
 			t.Parallel()
-			cfg := testConfig()
+			cfg := path.config()
 			cfg.AllowPeers = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
 			cfg.MaxPermissionsPerAllocation = 2
 			cfg.MaxChannelsPerAllocation = 2

@@ -14,11 +14,16 @@ import (
 
 func TestAllocateWithMintedCredentials(t *testing.T) {
 	t.Parallel()
+	eachPath(t, testAllocateWithMintedCredentials)
+}
+
+func testAllocateWithMintedCredentials(t *testing.T, path dataPath) {
+	t.Parallel()
 	for _, tcp := range []bool{false, true} {
 		name := map[bool]string{false: "udp", true: "tcp"}[tcp]
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			s := newServer(t, testConfig())
+			s := newServer(t, path.config())
 			sid := newSID(t)
 			s.SessionStarted(sid)
 			servers, err := s.ICEServers(sid)
@@ -178,11 +183,16 @@ func TestAuthRefusals(t *testing.T) {
 
 func TestExpiredCredentialKeepsRefreshing(t *testing.T) {
 	t.Parallel()
+	eachPath(t, testExpiredCredentialKeepsRefreshing)
+}
+
+func testExpiredCredentialKeepsRefreshing(t *testing.T, path dataPath) {
+	t.Parallel()
 	for _, tcp := range []bool{false, true} {
 		t.Run(map[bool]string{false: "udp", true: "tcp"}[tcp], func(t *testing.T) {
 			t.Parallel()
 			clock := newFakeClock()
-			cfg := testConfig()
+			cfg := path.config()
 			cfg.Now = clock.Now
 			cfg.AllowPeers = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
 			s := newServer(t, cfg)
@@ -219,7 +229,12 @@ func TestExpiredCredentialKeepsRefreshing(t *testing.T) {
 
 func TestSessionEndClosesAllocations(t *testing.T) {
 	t.Parallel()
-	cfg := testConfig()
+	eachPath(t, testSessionEndClosesAllocations)
+}
+
+func testSessionEndClosesAllocations(t *testing.T, path dataPath) {
+	t.Parallel()
+	cfg := path.config()
 	cfg.SessionGrace = 50 * time.Millisecond
 	s := newServer(t, cfg)
 	sid := newSID(t)
@@ -253,7 +268,12 @@ func TestSessionEndClosesAllocations(t *testing.T) {
 
 func TestQuotaUnderConcurrentAllocates(t *testing.T) {
 	t.Parallel()
-	cfg := testConfig()
+	eachPath(t, testQuotaUnderConcurrentAllocates)
+}
+
+func testQuotaUnderConcurrentAllocates(t *testing.T, path dataPath) {
+	t.Parallel()
+	cfg := path.config()
 	cfg.SessionQuota = 3
 	cfg.TotalQuota = 5
 	s := newServer(t, cfg)

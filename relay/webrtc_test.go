@@ -20,10 +20,15 @@ import (
 // end-to-end tests of cmd/strangers.)
 func TestWebRTCRelayOnly(t *testing.T) {
 	t.Parallel()
+	eachPath(t, testWebRTCRelayOnly)
+}
+
+func testWebRTCRelayOnly(t *testing.T, path dataPath) {
+	t.Parallel()
 	for _, transport := range []string{"udp", "tcp"} {
 		t.Run(transport, func(t *testing.T) {
 			t.Parallel()
-			s := newServer(t, testConfig())
+			s := newServer(t, path.config())
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
 
