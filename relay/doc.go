@@ -63,17 +63,52 @@
 //
 // v4 relays are IPv4 UDP only; RFC 6062 TCP relays are refused.
 //
+// # Control plane and data plane
+//
+// pion is the control plane: it parses and answers STUN and TURN requests
+// (authentication through our AuthHandler, Allocate through our
+// QuotaHandler, CreatePermission and ChannelBind through our
+// PermissionHandler), owns the allocations' lifetimes, and reports what
+// it did through the event handlers (hooks.go). The registry (registry.go)
+// keeps sessions, allocations and relay sockets; each allocation's
+// binding table, the only copy of its permissions and channels, is in its
+// data plane (internal/plane), which the events write.
+//
+// We are the data plane: every client message passes one interception
+// step (intercept.go) before pion may see it, every datagram a relay
+// socket reads or pion writes to a peer passes the relay socket wrapper
+// (relayconn.go), and internal/plane decides per datagram. ChannelData
+// from a client, and a peer's datagram on a bound channel, are relayed by
+// internal/plane itself; everything else (STUN, Data indications,
+// unknown or expired channels, oversized datagrams) goes to pion, whose
+// relaying passes the same admission. internal/sockio does the socket
+// I/O, chosen once per socket. What the data plane assumes of pion is
+// listed in internal/plane's package comment.
+//
+//	client ──UDP/TCP/TLS──► client-facing socket ──► intercept ─┬─► pion (control plane):
+//	                         (sockio: recvmmsg)                 │   STUN/TURN requests, Send and
+//	                                                            │   Data indications, allocations,
+//	                                                            │   permissions, channels, events
+//	                                                            │        │ events: hooks.go
+//	                                                            │        ▼ write the binding table
+//	                                                            └─► plane.FromClient ──admission──► relay socket ──► peer
+//	client ◄── ChannelData ◄── plane.FromPeer ◄──admission──────────────────────── relay socket ◄── peer
+//	                           (or, with no channel, admitted for pion's Data indication)
+//	two allocations of ours: plane hands the data over in process (no kernel round trip)
+//
 // # Admission
 //
 // Every datagram between a client and a peer passes one per-datagram
-// admission step of its allocation (admit.go) on whichever path carries
-// it, ours or pion's: it is dropped without a live permission for the
-// peer's IP, in both directions and also over a bound channel (pion would
-// relay over a channel whose permission expired), when it goes to a
-// guarded address of this host, and above Config.MaxBitrate in its
-// direction (a token bucket per direction, a second's worth of burst).
-// Config.NoFastPath sends every datagram through pion; admission applies
-// all the same, in the relay socket wrapper pion reads and writes.
+// admission step of its allocation (internal/plane/admit.go) on whichever
+// path carries it, ours or pion's: it is counted, and dropped without a
+// live permission for the peer's IP, in both directions and also over a
+// bound channel (pion would relay over a channel whose permission
+// expired), when it goes to a guarded address of this host, and above
+// Config.MaxBitrate in its direction (a token bucket per direction, a
+// second's worth of burst). Config.NoFastPath (STRANGERS_TURN_FAST_PATH=
+// false) sends every datagram through pion; admission applies all the
+// same, in the relay socket wrapper pion reads and writes, and the
+// relay's end-to-end tests run both ways.
 //
 // # Throughput
 //
@@ -82,28 +117,26 @@
 // per core, 4 MiB receive buffers), and on Linux every UDP socket,
 // client-facing or relay, is read with recvmmsg: one system call fetches
 // what is queued and later ReadFrom calls are served from that batch,
-// which is borrowed from a pool only while it holds datagrams. Reads, relay writes
-// and the wrappers' counters allocate nothing per datagram. On Linux a
-// frame for an idle TURN-over-TCP connection (not TLS) is written at once
-// with one non-blocking write; otherwise, and for frames produced while a
-// write is in progress, frames are queued and written together by the
-// connection's writer goroutine, so under load they share TCP writes.
+// which is borrowed from a pool only while it holds datagrams. Reads,
+// relay writes and the counters allocate nothing per datagram. On Linux
+// a frame for an idle TURN-over-TCP connection (not TLS) is written at
+// once with one non-blocking write; otherwise, and for frames produced
+// while a write is in progress, frames are queued and written together by
+// the connection's writer goroutine, so under load they share TCP writes.
 //
-// ChannelData, the bulk of relayed traffic, skips pion when it can: the
-// socket wrappers keep a lock-free mirror of each allocation's channels,
-// fed by pion's events, and relay a ChannelData message from a client, or
-// a datagram from a peer with a bound channel, straight to the other side
-// (padded to 4 bytes, as pion does), once admission lets it pass (else
-// they drop it, as pion's path would). Anything the mirror does not vouch
-// for (unknown or expired channel, closed relay socket, oversized
-// datagram, Data indications) goes to pion as before. On Linux the fast
-// path sends with raw sendto calls on the non-blocking sockets, to
+// ChannelData, the bulk of relayed traffic, skips pion: relayed straight
+// to the other side (padded to 4 bytes, as pion does) once admission lets
+// it pass, else dropped, as pion's path would. On Linux the data plane
+// sends with raw sendto calls on the non-blocking sockets, to
 // destinations converted once per allocation or channel; elsewhere with
-// WriteTo.
+// WriteTo. A client-facing socket finds a client's allocation in a map
+// sharded 256 ways, each shard copied on write, so lookups take no lock
+// and creating or deleting one of thousands of allocations copies a
+// shard, not the map.
 //
 // When both sides of a call are relayed by this server (two browsers that
 // hide their addresses), the peer of a channel is another relay address
-// of ours. The fast path then hands the data to the other allocation in
+// of ours. The data plane then hands the data to the other allocation in
 // process, as if its relay socket had read it from our public address and
 // the sender's relay port, and sends it to the receiving client: one
 // datagram per relayed message instead of two, with the receiving
