@@ -21,6 +21,8 @@ func benchConfig() Config {
 	cfg := testConfig()
 	cfg.SessionQuota = 1 << 20
 	cfg.TotalQuota = 1 << 20
+	cfg.IPQuota = 1 << 20
+	cfg.PortMin = 40000 // room for allocationsHeld relay ports
 	return cfg
 }
 
@@ -75,15 +77,19 @@ func allocateOnce(s *Server, user, pass string) error {
 	return relayed.Close()
 }
 
-// BenchmarkAllocationMemory measures the memory one live allocation costs
-// the relay: it holds allocationsHeld allocations (raw clients, a few at a
-// time) and reports the growth of the process's resident set (VmRSS) and
-// of the Go heap and stacks, per allocation. Client sockets are opened
-// before the first measurement, so only the relay's share is counted.
+// BenchmarkAllocationMemory measures what live allocations cost the relay
+// at scale: it creates allocationsHeld allocations (raw clients over UDP,
+// a few at a time, all on the relay's client-facing sockets) and reports
+// the rate at which they were created, the growth of the process's
+// resident set (VmRSS) and of the Go heap and stacks per allocation, and
+// the rate at which they are then deleted (Refresh with lifetime 0).
+// Client sockets are opened before the first measurement, so only the
+// relay's share is counted. It needs about 2×allocationsHeld file
+// descriptors.
 //
 //	go test -run '^$' -bench BenchmarkAllocationMemory -benchtime 1x ./relay/
 func BenchmarkAllocationMemory(b *testing.B) {
-	const allocationsHeld, workers = 2000, 4
+	const allocationsHeld, workers = 5000, 4
 	for range b.N {
 		b.StopTimer()
 		s, err := New(benchConfig())
@@ -100,6 +106,7 @@ func BenchmarkAllocationMemory(b *testing.B) {
 		rss0, mem0 := settledMemory(b)
 
 		b.StartTimer()
+		start := time.Now()
 		var wg sync.WaitGroup
 		errs := make(chan error, workers)
 		for w := range workers {
@@ -115,6 +122,7 @@ func BenchmarkAllocationMemory(b *testing.B) {
 			}()
 		}
 		wg.Wait()
+		created := time.Since(start)
 		b.StopTimer()
 		close(errs)
 		for err := range errs {
@@ -126,6 +134,29 @@ func BenchmarkAllocationMemory(b *testing.B) {
 		rss1, mem1 := settledMemory(b)
 		b.ReportMetric(float64(rss1-rss0)/allocationsHeld, "rss-bytes/alloc")
 		b.ReportMetric(float64(mem1-mem0)/allocationsHeld, "go-bytes/alloc")
+		b.ReportMetric(allocationsHeld/created.Seconds(), "allocs/s")
+
+		start = time.Now()
+		errs = make(chan error, workers)
+		for w := range workers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := w; i < len(clients); i += workers {
+					if resp := clients[i].refresh(0); !isSuccess(resp) {
+						errs <- fmt.Errorf("deletion %d refused: %v", i, errorCode(resp))
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			b.Fatal(err)
+		}
+		waitFor(b, "allocations to be deleted", func() bool { return s.AllocationCount() == 0 })
+		b.ReportMetric(allocationsHeld/time.Since(start).Seconds(), "deletes/s")
 		if err := s.Close(); err != nil {
 			b.Fatal(err)
 		}
