@@ -124,6 +124,7 @@ type result struct {
 	allocs     int
 	allocWall  time.Duration // making the allocations
 	allocCPU   time.Duration // server CPU over it
+	clientCPU  time.Duration // this process's CPU over it: the pion clients
 	rss0, rss1 int64         // server VmRSS before and after, bytes
 }
 

@@ -5,6 +5,7 @@ package main
 import (
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 )
 
@@ -39,6 +40,15 @@ func (r result) cpuPerAlloc() float64 {
 		return 0
 	}
 	return float64(r.allocCPU.Microseconds()) / float64(r.allocs)
+}
+
+// clientCPUPerAlloc is the bench's own CPU per allocation: the pion
+// clients that make them, competing with the server for the same cores.
+func (r result) clientCPUPerAlloc() float64 {
+	if r.allocs == 0 {
+		return 0
+	}
+	return float64(r.clientCPU.Microseconds()) / float64(r.allocs)
 }
 
 // kbPerAlloc is the growth of the server's RSS per live allocation.
@@ -94,7 +104,7 @@ func noiseLabel(on bool) string {
 
 const (
 	runFormat   = "%-5s %-6s %-4s %-11s %8d %8d %7.3f %9d %9.3f %11.2f\n"
-	scaleFormat = "%-5s %-6s %-11s %6d %8.0f %9.1f %8.1f %8.1f %8.2f %7d %7d %7.3f %10.2f\n"
+	scaleFormat = "%-5s %-6s %-11s %6d %8.0f %9.1f %9.1f %8.1f %8.1f %8.2f %7d %7d %7.3f %10.2f\n"
 )
 
 func printRunHeader() {
@@ -103,8 +113,8 @@ func printRunHeader() {
 }
 
 func printScaleHeader() {
-	fmt.Printf("%-5s %-6s %-11s %6s %8s %9s %8s %8s %8s %7s %7s %7s %10s\n",
-		"round", "server", "profile", "allocs", "alloc/s", "us/alloc", "rss0_MB", "rss_MB", "KB/alloc",
+	fmt.Printf("%-5s %-6s %-11s %6s %8s %9s %9s %8s %8s %8s %7s %7s %7s %10s\n",
+		"round", "server", "profile", "allocs", "alloc/s", "us/alloc", "cl_us/al", "rss0_MB", "rss_MB", "KB/alloc",
 		"sent", "recv", "loss%", "cpu_us/msg")
 }
 
@@ -113,7 +123,7 @@ func printResult(r result) {
 	if r.kind == scale {
 		printScaleHeader()
 		fmt.Printf(scaleFormat, fmt.Sprint(r.round), shortName(r.server), r.profile, r.allocs, r.allocsPerSec(),
-			r.cpuPerAlloc(), mb(r.rss0), mb(r.rss1), r.kbPerAlloc(), r.sent, r.recv, r.loss(), r.cpuPerMsg())
+			r.cpuPerAlloc(), r.clientCPUPerAlloc(), mb(r.rss0), mb(r.rss1), r.kbPerAlloc(), r.sent, r.recv, r.loss(), r.cpuPerMsg())
 		printRunHeader()
 		return
 	}
@@ -152,7 +162,9 @@ var serverOrder = []string{"coturn", "strangers", "strangers-kernel"}
 func printRoundTables(title string, round []result) {
 	fmt.Printf("\n%s\n", title)
 	keys, g := groups(round)
-	fmt.Printf("%-4s %-11s %-6s %7s %7s %11s %7s %6s\n", "tr", "profile", "server", "loss%", "vs_ct", "cpu_us/msg", "ratio", "goal")
+	if slices.ContainsFunc(keys, func(k groupKey) bool { return k.kind != scale }) {
+		fmt.Printf("%-4s %-11s %-6s %7s %7s %11s %7s %6s\n", "tr", "profile", "server", "loss%", "vs_ct", "cpu_us/msg", "ratio", "goal")
+	}
 	for _, k := range keys {
 		if k.kind == scale {
 			continue
@@ -175,7 +187,7 @@ func printRoundTables(title string, round []result) {
 		for _, srv := range serverOrder {
 			if r := first(g[k][srv]); r != nil {
 				fmt.Printf(scaleFormat, fmt.Sprint(r.round), shortName(r.server), r.profile, r.allocs, r.allocsPerSec(),
-					r.cpuPerAlloc(), mb(r.rss0), mb(r.rss1), r.kbPerAlloc(), r.sent, r.recv, r.loss(), r.cpuPerMsg())
+					r.cpuPerAlloc(), r.clientCPUPerAlloc(), mb(r.rss0), mb(r.rss1), r.kbPerAlloc(), r.sent, r.recv, r.loss(), r.cpuPerMsg())
 			}
 		}
 	}
@@ -213,8 +225,10 @@ func summarize(rounds int, noise bool, results []result) {
 	keys, g := groups(results)
 	fmt.Printf("\nsummary over %d rounds (noise %s; load average at end %s): medians; max over rounds; "+
 		"rounds in which more was lost than coturn lost\n", rounds, onOff(noise), loadAvg())
-	fmt.Printf("%-4s %-11s %-6s %7s %8s %6s %9s %9s %11s %7s %9s %6s\n", "tr", "profile", "server",
-		"loss%", "loss_max", "worse", "rcvbufErr", "rtt_ms", "cpu_us/msg", "ratio", "ratio_max", "goal")
+	if slices.ContainsFunc(keys, func(k groupKey) bool { return k.kind != scale }) {
+		fmt.Printf("%-4s %-11s %-6s %7s %8s %6s %9s %9s %11s %7s %9s %6s\n", "tr", "profile", "server",
+			"loss%", "loss_max", "worse", "rcvbufErr", "rtt_ms", "cpu_us/msg", "ratio", "ratio_max", "goal")
+	}
 	for _, k := range keys {
 		if k.kind == scale {
 			continue
@@ -261,8 +275,8 @@ func summarize(rounds int, noise bool, results []result) {
 			continue
 		}
 		fmt.Printf("\nscale summary (%s): medians over rounds; the goal is >= 2000 alloc/s and <= 16 KB/alloc\n", k.profile)
-		fmt.Printf("%-6s %6s %8s %9s %8s %8s %7s %10s %7s\n",
-			"server", "rounds", "alloc/s", "us/alloc", "rss_MB", "KB/alloc", "loss%", "cpu_us/msg", "ratio")
+		fmt.Printf("%-6s %6s %8s %9s %9s %8s %8s %7s %10s %7s\n",
+			"server", "rounds", "alloc/s", "us/alloc", "cl_us/al", "rss_MB", "KB/alloc", "loss%", "cpu_us/msg", "ratio")
 		var ctCPU float64
 		for _, srv := range serverOrder {
 			rs := g[k][srv]
@@ -276,8 +290,8 @@ func summarize(rounds int, noise bool, results []result) {
 			} else if ctCPU > 0 {
 				r = fmt.Sprintf("%.2f", cpu/ctCPU)
 			}
-			fmt.Printf("%-6s %6d %8.0f %9.1f %8.1f %8.2f %7.3f %10.2f %7s\n", shortName(srv), len(rs),
-				median(rs, result.allocsPerSec), median(rs, result.cpuPerAlloc),
+			fmt.Printf("%-6s %6d %8.0f %9.1f %9.1f %8.1f %8.2f %7.3f %10.2f %7s\n", shortName(srv), len(rs),
+				median(rs, result.allocsPerSec), median(rs, result.cpuPerAlloc), median(rs, result.clientCPUPerAlloc),
 				median(rs, func(r result) float64 { return mb(r.rss1) }), median(rs, result.kbPerAlloc),
 				median(rs, result.loss), cpu, r)
 		}

@@ -78,6 +78,10 @@ func runScale(ctx context.Context, port, pid int, secret, sid string, p profile,
 		return res, err
 	}
 
+	self0, err := selfCPU()
+	if err != nil {
+		return res, err
+	}
 	clients := make([]*scaleClient, p.allocs)
 	defer func() {
 		var wg sync.WaitGroup
@@ -131,6 +135,11 @@ feed:
 		return res, err
 	}
 	res.allocCPU = cpu1 - cpu0
+	self1, err := selfCPU()
+	if err != nil {
+		return res, err
+	}
+	res.clientCPU = self1 - self0
 	if res.rss1, err = procRSS(pid); err != nil {
 		return res, err
 	}
