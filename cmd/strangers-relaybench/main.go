@@ -6,7 +6,10 @@
 // turnutils_uclient (REST credentials minted from the shared secret) and
 // prints, per run, per round (with the ratio of CPU per message to
 // coturn's) and as a summary over rounds: loss, kernel UDP receive-buffer
-// drops, round-trip latency and server CPU per relayed message.
+// drops (host-wide: every UDP socket of the machine counts), round-trip
+// latency and server CPU per relayed message; for our in-process relays
+// also their packet counters per run (relayed, handed over, dropped and
+// why), to tell drops by the relay from datagrams lost around it.
 //
 // Profiles: client to client (25k, 50k: pairs of uclient clients through
 // the relay; "kernel" is our relay without the in-process handover);
@@ -44,6 +47,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/strangers-chat/strangers/relay"
 )
@@ -126,6 +131,8 @@ type result struct {
 	allocCPU   time.Duration // server CPU over it
 	clientCPU  time.Duration // this process's CPU over it: the pion clients
 	rss0, rss1 int64         // server VmRSS before and after, bytes
+	// counters are our in-process relay's packet counters over the run.
+	counters string
 }
 
 func main() {
@@ -196,6 +203,8 @@ func run() error {
 
 	ourCfg := benchRelayConfig(secret)
 	ourCfg.UDPSockets = *sockets
+	ourReg := prometheus.NewRegistry()
+	ourCfg.Registerer = ourReg
 	ours, err := relay.New(ourCfg)
 	if err != nil {
 		return err
@@ -205,6 +214,8 @@ func run() error {
 	kernelCfg := ourCfg
 	kernelCfg.NoLocalHandover = true
 	kernelCfg.PortMin, kernelCfg.PortMax = 60000, 64999
+	kernelReg := prometheus.NewRegistry()
+	kernelCfg.Registerer = kernelReg
 	kernel, err := relay.New(kernelCfg)
 	if err != nil {
 		return err
@@ -250,6 +261,7 @@ func run() error {
 		uclient: uclient, turnserver: turnserver, secret: secret, sid: sid,
 		ours: ours, kernel: kernel, coturn: coturn, peer: peer,
 		noise: *noise, runTimeout: *runTimeout, cpuProfile: *cpuProfile,
+		counters: map[string]relayCounters{"strangers": {ourReg}, "strangers-kernel": {kernelReg}},
 	}
 	var results []result
 	for r := 1; r <= *rounds; r++ {
@@ -303,6 +315,7 @@ type bench struct {
 	noise               bool
 	runTimeout          time.Duration
 	cpuProfile          string
+	counters            map[string]relayCounters // of the in-process relays, by server name
 }
 
 // measure runs profile p over transport tr against server srv, with the
@@ -322,12 +335,29 @@ func (b *bench) measure(ctx context.Context, round int, srv, tr string, p profil
 	if p.kind == oneSided {
 		peerPort = b.peer.port
 	}
+	counters, inProcess := b.counters[srv]
+	var before map[string]float64
+	if inProcess {
+		var err error
+		if before, err = counters.snapshot(); err != nil {
+			return result{}, err
+		}
+	}
 	stopNoise, err := b.startNoise()
 	if err != nil {
 		return result{}, err
 	}
 	defer stopNoise()
-	return drive(ctx, b.uclient, port, peerPort, b.secret, b.sid, tr, p, cpu, b.runTimeout)
+	res, err := drive(ctx, b.uclient, port, peerPort, b.secret, b.sid, tr, p, cpu, b.runTimeout)
+	if err != nil || !inProcess {
+		return res, err
+	}
+	after, err := counters.snapshot()
+	if err != nil {
+		return result{}, err
+	}
+	res.counters = counterDelta(before, after)
+	return res, nil
 }
 
 // measureScale starts a fresh server process (our relay as a child of this

@@ -101,3 +101,14 @@ func TestFigures(t *testing.T) {
 		t.Errorf("one-sided goal %v, want 0.85", g)
 	}
 }
+
+func TestCounterDelta(t *testing.T) {
+	before := map[string]float64{"handed_over": 10, "packets{direction=to_peer}": 5}
+	after := map[string]float64{"handed_over": 10, "packets{direction=to_peer}": 8, "dropped{direction=to_peer,reason=bitrate}": 2}
+	if got, want := counterDelta(before, after), "dropped{direction=to_peer,reason=bitrate}=2 packets{direction=to_peer}=3"; got != want {
+		t.Errorf("counterDelta = %q, want %q", got, want)
+	}
+	if got := counterDelta(after, after); got != "none" {
+		t.Errorf("counterDelta of equal snapshots = %q, want none", got)
+	}
+}

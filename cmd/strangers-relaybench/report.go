@@ -129,6 +129,9 @@ func printResult(r result) {
 	}
 	fmt.Printf(runFormat, fmt.Sprint(r.round), shortName(r.server), r.transport, r.profile,
 		r.sent, r.recv, r.loss(), r.rcvbufErrors, r.rttMs, r.cpuPerMsg())
+	if r.counters != "" {
+		fmt.Printf("      relay packets: %s\n", r.counters)
+	}
 }
 
 func mb(b int64) float64 { return float64(b) / (1 << 20) }
