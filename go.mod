@@ -46,6 +46,7 @@ require (
 	github.com/pion/turn/v5 v5.1.0 // indirect
 	github.com/prometheus/procfs v0.15.1 // indirect
 	github.com/wlynxg/anet v0.0.5 // indirect
+	go.etcd.io/bbolt v1.5.0 // indirect
 	golang.org/x/mod v0.41.0 // indirect
 	golang.org/x/net v0.61.0 // indirect
 	golang.org/x/sync v0.24.0 // indirect

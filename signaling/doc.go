@@ -27,7 +27,7 @@
 //
 // The first message must be hello. Messages from client to server:
 //
-//	{"type":"hello", "version":1, "resume"?:token}
+//	{"type":"hello", "version":1, "resume"?:token, "clientKey"?:key}
 //	{"type":"find", "mode":"video"|"text", "interests"?:[tag...], "relayOnly"?:bool, "interestsOnly"?:bool}
 //	{"type":"next"}
 //	{"type":"stop"}
@@ -41,7 +41,8 @@
 // Messages from server to client:
 //
 //	{"type":"welcome", "version":1, "session":id, "resume":token, "online":n,
-//	 "resumed"?:true, "state":"idle"|"waiting"|"matched", "match"?:id, "limits":{...}}
+//	 "resumed"?:true, "state":"idle"|"waiting"|"matched", "match"?:id, "limits":{...},
+//	 "clientKey":key}
 //	{"type":"waiting", "mode":mode, "fallbackIn"?:ms}
 //	{"type":"matched", "match":id, "role":"offerer"|"answerer", "iceServers":[RTCIceServer...],
 //	 "interests":[common tags], "mode":mode, "relayOnly"?:true}
@@ -74,6 +75,13 @@
 // is unknown or expired gets error "bad_resume", then a welcome for a new
 // session. A resume while the session is still attached to another
 // connection moves it to the new one; the old one is closed with 4000.
+//
+// welcome also carries a client key: the browser's identity without an
+// account (a random id signed by the server). Keep it (localStorage) and
+// send it in every hello; a missing, forged or damaged key is answered with
+// a fresh one. Reports, limits and bans refer to it and to the client
+// address (IPv4 per address, IPv6 per /64), which the server keeps only as
+// a keyed hash.
 //
 // A session ends at once when its connection closes with code 1000 (the
 // client is done), or when it drops while idle; otherwise when the grace

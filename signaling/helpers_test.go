@@ -53,6 +53,7 @@ type rx struct {
 	WaitingTxt int                 `json:"waitingText"`
 	Code       ErrorCode           `json:"code"`
 	Message    string              `json:"message"`
+	ClientKey  string              `json:"clientKey"`
 }
 
 // fakeICE mints TURN-REST-style credentials, like the relay will.

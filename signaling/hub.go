@@ -52,6 +52,11 @@ type Config struct {
 	// counting connections per IP. Empty: the TCP peer address is used.
 	TrustedProxies []netip.Prefix
 
+	// IdentityKey signs client keys and keys the hashes of client
+	// addresses (see Identity); at least IdentityKeyLen bytes. Keep it
+	// across restarts, or every browser gets a new key. Nil: random.
+	IdentityKey []byte
+
 	// InterestWait is how long a session with interests waits for someone
 	// sharing one before it may be paired with anyone, and how long any
 	// waiting session keeps away from its recent partners before it may
@@ -148,6 +153,7 @@ type Hub struct {
 	origins   originPolicy
 	upgrader  websocket.Upgrader
 	limits    Limits
+	keys      keyring
 	events    chan event    // decode shards to the owner goroutine
 	quit      chan struct{} // closed by Shutdown once connections are gone
 	ownerDone chan struct{} // closed when the owner goroutine has returned
@@ -218,6 +224,7 @@ func New(cfg Config) (*Hub, error) {
 			InterestWaitMs: cfg.InterestWait.Milliseconds(),
 			ResumeGraceMs:  cfg.ResumeGrace.Milliseconds(),
 		},
+		keys:      newKeyring(cfg.IdentityKey),
 		events:    make(chan event, 1024),
 		quit:      make(chan struct{}),
 		ownerDone: make(chan struct{}),

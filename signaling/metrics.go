@@ -45,6 +45,7 @@ type metrics struct {
 	reports     prometheus.Counter
 	resumes     *prometheus.CounterVec
 	iceErrors   prometheus.Counter
+	forgedKeys  prometheus.Counter
 
 	// Children looked up once.
 	msgByType                 map[MsgType]prometheus.Counter // read concurrently, never written after newMetrics
@@ -94,8 +95,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		iceErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "strangers_ice_server_errors_total", Help: "Matches announced without ICE servers because the provider failed.",
 		}),
+		forgedKeys: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "strangers_client_keys_replaced_total", Help: "Hellos whose client key was forged or damaged and was replaced by a fresh one.",
+		}),
 	}
 	for _, c := range []prometheus.Collector{
+		m.forgedKeys,
 		m.sessions, m.connections, m.waiting, m.matches, m.timeToMatch, m.messages,
 		m.dropped, m.closes, m.rejected, m.rateLimited, m.reports, m.resumes, m.iceErrors,
 	} {

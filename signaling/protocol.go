@@ -139,6 +139,9 @@ type Hello struct {
 	Type    MsgType `json:"type"`
 	Version int     `json:"version"`
 	Resume  string  `json:"resume,omitempty"` // token from an earlier welcome
+	// ClientKey is the key an earlier welcome gave this browser; a missing,
+	// forged or damaged one is replaced by a fresh key in welcome.
+	ClientKey string `json:"clientKey,omitempty"`
 }
 
 // Find asks to be paired. Interests are normalised by Decode (trimmed,
@@ -229,6 +232,10 @@ type Welcome struct {
 	State   State   `json:"state"`             // where the session stands (matters after a resume)
 	Match   string  `json:"match,omitempty"`   // the current match when State is matched
 	Limits  Limits  `json:"limits"`
+	// ClientKey identifies this browser without an account: keep it (in
+	// localStorage) and send it in every hello. Reports, limits and bans
+	// refer to it and to the client address.
+	ClientKey string `json:"clientKey"`
 }
 
 // Waiting confirms the sender is queued.
@@ -413,7 +420,10 @@ func (m *Hello) validate() error {
 	if m.Version <= 0 {
 		return decodeErr(CodeBadMessage, "missing version")
 	}
-	return checkLen("resume", m.Resume, maxIDLen)
+	if err := checkLen("resume", m.Resume, maxIDLen); err != nil {
+		return err
+	}
+	return checkLen("clientKey", m.ClientKey, maxClientKey)
 }
 
 func (m *Find) validate() error {

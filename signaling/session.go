@@ -28,6 +28,10 @@ type session struct {
 	id     string // public: sent to the client, named in TURN credentials
 	token  string // secret: resumes the session; never logged
 	serial uint64 // for the avoid lists
+	// ident is who the session is, for moderation; clientKey the signed
+	// key it was told to keep (see identity.go).
+	ident     Identity
+	clientKey string
 
 	// Owned by the owner goroutine.
 	conn  *conn // nil while detached
@@ -112,6 +116,8 @@ func (h *Hub) welcome(s *session, resumed bool) []byte {
 		Resumed: resumed,
 		State:   s.state,
 		Limits:  h.limits,
+
+		ClientKey: s.clientKey,
 	}
 	if s.match != nil {
 		w.Match = s.match.id
@@ -136,6 +142,7 @@ func (h *Hub) hello(c *conn, m *Hello) {
 		state:  StateIdle,
 		conn:   c,
 	}
+	s.clientKey, s.ident = h.identify(m.ClientKey, c.ip)
 	c.sess = s
 	h.sessions[s.token] = s
 	h.m.sessions.Inc()

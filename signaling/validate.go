@@ -71,6 +71,9 @@ func (c Config) Validate() error {
 			break
 		}
 	}
+	if n := len(c.IdentityKey); n > 0 && n < IdentityKeyLen {
+		bad("IdentityKey", fmt.Sprintf("%d bytes", n), fmt.Sprintf("must be at least %d bytes", IdentityKeyLen))
+	}
 	for _, p := range c.TrustedProxies {
 		if !p.IsValid() {
 			bad("TrustedProxies", c.TrustedProxies, "must hold only valid prefixes")

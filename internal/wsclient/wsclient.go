@@ -411,7 +411,13 @@ func Wait[T any](ctx context.Context, c *Conn, typ signaling.MsgType) (*T, error
 
 // Hello says hello (resume may be empty) and waits for welcome.
 func (c *Conn) Hello(ctx context.Context, resume string) (*signaling.Welcome, error) {
-	if err := c.Send(ctx, signaling.Hello{Version: signaling.ProtocolVersion, Resume: resume}); err != nil {
+	return c.HelloKey(ctx, resume, "")
+}
+
+// HelloKey is Hello presenting a client key from an earlier welcome
+// (Welcome.ClientKey), as a browser does.
+func (c *Conn) HelloKey(ctx context.Context, resume, clientKey string) (*signaling.Welcome, error) {
+	if err := c.Send(ctx, signaling.Hello{Version: signaling.ProtocolVersion, Resume: resume, ClientKey: clientKey}); err != nil {
 		return nil, err
 	}
 	return Wait[signaling.Welcome](ctx, c, signaling.TypeWelcome)

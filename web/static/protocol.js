@@ -84,7 +84,7 @@ export const CLOSE_RESUMED = 4000;
 
 /**
  * Client → server.
- * @typedef {{type: 'hello', version: number, resume?: string}} Hello must come first
+ * @typedef {{type: 'hello', version: number, resume?: string, clientKey?: string}} Hello must come first; clientKey: from an earlier welcome
  * @typedef {{type: 'find', mode: Mode, interests?: string[], relayOnly?: boolean, interestsOnly?: boolean}} Find
  * @typedef {{type: 'next'}} Next ends the match, if any, and queues again with the last find
  * @typedef {{type: 'stop'}} Stop ends the match or leaves the queue
@@ -98,7 +98,7 @@ export const CLOSE_RESUMED = 4000;
 
 /**
  * Server → client.
- * @typedef {{type: 'welcome', version: number, session: string, resume: string, online: number, resumed?: boolean, state: State, match?: string, limits: Limits}} Welcome
+ * @typedef {{type: 'welcome', version: number, session: string, resume: string, online: number, resumed?: boolean, state: State, match?: string, limits: Limits, clientKey: string}} Welcome clientKey: keep it and send it in every hello
  * @typedef {{type: 'waiting', mode: Mode, fallbackIn?: number}} Waiting fallbackIn: ms until anyone will do (0: already, or never)
  * @typedef {{type: 'matched', match: string, role: Role, iceServers: ICEServer[], interests: string[], mode: Mode, relayOnly?: boolean}} Matched
  * @typedef {{type: 'partner_left', match: string, reason: LeftReason}} PartnerLeft
@@ -108,11 +108,12 @@ export const CLOSE_RESUMED = 4000;
  * @typedef {Welcome | Waiting | Matched | Signal | Chat | Typing | PartnerLeft | Stats | ErrorMessage | ICEReply} ServerMessage
  */
 
-/** @param {string} [resume] @returns {Hello} */
-export function hello(resume) {
+/** @param {string} [resume] @param {string} [clientKey] @returns {Hello} */
+export function hello(resume, clientKey) {
   /** @type {Hello} */
   const m = { type: 'hello', version: PROTOCOL_VERSION };
   if (resume) m.resume = resume;
+  if (clientKey) m.clientKey = clientKey;
   return m;
 }
 
