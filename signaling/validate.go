@@ -91,6 +91,7 @@ func (c Config) Validate() error {
 		{"HelloTimeout", c.HelloTimeout},
 		{"PongWait", c.PongWait},
 		{"WriteWait", c.WriteWait},
+		{"NextCooldown", c.NextCooldown},
 	} {
 		if d.v <= 0 {
 			bad(d.name, d.v, "must be positive")
@@ -174,6 +175,12 @@ func (c Config) withDefaults() Config {
 		if *n.v == 0 {
 			*n.v = n.def
 		}
+	}
+	if c.NextRate == 0 {
+		c.NextRate = 20
+	}
+	if c.NextCooldown == 0 {
+		c.NextCooldown = 30 * time.Second
 	}
 	if c.MaxMessageSize == 0 {
 		c.MaxMessageSize = 64 << 10

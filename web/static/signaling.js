@@ -147,6 +147,12 @@ export class Signaling {
       this.onStatus({ state: 'closed', reason: 'The server does not speak this page\u2019s protocol. Reload the page.' });
       return;
     }
+    if (code === P.CLOSE_BANNED) {
+      // The banned message said why and until when; reconnecting cannot help.
+      this.closed = true;
+      this.onStatus({ state: 'closed', reason: 'banned' });
+      return;
+    }
     if (code === P.CLOSE_RESUMED) {
       // Another connection (another tab with our token) took the session.
       this.resumeToken = '';
