@@ -270,6 +270,9 @@ func (a *admin) dismiss(w http.ResponseWriter, r *http.Request) {
 type actRequest struct {
 	Reason   string `json:"reason"`
 	Duration string `json:"duration,omitempty"`
+	// Scope is what the ban names: "both" (default: the client key and
+	// the address), "client" or "address".
+	Scope string `json:"scope,omitempty"`
 }
 
 func (a *admin) act(w http.ResponseWriter, r *http.Request) {
@@ -283,7 +286,19 @@ func (a *admin) act(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	rep, ban, notice, err := a.svc.Act(r.PathValue("id"), req.Reason, d, a.tokenID)
+	var scope Scope
+	switch req.Scope {
+	case "", "both":
+		scope = ScopeBoth
+	case "client":
+		scope = ScopeClient
+	case "address":
+		scope = ScopeAddress
+	default:
+		writeError(w, http.StatusBadRequest, `scope must be "both", "client" or "address"`)
+		return
+	}
+	rep, ban, notice, err := a.svc.Act(r.PathValue("id"), req.Reason, d, scope, a.tokenID)
 	if err != nil {
 		a.fail(w, err)
 		return

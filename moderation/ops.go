@@ -145,14 +145,30 @@ func (s *Service) Dismiss(id, token string) (Report, error) {
 	return r, nil
 }
 
-// Act bans the reported client (its key and address) from a report; a
-// zero duration takes the ladder's next step.
-func (s *Service) Act(id, reason string, d time.Duration, token string) (Report, Ban, signaling.BanNotice, error) {
+// Scope says what a ban made from a report names.
+type Scope uint8
+
+const (
+	ScopeBoth    Scope = iota // the client key and the address
+	ScopeClient               // the client key only (others behind the same address go on)
+	ScopeAddress              // the address only
+)
+
+// Act bans the reported client (its key and/or address, as scope says)
+// from a report; a zero duration takes the ladder's next step.
+func (s *Service) Act(id, reason string, d time.Duration, scope Scope, token string) (Report, Ban, signaling.BanNotice, error) {
 	r, _, err := s.cfg.Store.Report(id)
 	if err != nil {
 		return Report{}, Ban{}, signaling.BanNotice{}, err
 	}
-	b, notice, err := s.Ban(BanRequest{Client: r.Reported.Client, Addr: r.Reported.Addr, Reason: reason, Duration: d, Report: id}, token)
+	req := BanRequest{Client: r.Reported.Client, Addr: r.Reported.Addr, Reason: reason, Duration: d, Report: id}
+	switch scope {
+	case ScopeClient:
+		req.Addr = ""
+	case ScopeAddress:
+		req.Client = ""
+	}
+	b, notice, err := s.Ban(req, token)
 	if err != nil {
 		return Report{}, Ban{}, signaling.BanNotice{}, err
 	}
