@@ -19,6 +19,7 @@ import (
 	"github.com/caarlos0/env/v11"
 
 	"github.com/strangers-chat/strangers/relay"
+	"github.com/strangers-chat/strangers/web"
 )
 
 // config is every setting of the server. Each field is one STRANGERS_*
@@ -95,6 +96,7 @@ type config struct {
 	AppealContact   string        `env:"STRANGERS_APPEAL_CONTACT" bounds:"<=200" unit:"bytes" help:"How banned users can appeal (an email address or a URL), shown with the reason and the end of their ban. Empty: none is shown."`
 	ReportThreshold int           `env:"STRANGERS_REPORT_THRESHOLD" envDefault:"3" bounds:">=1" help:"Distinct reporters (different addresses; reporters whose reports moderators dismissed count less) who, within 24 h, put someone in the shadow pool for 24 h: matched only with others in it, and told nothing."`
 	ReportRetention time.Duration `env:"STRANGERS_REPORT_RETENTION" envDefault:"336h" bounds:">=1h" help:"How long reports and their evidence (chat lines, still frame) are kept before they are deleted (336h: 14 days)."`
+	RulesFile       string        `env:"STRANGERS_RULES_FILE,file" help:"Path of a file holding the rules the page shows before the first Start, with the 18+ confirmation (plain text or Markdown: headings, - lists, **bold**; shown as text, never as HTML; at most 64 KiB). Empty: a built-in set of house rules."`
 	NextRate        int           `env:"STRANGERS_NEXT_RATE" envDefault:"20" sets:"signaling.NextRate" bounds:">=0" zero:"no limit" help:"Finds and Nexts one browser may send in a minute; one more starts a 30 s cooldown the page counts down. 0: no limit. The default lets someone look at each stranger for three seconds; a script cycling through everyone is slowed down."`
 }
 
@@ -327,6 +329,14 @@ func validate(c config, environment map[string]string) (settings, error) {
 			bad("STRANGERS_ADMIN_TOKEN_FILE", "", "the file is empty")
 		case len(s.adminToken) < minAdminToken:
 			bad("STRANGERS_ADMIN_TOKEN_FILE", "", fmt.Sprintf("the token must be at least %d bytes", minAdminToken))
+		}
+	}
+	if _, ok := environment["STRANGERS_RULES_FILE"]; ok {
+		switch {
+		case strings.TrimSpace(c.RulesFile) == "":
+			bad("STRANGERS_RULES_FILE", environment["STRANGERS_RULES_FILE"], "the file is empty")
+		case len(c.RulesFile) > web.MaxRulesSize:
+			bad("STRANGERS_RULES_FILE", environment["STRANGERS_RULES_FILE"], "the file is larger than 64 KiB")
 		}
 	}
 	if len(c.AppealContact) > 200 {

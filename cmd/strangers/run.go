@@ -183,6 +183,7 @@ func start(cfg settings, logger *slog.Logger, getenv func(string) string) (_ *ap
 	mux := http.NewServeMux()
 	mux.Handle("GET /", web.Handler())
 	mux.Handle("GET /ws", a.hub)
+	mux.Handle("GET /rules", web.Rules(cfg.RulesFile))
 	a.handleProbes(mux, reg)
 	httpLog := logger.With("component", "http")
 	newServer := func(h http.Handler) *http.Server {

@@ -12,7 +12,9 @@ const S = Object.freeze({
   dismiss: 'Dismiss',
   lift: 'Lift',
   unshadow: 'Take out',
-  reasonPrompt: 'Reason shown to the banned user:',
+  reasonLabel: 'Reason shown to the banned user ',
+  defaultReason: 'Breaking the house rules',
+  noReason: 'Give a reason.',
   frameAlt: 'Still frame of the reported user, taken by the reporter',
   noFrame: 'No still frame.',
   done: 'Done.',
@@ -95,15 +97,21 @@ async function reportCard(r) {
   const frame = full.frame
     ? h('img', { class: 'frame', alt: S.frameAlt, src: `data:image/jpeg;base64,${full.frame}` })
     : h('p', {}, [S.noFrame]);
+  const inputId = `reason-${r.id}`;
+  const reasonLabel = h('label', { for: inputId }, [S.reasonLabel]);
+  const reasonInput = /** @type {HTMLInputElement} */ (h('input', { id: inputId, type: 'text', maxlength: '200' }));
+  reasonInput.value = r.reason ? `Reported for ${r.reason}` : S.defaultReason;
   const li = h('li', { 'data-report': r.id }, [
     h('p', {}, [h('strong', {}, [r.reason || 'no reason']), ` \u2014 ${when(r.time)}${r.ended ? ' (after the match ended)' : ' (during the call)'}`]),
     r.note ? h('p', {}, [`Note: ${r.note}`]) : '',
     h('p', { class: 'hint' }, [`reported client ${r.reported.client}, weight ${r.weight.toFixed(2)}`]),
     frame,
     chat,
+    reasonLabel,
+    reasonInput,
     button(S.ban, async () => {
-      const reason = prompt(S.reasonPrompt, r.reason || 'Breaking the rules');
-      if (!reason) throw new Error('no reason');
+      const reason = reasonInput.value.trim();
+      if (!reason) throw new Error(S.noReason);
       await api('POST', `reports/${encodeURIComponent(r.id)}/act`, { reason, duration: durationSelect.value || undefined });
     }, 'danger'),
     ' ',
