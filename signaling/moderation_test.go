@@ -331,4 +331,15 @@ func TestReportEvidence(t *testing.T) {
 	if _, n := mod.lastReport(); n != 1 {
 		t.Fatalf("%d reports recorded, want 1", n)
 	}
+
+	// During a call: not ended, and the partner is told.
+	a.send(Stop{Type: TypeStop})
+	a.barrier()
+	c, d, mc, _ := e.pair()
+	c.send(Report{Type: TypeReport, Match: mc.Match})
+	d.expect(TypePartnerLeft)
+	c.barrier()
+	if r, n := mod.lastReport(); n != 2 || r.Ended || r.Match != mc.Match {
+		t.Fatalf("report during the call: %+v (%d reports)", r, n)
+	}
 }

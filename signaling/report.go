@@ -6,8 +6,10 @@ func (h *Hub) report(s *session, m *Report) {
 	var reported uint64
 	var ended *match
 	var other *session
+	after := true // the match had ended before the report
 	switch {
 	case s.match != nil && s.match.id == m.Match:
+		after = false
 		ended = s.match
 		other = ended.other(s)
 		reported = other.serial
@@ -35,7 +37,7 @@ func (h *Hub) report(s *session, m *Report) {
 		Match:    m.Match,
 		Reporter: s.ident,
 		Reported: other.ident,
-		Ended:    ended != s.match,
+		Ended:    after,
 		Reason:   m.Reason,
 		Note:     m.Note,
 		Chat:     ended.evidence(s),
