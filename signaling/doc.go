@@ -27,7 +27,7 @@
 //
 // The first message must be hello. Messages from client to server:
 //
-//	{"type":"hello", "version":1, "resume"?:token}
+//	{"type":"hello", "version":1, "resume"?:token, "clientKey"?:key}
 //	{"type":"find", "mode":"video"|"text", "interests"?:[tag...], "relayOnly"?:bool, "interestsOnly"?:bool}
 //	{"type":"next"}
 //	{"type":"stop"}
@@ -35,13 +35,14 @@
 //	{"type":"signal", "match":id, "candidate":RTCIceCandidateInit}       and candidate)
 //	{"type":"chat", "match":id, "text":string}
 //	{"type":"typing", "match":id, "typing":bool}
-//	{"type":"report", "match":id, "reason"?:string}
+//	{"type":"report", "match":id, "reason"?:string, "note"?:string, "frame"?:base64 JPEG}
 //	{"type":"ice"}
 //
 // Messages from server to client:
 //
 //	{"type":"welcome", "version":1, "session":id, "resume":token, "online":n,
-//	 "resumed"?:true, "state":"idle"|"waiting"|"matched", "match"?:id, "limits":{...}}
+//	 "resumed"?:true, "state":"idle"|"waiting"|"matched", "match"?:id, "limits":{...},
+//	 "clientKey":key}
 //	{"type":"waiting", "mode":mode, "fallbackIn"?:ms}
 //	{"type":"matched", "match":id, "role":"offerer"|"answerer", "iceServers":[RTCIceServer...],
 //	 "interests":[common tags], "mode":mode, "relayOnly"?:true}
@@ -50,6 +51,8 @@
 //	{"type":"stats", "online":n, "waiting":n, "waitingVideo":n, "waitingText":n}
 //	{"type":"ice", "iceServers":[RTCIceServer...]}
 //	{"type":"error", "code":code, "message":text}
+//	{"type":"banned", "reason":text, "until":unix ms, "appeal"?:text}   then close 4003
+//	{"type":"cooldown", "retryIn":ms}
 //
 // # Sessions
 //
@@ -74,6 +77,13 @@
 // is unknown or expired gets error "bad_resume", then a welcome for a new
 // session. A resume while the session is still attached to another
 // connection moves it to the new one; the old one is closed with 4000.
+//
+// welcome also carries a client key: the browser's identity without an
+// account (a random id signed by the server). Keep it (localStorage) and
+// send it in every hello; a missing, forged or damaged key is answered with
+// a fresh one. Reports, limits and bans refer to it and to the client
+// address (IPv4 per address, IPv6 per /64), which the server keeps only as
+// a keyed hash.
 //
 // A session ends at once when its connection closes with code 1000 (the
 // client is done), or when it drops while idle; otherwise when the grace
@@ -139,6 +149,31 @@
 // iceServers as in matched. Three may be asked in a row, then one per 10 s;
 // per client address (IPv6 per /64), over all its sessions, ten in a row,
 // then one per 6 s. Beyond either, the answer is error "rate_limited".
+//
+// # Moderation
+//
+// report names the current match or the one that just ended (after next,
+// or the partner leaving); the two are never paired again. The server
+// keeps the last 20 chat lines of each match as evidence; a report may add
+// a note (limits.maxNoteLen characters) and a still frame of the partner's
+// video (a JPEG of at most limits.maxFrameBytes bytes, base64; a larger one
+// is refused with "too_large", one that is not a JPEG with "bad_message").
+// Only one report per match is kept.
+//
+// A banned client (its client key or its address) is told banned, with the
+// reason, the end of the ban (Unix milliseconds) and how to appeal, and the
+// connection is closed with 4003: at once when the ban is made (its match
+// ends; the partner gets partner_left "disconnected"; its TURN allocations
+// stop working), and at every hello or find while the ban lasts. Do not
+// reconnect after 4003.
+//
+// More than limits.nextRate finds and nexts a minute from one client key
+// (0: no limit) are answered with cooldown instead of waiting: the client
+// is idle (a match it was in has ended) and may find again after retryIn
+// milliseconds; finding earlier gets another cooldown with the time left.
+//
+// Some clients are matched only among themselves (after enough reports);
+// they are not told.
 //
 // # Errors and limits
 //

@@ -24,6 +24,7 @@ const (
 	ClosePolicy         = websocket.ClosePolicyViolation // 1008: flooding, too many bad messages
 	CloseTooLarge       = websocket.CloseMessageTooBig   // 1009: a frame over MaxMessageSize
 	CloseResumed        = 4000                           // the session was resumed on another connection
+	CloseBanned         = 4003                           // the client is banned (a banned message came first)
 	closeNormalFromPeer = websocket.CloseNormalClosure   // 1000 from a client: it is done with its session
 )
 
@@ -44,6 +45,7 @@ const (
 	reasonWriteError   closeReason = "write_error"   // any other write failure
 	reasonResumed      closeReason = "resumed"       // replaced by a resumed connection (4000)
 	reasonShutdown     closeReason = "shutdown"      // Shutdown (1001)
+	reasonBanned       closeReason = "banned"        // the client is banned (4003)
 )
 
 // readCloseReason maps the error that ended a read loop to a reason. helloed

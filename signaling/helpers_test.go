@@ -53,6 +53,11 @@ type rx struct {
 	WaitingTxt int                 `json:"waitingText"`
 	Code       ErrorCode           `json:"code"`
 	Message    string              `json:"message"`
+	ClientKey  string              `json:"clientKey"`
+	Until      int64               `json:"until"`
+	Appeal     string              `json:"appeal"`
+	RetryIn    int64               `json:"retryIn"`
+	BanReason  string              `json:"-"`
 }
 
 // fakeICE mints TURN-REST-style credentials, like the relay will.

@@ -52,6 +52,24 @@ type Config struct {
 	// counting connections per IP. Empty: the TCP peer address is used.
 	TrustedProxies []netip.Prefix
 
+	// IdentityKey signs client keys and keys the hashes of client
+	// addresses (see Identity); at least IdentityKeyLen bytes. Keep it
+	// across restarts, or every browser gets a new key. Nil: random.
+	IdentityKey []byte
+
+	// Moderator decides bans and the shadow pool and records reports (see
+	// Moderator). Nil: no bans, no shadow pool, reports only keep the two
+	// apart.
+	Moderator Moderator
+	// NextRate is how many finds and nexts one client key may send in a
+	// minute; one more starts a cooldown of NextCooldown. Negative: no
+	// limit. Default 20: a person who looks at each stranger for three
+	// seconds stays below it; a script cycling through everyone does not.
+	NextRate int
+	// NextCooldown is how long a client over NextRate is not queued.
+	// Default 30s.
+	NextCooldown time.Duration
+
 	// InterestWait is how long a session with interests waits for someone
 	// sharing one before it may be paired with anyone, and how long any
 	// waiting session keeps away from its recent partners before it may
@@ -148,6 +166,7 @@ type Hub struct {
 	origins   originPolicy
 	upgrader  websocket.Upgrader
 	limits    Limits
+	keys      keyring
 	events    chan event    // decode shards to the owner goroutine
 	quit      chan struct{} // closed by Shutdown once connections are gone
 	ownerDone chan struct{} // closed when the owner goroutine has returned
@@ -168,6 +187,7 @@ type Hub struct {
 	// Owned by the owner goroutine (see owner.go).
 	sessions  map[string]*session         // by resume token
 	iceByAddr map[netip.Addr]*tokenBucket // ice requests by client address, see icelimit.go
+	skipLogs  map[string]*skipLog         // finds and nexts by client key, see skiplimit.go
 	serial    uint64
 	pool      *pool
 	deadlines deadlineHeap
@@ -217,13 +237,18 @@ func New(cfg Config) (*Hub, error) {
 			MaxChatLen:     MaxChatLen,
 			InterestWaitMs: cfg.InterestWait.Milliseconds(),
 			ResumeGraceMs:  cfg.ResumeGrace.Milliseconds(),
+			MaxNoteLen:     MaxNoteLen,
+			MaxFrameBytes:  maxFrame(cfg.MaxMessageSize),
+			NextRate:       max(0, cfg.NextRate),
 		},
+		keys:      newKeyring(cfg.IdentityKey),
 		events:    make(chan event, 1024),
 		quit:      make(chan struct{}),
 		ownerDone: make(chan struct{}),
 		perIP:     make(map[netip.Addr]int),
 		sessions:  make(map[string]*session),
 		iceByAddr: make(map[netip.Addr]*tokenBucket),
+		skipLogs:  make(map[string]*skipLog),
 		pool:      newPool(cfg.Rand),
 		timer:     time.NewTimer(time.Hour),
 	}

@@ -9,6 +9,7 @@ import "time"
 type match struct {
 	id   string
 	a, b *session
+	chat []chatLine // the last MaxEvidenceLines lines, when there is a Moderator
 }
 
 func (m *match) other(s *session) *session {
@@ -24,7 +25,13 @@ func (h *Hub) find(s *session, m *Find, now time.Time) {
 		s.conn.sendError(CodeBadState, "already in a match: send next or stop first")
 		return
 	}
+	if h.checkBan(s, now) {
+		return
+	}
 	h.pool.remove(s)
+	if h.overSkipLimit(s, now) {
+		return
+	}
 	s.hasFind = true
 	s.mode, s.interests, s.relayOnly, s.interestsOnly = m.Mode, m.Interests, m.RelayOnly, m.InterestsOnly
 	h.startWaiting(s, now)
@@ -40,6 +47,9 @@ func (h *Hub) next(s *session, now time.Time) {
 		return
 	case s.state == StateMatched:
 		h.endMatch(s, LeftNext)
+	}
+	if h.checkBan(s, now) || h.overSkipLimit(s, now) {
+		return
 	}
 	h.startWaiting(s, now)
 }
@@ -62,6 +72,7 @@ func (h *Hub) startWaiting(s *session, now time.Time) {
 	s.waitSince = now
 	s.fallbackAt = now.Add(h.cfg.InterestWait)
 	s.settled = false
+	s.shadow = h.cfg.Moderator != nil && h.cfg.Moderator.Shadowed(s.ident, now)
 	s.gen++
 	h.queue(s, now)
 	if s.state != StateWaiting {
@@ -168,6 +179,7 @@ func (h *Hub) endMatch(s *session, why LeftReason) {
 		x.match = nil
 		x.state = StateIdle
 		x.lastMatch = m.id
+		x.lastEnded = m
 		x.lastPartner = o.serial
 		x.remember(o, h.cfg.RecentPartners)
 	}

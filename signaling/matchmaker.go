@@ -96,30 +96,46 @@ type modePool struct {
 	tags   map[string]*randSet
 }
 
+// poolKey names one mode's pool, or its shadow pool: sessions in the
+// shadow pool (see Moderator.Shadowed) meet only each other.
+type poolKey struct {
+	mode   Mode
+	shadow bool
+}
+
+func keyOf(s *session) poolKey { return poolKey{s.mode, s.shadow} }
+
 // pool is the waiting pool of all modes.
 type pool struct {
-	modes map[Mode]*modePool
+	modes map[poolKey]*modePool
 	rng   *rand.Rand
 }
 
 func newPool(rng *rand.Rand) *pool {
-	return &pool{
-		modes: map[Mode]*modePool{
-			ModeVideo: {tags: map[string]*randSet{}},
-			ModeText:  {tags: map[string]*randSet{}},
-		},
-		rng: rng,
+	p := &pool{modes: map[poolKey]*modePool{}, rng: rng}
+	for _, m := range []Mode{ModeVideo, ModeText} {
+		for _, shadow := range []bool{false, true} {
+			p.modes[poolKey{m, shadow}] = &modePool{tags: map[string]*randSet{}}
+		}
 	}
+	return p
 }
 
-// waiting returns how many sessions wait in mode.
-func (p *pool) waiting(mode Mode) int { return p.modes[mode].size }
+// waiting returns how many sessions wait in mode, shadow pool included.
+func (p *pool) waiting(mode Mode) int {
+	return p.modes[poolKey{mode, false}].size + p.modes[poolKey{mode, true}].size
+}
+
+// shadowWaiting returns how many sessions wait in the shadow pools.
+func (p *pool) shadowWaiting() int {
+	return p.modes[poolKey{ModeVideo, true}].size + p.modes[poolKey{ModeText, true}].size
+}
 
 // add puts s in its mode's pool under each of its interests, and in the
-// anyone set if anyone is true. s.mode and s.interests must not change while
-// s is in the pool.
+// anyone set if anyone is true. s.mode, s.shadow and s.interests must not
+// change while s is in the pool.
 func (p *pool) add(s *session, anyone bool) {
-	mp := p.modes[s.mode]
+	mp := p.modes[keyOf(s)]
 	for i, tag := range s.interests {
 		set := mp.tags[tag]
 		if set == nil {
@@ -140,7 +156,7 @@ func (p *pool) openToAnyone(s *session) {
 	if !s.pos.inPool || s.pos.inAny {
 		return
 	}
-	p.modes[s.mode].anyone.add(s, anySlot)
+	p.modes[keyOf(s)].anyone.add(s, anySlot)
 	s.pos.inAny = true
 }
 
@@ -149,7 +165,7 @@ func (p *pool) remove(s *session) {
 	if !s.pos.inPool {
 		return
 	}
-	mp := p.modes[s.mode]
+	mp := p.modes[keyOf(s)]
 	for i, tag := range s.interests {
 		set := mp.tags[tag]
 		set.remove(s, i)
@@ -185,7 +201,7 @@ func (p *pool) partnerFor(s *session, anyone bool) *session {
 
 // draw is partnerFor with its own test of a candidate.
 func (p *pool) draw(s *session, anyone bool, ok func(*session) bool) *session {
-	mp := p.modes[s.mode]
+	mp := p.modes[keyOf(s)]
 	if n := len(s.interests); n > 0 {
 		var order [MaxInterests]int
 		for i := range n {

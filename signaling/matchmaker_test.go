@@ -18,10 +18,10 @@ func checkPool(t *testing.T, p *pool) {
 		check := func(set *randSet, name string) {
 			for i, m := range set.items {
 				if got := m.s.pos.idx(int(m.slot)); got != int32(i) {
-					t.Fatalf("%s/%s: member %d records index %d", mode, name, i, got)
+					t.Fatalf("%v/%s: member %d records index %d", mode, name, i, got)
 				}
 				if m.slot != anySlot && m.s.interests[m.slot] != name {
-					t.Fatalf("%s: member in set %q under slot for %q", mode, name, m.s.interests[m.slot])
+					t.Fatalf("%v: member in set %q under slot for %q", mode, name, m.s.interests[m.slot])
 				}
 				seen[m.s] = true
 			}
@@ -34,7 +34,7 @@ func checkPool(t *testing.T, p *pool) {
 			check(set, tag)
 		}
 		if len(seen) != mp.size {
-			t.Fatalf("%s: size %d, %d distinct members", mode, mp.size, len(seen))
+			t.Fatalf("%v: size %d, %d distinct members", mode, mp.size, len(seen))
 		}
 	}
 }

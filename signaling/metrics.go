@@ -32,19 +32,22 @@ const (
 // metrics are registered on Config.Registerer. Label values come from fixed
 // sets; nothing is labelled per session.
 type metrics struct {
-	sessions    prometheus.Gauge
-	connections prometheus.Gauge
-	waiting     *prometheus.GaugeVec
-	matches     prometheus.Counter
-	timeToMatch prometheus.Histogram
-	messages    *prometheus.CounterVec
-	dropped     *prometheus.CounterVec
-	closes      *prometheus.CounterVec
-	rejected    *prometheus.CounterVec
-	rateLimited prometheus.Counter
-	reports     prometheus.Counter
-	resumes     *prometheus.CounterVec
-	iceErrors   prometheus.Counter
+	sessions     prometheus.Gauge
+	connections  prometheus.Gauge
+	waiting      *prometheus.GaugeVec
+	matches      prometheus.Counter
+	timeToMatch  prometheus.Histogram
+	messages     *prometheus.CounterVec
+	dropped      *prometheus.CounterVec
+	closes       *prometheus.CounterVec
+	rejected     *prometheus.CounterVec
+	rateLimited  prometheus.Counter
+	reports      prometheus.Counter
+	resumes      *prometheus.CounterVec
+	iceErrors    prometheus.Counter
+	forgedKeys   prometheus.Counter
+	bansEnforced prometheus.Counter
+	cooldowns    prometheus.Counter
 
 	// Children looked up once.
 	msgByType                 map[MsgType]prometheus.Counter // read concurrently, never written after newMetrics
@@ -94,8 +97,18 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		iceErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "strangers_ice_server_errors_total", Help: "Matches announced without ICE servers because the provider failed.",
 		}),
+		forgedKeys: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "strangers_client_keys_replaced_total", Help: "Hellos whose client key was forged or damaged and was replaced by a fresh one.",
+		}),
+		bansEnforced: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "strangers_bans_enforced_total", Help: "Sessions and connections ended or refused because their client is banned.",
+		}),
+		cooldowns: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "strangers_cooldowns_total", Help: "Cooldowns started because a client sent more finds and nexts in a minute than the skip limit.",
+		}),
 	}
 	for _, c := range []prometheus.Collector{
+		m.forgedKeys, m.bansEnforced, m.cooldowns,
 		m.sessions, m.connections, m.waiting, m.matches, m.timeToMatch, m.messages,
 		m.dropped, m.closes, m.rejected, m.rateLimited, m.reports, m.resumes, m.iceErrors,
 	} {

@@ -18,6 +18,7 @@ const (
 	evMsg                   // any later client message
 	evGone                  // the connection's read loop ended
 	evInspect               // tests: report the state on reply
+	evCall                  // run call on the owner goroutine (Enforce, Counts)
 )
 
 type event struct {
@@ -26,6 +27,7 @@ type event struct {
 	msg   any
 	clean bool            // evGone: the client closed with 1000
 	reply chan<- snapshot // evInspect
+	call  func()          // evCall
 
 	// Signal, chat and typing come encoded by the decode shard, ready to
 	// forward; a signal also as a relayOnly sender may send it, if the
@@ -138,6 +140,9 @@ func (h *Hub) handle(ev event) {
 	case evInspect:
 		ev.reply <- h.snapshot()
 		return
+	case evCall:
+		ev.call()
+		return
 	}
 	s := ev.c.sess
 	if s == nil {
@@ -154,6 +159,9 @@ func (h *Hub) handle(ev event) {
 	case *Signal:
 		h.forward(s, m.Match, ev)
 	case *Chat:
+		if s.match != nil && s.match.id == m.Match {
+			h.keepChat(s, m.Text, now)
+		}
 		h.forward(s, m.Match, ev)
 	case *Typing:
 		h.forward(s, m.Match, ev)

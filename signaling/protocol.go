@@ -23,6 +23,8 @@ const (
 	maxRawInterests  = 32        // array length before normalisation (duplicates, blanks)
 	MaxChatLen       = 1000      // characters of chat text
 	MaxReasonLen     = 200       // characters of a report reason
+	MaxNoteLen       = 500       // characters of a report's free-text note
+	MaxFrameBytes    = 40 << 10  // bytes of a report's still frame (JPEG), before base64
 	MaxSDPLen        = 32 << 10  // bytes of a session description
 	MaxCandidateLen  = 1024      // bytes of a candidate line
 	maxMidLen        = 64        // bytes of an sdpMid
@@ -56,6 +58,8 @@ const (
 	TypePartnerLeft MsgType = "partner_left"
 	TypeStats       MsgType = "stats"
 	TypeError       MsgType = "error"
+	TypeBanned      MsgType = "banned"   // the client is banned; the connection is then closed (4003)
+	TypeCooldown    MsgType = "cooldown" // too many nexts: not queued until the cooldown is over
 )
 
 // Mode separates the pools: video users only meet video users, text users
@@ -139,6 +143,9 @@ type Hello struct {
 	Type    MsgType `json:"type"`
 	Version int     `json:"version"`
 	Resume  string  `json:"resume,omitempty"` // token from an earlier welcome
+	// ClientKey is the key an earlier welcome gave this browser; a missing,
+	// forged or damaged one is replaced by a fresh key in welcome.
+	ClientKey string `json:"clientKey,omitempty"`
 }
 
 // Find asks to be paired. Interests are normalised by Decode (trimmed,
@@ -185,11 +192,16 @@ type Typing struct {
 }
 
 // Report flags the partner of the named match (the current one, or the one
-// that just ended). The two are never paired again.
+// that just ended). The two are never paired again. The server keeps the
+// match's last chat lines as evidence, with the note and the still frame.
 type Report struct {
 	Type   MsgType `json:"type"`
 	Match  string  `json:"match"`
 	Reason string  `json:"reason,omitempty"`
+	Note   string  `json:"note,omitempty"` // free text, at most MaxNoteLen characters
+	// Frame is a still of the partner's video taken by the reporter's
+	// page: a JPEG of at most MaxFrameBytes, base64 in JSON.
+	Frame []byte `json:"frame,omitempty"`
 }
 
 // ICERequest asks for ICE servers outside a match (for a connectivity
@@ -216,6 +228,9 @@ type Limits struct {
 	MaxChatLen     int     `json:"maxChatLen"`
 	InterestWaitMs int64   `json:"interestWaitMs"` // wait before interests give way to anyone
 	ResumeGraceMs  int64   `json:"resumeGraceMs"`  // how long a dropped session can be resumed
+	MaxNoteLen     int     `json:"maxNoteLen"`     // characters of a report note
+	MaxFrameBytes  int     `json:"maxFrameBytes"`  // bytes of a report's still frame (JPEG); 0: none fits a message
+	NextRate       int     `json:"nextRate"`       // nexts (and finds) per minute before a cooldown
 }
 
 // Welcome answers hello.
@@ -229,6 +244,10 @@ type Welcome struct {
 	State   State   `json:"state"`             // where the session stands (matters after a resume)
 	Match   string  `json:"match,omitempty"`   // the current match when State is matched
 	Limits  Limits  `json:"limits"`
+	// ClientKey identifies this browser without an account: keep it (in
+	// localStorage) and send it in every hello. Reports, limits and bans
+	// refer to it and to the client address.
+	ClientKey string `json:"clientKey"`
 }
 
 // Waiting confirms the sender is queued.
@@ -267,6 +286,24 @@ type Stats struct {
 	// screen to say how many wait in its own.
 	WaitingVideo int `json:"waitingVideo"`
 	WaitingText  int `json:"waitingText"`
+}
+
+// Banned tells a banned client why and until when, and whom to ask; the
+// server then closes the connection with 4003 and refuses the client until
+// the ban ends, reconnecting included.
+type Banned struct {
+	Type   MsgType `json:"type"`
+	Reason string  `json:"reason"`
+	Until  int64   `json:"until"`            // Unix milliseconds
+	Appeal string  `json:"appeal,omitempty"` // how to appeal (an address, a URL)
+}
+
+// Cooldown answers a find or next over the skip limit (Limits.NextRate a
+// minute): the client is not queued (a match it was in has ended) and may
+// find again after RetryIn milliseconds.
+type Cooldown struct {
+	Type    MsgType `json:"type"`
+	RetryIn int64   `json:"retryIn"`
 }
 
 // Error reports a message the server would not act on.
@@ -413,7 +450,10 @@ func (m *Hello) validate() error {
 	if m.Version <= 0 {
 		return decodeErr(CodeBadMessage, "missing version")
 	}
-	return checkLen("resume", m.Resume, maxIDLen)
+	if err := checkLen("resume", m.Resume, maxIDLen); err != nil {
+		return err
+	}
+	return checkLen("clientKey", m.ClientKey, maxClientKey)
 }
 
 func (m *Find) validate() error {
@@ -520,7 +560,24 @@ func (m *Report) validate() error {
 	if err := checkMatch(m.Match); err != nil {
 		return err
 	}
-	return checkRunes("reason", m.Reason, MaxReasonLen)
+	if err := checkRunes("reason", m.Reason, MaxReasonLen); err != nil {
+		return err
+	}
+	if err := checkRunes("note", m.Note, MaxNoteLen); err != nil {
+		return err
+	}
+	if len(m.Frame) > MaxFrameBytes {
+		return decodeErr(CodeTooLarge, "frame of %d bytes: at most %d bytes of JPEG", len(m.Frame), MaxFrameBytes)
+	}
+	if len(m.Frame) > 0 && !isJPEG(m.Frame) {
+		return decodeErr(CodeBadMessage, "frame is not a JPEG image")
+	}
+	return nil
+}
+
+// isJPEG reports whether b starts and ends like a JPEG file (SOI, EOI).
+func isJPEG(b []byte) bool {
+	return len(b) >= 4 && b[0] == 0xFF && b[1] == 0xD8 && b[2] == 0xFF && b[len(b)-2] == 0xFF && b[len(b)-1] == 0xD9
 }
 
 // msgType returns the type of a decoded client message.

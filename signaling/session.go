@@ -28,6 +28,12 @@ type session struct {
 	id     string // public: sent to the client, named in TURN credentials
 	token  string // secret: resumes the session; never logged
 	serial uint64 // for the avoid lists
+	// ident is who the session is, for moderation; clientKey the signed
+	// key it was told to keep (see identity.go).
+	ident     Identity
+	clientKey string
+	skips     *skipLog // shared by the sessions of one client key (skiplimit.go)
+	shadow    bool     // waits in the shadow pool (decided when it starts waiting)
 
 	// Owned by the owner goroutine.
 	conn  *conn // nil while detached
@@ -48,6 +54,7 @@ type session struct {
 
 	match       *match
 	lastMatch   string // id of the match that ended last, for a late report
+	lastEnded   *match // that match, for its evidence
 	lastPartner uint64
 	recent      []uint64            // ring of the last RecentPartners partners
 	recentNext  int                 // next slot of recent to overwrite
@@ -112,6 +119,8 @@ func (h *Hub) welcome(s *session, resumed bool) []byte {
 		Resumed: resumed,
 		State:   s.state,
 		Limits:  h.limits,
+
+		ClientKey: s.clientKey,
 	}
 	if s.match != nil {
 		w.Match = s.match.id
@@ -136,6 +145,16 @@ func (h *Hub) hello(c *conn, m *Hello) {
 		state:  StateIdle,
 		conn:   c,
 	}
+	s.clientKey, s.ident = h.identify(m.ClientKey, c.ip)
+	if h.cfg.Moderator != nil {
+		if notice, banned := h.cfg.Moderator.Banned(s.ident, time.Now()); banned {
+			h.m.bansEnforced.Inc()
+			c.send(encode(&Banned{Type: TypeBanned, Reason: notice.Reason, Until: notice.Until.UnixMilli(), Appeal: notice.Appeal}))
+			c.closeWith(CloseBanned, "banned", reasonBanned)
+			return
+		}
+	}
+	s.skips = h.skipLogFor(s.ident.Client)
 	c.sess = s
 	h.sessions[s.token] = s
 	h.m.sessions.Inc()

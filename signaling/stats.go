@@ -1,5 +1,7 @@
 package signaling
 
+import "time"
+
 // statsChunks is how many pieces a stats push is cut into, sent one per
 // StatsInterval/statsChunks: writing to every connection at once would be a
 // burst of work that delays everything queued behind it.
@@ -12,6 +14,7 @@ const statsChunks = 32
 func (h *Hub) statsTick() {
 	h.statsTicks++
 	if h.statsTicks%statsChunks == 0 {
+		h.sweepSkipLogs(time.Now())
 		video, text := h.pool.waiting(ModeVideo), h.pool.waiting(ModeText)
 		st := Stats{Type: TypeStats, Online: len(h.sessions), Waiting: video + text, WaitingVideo: video, WaitingText: text}
 		if st != h.lastStats {

@@ -71,6 +71,9 @@ func (c Config) Validate() error {
 			break
 		}
 	}
+	if n := len(c.IdentityKey); n > 0 && n < IdentityKeyLen {
+		bad("IdentityKey", fmt.Sprintf("%d bytes", n), fmt.Sprintf("must be at least %d bytes", IdentityKeyLen))
+	}
 	for _, p := range c.TrustedProxies {
 		if !p.IsValid() {
 			bad("TrustedProxies", c.TrustedProxies, "must hold only valid prefixes")
@@ -88,6 +91,7 @@ func (c Config) Validate() error {
 		{"HelloTimeout", c.HelloTimeout},
 		{"PongWait", c.PongWait},
 		{"WriteWait", c.WriteWait},
+		{"NextCooldown", c.NextCooldown},
 	} {
 		if d.v <= 0 {
 			bad(d.name, d.v, "must be positive")
@@ -171,6 +175,12 @@ func (c Config) withDefaults() Config {
 		if *n.v == 0 {
 			*n.v = n.def
 		}
+	}
+	if c.NextRate == 0 {
+		c.NextRate = 20
+	}
+	if c.NextCooldown == 0 {
+		c.NextCooldown = 30 * time.Second
 	}
 	if c.MaxMessageSize == 0 {
 		c.MaxMessageSize = 64 << 10

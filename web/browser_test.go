@@ -233,7 +233,15 @@ type userOptions struct {
 	waitOnline bool
 	viewportW  int64
 	viewportH  int64
+	rulesGate  bool
 }
+
+// withRulesGate leaves the rules unaccepted, so the first Start shows them
+// (other users have accepted them before, as a returning visitor has).
+func withRulesGate() userOption { return func(o *userOptions) { o.rulesGate = true } }
+
+// acceptedRules marks the rules accepted in a new page's storage.
+const acceptedRules = `try { localStorage.setItem('strangers.rulesAccepted', '1'); } catch {}`
 
 // from loads the page from another origin than the secure loopback one.
 func from(base string) userOption { return func(o *userOptions) { o.base = base } }
@@ -285,7 +293,11 @@ func (st *stage) newUser(tb testing.TB, name string, opts ...userOption) *user {
 	setup, scancel := context.WithTimeout(ctx, stepTimeout)
 	defer scancel()
 	if err := chromedp.Do(setup, chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
-		_, err := cdp.Call(ctx, t, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: instrument})
+		src := instrument
+		if !o.rulesGate {
+			src += acceptedRules
+		}
+		_, err := cdp.Call(ctx, t, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: src})
 		return err
 	})); err != nil {
 		tb.Fatalf("%s: setting up the tab: %v", name, err)

@@ -293,6 +293,8 @@ func startServer(tb testing.TB, extraEnv ...string) *server {
 		"STRANGERS_LOG_LEVEL=debug",
 		"STRANGERS_INTEREST_WAIT=1s",
 		"STRANGERS_WS_MAX_PER_IP=200",
+		"STRANGERS_STATE_DIR=" + tb.TempDir(),
+		"STRANGERS_NEXT_RATE=0", // benchmarks press Next as fast as they can
 		fmt.Sprintf("STRANGERS_RELAY_PORT_MIN=%d", relayPortMin),
 		fmt.Sprintf("STRANGERS_RELAY_PORT_MAX=%d", relayPortMax),
 	}, extraEnv...)

@@ -78,6 +78,8 @@ func TestProtocolMirrorsGo(t *testing.T) {
 		"MAX_INTEREST_LEN": signaling.MaxInterestLen,
 		"MAX_CHAT_LEN":     signaling.MaxChatLen,
 		"MAX_REASON_LEN":   signaling.MaxReasonLen,
+		"MAX_NOTE_LEN":     signaling.MaxNoteLen,
+		"MAX_FRAME_BYTES":  signaling.MaxFrameBytes,
 	} {
 		m := regexp.MustCompile(`export const ` + name + ` = (\d+);`).FindStringSubmatch(js)
 		if m == nil {
@@ -90,5 +92,8 @@ func TestProtocolMirrorsGo(t *testing.T) {
 	}
 	if m := regexp.MustCompile(`CLOSE_RESUMED = (\d+)`).FindStringSubmatch(js); m == nil || m[1] != strconv.Itoa(signaling.CloseResumed) {
 		t.Errorf("protocol.js CLOSE_RESUMED %v, the server's is %d", m, signaling.CloseResumed)
+	}
+	if m := regexp.MustCompile(`CLOSE_BANNED = (\d+)`).FindStringSubmatch(js); m == nil || m[1] != strconv.Itoa(signaling.CloseBanned) {
+		t.Errorf("protocol.js CLOSE_BANNED %v, the server's is %d", m, signaling.CloseBanned)
 	}
 }

@@ -45,6 +45,7 @@ func spawn(ctx context.Context, path string, extraEnv []string) (*server, error)
 		"STRANGERS_WS_MAX_PER_IP=1000000",
 		"STRANGERS_WS_RATE=1000",
 		"STRANGERS_WS_BURST=1000",
+		"STRANGERS_NEXT_RATE=0", // the crowd skips as fast as it can, by design
 		"STRANGERS_LOG_LEVEL=warn",
 		"STRANGERS_TURN_SECRET=load-test-secret-not-for-production",
 	)

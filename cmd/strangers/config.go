@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strconv"
@@ -18,6 +19,7 @@ import (
 	"github.com/caarlos0/env/v11"
 
 	"github.com/strangers-chat/strangers/relay"
+	"github.com/strangers-chat/strangers/web"
 )
 
 // config is every setting of the server. Each field is one STRANGERS_*
@@ -86,6 +88,16 @@ type config struct {
 	TURNTCPFirstMsg    time.Duration `env:"STRANGERS_TURN_TCP_FIRST_MESSAGE_TIMEOUT" envDefault:"10s" sets:"relay.TCPFirstMessageTimeout" bounds:">0" help:"How long a new TURN-over-TCP/TLS connection has to send its first complete STUN message."`
 	TURNTCPIdle        time.Duration `env:"STRANGERS_TURN_TCP_IDLE_TIMEOUT" envDefault:"5m" sets:"relay.TCPIdleTimeout" bounds:">0" help:"How long a TURN-over-TCP/TLS connection may stay silent before it is closed."`
 	ICEServers         string        `env:"STRANGERS_ICE_SERVERS" sets:"relay.ExtraICEServers" help:"JSON list of extra ICE servers handed to browsers besides ours, as RTCIceServer objects, e.g. [{\"urls\":\"stun:stun.example.com:3478\"}]."`
+
+	// Moderation.
+	StateDir        string        `env:"STRANGERS_STATE_DIR" help:"Directory of the moderation store (bans, reports with their evidence, the shadow pool, the audit log, the key that signs client keys), kept across restarts; one instance per directory. Empty: $STATE_DIRECTORY (systemd's StateDirectory=), else $XDG_STATE_HOME/strangers, else ~/.local/state/strangers; if another instance holds that one, a temporary directory (nothing is kept)."`
+	AdminAddr       string        `env:"STRANGERS_ADMIN_ADDR" envDefault:"127.0.0.1:9091" help:"Address of the admin API (/api/v1/) and the moderators' page. Loopback by default: open it only behind TLS and a firewall."`
+	AdminTokenFile  string        `env:"STRANGERS_ADMIN_TOKEN_FILE,file" secret:"true" help:"Path of a file holding the admin API's bearer token (at least 16 bytes). Empty: the admin listener does not start."`
+	AppealContact   string        `env:"STRANGERS_APPEAL_CONTACT" bounds:"<=200" unit:"bytes" help:"How banned users can appeal (an email address or a URL), shown with the reason and the end of their ban. Empty: none is shown."`
+	ReportThreshold int           `env:"STRANGERS_REPORT_THRESHOLD" envDefault:"3" bounds:">=1" help:"Distinct reporters (different addresses; reporters whose reports moderators dismissed count less) who, within 24 h, put someone in the shadow pool for 24 h: matched only with others in it, and told nothing."`
+	ReportRetention time.Duration `env:"STRANGERS_REPORT_RETENTION" envDefault:"336h" bounds:">=1h" help:"How long reports and their evidence (chat lines, still frame) are kept before they are deleted (336h: 14 days)."`
+	RulesFile       string        `env:"STRANGERS_RULES_FILE,file" help:"Path of a file holding the rules the page shows before the first Start, with the 18+ confirmation (plain text or Markdown: headings, - lists, **bold**; shown as text, never as HTML; at most 64 KiB). Empty: a built-in set of house rules."`
+	NextRate        int           `env:"STRANGERS_NEXT_RATE" envDefault:"20" sets:"signaling.NextRate" bounds:">=0" zero:"no limit" help:"Finds and Nexts one browser may send in a minute; one more starts a 30 s cooldown the page counts down. 0: no limit. The default lets someone look at each stranger for three seconds; a script cycling through everyone is slowed down."`
 }
 
 // testOnlyVariables are read by the test suite and the tools under cmd/,
@@ -107,7 +119,11 @@ type settings struct {
 	secretRandom   bool   // no secret was configured
 	turnOldSecrets [][]byte
 	extraICE       []relay.ICEServer
+	adminToken     string // trimmed content of STRANGERS_ADMIN_TOKEN_FILE
 }
+
+// minAdminToken is the least length of the admin token.
+const minAdminToken = 16
 
 // variable describes one configuration variable, read from the config tags.
 type variable struct {
@@ -302,6 +318,39 @@ func validate(c config, environment map[string]string) (settings, error) {
 	}
 	checkHostPort("STRANGERS_HTTP_ADDR", c.HTTPAddr)
 	checkHostPort("STRANGERS_TLS_ADDR", c.TLSAddr)
+	checkHostPort("STRANGERS_ADMIN_ADDR", c.AdminAddr)
+	if c.StateDir != "" && !filepath.IsAbs(c.StateDir) {
+		bad("STRANGERS_STATE_DIR", c.StateDir, "must be an absolute path")
+	}
+	if _, ok := environment["STRANGERS_ADMIN_TOKEN_FILE"]; ok {
+		s.adminToken = strings.TrimSpace(c.AdminTokenFile)
+		switch {
+		case s.adminToken == "":
+			bad("STRANGERS_ADMIN_TOKEN_FILE", "", "the file is empty")
+		case len(s.adminToken) < minAdminToken:
+			bad("STRANGERS_ADMIN_TOKEN_FILE", "", fmt.Sprintf("the token must be at least %d bytes", minAdminToken))
+		}
+	}
+	if _, ok := environment["STRANGERS_RULES_FILE"]; ok {
+		switch {
+		case strings.TrimSpace(c.RulesFile) == "":
+			bad("STRANGERS_RULES_FILE", environment["STRANGERS_RULES_FILE"], "the file is empty")
+		case len(c.RulesFile) > web.MaxRulesSize:
+			bad("STRANGERS_RULES_FILE", environment["STRANGERS_RULES_FILE"], "the file is larger than 64 KiB")
+		}
+	}
+	if len(c.AppealContact) > 200 {
+		bad("STRANGERS_APPEAL_CONTACT", c.AppealContact, "must be at most 200 bytes")
+	}
+	if c.ReportThreshold < 1 {
+		bad("STRANGERS_REPORT_THRESHOLD", strconv.Itoa(c.ReportThreshold), "must be at least 1")
+	}
+	if c.ReportRetention < time.Hour {
+		bad("STRANGERS_REPORT_RETENTION", c.ReportRetention.String(), "must be at least 1h")
+	}
+	if c.NextRate < 0 {
+		bad("STRANGERS_NEXT_RATE", strconv.Itoa(c.NextRate), "must be at least 0")
+	}
 
 	switch {
 	case c.TLSCertFile != "" && c.TLSKeyFile == "":

@@ -39,6 +39,7 @@ func testEnv() map[string]string {
 func startRun(t *testing.T, extra map[string]string) *server {
 	t.Helper()
 	env := testEnv()
+	env["STRANGERS_STATE_DIR"] = t.TempDir()
 	maps.Copy(env, extra)
 	ctx, cancel := context.WithCancel(context.Background())
 	logs := newLogTail()

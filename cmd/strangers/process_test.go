@@ -42,6 +42,9 @@ func buildBinary(t *testing.T) string {
 	return binaryPath
 }
 
+// processEnv is the binary's environment: testEnv plus extra. Without
+// STRANGERS_STATE_DIR in extra the default state directory under HOME is
+// taken, or a temporary one when another test's binary holds it.
 func processEnv(extra map[string]string) []string {
 	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.TempDir()}
 	for k, v := range testEnv() {

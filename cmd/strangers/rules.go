@@ -37,7 +37,17 @@ func signalingConfig(s settings) signaling.Config {
 		WriteWait:      s.WSWriteTimeout,
 		SendQueue:      s.WSSendQueue,
 		StatsInterval:  s.StatsInterval,
+		NextRate:       nextRate(s.NextRate),
 	}
+}
+
+// nextRate maps STRANGERS_NEXT_RATE to signaling.Config.NextRate: the
+// variable's 0 (no limit) is the library's negative.
+func nextRate(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
 }
 
 // relayConfig is the part of relay.Config the settings decide; the caller

@@ -90,6 +90,16 @@ func explicitCases(t *testing.T) map[string][]envCase {
 			{value: file("old15", "0123456789abcde\n"), want: "STRANGERS_TURN_OLD_SECRETS_FILE: must each be at least 16 bytes"},
 			{value: filepath.Join(dir, "missing"), want: "cannot read file"}},
 		"STRANGERS_ICE_SERVERS": {{value: `[{"urls":"stun:stun.example.com:3478"}]`, ok: true}, {value: "stun:x", want: "invalid ICE server list"}},
+		"STRANGERS_RULES_FILE": {{value: file("rules.md", "# Rules\n- be nice\n"), ok: true},
+			{value: file("rules-empty", "\n"), want: "the file is empty"},
+			{value: file("rules-big", strings.Repeat("x", 64<<10+1)), want: "larger than 64 KiB"},
+			{value: filepath.Join(dir, "missing"), want: "cannot read file"}},
+		"STRANGERS_STATE_DIR":  {{value: "/var/lib/strangers", ok: true}, {value: "state", want: "absolute path"}},
+		"STRANGERS_ADMIN_ADDR": {{value: "127.0.0.1:0", ok: true}, {value: "9091", want: "host:port"}},
+		"STRANGERS_ADMIN_TOKEN_FILE": {{value: file("token16", "0123456789abcdef\n"), ok: true},
+			{value: file("token15", "0123456789abcde\n"), want: "STRANGERS_ADMIN_TOKEN_FILE: the token must be at least 16 bytes"},
+			{value: file("tokenempty", "\n"), want: "the file is empty"},
+			{value: filepath.Join(dir, "missing"), want: "cannot read file"}},
 	}
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/strangers-chat/strangers/internal/tlsmux"
+	"github.com/strangers-chat/strangers/moderation"
 	"github.com/strangers-chat/strangers/relay"
 	"github.com/strangers-chat/strangers/signaling"
 	"github.com/strangers-chat/strangers/web"
@@ -52,7 +53,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	for _, w := range warnings {
 		logger.Warn(w)
 	}
-	a, err := start(cfg, logger)
+	a, err := start(cfg, logger, getenv)
 	if err != nil {
 		return err
 	}
@@ -70,6 +71,8 @@ type app struct {
 
 	relay *relay.Server // nil when the embedded relay is off
 	hub   *signaling.Hub
+	mod   *modState
+	admin net.Addr // nil when the admin listener is off
 
 	servers []*http.Server
 	mux     *tlsmux.Mux // nil without TLS
@@ -80,8 +83,8 @@ type app struct {
 
 // start opens every listener and starts every component. On error it
 // closes what it had opened.
-func start(cfg settings, logger *slog.Logger) (_ *app, err error) {
-	a := &app{cfg: cfg, log: logger, served: make(chan error, 4)}
+func start(cfg settings, logger *slog.Logger, getenv func(string) string) (_ *app, err error) {
+	a := &app{cfg: cfg, log: logger, served: make(chan error, 5)}
 	var closers []func()
 	defer func() {
 		if err != nil {
@@ -124,6 +127,21 @@ func start(cfg settings, logger *slog.Logger) (_ *app, err error) {
 		a.mux = tlsmux.New(tlsLn, tlsSet.config, tlsmux.DefaultLimits, logger.With("component", "tls"))
 		reg.MustRegister(muxRefusals(a.mux)...)
 	}
+	var adminLn net.Listener
+	if cfg.adminToken != "" {
+		adminLn, err = net.Listen("tcp", cfg.AdminAddr)
+		if err != nil {
+			return nil, fmt.Errorf("admin: listen %s: %w", cfg.AdminAddr, err)
+		}
+		closers = append(closers, func() { adminLn.Close() })
+		a.admin = adminLn.Addr()
+	}
+
+	a.mod, err = openModeration(cfg, getenv, logger, reg)
+	if err != nil {
+		return nil, err
+	}
+	closers = append(closers, func() { a.mod.close() })
 
 	publicHost := cfg.PublicHost
 	if publicHost == "" {
@@ -154,6 +172,7 @@ func start(cfg settings, logger *slog.Logger) (_ *app, err error) {
 
 	scfg := signalingConfig(cfg)
 	scfg.ICE, scfg.Sessions = ice, sessions
+	scfg.Moderator, scfg.IdentityKey = a.mod.svc, a.mod.key
 	scfg.Logger = logger // the hub names itself (component=signaling)
 	scfg.Registerer = reg
 	a.hub, err = signaling.New(scfg)
@@ -165,6 +184,7 @@ func start(cfg settings, logger *slog.Logger) (_ *app, err error) {
 	mux := http.NewServeMux()
 	mux.Handle("GET /", web.Handler())
 	mux.Handle("GET /ws", a.hub)
+	mux.Handle("GET /rules", web.Rules(cfg.RulesFile))
 	a.handleProbes(mux, reg)
 	httpLog := logger.With("component", "http")
 	newServer := func(h http.Handler) *http.Server {
@@ -177,6 +197,15 @@ func start(cfg settings, logger *slog.Logger) (_ *app, err error) {
 		}
 		a.servers = append(a.servers, srv)
 		return srv
+	}
+	if adminLn != nil {
+		// Built before serving anything: it fails only for a missing part.
+		h, err := moderation.NewAdmin(moderation.AdminConfig{Service: a.mod.svc, Hub: a.hub, Token: cfg.adminToken, Logger: logger})
+		if err != nil {
+			a.hub.Shutdown(context.Background())
+			return nil, err
+		}
+		a.serve(newServer(h), adminLn)
 	}
 	if a.mux == nil {
 		a.serve(newServer(mux), httpLn)
@@ -273,7 +302,14 @@ func (a *app) logSummary(httpAddr net.Addr, tlsSet tlsSetup, publicHost string) 
 	if publicHost != "" {
 		attrs = append(attrs, "public_host", publicHost)
 	}
+	if a.admin != nil {
+		attrs = append(attrs, "admin", a.admin.String())
+	}
+	attrs = append(attrs, "state_dir", a.mod.dir)
 	a.log.Info("listening", attrs...)
+	if a.admin == nil {
+		a.log.Info("admin API off: STRANGERS_ADMIN_TOKEN_FILE is not set")
+	}
 
 	if a.relay != nil {
 		if ports := a.cfg.RelayPortMax - a.cfg.RelayPortMin + 1; ports < a.cfg.TURNTotalQuota {
@@ -343,6 +379,9 @@ func (a *app) wait(ctx context.Context) error {
 		if err := a.relay.Close(); err != nil {
 			a.log.Warn("closing the relay", "err", err)
 		}
+	}
+	if err := a.mod.close(); err != nil {
+		a.log.Warn("closing the moderation store", "err", err)
 	}
 	if serveErr != nil {
 		return serveErr

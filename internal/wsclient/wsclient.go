@@ -241,6 +241,8 @@ var serverTypes = map[signaling.MsgType]reflect.Type{
 	signaling.TypeStats:       reflect.TypeFor[signaling.Stats](),
 	signaling.TypeICE:         reflect.TypeFor[signaling.ICEReply](),
 	signaling.TypeError:       reflect.TypeFor[signaling.Error](),
+	signaling.TypeBanned:      reflect.TypeFor[signaling.Banned](),
+	signaling.TypeCooldown:    reflect.TypeFor[signaling.Cooldown](),
 }
 
 // withType returns a copy of msg with its Type field set, and that type.
@@ -256,8 +258,8 @@ func withType(msg any) (any, signaling.MsgType, error) {
 }
 
 // Recv reads the next server message, a pointer to signaling.Welcome,
-// Waiting, Matched, Signal, Chat, Typing, PartnerLeft, Stats, ICEReply or
-// Error, or an *Unknown. It must not be called after Start, nor from two
+// Waiting, Matched, Signal, Chat, Typing, PartnerLeft, Stats, ICEReply,
+// Error, Banned or Cooldown, or an *Unknown. It must not be called after Start, nor from two
 // goroutines at once. A Recv ended by ctx leaves the connection unusable
 // (the WebSocket cannot resume a read cut short); callers that wait on
 // other things too use Start.
@@ -411,7 +413,13 @@ func Wait[T any](ctx context.Context, c *Conn, typ signaling.MsgType) (*T, error
 
 // Hello says hello (resume may be empty) and waits for welcome.
 func (c *Conn) Hello(ctx context.Context, resume string) (*signaling.Welcome, error) {
-	if err := c.Send(ctx, signaling.Hello{Version: signaling.ProtocolVersion, Resume: resume}); err != nil {
+	return c.HelloKey(ctx, resume, "")
+}
+
+// HelloKey is Hello presenting a client key from an earlier welcome
+// (Welcome.ClientKey), as a browser does.
+func (c *Conn) HelloKey(ctx context.Context, resume, clientKey string) (*signaling.Welcome, error) {
+	if err := c.Send(ctx, signaling.Hello{Version: signaling.ProtocolVersion, Resume: resume, ClientKey: clientKey}); err != nil {
 		return nil, err
 	}
 	return Wait[signaling.Welcome](ctx, c, signaling.TypeWelcome)

@@ -6,6 +6,7 @@ import * as P from './protocol.js';
 import { Signaling } from './signaling.js';
 import { Call, probeReachability } from './rtc.js';
 import * as ui from './ui.js';
+import * as mod from './moderation.js';
 
 const { el } = ui;
 
@@ -69,6 +70,12 @@ const state = {
   /** @type {((servers: P.ICEServer[]) => void) | null} */
   iceReply: null,
   probed: false,
+  /** A still of the stranger's video for a report (taken when the match ended or Report was pressed). */
+  /** @type {Promise<string | null> | null} */
+  frame: null,
+  /** Cancels a skip cooldown's countdown. */
+  /** @type {(() => void) | null} */
+  cancelCooldown: null,
 };
 
 const sig = new Signaling({
@@ -158,8 +165,39 @@ function onMessage(m) {
     case 'error':
       onError(m);
       break;
+    case 'banned':
+      endMatch();
+      stopCountdown();
+      stopStream();
+      state.phase = 'idle';
+      mod.showBanned(m);
+      break;
+    case 'cooldown':
+      onCooldown(m);
+      break;
   }
 }
+
+/**
+ * Too many Nexts: the server did not queue us. Count down, then look again.
+ * @param {P.Cooldown} m
+ */
+function onCooldown(m) {
+  if (state.phase === 'idle') return;
+  if (state.phase === 'matched') endMatch();
+  stopCountdown();
+  state.phase = 'waiting';
+  state.cancelCooldown?.();
+  state.cancelCooldown = mod.countDown(Math.max(0, Number(m.retryIn) || 0), (text) => ui.setStage(text, 'notice'), () => {
+    state.cancelCooldown = null;
+    if (state.phase !== 'waiting') return;
+    sendFind();
+    startCountdown(0);
+  });
+}
+
+/** The largest still frame a report may carry. */
+const maxFrame = () => sig.limits?.maxFrameBytes ?? P.MAX_FRAME_BYTES;
 
 /**
  * Once per page, while the first call is being set up: can our relay be
@@ -294,6 +332,7 @@ function onMatched(m) {
   state.phase = 'matched';
   state.match = m;
   state.reportable = m.match;
+  state.frame = null;
   ui.clearLog();
   ui.addMessage('system', 'You\u2019re now talking to a random stranger. Say hi!');
   ui.setCommon(Array.isArray(m.interests) ? m.interests : []);
@@ -357,6 +396,8 @@ el.remoteVideo.addEventListener('playing', () => {
 /** Ends the current call and match locally (the server knows already). */
 function endMatch() {
   const focused = document.activeElement;
+  // Keep a still of the stranger for a report made after the match ended.
+  if (state.call && el.remoteVideo.videoWidth > 0) state.frame = mod.captureFrame(el.remoteVideo, maxFrame());
   if (state.call) state.call.close();
   state.call = null;
   state.match = null;
@@ -424,8 +465,8 @@ function next() {
       return;
   }
   state.phase = 'waiting';
-  el.report.disabled = true;
-  state.reportable = '';
+  // The match that just ended may still be reported.
+  el.report.disabled = state.reportable === '';
   ui.setCommon([]);
   startCountdown(0);
 }
@@ -433,6 +474,8 @@ function next() {
 function stop() {
   disarmEsc();
   if (state.phase !== 'idle') sig.send(P.stop());
+  state.cancelCooldown?.();
+  state.cancelCooldown = null;
   endMatch();
   stopCountdown();
   state.phase = 'idle';
@@ -500,22 +543,40 @@ el.chatInput.addEventListener('input', () => {
 
 // ---- Report ----------------------------------------------------------------
 
-el.report.addEventListener('click', () => {
+el.report.addEventListener('click', async () => {
   if (state.reportable === '') return;
+  if (state.phase === 'matched' && el.remoteVideo.videoWidth > 0) state.frame = mod.captureFrame(el.remoteVideo, maxFrame());
+  const frameBox = /** @type {HTMLInputElement} */ (document.getElementById('report-frame'));
+  const haveFrame = (await state.frame) != null;
+  frameBox.disabled = !haveFrame;
+  frameBox.checked = haveFrame;
+  el.reportForm.reset();
+  frameBox.checked = haveFrame;
   el.reportDialog.showModal();
 });
 
-el.reportDialog.addEventListener('close', () => {
+el.reportDialog.addEventListener('close', async () => {
   if (el.reportDialog.returnValue !== 'report' || state.reportable === '') return;
-  const reason = new FormData(el.reportForm).get('reason');
-  sig.send(P.report(state.reportable, typeof reason === 'string' ? reason : 'other'));
+  const form = new FormData(el.reportForm);
+  const reason = form.get('reason');
+  const note = /** @type {HTMLTextAreaElement} */ (document.getElementById('report-note')).value.trim();
+  const withFrame = /** @type {HTMLInputElement} */ (document.getElementById('report-frame')).checked;
+  const match = state.reportable;
   state.reportable = '';
   el.report.disabled = true;
-  if (state.phase === 'matched') {
+  const frame = withFrame ? await state.frame : null;
+  state.frame = null;
+  sig.send(P.report(match, typeof reason === 'string' ? reason : '', note, frame ?? undefined));
+  if (state.phase === 'matched' && state.match?.match === match) {
     endMatch();
+    state.frame = null;
     state.phase = 'ended';
   }
-  const text = 'Thanks for the report. You will not meet this stranger again.';
+  const text = mod.M.reported;
+  if (state.phase === 'waiting') {
+    ui.addMessage('system', text);
+    return;
+  }
   ui.setStage(text, 'notice');
   ui.addMessage('system', `${text} Press Next to meet someone new.`);
   el.next.focus();
@@ -571,6 +632,7 @@ el.interestInput.addEventListener('blur', () => addTypedInterests());
 el.startForm.addEventListener('submit', async (e) => {
   e.preventDefault();
   if (el.start.disabled) return;
+  if (!(await mod.rulesGate())) return;
   addTypedInterests();
   ui.showStartError('');
   const mode = currentMode();

@@ -11,6 +11,8 @@ export const MAX_INTERESTS = 10;
 export const MAX_INTEREST_LEN = 32;
 export const MAX_CHAT_LEN = 1000;
 export const MAX_REASON_LEN = 200;
+export const MAX_NOTE_LEN = 500;
+export const MAX_FRAME_BYTES = 40960;
 
 /** Message types. */
 export const T = Object.freeze({
@@ -32,6 +34,8 @@ export const T = Object.freeze({
   partnerLeft: 'partner_left',
   stats: 'stats',
   error: 'error',
+  banned: 'banned',
+  cooldown: 'cooldown',
 });
 
 /** Stable error codes (error.code). */
@@ -49,6 +53,8 @@ export const ErrorCode = Object.freeze({
 
 /** Close codes the server sends besides RFC 6455's. */
 export const CLOSE_RESUMED = 4000;
+/** The client is banned (a banned message came first): do not reconnect. */
+export const CLOSE_BANNED = 4003;
 
 /**
  * @typedef {'video' | 'text'} Mode
@@ -80,15 +86,18 @@ export const CLOSE_RESUMED = 4000;
  * @property {number} maxChatLen
  * @property {number} interestWaitMs wait before interests give way to anyone
  * @property {number} resumeGraceMs how long a dropped session can be resumed
+ * @property {number} [maxNoteLen] characters of a report note
+ * @property {number} [maxFrameBytes] bytes of a report's still frame (JPEG); 0: none fits
+ * @property {number} [nextRate] finds and nexts a minute before a cooldown
  */
 
 /**
  * Client → server.
- * @typedef {{type: 'hello', version: number, resume?: string}} Hello must come first
+ * @typedef {{type: 'hello', version: number, resume?: string, clientKey?: string}} Hello must come first; clientKey: from an earlier welcome
  * @typedef {{type: 'find', mode: Mode, interests?: string[], relayOnly?: boolean, interestsOnly?: boolean}} Find
  * @typedef {{type: 'next'}} Next ends the match, if any, and queues again with the last find
  * @typedef {{type: 'stop'}} Stop ends the match or leaves the queue
- * @typedef {{type: 'report', match: string, reason?: string}} Report the current or just-ended match
+ * @typedef {{type: 'report', match: string, reason?: string, note?: string, frame?: string}} Report the current or just-ended match; frame: base64 JPEG of the stranger's video
  * @typedef {{type: 'signal', match: string, sdp?: SessionDescription, candidate?: ICECandidate}} Signal exactly one of sdp and candidate
  * @typedef {{type: 'chat', match: string, text: string}} Chat
  * @typedef {{type: 'typing', match: string, typing: boolean}} Typing
@@ -98,21 +107,24 @@ export const CLOSE_RESUMED = 4000;
 
 /**
  * Server → client.
- * @typedef {{type: 'welcome', version: number, session: string, resume: string, online: number, resumed?: boolean, state: State, match?: string, limits: Limits}} Welcome
+ * @typedef {{type: 'welcome', version: number, session: string, resume: string, online: number, resumed?: boolean, state: State, match?: string, limits: Limits, clientKey: string}} Welcome clientKey: keep it and send it in every hello
  * @typedef {{type: 'waiting', mode: Mode, fallbackIn?: number}} Waiting fallbackIn: ms until anyone will do (0: already, or never)
  * @typedef {{type: 'matched', match: string, role: Role, iceServers: ICEServer[], interests: string[], mode: Mode, relayOnly?: boolean}} Matched
  * @typedef {{type: 'partner_left', match: string, reason: LeftReason}} PartnerLeft
  * @typedef {{type: 'stats', online: number, waiting: number, waitingVideo: number, waitingText: number}} Stats waiting: in all modes; waitingVideo and waitingText: by mode
  * @typedef {{type: 'error', code: string, message: string}} ErrorMessage
  * @typedef {{type: 'ice', iceServers: ICEServer[]}} ICEReply
- * @typedef {Welcome | Waiting | Matched | Signal | Chat | Typing | PartnerLeft | Stats | ErrorMessage | ICEReply} ServerMessage
+ * @typedef {{type: 'banned', reason: string, until: number, appeal?: string}} Banned until: Unix ms; the connection closes with CLOSE_BANNED
+ * @typedef {{type: 'cooldown', retryIn: number}} Cooldown too many nexts: not queued; find again after retryIn ms
+ * @typedef {Welcome | Waiting | Matched | Signal | Chat | Typing | PartnerLeft | Stats | ErrorMessage | ICEReply | Banned | Cooldown} ServerMessage
  */
 
-/** @param {string} [resume] @returns {Hello} */
-export function hello(resume) {
+/** @param {string} [resume] @param {string} [clientKey] @returns {Hello} */
+export function hello(resume, clientKey) {
   /** @type {Hello} */
   const m = { type: 'hello', version: PROTOCOL_VERSION };
   if (resume) m.resume = resume;
+  if (clientKey) m.clientKey = clientKey;
   return m;
 }
 
@@ -135,9 +147,20 @@ export const next = () => ({ type: 'next' });
 /** @returns {Stop} */
 export const stop = () => ({ type: 'stop' });
 
-/** @param {string} match @param {string} reason @returns {Report} */
-export function report(match, reason) {
-  return { type: 'report', match, reason: reason.slice(0, MAX_REASON_LEN) };
+/**
+ * @param {string} match
+ * @param {string} reason
+ * @param {string} [note]
+ * @param {string} [frame] base64 JPEG
+ * @returns {Report}
+ */
+export function report(match, reason, note, frame) {
+  /** @type {Report} */
+  const m = { type: 'report', match };
+  if (reason) m.reason = reason.slice(0, MAX_REASON_LEN);
+  if (note) m.note = Array.from(note).slice(0, MAX_NOTE_LEN).join('');
+  if (frame) m.frame = frame;
+  return m;
 }
 
 /** @param {string} match @param {RTCSessionDescriptionInit} d @returns {Signal} */

@@ -23,6 +23,26 @@ const connectTimeoutMs = 10000;
 const maxQueue = 200;
 /** The close code of a client that is done with its session. */
 const closeNormal = 1000;
+/** Where the browser keeps the client key the server signed (no account, no fingerprint). */
+const clientKeyItem = 'strangers.clientKey';
+
+/** @returns {string} */
+function loadClientKey() {
+  try {
+    return localStorage.getItem(clientKeyItem) ?? '';
+  } catch {
+    return ''; // storage disabled: the server issues a key per connection
+  }
+}
+
+/** @param {string} key */
+function saveClientKey(key) {
+  try {
+    localStorage.setItem(clientKeyItem, key);
+  } catch {
+    // storage disabled
+  }
+}
 
 export class Signaling {
   /**
@@ -80,7 +100,7 @@ export class Signaling {
       if (this.ws === ws && !this.welcomed) ws.close();
       this.dropped(ws, 0);
     }, connectTimeoutMs);
-    ws.onopen = () => ws.send(JSON.stringify(P.hello(this.resumeToken)));
+    ws.onopen = () => ws.send(JSON.stringify(P.hello(this.resumeToken, loadClientKey())));
     ws.onmessage = (ev) => {
       if (this.ws !== ws) return;
       const m = P.parse(ev.data);
@@ -102,6 +122,7 @@ export class Signaling {
     this.session = m.session;
     this.resumeToken = m.resume;
     this.limits = m.limits ?? null;
+    if (m.clientKey) saveClientKey(m.clientKey);
     const queued = this.queue;
     this.queue = [];
     // What was queued for a session that is gone would be out of place.
@@ -124,6 +145,12 @@ export class Signaling {
       // No hello first or the wrong version: retrying cannot help.
       this.closed = true;
       this.onStatus({ state: 'closed', reason: 'The server does not speak this page\u2019s protocol. Reload the page.' });
+      return;
+    }
+    if (code === P.CLOSE_BANNED) {
+      // The banned message said why and until when; reconnecting cannot help.
+      this.closed = true;
+      this.onStatus({ state: 'closed', reason: 'banned' });
       return;
     }
     if (code === P.CLOSE_RESUMED) {

@@ -1,0 +1,109 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/strangers-chat/strangers/moderation"
+	"github.com/strangers-chat/strangers/signaling"
+)
+
+// stateDir is where the moderation store lives: STRANGERS_STATE_DIR, else
+// systemd's $STATE_DIRECTORY, else $XDG_STATE_HOME/strangers, else
+// ~/.local/state/strangers. explicit says the operator named it.
+func stateDir(cfg settings, getenv func(string) string) (dir string, explicit bool, err error) {
+	if cfg.StateDir != "" {
+		return cfg.StateDir, true, nil
+	}
+	if d, _, _ := strings.Cut(getenv("STATE_DIRECTORY"), ":"); d != "" {
+		return d, false, nil
+	}
+	if d := getenv("XDG_STATE_HOME"); filepath.IsAbs(d) {
+		return filepath.Join(d, "strangers"), false, nil
+	}
+	home := getenv("HOME")
+	if home == "" {
+		if home, err = os.UserHomeDir(); err != nil {
+			return "", false, fmt.Errorf("moderation: no state directory: set STRANGERS_STATE_DIR: %w", err)
+		}
+	}
+	return filepath.Join(home, ".local", "state", "strangers"), false, nil
+}
+
+// modState is the moderation store and service of one run.
+type modState struct {
+	svc     *moderation.Service
+	dir     string
+	tempDir string // a directory of our own to remove on close, when the default was taken
+	key     []byte // signs client keys
+}
+
+// openModeration opens the store and starts the service. When the default
+// directory is held by another instance (tests, a second server on a
+// laptop), it falls back to a temporary directory and says so; a directory
+// the operator named must be ours.
+func openModeration(cfg settings, getenv func(string) string, logger *slog.Logger, reg prometheus.Registerer) (*modState, error) {
+	dir, explicit, err := stateDir(cfg, getenv)
+	if err != nil {
+		return nil, err
+	}
+	m := &modState{dir: dir}
+	store, err := moderation.OpenBolt(dir)
+	if err != nil && !explicit {
+		tmp, tmpErr := os.MkdirTemp("", "strangers-state-")
+		if tmpErr != nil {
+			return nil, fmt.Errorf("%w (and no temporary directory: %w)", err, tmpErr)
+		}
+		logger.Warn("the default state directory cannot be used: moderation state (bans, reports, the shadow pool, client keys) is not kept across restarts; set STRANGERS_STATE_DIR",
+			"dir", dir, "err", err, "temporary", tmp)
+		m.dir, m.tempDir = tmp, tmp
+		store, err = moderation.OpenBolt(tmp)
+	}
+	if err != nil {
+		m.removeTemp()
+		if errors.Is(err, moderation.ErrLocked) {
+			return nil, fmt.Errorf("STRANGERS_STATE_DIR=%s: %w: give each instance its own directory", dir, err)
+		}
+		return nil, fmt.Errorf("STRANGERS_STATE_DIR=%s: %w", dir, err)
+	}
+	m.key, err = store.Secret("identity", signaling.IdentityKeyLen)
+	if err != nil {
+		store.Close()
+		m.removeTemp()
+		return nil, fmt.Errorf("moderation: identity key: %w", err)
+	}
+	m.svc, err = moderation.New(moderation.Config{
+		Store:           store,
+		AppealContact:   cfg.AppealContact,
+		ReportThreshold: cfg.ReportThreshold,
+		Retention:       cfg.ReportRetention,
+		Logger:          logger,
+		Registerer:      reg,
+	})
+	if err != nil {
+		store.Close()
+		m.removeTemp()
+		return nil, err
+	}
+	return m, nil
+}
+
+func (m *modState) removeTemp() {
+	if m.tempDir != "" {
+		os.RemoveAll(m.tempDir)
+	}
+}
+
+// close stops the service, closes the store and removes a temporary
+// directory.
+func (m *modState) close() error {
+	err := m.svc.Close()
+	m.removeTemp()
+	return err
+}
