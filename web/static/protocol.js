@@ -24,6 +24,7 @@ export const T = Object.freeze({
   signal: 'signal',
   chat: 'chat',
   typing: 'typing',
+  media: 'media',
   ice: 'ice',
   // server → client
   welcome: 'welcome',
@@ -32,6 +33,7 @@ export const T = Object.freeze({
   partnerLeft: 'partner_left',
   stats: 'stats',
   error: 'error',
+  restarting: 'restarting',
 });
 
 /** Stable error codes (error.code). */
@@ -92,8 +94,9 @@ export const CLOSE_RESUMED = 4000;
  * @typedef {{type: 'signal', match: string, sdp?: SessionDescription, candidate?: ICECandidate}} Signal exactly one of sdp and candidate
  * @typedef {{type: 'chat', match: string, text: string}} Chat
  * @typedef {{type: 'typing', match: string, typing: boolean}} Typing
+ * @typedef {{type: 'media', match: string, camera: boolean, mic: boolean}} Media camera: a picture is sent; mic: not muted
  * @typedef {{type: 'ice'}} ICERequest ICE servers outside a match (a connectivity preflight); rate limited
- * @typedef {Hello | Find | Next | Stop | Report | Signal | Chat | Typing | ICERequest} ClientMessage
+ * @typedef {Hello | Find | Next | Stop | Report | Signal | Chat | Typing | Media | ICERequest} ClientMessage
  */
 
 /**
@@ -105,7 +108,8 @@ export const CLOSE_RESUMED = 4000;
  * @typedef {{type: 'stats', online: number, waiting: number, waitingVideo: number, waitingText: number}} Stats waiting: in all modes; waitingVideo and waitingText: by mode
  * @typedef {{type: 'error', code: string, message: string}} ErrorMessage
  * @typedef {{type: 'ice', iceServers: ICEServer[]}} ICEReply
- * @typedef {Welcome | Waiting | Matched | Signal | Chat | Typing | PartnerLeft | Stats | ErrorMessage | ICEReply} ServerMessage
+ * @typedef {{type: 'restarting', retryIn: number}} Restarting the server shuts down (to restart): reconnect after retryIn ms; the session will be gone
+ * @typedef {Welcome | Waiting | Matched | Signal | Chat | Typing | Media | PartnerLeft | Stats | ErrorMessage | ICEReply | Restarting} ServerMessage
  */
 
 /** @param {string} [resume] @returns {Hello} */
@@ -162,6 +166,8 @@ export const iceRequest = () => ({ type: 'ice' });
 export const chat = (match, text) => ({ type: 'chat', match, text });
 /** @param {string} match @param {boolean} typing @returns {Typing} */
 export const typing = (match, typing) => ({ type: 'typing', match, typing });
+/** @param {string} match @param {boolean} camera @param {boolean} mic @returns {Media} */
+export const media = (match, camera, mic) => ({ type: 'media', match, camera, mic });
 
 /**
  * Normalises interest tags as the server does: trimmed, lower-cased, blanks
