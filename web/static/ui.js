@@ -61,6 +61,7 @@ export const el = {
   preview: byId('preview', HTMLElement),
   previewVideo: byId('preview-video', HTMLVideoElement),
   previewOn: byId('preview-on', HTMLButtonElement),
+  previewBox: byId('preview-box', HTMLElement),
   previewDevices: byId('preview-devices', HTMLElement),
   previewCamera: byId('preview-camera', HTMLSelectElement),
   previewMic: byId('preview-mic', HTMLSelectElement),
@@ -383,6 +384,7 @@ export function setPreview(stream) {
   if (stream) v.play().catch(() => {});
   v.classList.toggle('off', !stream || stream.getVideoTracks().length === 0);
   el.previewOn.hidden = stream !== null;
+  el.previewBox.hidden = stream === null;
   el.previewDevices.hidden = stream === null;
 }
 
