@@ -96,6 +96,8 @@ func (h *Hub) handleFrame(f frame) {
 		ev.raw = encode(m)
 	case *Typing:
 		ev.raw = encode(m)
+	case *Media:
+		ev.raw = encode(m)
 	}
 	h.post(ev)
 }

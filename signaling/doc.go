@@ -36,6 +36,7 @@
 //	{"type":"chat", "match":id, "text":string}
 //	{"type":"typing", "match":id, "typing":bool}
 //	{"type":"report", "match":id, "reason"?:string, "note"?:string, "frame"?:base64 JPEG}
+//	{"type":"media", "match":id, "camera":bool, "mic":bool}
 //	{"type":"ice"}
 //
 // Messages from server to client:
@@ -46,13 +47,14 @@
 //	{"type":"waiting", "mode":mode, "fallbackIn"?:ms}
 //	{"type":"matched", "match":id, "role":"offerer"|"answerer", "iceServers":[RTCIceServer...],
 //	 "interests":[common tags], "mode":mode, "relayOnly"?:true}
-//	{"type":"signal"|"chat"|"typing", ...}   as sent by the partner, re-encoded
+//	{"type":"signal"|"chat"|"typing"|"media", ...}   as sent by the partner, re-encoded
 //	{"type":"partner_left", "match":id, "reason":"next"|"stop"|"disconnected"|"reported"}
 //	{"type":"stats", "online":n, "waiting":n, "waitingVideo":n, "waitingText":n}
 //	{"type":"ice", "iceServers":[RTCIceServer...]}
 //	{"type":"error", "code":code, "message":text}
 //	{"type":"banned", "reason":text, "until":unix ms, "appeal"?:text}   then close 4003
 //	{"type":"cooldown", "retryIn":ms}
+//	{"type":"restarting", "retryIn":ms}
 //
 // # Sessions
 //
@@ -119,11 +121,18 @@
 // ("bad_state"); send next or stop first. After partner_left the session is
 // idle: send next or find to meet someone else.
 //
-// signal, chat and typing go to the partner of the named match if it is the
-// sender's current match; otherwise they are dropped silently (a late ICE
+// signal, chat, typing and media go to the partner of the named match if it
+// is the sender's current match; otherwise they are dropped silently (a late ICE
 // candidate of the previous match never reaches the next partner). An ICE
 // restart is just a new offer. Bounds: sdp.sdp 32 KiB, candidate 1 KiB, chat
 // text 1000 characters (non-empty).
+//
+// media tells the partner whether the sender's camera ("camera":true: a
+// picture is being sent) and microphone ("mic":true: not muted) are on, so
+// that its page can say "camera off" or show a muted sign instead of a
+// black picture or silence. Send it right after matched (the partner
+// assumes both on until told) and on every change. Both fields are booleans;
+// a missing one counts as false.
 //
 // report ends the current match (the partner gets partner_left "reported")
 // or flags the partner of the match that just ended; either way the two are
@@ -199,6 +208,16 @@
 // over the cap the upgrade gets HTTP 429. The upgrade is refused with 403
 // when the Origin header is not allowed (by default: the same host the
 // request was sent to; requests without Origin, from non-browser clients,
-// are allowed), and with 503 while the server shuts down; at shutdown every
-// connection is closed with 1001.
+// are allowed), and with 503 while the server shuts down.
+//
+// # Shutdown
+//
+// When the server shuts down (SIGTERM, usually to restart) every connection
+// that has said hello gets restarting, with retryIn: how many milliseconds
+// to wait before reconnecting (2 s unless configured otherwise); then every
+// connection is closed with 1001. Sessions live in the server's memory and
+// do not survive a restart: after it, hello's resume token gets
+// "bad_resume" and a new session. A page says the server is restarting,
+// keeps what the user types meanwhile marked as not sent, and after the
+// restart looks for a new partner with its last find.
 package signaling

@@ -1,6 +1,6 @@
 package signaling
 
-// forward sends a signal, chat or typing message on to the sender's partner,
+// forward sends a signal, chat, typing or media message on to the sender's partner,
 // as the decode shard re-encoded it, if it names the sender's current match.
 // A relayOnly sender's signals go scrubbed (relayonly.go).
 func (h *Hub) forward(s *session, matchID string, ev event) {

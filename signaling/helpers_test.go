@@ -47,6 +47,9 @@ type rx struct {
 	Candidate  *ICECandidate       `json:"candidate"`
 	Text       string              `json:"text"`
 	Typing     bool                `json:"typing"`
+	Camera     bool                `json:"camera"`
+	Mic        bool                `json:"mic"`
+	RetryIn    int64               `json:"retryIn"`
 	Reason     LeftReason          `json:"reason"`
 	Waiting    int                 `json:"waiting"`
 	WaitingVid int                 `json:"waitingVideo"`
@@ -56,7 +59,6 @@ type rx struct {
 	ClientKey  string              `json:"clientKey"`
 	Until      int64               `json:"until"`
 	Appeal     string              `json:"appeal"`
-	RetryIn    int64               `json:"retryIn"`
 	BanReason  string              `json:"-"`
 }
 

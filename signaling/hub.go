@@ -78,6 +78,10 @@ type Config struct {
 	// ResumeGrace is how long a session outlives its connection, waiting
 	// for hello{resume}. Default 15s.
 	ResumeGrace time.Duration
+	// RestartRetry is the hint Shutdown gives every client in its
+	// restarting message: how long to wait before reconnecting (a restart
+	// usually takes a few seconds). Default 2s.
+	RestartRetry time.Duration
 	// RecentPartners is how many past partners a session will not be paired
 	// with again, unless it has waited InterestWait and nobody else is
 	// waiting. Default 3. Reported partners are never paired again.
@@ -358,7 +362,9 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	go c.readLoop()
 }
 
-// Shutdown stops accepting connections (new upgrades get 503), closes every
+// Shutdown stops accepting connections (new upgrades get 503), tells every
+// connection that has said hello that the server is restarting (a
+// restarting message with Config.RestartRetry as the hint), closes every
 // connection with 1001 "going away", waits for their goroutines and stops
 // the hub's own (decode shards, pinger, owner), ending every session. If ctx
 // ends first, the remaining connections are dropped without ceremony and
@@ -378,7 +384,11 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 	}
 	h.mu.Unlock()
 
+	restarting := encode(&Restarting{Type: TypeRestarting, RetryIn: h.cfg.RestartRetry.Milliseconds()})
 	for _, c := range conns {
+		if c.helloed.Load() {
+			c.send(restarting) // the write loop flushes it before the close frame
+		}
 		c.closeWith(CloseGoingAway, "server shutting down", reasonShutdown)
 	}
 	done := make(chan struct{})

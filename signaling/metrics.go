@@ -117,7 +117,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}
 	}
 	m.msgByType = make(map[MsgType]prometheus.Counter)
-	for _, t := range []MsgType{TypeHello, TypeFind, TypeNext, TypeStop, TypeSignal, TypeChat, TypeTyping, TypeReport, TypeICE, "invalid"} {
+	for _, t := range []MsgType{TypeHello, TypeFind, TypeNext, TypeStop, TypeSignal, TypeChat, TypeTyping, TypeMedia, TypeReport, TypeICE, "invalid"} {
 		m.msgByType[t] = m.messages.WithLabelValues(string(t))
 	}
 	m.waitingVideo = m.waiting.WithLabelValues(string(ModeVideo))

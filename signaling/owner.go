@@ -29,7 +29,7 @@ type event struct {
 	reply chan<- snapshot // evInspect
 	call  func()          // evCall
 
-	// Signal, chat and typing come encoded by the decode shard, ready to
+	// Signal, chat, typing and media come encoded by the decode shard, ready to
 	// forward; a signal also as a relayOnly sender may send it, if the
 	// shard took the sender for one (scrubbed, or scrubDrop: not at all).
 	raw       []byte
@@ -164,6 +164,8 @@ func (h *Hub) handle(ev event) {
 		}
 		h.forward(s, m.Match, ev)
 	case *Typing:
+		h.forward(s, m.Match, ev)
+	case *Media:
 		h.forward(s, m.Match, ev)
 	case *Report:
 		h.report(s, m)

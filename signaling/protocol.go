@@ -46,6 +46,7 @@ const (
 	TypeSignal MsgType = "signal" // both directions
 	TypeChat   MsgType = "chat"   // both directions
 	TypeTyping MsgType = "typing" // both directions
+	TypeMedia  MsgType = "media"  // both directions: camera and microphone on or off
 	TypeReport MsgType = "report"
 	TypeICE    MsgType = "ice" // both directions: ICE servers without a match
 )
@@ -60,6 +61,7 @@ const (
 	TypeError       MsgType = "error"
 	TypeBanned      MsgType = "banned"   // the client is banned; the connection is then closed (4003)
 	TypeCooldown    MsgType = "cooldown" // too many nexts: not queued until the cooldown is over
+	TypeRestarting  MsgType = "restarting"
 )
 
 // Mode separates the pools: video users only meet video users, text users
@@ -191,6 +193,16 @@ type Typing struct {
 	Typing bool    `json:"typing"`
 }
 
+// Media tells the partner whether the sender's camera and microphone are
+// on, so that its page can say so rather than show a black picture or
+// silence. A page sends it right after a match and on every change.
+type Media struct {
+	Type   MsgType `json:"type"`
+	Match  string  `json:"match"`
+	Camera bool    `json:"camera"` // the camera is on: a picture is being sent
+	Mic    bool    `json:"mic"`    // the microphone is on: not muted
+}
+
 // Report flags the partner of the named match (the current one, or the one
 // that just ended). The two are never paired again. The server keeps the
 // match's last chat lines as evidence, with the note and the still frame.
@@ -306,6 +318,15 @@ type Cooldown struct {
 	RetryIn int64   `json:"retryIn"`
 }
 
+// Restarting is sent to every connection when the server shuts down (on
+// SIGTERM, most often to restart), just before it closes them with 1001.
+// Sessions do not survive a restart: reconnect after RetryIn, and expect a
+// new session (hello's resume token is then refused with bad_resume).
+type Restarting struct {
+	Type    MsgType `json:"type"`
+	RetryIn int64   `json:"retryIn"` // milliseconds after which to reconnect
+}
+
 // Error reports a message the server would not act on.
 type Error struct {
 	Type    MsgType   `json:"type"`
@@ -329,7 +350,8 @@ func decodeErr(code ErrorCode, format string, args ...any) error {
 // Decode parses one client message strictly: a JSON object with a known
 // "type", no unknown fields, fields of the right types, values within their
 // bounds, nothing after the object. It returns a pointer to Hello, Find,
-// Next, Stop, Signal, Chat, Typing, Report or ICERequest, or a *DecodeError.
+// Next, Stop, Signal, Chat, Typing, Media, Report or ICERequest, or a
+// *DecodeError.
 func Decode(data []byte) (any, error) {
 	if len(data) > maxDecodeMessage {
 		return nil, decodeErr(CodeTooLarge, "message of %d bytes", len(data))
@@ -359,6 +381,8 @@ func Decode(data []byte) (any, error) {
 		msg = new(Chat)
 	case TypeTyping:
 		msg = new(Typing)
+	case TypeMedia:
+		msg = new(Media)
 	case TypeReport:
 		msg = new(Report)
 	case TypeICE:
@@ -555,6 +579,7 @@ func (m *Chat) validate() error {
 }
 
 func (m *Typing) validate() error { return checkMatch(m.Match) }
+func (m *Media) validate() error  { return checkMatch(m.Match) }
 
 func (m *Report) validate() error {
 	if err := checkMatch(m.Match); err != nil {
@@ -597,6 +622,8 @@ func msgType(m any) MsgType {
 		return TypeChat
 	case *Typing:
 		return TypeTyping
+	case *Media:
+		return TypeMedia
 	case *Report:
 		return TypeReport
 	case *ICERequest:

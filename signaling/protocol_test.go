@@ -34,6 +34,7 @@ func TestDecode(t *testing.T) {
 			&Signal{Type: TypeSignal, Match: "m", Candidate: &ICECandidate{Candidate: "c", SDPMid: ptr("0"), SDPMLineIndex: ptr[uint16](1), UsernameFragment: ptr("u")}}},
 		{`{"type":"chat","match":"m","text":"` + strings.Repeat("é", MaxChatLen) + `"}`, &Chat{Type: TypeChat, Match: "m", Text: strings.Repeat("é", MaxChatLen)}},
 		{`{"type":"typing","match":"m","typing":true}`, &Typing{Type: TypeTyping, Match: "m", Typing: true}},
+		{`{"type":"media","match":"m","camera":false,"mic":true}`, &Media{Type: TypeMedia, Match: "m", Mic: true}},
 		{`{"type":"report","match":"m","reason":"spam"}`, &Report{Type: TypeReport, Match: "m", Reason: "spam"}},
 	}
 	for _, tt := range tests {
@@ -90,6 +91,7 @@ func FuzzDecode(f *testing.F) {
 		`{"type":"signal","match":"m","sdp":{"type":"offer","sdp":"v=0\r\n"}}`,
 		`{"type":"chat","match":"m","text":"hi"}`,
 		`{"type":"report","match":"m","reason":"spam"}`,
+		`{"type":"media","match":"m","camera":true,"mic":false}`,
 		`{"type":"find","mode":"video","interests":[[[[[]]]]]}`,
 		`{"type":"next"}{}`,
 	} {

@@ -87,6 +87,7 @@ func (c Config) Validate() error {
 	}{
 		{"InterestWait", c.InterestWait},
 		{"ResumeGrace", c.ResumeGrace},
+		{"RestartRetry", c.RestartRetry},
 		{"HandshakeTimeout", c.HandshakeTimeout},
 		{"HelloTimeout", c.HelloTimeout},
 		{"PongWait", c.PongWait},
@@ -150,6 +151,7 @@ func (c Config) withDefaults() Config {
 	}{
 		{&c.InterestWait, 5 * time.Second},
 		{&c.ResumeGrace, 15 * time.Second},
+		{&c.RestartRetry, 2 * time.Second},
 		{&c.HandshakeTimeout, 10 * time.Second},
 		{&c.HelloTimeout, 10 * time.Second},
 		{&c.PingInterval, 20 * time.Second},

@@ -123,15 +123,18 @@ func controls(t *testing.T, st *stage) {
 	}
 
 	step(t, "mute mic", func(t *testing.T) {
-		pressed := `document.getElementById('mute').getAttribute('aria-pressed')`
-		if got := eval[string](a, pressed); got != "false" {
-			t.Fatalf("Mute mic starts with aria-pressed=%q, want false", got)
+		// The button says what pressing it does; the stranger sees a
+		// muted sign while the microphone is off.
+		label := `document.getElementById('mute').textContent`
+		if got := eval[string](a, label); got != "Mute mic" {
+			t.Fatalf("the microphone button starts as %q, want Mute mic", got)
 		}
 		b.waitAudio("alice's sound (the fake microphone beeps)", func(n audioIn) bool { return n.Energy > audibleEnergy })
 		a.press("Mute mic")
-		if got := eval[string](a, pressed); got != "true" {
-			t.Errorf("after muting aria-pressed=%q, want true", got)
+		if got := eval[string](a, label); got != "Unmute mic" {
+			t.Errorf("after muting the button says %q, want Unmute mic", got)
 		}
+		b.seesRole("image", "Stranger's microphone is muted")
 		if s := a.sending()["audio"]; s.Enabled || s.State != "live" {
 			t.Errorf("muted, the microphone track sent is %+v; want live and disabled", s)
 		}
@@ -140,10 +143,11 @@ func controls(t *testing.T, st *stage) {
 		// packets (the fake microphone beeps every second, so a second
 		// of sound has a beep in it) carries only silence.
 		end := b.waitSilence("a second of silence from alice, muted", connectTimeout)
-		a.press("Mute mic")
-		if got := eval[string](a, pressed); got != "false" {
-			t.Errorf("after unmuting aria-pressed=%q, want false", got)
+		a.press("Unmute mic")
+		if got := eval[string](a, label); got != "Mute mic" {
+			t.Errorf("after unmuting the button says %q, want Mute mic", got)
 		}
+		b.waitFor(`document.getElementById('remote-muted').hidden`, "the muted sign to go")
 		if s := a.sending()["audio"]; !s.Enabled {
 			t.Errorf("unmuted, the microphone track sent is %+v; want enabled", s)
 		}
@@ -151,25 +155,28 @@ func controls(t *testing.T, st *stage) {
 	})
 
 	step(t, "camera off", func(t *testing.T) {
-		pressed := `document.getElementById('camera-off').getAttribute('aria-pressed')`
-		if got := eval[string](a, pressed); got != "false" {
-			t.Fatalf("Camera off starts with aria-pressed=%q, want false", got)
+		label := `document.getElementById('camera-off').textContent`
+		if got := eval[string](a, label); got != "Camera off" {
+			t.Fatalf("the camera button starts as %q, want Camera off", got)
 		}
 		if n := eval[int](b, brightJS); n < blackBelow {
 			t.Fatalf("bob's picture of alice is black (%d) before she turns her camera off", n)
 		}
 		a.press("Camera off")
-		if got := eval[string](a, pressed); got != "true" {
-			t.Errorf("after turning the camera off aria-pressed=%q, want true", got)
+		if got := eval[string](a, label); got != "Camera on" {
+			t.Errorf("after turning the camera off the button says %q, want Camera on", got)
 		}
+		b.waitText("remote-camera-off", "^Stranger turned their camera off$")
+		b.waitFor(remoteCameraOffShown, "the camera-off notice over alice's video")
 		if s := a.sending()["video"]; s.Enabled || s.State != "live" {
 			t.Errorf("with the camera off the video track sent is %+v; want live and disabled", s)
 		}
 		b.waitFor(fmt.Sprintf(`(%s) >= 0 && (%[1]s) < %d`, brightJS, blackBelow), "alice's video to go black")
-		a.press("Camera off")
-		if got := eval[string](a, pressed); got != "false" {
-			t.Errorf("after turning the camera on aria-pressed=%q, want false", got)
+		a.press("Camera on")
+		if got := eval[string](a, label); got != "Camera off" {
+			t.Errorf("after turning the camera on the button says %q, want Camera off", got)
 		}
+		b.waitFor(`document.getElementById('remote-camera-off').hidden`, "the camera-off notice to go")
 		b.waitFor(fmt.Sprintf(`(%s) >= %d`, brightJS, blackBelow), "alice's picture again")
 		m := b.media()
 		b.waitMedia("frames after the camera is back", stepTimeout, func(n media) bool { return n.Frames > m.Frames+10 })

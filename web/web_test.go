@@ -235,6 +235,9 @@ func TestAccessibleNames(t *testing.T) {
 		`aria-label="Stranger's video"`, `aria-label="Your video"`, `role="log"`,
 		`<label for="chat-input" class="visually-hidden">Message</label>`,
 		`playsinline`, `<html lang="en">`, `name="viewport"`,
+		`>Turn on camera</button>`, `<label for="preview-camera">Camera</label>`, `<label for="preview-mic">Microphone</label>`,
+		`>Continue with text only</button>`, `>Mute mic</button>`, `>Camera off</button>`,
+		`role="img" aria-label="Stranger's microphone is muted"`, `>Stranger turned their camera off</p>`,
 	} {
 		if !strings.Contains(html, want) {
 			t.Errorf("index.html lacks %s", want)

@@ -169,7 +169,7 @@ func Dial(ctx context.Context, url string, opts Options) (*Conn, error) {
 func (c *Conn) URL() string { return c.url }
 
 // Send writes one client message: a value (not a pointer) of
-// signaling.Hello, Find, Next, Stop, Signal, Chat, Typing, Report or
+// signaling.Hello, Find, Next, Stop, Signal, Chat, Typing, Media, Report or
 // ICERequest. Its Type field is filled in from its Go type. The write ends
 // at ctx's deadline or after WriteWait, whichever comes first.
 func (c *Conn) Send(ctx context.Context, msg any) error {
@@ -225,6 +225,7 @@ var clientTypes = map[reflect.Type]signaling.MsgType{
 	reflect.TypeFor[signaling.Signal]():     signaling.TypeSignal,
 	reflect.TypeFor[signaling.Chat]():       signaling.TypeChat,
 	reflect.TypeFor[signaling.Typing]():     signaling.TypeTyping,
+	reflect.TypeFor[signaling.Media]():      signaling.TypeMedia,
 	reflect.TypeFor[signaling.Report]():     signaling.TypeReport,
 	reflect.TypeFor[signaling.ICERequest](): signaling.TypeICE,
 }
@@ -237,12 +238,14 @@ var serverTypes = map[signaling.MsgType]reflect.Type{
 	signaling.TypeSignal:      reflect.TypeFor[signaling.Signal](),
 	signaling.TypeChat:        reflect.TypeFor[signaling.Chat](),
 	signaling.TypeTyping:      reflect.TypeFor[signaling.Typing](),
+	signaling.TypeMedia:       reflect.TypeFor[signaling.Media](),
 	signaling.TypePartnerLeft: reflect.TypeFor[signaling.PartnerLeft](),
 	signaling.TypeStats:       reflect.TypeFor[signaling.Stats](),
 	signaling.TypeICE:         reflect.TypeFor[signaling.ICEReply](),
 	signaling.TypeError:       reflect.TypeFor[signaling.Error](),
 	signaling.TypeBanned:      reflect.TypeFor[signaling.Banned](),
 	signaling.TypeCooldown:    reflect.TypeFor[signaling.Cooldown](),
+	signaling.TypeRestarting:  reflect.TypeFor[signaling.Restarting](),
 }
 
 // withType returns a copy of msg with its Type field set, and that type.
@@ -258,8 +261,9 @@ func withType(msg any) (any, signaling.MsgType, error) {
 }
 
 // Recv reads the next server message, a pointer to signaling.Welcome,
-// Waiting, Matched, Signal, Chat, Typing, PartnerLeft, Stats, ICEReply,
-// Error, Banned or Cooldown, or an *Unknown. It must not be called after Start, nor from two
+// Waiting, Matched, Signal, Chat, Typing, Media, PartnerLeft, Stats,
+// ICEReply, Error, Banned, Cooldown or Restarting, or an *Unknown. It must
+// not be called after Start, nor from two
 // goroutines at once. A Recv ended by ctx leaves the connection unusable
 // (the WebSocket cannot resume a read cut short); callers that wait on
 // other things too use Start.

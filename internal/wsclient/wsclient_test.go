@@ -95,6 +95,17 @@ func TestHelloFindMatchSignal(t *testing.T) {
 		t.Fatalf("b got %+v, want the signal a sent", got)
 	}
 
+	if err := a.Send(ctx, signaling.Media{Match: ma.Match, Camera: false, Mic: true}); err != nil {
+		t.Fatal(err)
+	}
+	got, err = b.Next(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if med, ok := got.(*signaling.Media); !ok || med.Type != signaling.TypeMedia || med.Match != ma.Match || med.Camera || !med.Mic {
+		t.Fatalf("b got %+v, want the media a sent", got)
+	}
+
 	if err := a.Send(ctx, signaling.Stop{}); err != nil {
 		t.Fatal(err)
 	}
@@ -166,6 +177,8 @@ func TestDecodeServer(t *testing.T) {
 		{`{"type":"welcome","version":1,"session":"s","resume":"r","online":1,"state":"idle","limits":{}}`, signaling.TypeWelcome},
 		{`{"type":"stats","online":3,"waiting":1,"later":true}`, signaling.TypeStats},
 		{`{"type":"ice","iceServers":[{"urls":["stun:127.0.0.1:3478"]}]}`, signaling.TypeICE},
+		{`{"type":"media","match":"m","camera":false,"mic":true}`, signaling.TypeMedia},
+		{`{"type":"restarting","retryIn":2000}`, signaling.TypeRestarting},
 		{`{"type":"from_the_future","x":1}`, "from_the_future"},
 	} {
 		m, err := wsclient.DecodeServer([]byte(tc.in))

@@ -17,6 +17,21 @@ const typingIdleMs = 3000;
 /** How long the first Esc waits for the second. */
 const escConfirmMs = 3000;
 
+/**
+ * Words for the server's comings and goings, the stranger's camera and
+ * microphone, and the camera on the start page.
+ */
+const say = Object.freeze({
+  reconnecting: 'Lost the connection to the server; reconnecting\u2026',
+  callContinues: ' Your call continues.',
+  restarting: 'The server is restarting\u2026',
+  lostChat: 'The connection to the server was lost for too long, so that chat ended.',
+  restartedChat: 'The server restarted, so that chat ended.',
+  lookingAgain: 'Looking for someone new\u2026',
+  cameraFailed: 'That camera could not be started.',
+  micFailed: 'That microphone could not be started.',
+});
+
 /** One is shown, at random, on the waiting screen. */
 const tips = [
   'Tip: press Esc twice during a chat to skip to someone new.',
@@ -76,6 +91,16 @@ const state = {
   /** Cancels a skip cooldown's countdown. */
   /** @type {(() => void) | null} */
   cancelCooldown: null,
+  /** Our microphone and camera switched off by the user. */
+  micOff: false,
+  cameraOff: false,
+  /**
+   * Chat lines typed while the server could not be reached, with the
+   * match they were typed in; sent if the session resumes in that match,
+   * else they stay marked as not sent.
+   * @type {{match: string, text: string, line: HTMLElement}[]}
+   */
+  unsent: [],
 };
 
 const sig = new Signaling({
@@ -92,13 +117,17 @@ function onSignalingStatus(s) {
     case 'connecting':
       break;
     case 'reconnecting': {
-      const call = state.phase === 'matched' && state.call ? ' Your call continues.' : '';
-      ui.setServerStatus(`Lost the connection to the server; reconnecting\u2026${call}`);
+      if (s.restarting) {
+        ui.setServerStatus(say.restarting);
+        break;
+      }
+      const call = state.phase === 'matched' && state.call ? say.callContinues : '';
+      ui.setServerStatus(`${say.reconnecting}${call}`);
       break;
     }
     case 'open':
       ui.setServerStatus('');
-      if (s.fresh) sessionLost();
+      if (s.fresh) sessionLost(s.restarted);
       break;
     case 'closed':
       ui.setServerStatus(s.reason);
@@ -107,20 +136,30 @@ function onSignalingStatus(s) {
 }
 
 /**
- * The server gave us a new session: whatever the old one was doing is gone.
+ * The server gave us a new session (it restarted, or the old one outlived
+ * its grace): whatever the old one was doing is gone. Someone who was
+ * talking looks for someone new, as someone waiting goes on waiting.
+ * @param {boolean} restarted the server had said it was restarting
  */
-function sessionLost() {
+function sessionLost(restarted) {
   state.hasFind = false;
   if (state.phase === 'matched') {
     endMatch();
-    state.reportable = '';
-    state.phase = 'ended';
-    const text = 'The connection to the server was lost for too long, so that chat ended.';
-    ui.addMessage('system', `${text} Press Next to meet someone new.`);
-    ui.setStage(text, 'notice');
+    ui.addMessage('system', `${restarted ? say.restartedChat : say.lostChat} ${say.lookingAgain}`);
+    lookAgain();
   } else if (state.phase === 'waiting') {
     sendFind();
   }
+}
+
+/** Queues again with the last find, from a chat that ended. */
+function lookAgain() {
+  state.phase = 'waiting';
+  el.report.disabled = true;
+  state.reportable = '';
+  ui.setCommon([]);
+  sendFind();
+  startCountdown(0);
 }
 
 /** @param {P.ServerMessage} m */
@@ -129,6 +168,13 @@ function onMessage(m) {
     case 'welcome':
       ui.setOnline(m.online);
       if (m.resumed) checkResumed(m);
+      sendUnsent(m);
+      break;
+    case 'restarting':
+      ui.setServerStatus(say.restarting);
+      break;
+    case 'media':
+      if (m.match === state.match?.match) ui.setRemoteMedia(m.camera !== false, m.mic !== false);
       break;
     case 'stats':
       ui.setOnline(m.online);
@@ -237,6 +283,22 @@ function checkResumed(m) {
     if (phase === 'matched' && (m.state !== 'matched' || m.match !== match)) partnerLeft('disconnected');
     else if (phase === 'waiting' && m.state === 'idle') sendFind();
   }, 1000);
+}
+
+/**
+ * After a welcome, sends the chat lines typed while we were away if the
+ * session came back in the match they were typed in; otherwise they can
+ * never be delivered and keep their mark.
+ * @param {P.Welcome} m
+ */
+function sendUnsent(m) {
+  const lines = state.unsent;
+  state.unsent = [];
+  const back = m.resumed && m.state === 'matched' && state.phase === 'matched' && m.match === state.match?.match;
+  if (!back) return;
+  for (const u of lines) {
+    if (u.match === m.match && sig.trySend(P.chat(u.match, u.text))) ui.markUnsent(u.line, false);
+  }
 }
 
 /** @param {P.ErrorMessage} m */
@@ -359,6 +421,7 @@ function onMatched(m) {
     });
     state.call = call;
     call.start().catch((e) => console.warn('offer:', e));
+    sendMedia(); // the stranger knows from the start if our camera or mic is off
   } else {
     ui.setStage('');
   }
@@ -405,6 +468,8 @@ function endMatch() {
   el.play.hidden = true;
   ui.setConnection(null);
   ui.setMatched(false);
+  ui.setRemoteMedia(true, true);
+  state.unsent = []; // what was not sent stays marked so
   setRemoteTyping(false);
   clearTimeout(state.typingTimer);
   state.typingSent = false;
@@ -520,8 +585,13 @@ el.chatForm.addEventListener('submit', (e) => {
   const max = sig.limits?.maxChatLen ?? P.MAX_CHAT_LEN;
   const text = Array.from(el.chatInput.value.trim()).slice(0, max).join('');
   if (!match || text === '') return;
-  sig.send(P.chat(match.match, text));
-  ui.addMessage('you', text);
+  const line = ui.addMessage('you', text);
+  if (!sig.trySend(P.chat(match.match, text))) {
+    // The server cannot be reached: say so, and send it if the session
+    // comes back in this match.
+    ui.markUnsent(line, true);
+    state.unsent.push({ match: match.match, text, line });
+  }
   el.chatInput.value = '';
   clearTimeout(state.typingTimer);
   state.typingSent = false; // the chat itself ends the stranger's indicator
@@ -593,6 +663,9 @@ function modeChanged() {
   const text = currentMode() === 'text';
   el.hideIP.disabled = text;
   el.hideIPRow.classList.toggle('disabled', text);
+  el.preview.hidden = text;
+  // Text only needs no camera: a preview that was on goes off.
+  if (text && state.phase === 'idle') stopStream();
 }
 
 for (const radio of el.startForm.querySelectorAll('input[name=mode]')) radio.addEventListener('change', modeChanged);
@@ -634,24 +707,28 @@ el.startForm.addEventListener('submit', async (e) => {
   if (el.start.disabled) return;
   if (!(await mod.rulesGate())) return;
   addTypedInterests();
-  ui.showStartError('');
   const mode = currentMode();
   if (mode === 'video') {
-    el.start.disabled = true;
-    try {
-      state.stream = await preflight();
-    } catch (err) {
-      ui.showStartError(err instanceof Error ? err.message : String(err));
-      return;
-    } finally {
-      el.start.disabled = false;
+    // The camera the preview already opened is used as it is: it is asked
+    // for once, and kept across Next until Stop.
+    if (!liveStream()) {
+      el.start.disabled = true;
+      try {
+        await openCamera();
+      } catch {
+        return; // the error and the way on in text only stay on screen
+      } finally {
+        el.start.disabled = false;
+      }
     }
     el.localVideo.srcObject = state.stream;
     el.localVideo.play().catch(() => {});
     applyTrackToggles();
-    fillDevices().catch(() => {});
     checkReachability().catch(() => {});
+  } else {
+    stopStream();
   }
+  ui.showCameraError('');
   state.mode = mode;
   state.relayOnly = mode === 'video' && el.hideIP.checked;
   ui.setMode(mode);
@@ -675,6 +752,55 @@ const mediaErrors = {
   busy: 'Your camera or microphone is being used by another application or tab. Close it and press Start again.',
   other: 'Your camera and microphone could not be started',
 };
+
+/** Whether the camera and microphone we hold still work. */
+function liveStream() {
+  const tracks = state.stream?.getTracks() ?? [];
+  return tracks.length > 0 && tracks.some((t) => t.readyState === 'live');
+}
+
+/**
+ * Opens the camera and microphone (the browser asks the user the first
+ * time) and shows them in the start page's preview with the device
+ * pickers. On failure the reason stays under Start, beside the button that
+ * goes on in text only, and the promise rejects.
+ */
+async function openCamera() {
+  ui.showCameraError('');
+  let stream;
+  try {
+    stream = await preflight();
+  } catch (err) {
+    ui.showCameraError(err instanceof Error ? err.message : String(err));
+    throw err;
+  }
+  if (state.phase !== 'idle' && state.stream) {
+    for (const t of stream.getTracks()) t.stop(); // raced with a Start
+    return;
+  }
+  for (const t of state.stream?.getTracks() ?? []) t.stop();
+  state.stream = stream;
+  applyTrackToggles();
+  ui.setPreview(stream);
+  fillDevices().catch(() => {});
+}
+
+el.previewOn.addEventListener('click', () => {
+  el.previewOn.disabled = true;
+  openCamera()
+    .catch(() => {})
+    .finally(() => {
+      el.previewOn.disabled = false;
+    });
+});
+
+// One tap on from a camera that cannot be used: text only, and Start.
+el.textFallback.addEventListener('click', () => {
+  const text = el.startForm.querySelector('input[name=mode][value=text]');
+  if (text instanceof HTMLInputElement) text.checked = true;
+  modeChanged();
+  el.startForm.requestSubmit();
+});
 
 /**
  * Asks for the camera and microphone; falls back to whichever one exists.
@@ -701,33 +827,50 @@ function stopStream() {
   for (const t of state.stream?.getTracks() ?? []) t.stop();
   state.stream = null;
   el.localVideo.srcObject = null;
+  ui.setPreview(null);
 }
 
 // ---- Camera, microphone, devices -------------------------------------------
 
+/**
+ * Switched-off tracks stay live but disabled: the browser then sends
+ * nothing worth seeing or hearing (black frames and silence, at a trickle),
+ * and the stranger is told (media) so their page says so instead.
+ */
 function applyTrackToggles() {
-  const muted = el.mute.getAttribute('aria-pressed') === 'true';
-  const camOff = el.cameraOff.getAttribute('aria-pressed') === 'true';
-  for (const t of state.stream?.getAudioTracks() ?? []) t.enabled = !muted;
-  for (const t of state.stream?.getVideoTracks() ?? []) t.enabled = !camOff;
-  el.localVideo.classList.toggle('off', camOff);
+  for (const t of state.stream?.getAudioTracks() ?? []) t.enabled = !state.micOff;
+  for (const t of state.stream?.getVideoTracks() ?? []) t.enabled = !state.cameraOff;
+  el.localVideo.classList.toggle('off', state.cameraOff);
+  ui.setMediaButtons(state.micOff, state.cameraOff);
+}
+
+/** Tells the stranger whether our camera and microphone are on. */
+function sendMedia() {
+  const m = state.match;
+  if (state.phase !== 'matched' || !m || m.mode !== 'video' || state.mode !== 'video') return;
+  const on = (/** @type {MediaStreamTrack[]} */ tracks) => tracks.some((t) => t.readyState === 'live' && t.enabled);
+  sig.send(P.media(m.match, on(state.stream?.getVideoTracks() ?? []), on(state.stream?.getAudioTracks() ?? [])));
 }
 
 el.mute.addEventListener('click', () => {
-  ui.setPressed(el.mute, el.mute.getAttribute('aria-pressed') !== 'true');
+  state.micOff = !state.micOff;
   applyTrackToggles();
+  sendMedia();
 });
 el.cameraOff.addEventListener('click', () => {
-  ui.setPressed(el.cameraOff, el.cameraOff.getAttribute('aria-pressed') !== 'true');
+  state.cameraOff = !state.cameraOff;
   applyTrackToggles();
+  sendMedia();
 });
 
 async function fillDevices() {
   const devices = await navigator.mediaDevices.enumerateDevices();
   const current = (/** @type {'audio' | 'video'} */ kind) =>
     state.stream?.getTracks().find((t) => t.kind === kind)?.getSettings().deviceId ?? '';
-  ui.fillDevices(el.cameraSelect, devices.filter((d) => d.kind === 'videoinput'), current('video'));
-  ui.fillDevices(el.micSelect, devices.filter((d) => d.kind === 'audioinput'), current('audio'));
+  const cameras = devices.filter((d) => d.kind === 'videoinput');
+  const mics = devices.filter((d) => d.kind === 'audioinput');
+  for (const select of [el.cameraSelect, el.previewCamera]) ui.fillDevices(select, cameras, current('video'));
+  for (const select of [el.micSelect, el.previewMic]) ui.fillDevices(select, mics, current('audio'));
 }
 
 /**
@@ -749,15 +892,30 @@ async function switchDevice(kind, deviceId) {
   }
   stream.addTrack(track);
   applyTrackToggles();
+  ui.setPreview(stream);
   await state.call?.replaceTrack(track);
+  // Both pickers (start page and call) show the device in use.
+  fillDevices().catch(() => {});
+  sendMedia();
 }
 
-el.cameraSelect.addEventListener('change', () => {
-  switchDevice('video', el.cameraSelect.value).catch(() => ui.addMessage('system', 'That camera could not be started.'));
-});
-el.micSelect.addEventListener('change', () => {
-  switchDevice('audio', el.micSelect.value).catch(() => ui.addMessage('system', 'That microphone could not be started.'));
-});
+/**
+ * @param {HTMLSelectElement} select
+ * @param {'audio' | 'video'} kind
+ */
+function devicePicker(select, kind) {
+  select.addEventListener('change', () => {
+    switchDevice(kind, select.value).catch(() => {
+      const text = kind === 'video' ? say.cameraFailed : say.micFailed;
+      if (state.phase === 'idle') ui.showStartError(text);
+      else ui.addMessage('system', text);
+    });
+  });
+}
+devicePicker(el.cameraSelect, 'video');
+devicePicker(el.micSelect, 'audio');
+devicePicker(el.previewCamera, 'video');
+devicePicker(el.previewMic, 'audio');
 navigator.mediaDevices?.addEventListener('devicechange', () => {
   if (state.stream) fillDevices().catch(() => {});
 });

@@ -26,6 +26,7 @@ export const T = Object.freeze({
   signal: 'signal',
   chat: 'chat',
   typing: 'typing',
+  media: 'media',
   ice: 'ice',
   // server → client
   welcome: 'welcome',
@@ -36,6 +37,7 @@ export const T = Object.freeze({
   error: 'error',
   banned: 'banned',
   cooldown: 'cooldown',
+  restarting: 'restarting',
 });
 
 /** Stable error codes (error.code). */
@@ -101,8 +103,9 @@ export const CLOSE_BANNED = 4003;
  * @typedef {{type: 'signal', match: string, sdp?: SessionDescription, candidate?: ICECandidate}} Signal exactly one of sdp and candidate
  * @typedef {{type: 'chat', match: string, text: string}} Chat
  * @typedef {{type: 'typing', match: string, typing: boolean}} Typing
+ * @typedef {{type: 'media', match: string, camera: boolean, mic: boolean}} Media camera: a picture is sent; mic: not muted
  * @typedef {{type: 'ice'}} ICERequest ICE servers outside a match (a connectivity preflight); rate limited
- * @typedef {Hello | Find | Next | Stop | Report | Signal | Chat | Typing | ICERequest} ClientMessage
+ * @typedef {Hello | Find | Next | Stop | Report | Signal | Chat | Typing | Media | ICERequest} ClientMessage
  */
 
 /**
@@ -116,7 +119,8 @@ export const CLOSE_BANNED = 4003;
  * @typedef {{type: 'ice', iceServers: ICEServer[]}} ICEReply
  * @typedef {{type: 'banned', reason: string, until: number, appeal?: string}} Banned until: Unix ms; the connection closes with CLOSE_BANNED
  * @typedef {{type: 'cooldown', retryIn: number}} Cooldown too many nexts: not queued; find again after retryIn ms
- * @typedef {Welcome | Waiting | Matched | Signal | Chat | Typing | PartnerLeft | Stats | ErrorMessage | ICEReply | Banned | Cooldown} ServerMessage
+ * @typedef {{type: 'restarting', retryIn: number}} Restarting the server shuts down (to restart): reconnect after retryIn ms; the session will be gone
+ * @typedef {Welcome | Waiting | Matched | Signal | Chat | Typing | Media | PartnerLeft | Stats | ErrorMessage | ICEReply | Banned | Cooldown | Restarting} ServerMessage
  */
 
 /** @param {string} [resume] @param {string} [clientKey] @returns {Hello} */
@@ -185,6 +189,8 @@ export const iceRequest = () => ({ type: 'ice' });
 export const chat = (match, text) => ({ type: 'chat', match, text });
 /** @param {string} match @param {boolean} typing @returns {Typing} */
 export const typing = (match, typing) => ({ type: 'typing', match, typing });
+/** @param {string} match @param {boolean} camera @param {boolean} mic @returns {Media} */
+export const media = (match, camera, mic) => ({ type: 'media', match, camera, mic });
 
 /**
  * Normalises interest tags as the server does: trimmed, lower-cased, blanks

@@ -7,11 +7,14 @@ import * as P from './protocol.js';
 
 /**
  * @typedef {{state: 'connecting'}
- *   | {state: 'open', resumed: boolean, fresh: boolean}
- *   | {state: 'reconnecting', attempt: number, delayMs: number}
+ *   | {state: 'open', resumed: boolean, fresh: boolean, restarted: boolean}
+ *   | {state: 'reconnecting', attempt: number, delayMs: number, restarting: boolean}
  *   | {state: 'closed', reason: string}} Status
  * open.resumed: the server gave the old session back; open.fresh: a new
- * session replaced one that was lost (what it was doing is gone).
+ * session replaced one that was lost (what it was doing is gone);
+ * open.restarted: the server had said it was restarting.
+ * reconnecting.restarting: the server said it is restarting (a restarting
+ * message, or close 1001).
  */
 
 /** First reconnect delay; it doubles up to maxDelayMs (with jitter). */
@@ -43,6 +46,10 @@ function saveClientKey(key) {
     // storage disabled
   }
 }
+/** The close code of a server that shuts down. */
+const closeGoingAway = 1001;
+/** When a restarting server gives no hint, the first retry after it. */
+const defaultRestartMs = 2000;
 
 export class Signaling {
   /**
@@ -66,6 +73,10 @@ export class Signaling {
     this.limits = null;
     this.attempt = 0;
     this.closed = false;
+    /** The server said it is restarting; cleared by the next welcome. */
+    this.restarting = false;
+    /** Its retry hint (ms), for the first reconnect after it. */
+    this.restartMs = 0;
     /** @type {P.ClientMessage[]} */
     this.queue = [];
     /** @type {ReturnType<typeof setTimeout> | undefined} */
@@ -107,9 +118,22 @@ export class Signaling {
       if (m === null) return;
       if (m.type === 'welcome') this.welcome(m);
       else if (m.type === 'error' && m.code === P.ErrorCode.badResume) this.resumeToken = '';
+      else if (m.type === 'restarting') this.serverRestarting(m);
       this.onMessage(m);
     };
     ws.onclose = (ev) => this.dropped(ws, ev.code);
+  }
+
+  /**
+   * The server is about to close the connection to restart: nothing more
+   * goes out on it (what is sent now is queued, or refused by trySend),
+   * and the first reconnect waits for the server's hint.
+   * @param {P.Restarting} m
+   */
+  serverRestarting(m) {
+    this.restarting = true;
+    this.welcomed = false;
+    this.restartMs = typeof m.retryIn === 'number' && m.retryIn > 0 ? Math.min(m.retryIn, maxDelayMs) : defaultRestartMs;
   }
 
   /** @param {P.Welcome} m */
@@ -127,7 +151,10 @@ export class Signaling {
     this.queue = [];
     // What was queued for a session that is gone would be out of place.
     if (resumed || !hadSession) for (const q of queued) this.send(q);
-    this.onStatus({ state: 'open', resumed, fresh: hadSession && !resumed });
+    const restarted = this.restarting;
+    this.restarting = false;
+    this.restartMs = 0;
+    this.onStatus({ state: 'open', resumed, fresh: hadSession && !resumed, restarted });
   }
 
   /**
@@ -157,9 +184,23 @@ export class Signaling {
       // Another connection (another tab with our token) took the session.
       this.resumeToken = '';
     }
-    const delayMs = Math.round(Math.min(maxDelayMs, baseDelayMs * 2 ** this.attempt) * (0.5 + Math.random() / 2));
-    this.attempt++;
-    this.onStatus({ state: 'reconnecting', attempt: this.attempt, delayMs });
+    let delayMs;
+    if (code === closeGoingAway && !this.restarting) {
+      // A server too old to say restarting, or whose message was lost.
+      this.restarting = true;
+      this.restartMs = defaultRestartMs;
+    }
+    if (this.restarting && this.restartMs > 0) {
+      // The server's hint, spread out so that its clients do not all
+      // come back at once; later attempts back off from the start.
+      delayMs = Math.round(this.restartMs * (1 + Math.random() / 2));
+      this.restartMs = 0;
+      this.attempt = 0;
+    } else {
+      delayMs = Math.round(Math.min(maxDelayMs, baseDelayMs * 2 ** this.attempt) * (0.5 + Math.random() / 2));
+      this.attempt++;
+    }
+    this.onStatus({ state: 'reconnecting', attempt: this.attempt, delayMs, restarting: this.restarting });
     this.retryTimer = setTimeout(() => {
       this.retryTimer = undefined;
       this.connect();
@@ -183,6 +224,18 @@ export class Signaling {
     }
     if (this.queue.length >= maxQueue) this.queue.shift();
     this.queue.push(m);
+  }
+
+  /**
+   * Sends a message only if the connection is up now; never queues it.
+   * For what the user must see as not sent otherwise (a chat line).
+   * @param {P.ClientMessage} m
+   * @returns {boolean} whether it went out
+   */
+  trySend(m) {
+    if (this.closed || !this.open || !this.ws) return false;
+    this.ws.send(JSON.stringify(m));
+    return true;
   }
 
   /** Drops whatever is queued (it belongs to a match that ended). */

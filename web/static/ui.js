@@ -58,7 +58,30 @@ export const el = {
   keyHint: byId('key-hint', HTMLElement),
   reportDialog: byId('report-dialog', HTMLDialogElement),
   reportForm: byId('report-form', HTMLFormElement),
+  preview: byId('preview', HTMLElement),
+  previewVideo: byId('preview-video', HTMLVideoElement),
+  previewOn: byId('preview-on', HTMLButtonElement),
+  previewBox: byId('preview-box', HTMLElement),
+  previewDevices: byId('preview-devices', HTMLElement),
+  previewCamera: byId('preview-camera', HTMLSelectElement),
+  previewMic: byId('preview-mic', HTMLSelectElement),
+  textFallback: byId('text-fallback', HTMLButtonElement),
+  remoteCameraOff: byId('remote-camera-off', HTMLElement),
+  remoteMuted: byId('remote-muted', HTMLElement),
 };
+
+/**
+ * The words this module writes for the camera, microphone and chat
+ * delivery controls (the rest of the page's words are in index.html and
+ * app.js).
+ */
+const words = Object.freeze({
+  muteMic: 'Mute mic',
+  unmuteMic: 'Unmute mic',
+  cameraOff: 'Camera off',
+  cameraOn: 'Camera on',
+  notSent: 'not sent',
+});
 
 /** Most messages kept in the log; older ones are dropped. */
 const maxLogLines = 500;
@@ -212,6 +235,7 @@ export function setConnection(s) {
 /**
  * @param {'you' | 'stranger' | 'system'} who
  * @param {string} text
+ * @returns {HTMLElement} the line, for markUnsent
  */
 export function addMessage(who, text) {
   const p = document.createElement('p');
@@ -227,6 +251,28 @@ export function addMessage(who, text) {
   log.append(p);
   while (log.childElementCount > maxLogLines) log.firstElementChild?.remove();
   if (atBottom || who === 'you') log.scrollTop = log.scrollHeight;
+  return p;
+}
+
+/**
+ * Marks one of our lines as not sent (it was typed while the server could
+ * not be reached), or clears the mark once it went. The mark is text, so
+ * screen readers say it too.
+ * @param {HTMLElement} line from addMessage
+ * @param {boolean} unsent
+ */
+export function markUnsent(line, unsent) {
+  line.classList.toggle('unsent', unsent);
+  const mark = line.querySelector('.unsent-mark');
+  if (!unsent) {
+    mark?.remove();
+    return;
+  }
+  if (mark) return;
+  const m = document.createElement('span');
+  m.className = 'unsent-mark';
+  m.textContent = ` (${words.notSent})`;
+  line.append(m);
 }
 
 export function clearLog() {
@@ -304,9 +350,49 @@ export function fillDevices(select, devices, currentId) {
 }
 
 /**
- * @param {HTMLButtonElement} button
- * @param {boolean} pressed
+ * The microphone and camera buttons say what pressing them will do; the
+ * state they change shows in their look (data-off) and in the label.
+ * @param {boolean} micOff
+ * @param {boolean} cameraOff
  */
-export function setPressed(button, pressed) {
-  button.setAttribute('aria-pressed', String(pressed));
+export function setMediaButtons(micOff, cameraOff) {
+  setText(el.mute, micOff ? words.unmuteMic : words.muteMic);
+  el.mute.dataset.off = String(micOff);
+  setText(el.cameraOff, cameraOff ? words.cameraOn : words.cameraOff);
+  el.cameraOff.dataset.off = String(cameraOff);
+}
+
+/**
+ * What the stranger told us of their camera and microphone: a notice over
+ * their video when the camera is off, a muted sign when the microphone is.
+ * @param {boolean} camera on
+ * @param {boolean} mic on
+ */
+export function setRemoteMedia(camera, mic) {
+  el.remoteCameraOff.hidden = camera;
+  el.remoteMuted.hidden = mic;
+}
+
+/**
+ * The camera preview on the landing page: the stream once the user allowed
+ * the camera (with the device pickers), else the button that asks.
+ * @param {MediaStream | null} stream
+ */
+export function setPreview(stream) {
+  const v = el.previewVideo;
+  if (v.srcObject !== stream) v.srcObject = stream;
+  if (stream) v.play().catch(() => {});
+  v.classList.toggle('off', !stream || stream.getVideoTracks().length === 0);
+  el.previewOn.hidden = stream !== null;
+  el.previewBox.hidden = stream === null;
+  el.previewDevices.hidden = stream === null;
+}
+
+/**
+ * A camera problem under Start, with the one-tap way on in text only.
+ * @param {string} text empty hides both
+ */
+export function showCameraError(text) {
+  showStartError(text);
+  el.textFallback.hidden = text === '';
 }
