@@ -200,25 +200,20 @@ func benchNextToFirstFrame(b *testing.B, hog bool) {
 			mode.name, len(next), p50, p95, slices.Min(next), slices.Max(next))
 		b.Logf("%s: reference, two peer connections in one page: p50 %.0f ms, p95 %.0f ms; Next adds %.0f ms at p50, ratio %.2f",
 			mode.name, r50, r95, p50-r50, p50/r50)
-		med := func(f func(timeline) float64) float64 {
-			var xs []float64
-			for _, l := range lines {
-				if v := f(l); v >= 0 {
-					xs = append(xs, v)
-				}
-			}
-			return percentile(xs, 50)
-		}
-		offerer := 0
+		printTimeline(b, mode.name+": timeline medians (ms after Next, presser's side)", lines)
+		// The server picks the offerer at random: the tries where the
+		// stranger who waited (warm) offered against those where the one
+		// who just pressed Next did.
+		var pressed, waited []timeline
 		for _, l := range lines {
 			if l.Offerer {
-				offerer++
+				pressed = append(pressed, l)
+			} else {
+				waited = append(waited, l)
 			}
 		}
-		b.Logf("%s: timeline medians (ms after Next, presser's side): matched %.0f, offer %.0f, answer %.0f, connected %.0f, first frame %.0f; presser offered in %d of %d",
-			mode.name, med(func(l timeline) float64 { return l.Matched }), med(func(l timeline) float64 { return l.Offer }),
-			med(func(l timeline) float64 { return l.Answer }), med(func(l timeline) float64 { return l.Connected }),
-			med(func(l timeline) float64 { return l.Frame }), offerer, len(lines))
+		printTimeline(b, mode.name+": presser offered", pressed)
+		printTimeline(b, mode.name+": the waiting stranger offered", waited)
 		for _, f := range []struct {
 			name string
 			v    float64
@@ -231,6 +226,23 @@ func benchNextToFirstFrame(b *testing.B, hog bool) {
 			fmt.Printf("figure %s %.1f\n", f.name, f.v)
 		}
 	}
+}
+
+// printTimeline logs the medians of lines' timelines.
+func printTimeline(b *testing.B, what string, lines []timeline) {
+	med := func(f func(timeline) float64) float64 {
+		var xs []float64
+		for _, l := range lines {
+			if v := f(l); v >= 0 {
+				xs = append(xs, v)
+			}
+		}
+		return percentile(xs, 50)
+	}
+	b.Logf("%s, %d tries: matched %.0f, offer %.0f, answer %.0f, connected %.0f, first frame %.0f",
+		what, len(lines), med(func(l timeline) float64 { return l.Matched }), med(func(l timeline) float64 { return l.Offer }),
+		med(func(l timeline) float64 { return l.Answer }), med(func(l timeline) float64 { return l.Connected }),
+		med(func(l timeline) float64 { return l.Frame }))
 }
 
 // percentile returns the p-th percentile (nearest rank) of xs.

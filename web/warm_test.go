@@ -1,8 +1,14 @@
 package web_test
 
 import (
+	"bufio"
+	"context"
+	"net/http"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/strangers-chat/strangers/internal/testsupport"
 )
 
 // warmReadyJS is true once the page has made its next call ready while
@@ -38,12 +44,26 @@ func TestBrowserWarm(t *testing.T) {
 		u.start(startOptions{})
 		u.waitText("stage", "Looking for a stranger")
 		u.waitFor(warmReadyJS, "a warm peer connection while waiting")
+		// It gathers ahead: our relay gives it an allocation.
+		testsupport.WaitFor(t, stepTimeout, "a relay allocation for the warm connection", func() bool {
+			return st.metric(t, "strangers_relay_allocations_active") > 0
+		})
 		u.press("Stop")
 		// Every peer connection the page made (the warm one, and the
 		// reachability probe once it is done) is closed, and the camera
 		// is off.
 		u.waitFor(`window.__test.pcs.every((p) => p.signalingState === 'closed')`, "every peer connection closed")
 		u.waitFor(`document.getElementById('local-video').srcObject === null`, "the camera released")
+		u.waitFor(`[...document.querySelectorAll('video')].every((v) => v.srcObject === null)`, "no video element holding a stream")
+		// Nothing of it reached the server: no offer, answer or candidate.
+		if n := eval[int](u, `window.__test.msgs.filter(([, m]) => m.startsWith('>signal')).length`); n != 0 {
+			t.Errorf("the page sent %d signals without a match", n)
+		}
+		// Its relay allocations (candidates gathered ahead ask the relay
+		// for some) are given back.
+		testsupport.WaitFor(t, stepTimeout, "the relay allocations of the warm connection released", func() bool {
+			return st.metric(t, "strangers_relay_allocations_active") == 0
+		})
 		// Starting again warms a new connection with the new camera; the old
 		// one stays closed.
 		u.start(startOptions{})
@@ -86,4 +106,38 @@ func TestBrowserWarm(t *testing.T) {
 			}
 		}
 	})
+}
+
+// metric reads a metric without labels from the server's /metrics.
+func (st *stage) metric(tb testing.TB, name string) float64 {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), stepTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, st.base+"/metrics", nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	// No connection is kept: nothing outlives the call.
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := client.Do(req)
+	if err != nil {
+		tb.Fatalf("reading the metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				tb.Fatalf("metric %s: %v", name, err)
+			}
+			return f
+		}
+	}
+	if err := sc.Err(); err != nil {
+		tb.Fatalf("reading the metrics: %v", err)
+	}
+	tb.Fatalf("no metric %s in /metrics", name)
+	return 0
 }
