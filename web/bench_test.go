@@ -3,35 +3,66 @@ package web_test
 import (
 	"encoding/json"
 	"fmt"
+	"os/exec"
 	"regexp"
+	"runtime"
 	"slices"
 	"strconv"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // benchTries is how many times each figure is measured.
 const benchTries = 20
 
 // nextToFrameJS presses Next and resolves with the milliseconds until the
-// new peer connection has decoded its first video frame (-1 on timeout).
+// new peer connection has decoded its first video frame (frame, -1 on
+// timeout), and the page's timeline on the way, from the presser's side:
+// matched received, the offer sent or received, the answer received or
+// sent, the peer connection connected (-1 when not seen).
 const nextToFrameJS = `(async () => {
   const t = window.__test, n = t.calls().length;
   const t0 = performance.now();
   t.t0 = t0;
+  const out = { matched: -1, offer: -1, answer: -1, connected: -1, frame: -1, offerer: false };
+  let watched = null;
   document.getElementById('next').click();
   while (performance.now() - t0 < 20000) {
     const calls = t.calls();
     const pc = calls.length > n ? calls[calls.length - 1] : null;
+    if (pc && watched !== pc) {
+      watched = pc;
+      const seen = () => { if (pc.connectionState === 'connected' && out.connected < 0) out.connected = performance.now() - t0; };
+      pc.addEventListener('connectionstatechange', seen);
+      seen();
+    }
     if (pc) {
       const r = await pc.getStats();
       let f = 0;
       r.forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'video') f = s.framesDecoded || 0; });
-      if (f > 0) return performance.now() - t0;
+      if (f > 0) { out.frame = performance.now() - t0; break; }
     }
     await new Promise((res) => setTimeout(res, 5));
   }
-  return -1;
+  const first = (re) => { const m = t.msgs.find(([ts, w]) => ts >= t0 && re.test(w)); return m ? m[0] - t0 : -1; };
+  out.matched = first(/^<matched/);
+  out.offer = first(/signal:offer/);
+  out.answer = first(/signal:answer/);
+  out.offerer = t.msgs.some(([ts, w]) => ts >= t0 && w === '>signal:offer');
+  return out;
 })()`
+
+// timeline is what nextToFrameJS resolves with, in milliseconds from
+// pressing Next.
+type timeline struct {
+	Matched   float64 `json:"matched"`
+	Offer     float64 `json:"offer"`
+	Answer    float64 `json:"answer"`
+	Connected float64 `json:"connected"`
+	Frame     float64 `json:"frame"`
+	Offerer   bool    `json:"offerer"`
+}
 
 const timelineJS = `window.__test.msgs.filter(([ts]) => ts >= (window.__test.t0 ?? 0) - 2000).map(([ts, what]) => (ts - (window.__test.t0 ?? 0)).toFixed(0) + ' ' + what).join(', ')`
 
@@ -67,10 +98,39 @@ const loopbackCallJS = `(async (iceServers, relayOnly) => {
 // Next to the first decoded frame of the new stranger's video, direct and
 // with "Hide my IP" on both sides, over benchTries tries each, and the same
 // for two peer connections inside one page (no signaling) for reference.
-// It prints p50 and p95; nothing is asserted.
+// It prints p50 and p95, the ratio of the p50s, and the medians of the
+// page's timeline; nothing is asserted.
 //
 //	go test -run '^$' -bench NextToFirstFrame ./web/
-func BenchmarkNextToFirstFrame(b *testing.B) {
+func BenchmarkNextToFirstFrame(b *testing.B) { benchNextToFirstFrame(b, false) }
+
+// BenchmarkNextToFirstFrameCPUHog is BenchmarkNextToFirstFrame with one
+// core kept busy by a spinning process for the whole run.
+func BenchmarkNextToFirstFrameCPUHog(b *testing.B) { benchNextToFirstFrame(b, true) }
+
+// startHog starts a process that spins on one CPU (the last one, with
+// taskset when there is more than one) and stops it, by its PID, when the
+// benchmark ends; it exits by itself after limit anyway.
+func startHog(tb testing.TB, limit time.Duration) {
+	tb.Helper()
+	spin := []string{"timeout", strconv.Itoa(int(limit.Seconds())), "sh", "-c", "while :; do :; done"}
+	if n := runtime.NumCPU(); n > 1 {
+		if _, err := exec.LookPath("taskset"); err == nil {
+			spin = append([]string{"taskset", "-c", strconv.Itoa(n - 1)}, spin...)
+		}
+	}
+	cmd := exec.Command(spin[0], spin[1:]...)
+	if err := cmd.Start(); err != nil {
+		tb.Fatalf("starting the CPU hog: %v", err)
+	}
+	tb.Cleanup(func() {
+		// timeout passes SIGTERM on to the shell it runs.
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+	})
+}
+
+func benchNextToFirstFrame(b *testing.B, hog bool) {
 	if !inNamespace() {
 		out := reexec(b, true)
 		for _, m := range regexp.MustCompile(`(?m)^\s*figure (\S+) ([0-9.]+)$`).FindAllStringSubmatch(out, -1) {
@@ -79,6 +139,9 @@ func BenchmarkNextToFirstFrame(b *testing.B) {
 		}
 		return
 	}
+	if hog {
+		startHog(b, 30*time.Minute)
+	}
 	st := newStage(b)
 	st.requireSignaling(b)
 	for _, mode := range []struct {
@@ -86,6 +149,7 @@ func BenchmarkNextToFirstFrame(b *testing.B) {
 		hideIP bool
 	}{{"direct", false}, {"relay", true}} {
 		var next, loop []float64
+		var lines []timeline
 		// The one who presses Next; each try a fresh stranger waits for them.
 		presser := st.newUser(b, "presser-"+mode.name)
 		presser.start(startOptions{hideIP: mode.hideIP})
@@ -96,18 +160,20 @@ func BenchmarkNextToFirstFrame(b *testing.B) {
 			waiting := st.newUser(b, fmt.Sprintf("stranger-%s-%d", mode.name, i))
 			waiting.start(startOptions{hideIP: mode.hideIP})
 			waiting.waitText("stage", "Looking for a stranger")
-			ms := eval[float64](presser, nextToFrameJS)
+			tl := eval[timeline](presser, nextToFrameJS)
+			ms := tl.Frame
 			if ms < 0 {
 				b.Fatalf("%s try %d: no frame within 20s\n%s", mode.name, i, presser.describe())
 			}
 			if testing.Verbose() && i < 4 {
-				b.Logf("%s try %d: %.0f ms; presser %s", mode.name, i, ms, eval[string](presser, timelineJS))
+				b.Logf("%s try %d: %.0f ms (offerer %t); presser %s", mode.name, i, ms, tl.Offerer, eval[string](presser, timelineJS))
 				b.Logf("  stranger %s", eval[string](waiting, timelineJS))
 			}
 			partner.close()
 			partner = waiting
 			if i > 0 {
 				next = append(next, ms)
+				lines = append(lines, tl)
 			}
 		}
 		ice, err := json.Marshal(eval[any](presser, `window.__test.iceServers`))
@@ -132,19 +198,51 @@ func BenchmarkNextToFirstFrame(b *testing.B) {
 		r50, r95 := percentile(loop, 50), percentile(loop, 95)
 		b.Logf("%s: Next → first frame over %d tries: p50 %.0f ms, p95 %.0f ms (min %.0f, max %.0f)",
 			mode.name, len(next), p50, p95, slices.Min(next), slices.Max(next))
-		b.Logf("%s: reference, two peer connections in one page: p50 %.0f ms, p95 %.0f ms; Next adds %.0f ms at p50",
-			mode.name, r50, r95, p50-r50)
+		b.Logf("%s: reference, two peer connections in one page: p50 %.0f ms, p95 %.0f ms; Next adds %.0f ms at p50, ratio %.2f",
+			mode.name, r50, r95, p50-r50, p50/r50)
+		printTimeline(b, mode.name+": timeline medians (ms after Next, presser's side)", lines)
+		// The server picks the offerer at random: the tries where the
+		// stranger who waited (warm) offered against those where the one
+		// who just pressed Next did.
+		var pressed, waited []timeline
+		for _, l := range lines {
+			if l.Offerer {
+				pressed = append(pressed, l)
+			} else {
+				waited = append(waited, l)
+			}
+		}
+		printTimeline(b, mode.name+": presser offered", pressed)
+		printTimeline(b, mode.name+": the waiting stranger offered", waited)
 		for _, f := range []struct {
 			name string
 			v    float64
 		}{
 			{mode.name + "-p50-ms", p50}, {mode.name + "-p95-ms", p95},
 			{mode.name + "-ref-p50-ms", r50}, {mode.name + "-ref-p95-ms", r95},
+			{mode.name + "-ratio", p50 / r50},
 		} {
 			b.ReportMetric(f.v, f.name)
 			fmt.Printf("figure %s %.1f\n", f.name, f.v)
 		}
 	}
+}
+
+// printTimeline logs the medians of lines' timelines.
+func printTimeline(b *testing.B, what string, lines []timeline) {
+	med := func(f func(timeline) float64) float64 {
+		var xs []float64
+		for _, l := range lines {
+			if v := f(l); v >= 0 {
+				xs = append(xs, v)
+			}
+		}
+		return percentile(xs, 50)
+	}
+	b.Logf("%s, %d tries: matched %.0f, offer %.0f, answer %.0f, connected %.0f, first frame %.0f",
+		what, len(lines), med(func(l timeline) float64 { return l.Matched }), med(func(l timeline) float64 { return l.Offer }),
+		med(func(l timeline) float64 { return l.Answer }), med(func(l timeline) float64 { return l.Connected }),
+		med(func(l timeline) float64 { return l.Frame }))
 }
 
 // percentile returns the p-th percentile (nearest rank) of xs.

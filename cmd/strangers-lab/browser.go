@@ -87,9 +87,13 @@ const labScript = `(() => {
   };
 })();`
 
-// statusJS reports the call as the page's newest peer connection sees it.
+// statusJS reports the call as the page's call sees it: the newest peer
+// connection with a remote description, the one that talks to the stranger.
+// The newest peer connection may be another: the page makes its next call
+// ready while it waits (it is used, later, for the call) and probes whether
+// the relay can be reached with a connection of its own, which it closes.
 const statusJS = `(async () => {
-  const t = window.__lab, pcs = t.pcs, pc = pcs[pcs.length - 1];
+  const t = window.__lab, pc = t.pcs.findLast((p) => p.remoteDescription) ?? null;
   const out = { state: pc ? pc.connectionState : '', frames: 0, local: '', remote: '', remoteAddr: '', relayProtocol: '',
     connectedMs: t.connectedAt && t.matchedAt ? t.connectedAt - t.matchedAt : 0, received: t.received };
   if (pc && pc.connectionState !== 'closed') {

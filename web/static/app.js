@@ -63,6 +63,14 @@ const state = {
   reportable: '',
   /** @type {Call | null} */
   call: null,
+  /** The next call, made ready while we wait (see warmUp). */
+  /** @type {Call | null} */
+  warm: null,
+  /** The last ICE servers the server gave us, and until when (performance.now()) we use them. */
+  /** @type {{servers: P.ICEServer[], until: number} | null} */
+  ice: null,
+  /** When we last asked for ICE servers (performance.now()), to ask again only when that went unanswered. */
+  iceAskedAt: -Infinity,
   /** @type {MediaStream | null} */
   stream: null,
   typingSent: false,
@@ -143,12 +151,16 @@ function onSignalingStatus(s) {
  */
 function sessionLost(restarted) {
   state.hasFind = false;
+  // Our TURN credentials named the old session.
+  state.ice = null;
+  dropWarm();
   if (state.phase === 'matched') {
     endMatch();
     ui.addMessage('system', `${restarted ? say.restartedChat : say.lostChat} ${say.lookingAgain}`);
     lookAgain();
   } else if (state.phase === 'waiting') {
     sendFind();
+    warmUp();
   }
 }
 
@@ -204,10 +216,14 @@ function onMessage(m) {
     case 'partner_left':
       if (m.match === state.match?.match) partnerLeft(m.reason);
       break;
-    case 'ice':
-      if (state.iceReply) state.iceReply(Array.isArray(m.iceServers) ? m.iceServers : []);
+    case 'ice': {
+      const servers = Array.isArray(m.iceServers) ? m.iceServers : [];
+      rememberICE(servers);
+      if (state.iceReply) state.iceReply(servers);
       state.iceReply = null;
+      warmUp();
       break;
+    }
     case 'error':
       onError(m);
       break;
@@ -256,6 +272,7 @@ async function checkReachability() {
   /** @type {P.ICEServer[]} */
   const servers = await new Promise((resolve) => {
     state.iceReply = resolve;
+    state.iceAskedAt = performance.now();
     sig.send(P.iceRequest());
     setTimeout(() => resolve([]), 10000);
   });
@@ -328,6 +345,7 @@ function onWaiting(m) {
   if (state.phase === 'idle') return; // a late answer to a find we took back
   if (state.phase === 'matched') endMatch();
   state.phase = 'waiting';
+  warmUp();
   startCountdown(typeof m.fallbackIn === 'number' ? m.fallbackIn : 0);
 }
 
@@ -395,37 +413,112 @@ function onMatched(m) {
   state.match = m;
   state.reportable = m.match;
   state.frame = null;
+  const iceServers = Array.isArray(m.iceServers) ? m.iceServers : [];
+  rememberICE(iceServers);
+
+  // The call first, the page after: the offer leaves before any DOM work.
+  if (m.mode === 'video' && state.mode === 'video') {
+    startCall(m, iceServers);
+    sendMedia(); // the stranger knows from the start if our camera or mic is off
+    ui.setStage('Connecting to the stranger\u2026');
+    ui.setConnection({ state: 'connecting' });
+  } else {
+    dropWarm();
+    ui.setStage('');
+  }
   ui.clearLog();
   ui.addMessage('system', 'You\u2019re now talking to a random stranger. Say hi!');
   ui.setCommon(Array.isArray(m.interests) ? m.interests : []);
   ui.setMatched(true);
   el.report.disabled = false;
-
-  if (m.mode === 'video' && state.mode === 'video') {
-    ui.setStage('Connecting to the stranger\u2026');
-    ui.setConnection({ state: 'connecting' });
-    const call = new Call({
-      role: m.role,
-      iceServers: Array.isArray(m.iceServers) ? m.iceServers : [],
-      relayOnly: state.relayOnly,
-      stream: state.stream,
-      send: (s) => sig.send(s.sdp ? P.signalSDP(m.match, s.sdp) : P.signalCandidate(m.match, s.candidate ?? {})),
-      onRemoteStream: (stream) => {
-        if (state.call === call) showRemote(stream);
-      },
-      onStatus: (s) => {
-        if (state.call !== call) return;
-        ui.setConnection(s);
-        if (s.state === 'failed') ui.setStage('Could not connect to this stranger. Press Next to try someone else.', 'notice');
-      },
-    });
-    state.call = call;
-    call.start().catch((e) => console.warn('offer:', e));
-    sendMedia(); // the stranger knows from the start if our camera or mic is off
-  } else {
-    ui.setStage('');
-  }
   if (document.activeElement === document.body || document.activeElement === el.next) el.chatInput.focus();
+}
+
+/**
+ * Starts the call of match m, on the warm peer connection when it fits.
+ * @param {P.Matched} m
+ * @param {P.ICEServer[]} iceServers
+ */
+function startCall(m, iceServers) {
+  let call = state.warm;
+  state.warm = null;
+  if (!call || call.relayOnly !== state.relayOnly || !call.fits(iceServers) || performance.now() >= warmUntil(call)) {
+    call?.close();
+    call = new Call({ iceServers, relayOnly: state.relayOnly, stream: state.stream });
+  }
+  state.call = call;
+  call.start({
+    role: m.role,
+    send: (s) => sig.send(s.sdp ? P.signalSDP(m.match, s.sdp) : P.signalCandidate(m.match, s.candidate ?? {})),
+    onRemoteStream: (stream) => {
+      if (state.call === call) showRemote(stream);
+    },
+    onStatus: (s) => {
+      if (state.call !== call) return;
+      ui.setConnection(s);
+      if (s.state === 'failed') ui.setStage('Could not connect to this stranger. Press Next to try someone else.', 'notice');
+    },
+  });
+}
+
+// ---- Warming the next call ------------------------------------------------
+
+/**
+ * How long ICE servers are used after they came: half what their TURN
+ * credentials (expiry:session) seem to have left by our clock, between a
+ * minute and half an hour; half an hour when they carry no expiry. A warm
+ * call older than that is not used.
+ * @param {P.ICEServer[]} servers
+ */
+function iceLifetimeMs(servers) {
+  const user = servers.find((s) => typeof s.username === 'string' && /^\d+:/.test(s.username))?.username;
+  if (!user) return 30 * 60e3;
+  const left = Number(user.split(':')[0]) * 1000 - Date.now();
+  return Math.min(30 * 60e3, Math.max(60e3, left / 2));
+}
+
+/** @param {P.ICEServer[]} servers */
+function rememberICE(servers) {
+  if (servers.length === 0) return;
+  state.ice = { servers, until: performance.now() + iceLifetimeMs(servers) };
+}
+
+/** @type {WeakMap<Call, number>} when each warm call's credentials stop being usable */
+const warmUntilByCall = new WeakMap();
+
+/** @param {Call} call */
+function warmUntil(call) {
+  return warmUntilByCall.get(call) ?? 0;
+}
+
+/**
+ * While waiting for a stranger (video), makes the next call ready: a peer
+ * connection with the camera attached and candidates gathered, on the ICE
+ * servers we already have while their credentials are good. Without any,
+ * it asks the server once (ice is rate limited) and warms up on the reply.
+ */
+function warmUp() {
+  if (state.phase !== 'waiting' || state.mode !== 'video' || !state.stream) return;
+  const now = performance.now();
+  if (state.warm && !state.warm.closed && state.warm.relayOnly === state.relayOnly && now < warmUntil(state.warm)) return;
+  dropWarm();
+  if (!state.ice || now >= state.ice.until) {
+    state.ice = null;
+    if (now - state.iceAskedAt > 10000) {
+      state.iceAskedAt = now;
+      sig.send(P.iceRequest());
+    }
+    return;
+  }
+  const call = new Call({ iceServers: state.ice.servers, relayOnly: state.relayOnly, stream: state.stream });
+  warmUntilByCall.set(call, state.ice.until);
+  state.warm = call;
+}
+
+/** Closes the warm call, if any: nothing was sent on it. */
+function dropWarm() {
+  state.warm?.close();
+  state.warm = null;
 }
 
 /** @param {MediaStream} stream */
@@ -530,6 +623,7 @@ function next() {
       return;
   }
   state.phase = 'waiting';
+  warmUp();
   // The match that just ended may still be reported.
   el.report.disabled = state.reportable === '';
   ui.setCommon([]);
@@ -542,6 +636,7 @@ function stop() {
   state.cancelCooldown?.();
   state.cancelCooldown = null;
   endMatch();
+  dropWarm();
   stopCountdown();
   state.phase = 'idle';
   state.hasFind = false;
@@ -738,6 +833,7 @@ el.startForm.addEventListener('submit', async (e) => {
   state.phase = 'waiting';
   el.report.disabled = true;
   sendFind();
+  warmUp();
   startCountdown(0);
   el.chatLog.focus();
 });
@@ -894,6 +990,7 @@ async function switchDevice(kind, deviceId) {
   applyTrackToggles();
   ui.setPreview(stream);
   await state.call?.replaceTrack(track);
+  await state.warm?.replaceTrack(track);
   // Both pickers (start page and call) show the device in use.
   fillDevices().catch(() => {});
   sendMedia();
@@ -926,6 +1023,7 @@ window.addEventListener('pagehide', () => {
   // A normal close: the server ends our session and tells the partner now.
   sig.close();
   state.call?.close();
+  dropWarm();
 });
 
 // Back from the back/forward cache the session is gone (closed on

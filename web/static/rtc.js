@@ -3,6 +3,12 @@
 // restarts ICE when the connection fails (or stays disconnected), and
 // getStats tells whether media goes direct or through the relay, over which
 // transport, and the round-trip time.
+//
+// A call is made warm, before there is anyone to call: while the user waits
+// in the queue its peer connection exists, with the local tracks attached,
+// candidates gathered ahead (the ICE candidate pool) and an offer prepared,
+// so that when the match comes the offerer sends its offer at once and the
+// answerer answers at once.
 
 /**
  * @typedef {object} CallStatus
@@ -21,24 +27,46 @@ const disconnectedGraceMs = 4000;
 const maxRestarts = 3;
 /** How often the indicator's figures are refreshed. */
 const statsIntervalMs = 1000;
+/**
+ * Candidates gathered ahead of the match: one transport (max-bundle), so
+ * one pooled gathering session is enough.
+ */
+const candidatePoolSize = 1;
+
+/**
+ * @typedef {object} CallHandlers what a started call talks to
+ * @property {'offerer' | 'answerer'} role
+ * @property {(s: {sdp?: RTCSessionDescriptionInit, candidate?: RTCIceCandidateInit}) => void} send to the partner
+ * @property {(stream: MediaStream) => void} onRemoteStream
+ * @property {(s: CallStatus) => void} onStatus
+ */
+
+/** @param {{sdp?: RTCSessionDescriptionInit, candidate?: RTCIceCandidateInit}} _s */
+const sendNothing = (_s) => {};
 
 export class Call {
   /**
+   * Makes the call's peer connection ready, before there is a partner: the
+   * local tracks attached and candidates gathered ahead (with relayOnly,
+   * relay candidates only: the browser gathers nothing else). Nothing is
+   * sent until start.
    * @param {object} opts
-   * @param {'offerer' | 'answerer'} opts.role
    * @param {RTCIceServer[]} opts.iceServers
    * @param {boolean} opts.relayOnly relay candidates only ("Hide my IP")
    * @param {MediaStream | null} opts.stream local camera and microphone
-   * @param {(s: {sdp?: RTCSessionDescriptionInit, candidate?: RTCIceCandidateInit}) => void} opts.send to the partner
-   * @param {(stream: MediaStream) => void} opts.onRemoteStream
-   * @param {(s: CallStatus) => void} opts.onStatus
    */
-  constructor({ role, iceServers, relayOnly, stream, send, onRemoteStream, onStatus }) {
-    this.role = role;
+  constructor({ iceServers, relayOnly, stream }) {
+    /** @type {'offerer' | 'answerer'} */
+    this.role = 'answerer';
+    this.iceServers = iceServers;
     this.relayOnly = relayOnly;
     this.hasTURN = iceServers.some((s) => [s.urls].flat().some((u) => /^turns?:/.test(u)));
-    this.send = send;
-    this.onStatus = onStatus;
+    this.send = sendNothing;
+    /** @type {(s: CallStatus) => void} */
+    this.onStatus = () => {};
+    /** @type {(stream: MediaStream) => void} */
+    this.onRemoteStream = () => {};
+    this.started = false;
     this.closed = false;
     this.everConnected = false;
     /** Set once we have told the user it failed: no more restarts. */
@@ -53,20 +81,31 @@ export class Call {
     /** @type {CallStatus} */
     this.status = { state: 'connecting' };
     this.remote = new MediaStream();
+    /**
+     * Signals are applied one after the other, in the order they came (an
+     * answer may arrive before our own offer is set locally).
+     * @type {Promise<void>}
+     */
+    this.queue = Promise.resolve();
 
     const pc = new RTCPeerConnection({
       iceServers,
       iceTransportPolicy: relayOnly ? 'relay' : 'all',
       bundlePolicy: 'max-bundle',
+      iceCandidatePoolSize: candidatePoolSize,
     });
     this.pc = pc;
-    for (const kind of ['audio', 'video']) {
-      const track = stream?.getTracks().find((t) => t.kind === kind);
-      if (track && stream) pc.addTrack(track, stream);
-      else if (role === 'offerer') pc.addTransceiver(kind, { direction: 'recvonly' });
+    this.stream = stream;
+    for (const track of stream?.getTracks() ?? []) {
+      if (stream && (track.kind === 'audio' || track.kind === 'video')) pc.addTrack(track, stream);
     }
+    /**
+     * The first offer, prepared while waiting; unused if we answer.
+     * @type {Promise<RTCSessionDescriptionInit | null>}
+     */
+    this.firstOffer = this.hasKinds() ? pc.createOffer().catch(() => null) : Promise.resolve(null);
     pc.onicecandidate = (ev) => {
-      if (this.closed) return;
+      if (this.closed || !this.started) return;
       if (ev.candidate) {
         if (ev.candidate.type) this.gathered.add(ev.candidate.type);
         this.send({ candidate: ev.candidate.toJSON() });
@@ -79,32 +118,90 @@ export class Call {
     pc.ontrack = (ev) => {
       if (this.closed) return;
       if (!this.remote.getTracks().includes(ev.track)) this.remote.addTrack(ev.track);
-      onRemoteStream(this.remote);
+      this.onRemoteStream(this.remote);
     };
     pc.onconnectionstatechange = () => this.stateChanged();
     pc.oniceconnectionstatechange = () => this.stateChanged();
 
     /** @type {ReturnType<typeof setTimeout> | undefined} */
-    this.connectTimer = setTimeout(() => this.giveUp(), connectTimeoutMs);
+    this.connectTimer = undefined;
     /** @type {ReturnType<typeof setTimeout> | undefined} */
     this.disconnectTimer = undefined;
     /** @type {ReturnType<typeof setInterval> | undefined} */
     this.statsTimer = undefined;
   }
 
-  /** Makes the first offer (offerer) or waits for it (answerer). */
-  async start() {
-    if (this.role === 'offerer') await this.offer(false);
+  /** Whether the local stream gives both kinds, so the prepared offer is the one we would make. */
+  hasKinds() {
+    const kinds = this.pc.getTransceivers().map((t) => t.receiver.track.kind);
+    return kinds.includes('audio') && kinds.includes('video');
+  }
+
+  /**
+   * Whether this warm call can serve a match with these ICE servers: the
+   * same servers (credentials aside: each match brings fresh ones, and ours
+   * are still valid) and nothing started or closed yet.
+   * @param {RTCIceServer[]} iceServers
+   */
+  fits(iceServers) {
+    if (this.started || this.closed || this.pc.signalingState !== 'stable') return false;
+    const urls = (/** @type {RTCIceServer[]} */ list) => list.map((s) => [s.urls].flat().join(' ')).join('\n');
+    return urls(this.iceServers) === urls(iceServers);
+  }
+
+  /**
+   * Starts the call with a partner: the offerer sends its offer at once,
+   * the answerer applies the offer when it comes.
+   * @param {CallHandlers} h
+   */
+  start({ role, send, onRemoteStream, onStatus }) {
+    if (this.closed || this.started) return;
+    this.started = true;
+    this.role = role;
+    this.send = send;
+    this.onRemoteStream = onRemoteStream;
+    this.onStatus = onStatus;
+    this.connectTimer = setTimeout(() => this.giveUp(), connectTimeoutMs);
+    if (role !== 'offerer') return;
+    const kinds = this.pc.getTransceivers().map((t) => t.receiver.track.kind);
+    for (const kind of ['audio', 'video']) {
+      if (!kinds.includes(kind)) this.pc.addTransceiver(kind, { direction: 'recvonly' });
+    }
+    this.enqueue(async () => {
+      const prepared = kinds.length === 2 ? await this.firstOffer : null;
+      await this.sendOffer(prepared ?? (await this.pc.createOffer()));
+    }).catch(() => this.giveUp());
+  }
+
+  /**
+   * Runs f after every signal before it has been applied.
+   * @param {() => Promise<void>} f
+   */
+  enqueue(f) {
+    const p = this.queue.then(f);
+    this.queue = p.catch(() => {});
+    return p;
+  }
+
+  /**
+   * Sends an offer and sets it locally. It is sent first: the partner works
+   * on it while we set it, and an answer that comes back before we are done
+   * waits its turn in the queue.
+   * @param {RTCSessionDescriptionInit} offer
+   */
+  async sendOffer(offer) {
+    if (this.closed) return;
+    this.send({ sdp: { type: offer.type, sdp: offer.sdp } });
+    await this.pc.setLocalDescription(offer);
   }
 
   /** @param {boolean} iceRestart */
   async offer(iceRestart) {
-    if (this.closed) return;
-    const offer = await this.pc.createOffer({ iceRestart });
-    if (this.closed) return;
-    await this.pc.setLocalDescription(offer);
-    if (this.closed || !this.pc.localDescription) return;
-    this.send({ sdp: this.pc.localDescription.toJSON() });
+    await this.enqueue(async () => {
+      if (this.closed) return;
+      const offer = await this.pc.createOffer({ iceRestart });
+      await this.sendOffer(offer);
+    });
   }
 
   /**
@@ -112,18 +209,27 @@ export class Call {
    * answer, or a candidate.
    * @param {{sdp?: RTCSessionDescriptionInit, candidate?: RTCIceCandidateInit}} s
    */
-  async handleSignal(s) {
-    if (this.closed) return;
+  handleSignal(s) {
+    return this.enqueue(() => this.apply(s));
+  }
+
+  /**
+   * @param {{sdp?: RTCSessionDescriptionInit, candidate?: RTCIceCandidateInit}} s
+   */
+  async apply(s) {
+    if (this.closed || !this.started) return;
     const pc = this.pc;
     if (s.sdp) {
       const d = s.sdp;
       if (d.type === 'offer' && this.role === 'answerer') {
         await pc.setRemoteDescription(d);
-        await this.addPending();
         if (this.closed) return;
-        await pc.setLocalDescription(await pc.createAnswer());
-        if (this.closed || !pc.localDescription) return;
-        this.send({ sdp: pc.localDescription.toJSON() });
+        // Answer first, then set it locally and add what trickled in.
+        const answer = await pc.createAnswer();
+        if (this.closed) return;
+        this.send({ sdp: { type: answer.type, sdp: answer.sdp } });
+        await pc.setLocalDescription(answer);
+        await this.addPending();
       } else if (d.type === 'answer' && this.role === 'offerer' && pc.signalingState === 'have-local-offer') {
         await pc.setRemoteDescription(d);
         await this.addPending();
@@ -156,7 +262,7 @@ export class Call {
   }
 
   stateChanged() {
-    if (this.closed) return;
+    if (this.closed || !this.started) return;
     const pc = this.pc;
     const st = pc.connectionState;
     const ice = pc.iceConnectionState;
