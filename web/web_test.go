@@ -27,6 +27,10 @@ func TestHandlerHeaders(t *testing.T) {
 		{"/app.js", 200, "text/javascript; charset=utf-8"},
 		{"/protocol.js", 200, "text/javascript; charset=utf-8"},
 		{"/style.css", 200, "text/css; charset=utf-8"},
+		{"/manifest.webmanifest", 200, "application/manifest+json"},
+		{"/sw.js", 200, "text/javascript; charset=utf-8"},
+		{"/icons/icon.svg", 200, "image/svg+xml"},
+		{"/icons/icon-192.png", 200, "image/png"},
 		{"/no-such-file", 404, ""},
 		// The type check's files beside the page are not served.
 		{"/package.json", 404, ""},
@@ -55,6 +59,11 @@ func TestHandlerHeaders(t *testing.T) {
 			}
 			if tt.status == 200 {
 				want["Cache-Control"] = "no-cache"
+			}
+			if tt.path == "/sw.js" {
+				// The worker may control the whole page (its scope
+				// is the page's directory).
+				want["Service-Worker-Allowed"] = "/"
 			}
 			for k, v := range want {
 				if got := resp.Header.Get(k); got != v {
@@ -233,6 +242,8 @@ func TestAccessibleNames(t *testing.T) {
 	for _, want := range []string{
 		`>Start</button>`, `>Next</button>`, `>Stop</button>`, `>Send</button>`, `>Report</button>`,
 		`aria-label="Stranger's video"`, `aria-label="Your video"`, `role="log"`,
+		`aria-label="Fullscreen"`, `aria-label="Picture in picture"`, `aria-label="Sound alerts"`, `>Mirror</button>`,
+		`rel="manifest"`, `rel="icon"`,
 		`<label for="chat-input" class="visually-hidden">Message</label>`,
 		`playsinline`, `<html lang="en">`, `name="viewport"`,
 	} {

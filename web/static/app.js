@@ -6,6 +6,8 @@ import * as P from './protocol.js';
 import { Signaling } from './signaling.js';
 import { Call, probeReachability } from './rtc.js';
 import * as ui from './ui.js';
+import * as cues from './cues.js';
+import './view.js';
 
 const { el } = ui;
 
@@ -143,6 +145,7 @@ function onMessage(m) {
       if (m.match === state.match?.match && typeof m.text === 'string') {
         ui.addMessage('stranger', m.text);
         setRemoteTyping(false);
+        cues.message();
       }
       break;
     case 'typing':
@@ -299,6 +302,7 @@ function onMatched(m) {
   ui.setCommon(Array.isArray(m.interests) ? m.interests : []);
   ui.setMatched(true);
   el.report.disabled = false;
+  cues.matched();
 
   if (m.mode === 'video' && state.mode === 'video') {
     ui.setStage('Connecting to the stranger\u2026');
