@@ -260,6 +260,13 @@ func TestBrowserPhone(t *testing.T) {
 			if m.Preview.X > l.Preview.X-100 {
 				t.Errorf("the preview did not follow the finger: from %+v to %+v", l.Preview, m.Preview)
 			}
+			// It stays over the stranger's video, off the buttons.
+			for _, id := range []string{"next", "stop"} {
+				if !m.Reachable[id] {
+					t.Errorf("after the drag, %s is covered", id)
+				}
+			}
+			a.shot("call-" + phonePortrait.name + "-preview-dragged")
 			mirrored := `getComputedStyle(document.getElementById('local-video')).transform !== 'none'`
 			if !eval[bool](a, mirrored) {
 				t.Error("our preview is not mirrored at first")

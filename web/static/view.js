@@ -31,6 +31,8 @@ function byId(id, type) {
 const chat = byId('chat', HTMLElement);
 const remoteVideo = byId('remote-video', HTMLVideoElement);
 const localBox = byId('local', HTMLElement);
+/** The stranger's video box: the preview moves only over it, never over the buttons. */
+const remoteBox = localBox.parentElement?.querySelector('.remote') ?? chat;
 const localVideo = byId('local-video', HTMLVideoElement);
 const fullscreenButton = byId('fullscreen', HTMLButtonElement);
 const pipButton = byId('pip', HTMLButtonElement);
@@ -117,21 +119,23 @@ function floating() {
 
 /**
  * Puts the preview at (x, y) in the call view's coordinates, moved back as
- * little as needed to lie wholly inside both the call view and the screen.
+ * little as needed to lie wholly inside both the stranger's video and the
+ * screen.
  * @param {number} x
  * @param {number} y
  */
 function place(x, y) {
   const view = chat.getBoundingClientRect();
+  const area = remoteBox.getBoundingClientRect();
   const box = localBox.getBoundingClientRect();
   const vv = window.visualViewport;
   const screenW = vv ? vv.width : window.innerWidth;
   const screenH = vv ? vv.height : window.innerHeight;
   const margin = 4;
-  const left = Math.max(view.left, 0) + margin;
-  const top = Math.max(view.top, 0) + margin;
-  const right = Math.min(view.right, screenW) - margin - box.width;
-  const bottom = Math.min(view.bottom, screenH) - margin - box.height;
+  const left = Math.max(area.left, 0) + margin;
+  const top = Math.max(area.top, 0) + margin;
+  const right = Math.min(area.right, screenW) - margin - box.width;
+  const bottom = Math.min(area.bottom, screenH) - margin - box.height;
   const px = Math.max(left, Math.min(view.left + x, right));
   const py = Math.max(top, Math.min(view.top + y, bottom));
   placed = { x: px - view.left, y: py - view.top };
