@@ -193,6 +193,23 @@ func TestPageSelfContained(t *testing.T) {
 		}
 	}
 
+	// The manifest names only our own files, and the service worker
+	// loads nothing else.
+	manifest, err := fs.ReadFile(files, "manifest.webmanifest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ref := range regexp.MustCompile(`"(?:src|start_url|scope|id)":\s*"([^"]*)"`).FindAllStringSubmatch(string(manifest), -1) {
+		if strings.Contains(ref[1], "//") || strings.HasPrefix(ref[1], "/") || strings.Contains(ref[1], ":") {
+			t.Errorf("manifest.webmanifest refers to %q, not a path of its own", ref[1])
+		}
+	}
+	if sw, err := fs.ReadFile(files, "sw.js"); err != nil {
+		t.Error(err)
+	} else if regexp.MustCompile(`importScripts|\bimport\s*\(`).Match(sw) {
+		t.Error("sw.js loads other scripts")
+	}
+
 	jsBad := []struct {
 		re   *regexp.Regexp
 		what string

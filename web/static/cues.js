@@ -7,8 +7,6 @@
 
 /** Every user-visible string of this module. */
 export const cueText = {
-  /** The page's title when nothing is pending (as in index.html). */
-  title: 'Strangers',
   /** The title after a match made while the tab was hidden. */
   found: 'Stranger found',
   /** @param {number} n unread messages @param {string} title */
@@ -35,6 +33,9 @@ const state = {
   audio: null,
   found: false,
   unread: 0,
+  /** The page's own title, kept while ours shows; null when ours does not. */
+  /** @type {string | null} */
+  saved: null,
 };
 
 const button = document.getElementById('sound');
@@ -85,7 +86,13 @@ function hidden() {
 }
 
 function renderTitle() {
-  const base = state.found ? cueText.found : cueText.title;
+  if (!state.found && state.unread === 0) {
+    if (state.saved !== null) document.title = state.saved;
+    state.saved = null;
+    return;
+  }
+  state.saved ??= document.title;
+  const base = state.found ? cueText.found : state.saved;
   const title = state.unread > 0 ? cueText.unread(state.unread, base) : base;
   if (document.title !== title) document.title = title;
 }

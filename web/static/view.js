@@ -40,11 +40,23 @@ const mirrorButton = byId('mirror', HTMLButtonElement);
 
 // ---- Fullscreen: the whole call view, so chat and buttons stay at hand --------
 
-fullscreenButton.hidden = !document.fullscreenEnabled;
+/**
+ * iPhones have no fullscreen for elements, only for a video, in their own
+ * player.
+ * @type {HTMLVideoElement & { webkitEnterFullscreen?: () => void }}
+ */
+const appleVideo = remoteVideo;
+
+fullscreenButton.hidden = !document.fullscreenEnabled && typeof appleVideo.webkitEnterFullscreen !== 'function';
 
 fullscreenButton.addEventListener('click', () => {
-  if (document.fullscreenElement) document.exitFullscreen().catch(() => {});
-  else chat.requestFullscreen({ navigationUI: 'hide' }).catch(() => {});
+  if (!document.fullscreenEnabled) {
+    if (remoteVideo.readyState >= HTMLMediaElement.HAVE_METADATA) appleVideo.webkitEnterFullscreen?.();
+  } else if (document.fullscreenElement) {
+    document.exitFullscreen().catch(() => {});
+  } else {
+    chat.requestFullscreen({ navigationUI: 'hide' }).catch(() => {});
+  }
 });
 
 document.addEventListener('fullscreenchange', () => {
