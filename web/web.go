@@ -12,13 +12,15 @@ import (
 	"encoding/base64"
 	"io/fs"
 	"net/http"
+	"strings"
 	"sync"
 )
 
-// Only the page's own files: static/ also holds package.json, tsconfig.json
-// and, after npm ci, node_modules, for the type check CI runs.
+// Only the page's own files (with its web app manifest, service worker and
+// icons): static/ also holds package.json, tsconfig.json and, after npm ci,
+// node_modules, for the checks CI runs.
 //
-//go:embed static/*.html static/*.js static/*.css
+//go:embed static/*.html static/*.js static/*.css static/*.webmanifest static/icons/*.svg static/icons/*.png
 var static embed.FS
 
 // Files is the page's file tree (index.html at its root).
@@ -101,6 +103,15 @@ func Handler() http.Handler {
 		h.Set("Cache-Control", "no-cache")
 		if tag, ok := etags()[r.URL.Path]; ok {
 			h.Set("ETag", tag)
+		}
+		switch {
+		case strings.HasSuffix(r.URL.Path, ".webmanifest"):
+			// Not in Go's own table of types; the system's may lack it.
+			h.Set("Content-Type", "application/manifest+json")
+		case r.URL.Path == "/sw.js":
+			// The service worker's scope is the page's directory (its
+			// default); said explicitly for proxies that check.
+			h.Set("Service-Worker-Allowed", "/")
 		}
 		files.ServeHTTP(w, r)
 	})

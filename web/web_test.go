@@ -27,6 +27,10 @@ func TestHandlerHeaders(t *testing.T) {
 		{"/app.js", 200, "text/javascript; charset=utf-8"},
 		{"/protocol.js", 200, "text/javascript; charset=utf-8"},
 		{"/style.css", 200, "text/css; charset=utf-8"},
+		{"/manifest.webmanifest", 200, "application/manifest+json"},
+		{"/sw.js", 200, "text/javascript; charset=utf-8"},
+		{"/icons/icon.svg", 200, "image/svg+xml"},
+		{"/icons/icon-192.png", 200, "image/png"},
 		{"/no-such-file", 404, ""},
 		// The type check's files beside the page are not served.
 		{"/package.json", 404, ""},
@@ -55,6 +59,11 @@ func TestHandlerHeaders(t *testing.T) {
 			}
 			if tt.status == 200 {
 				want["Cache-Control"] = "no-cache"
+			}
+			if tt.path == "/sw.js" {
+				// The worker may control the whole page (its scope
+				// is the page's directory).
+				want["Service-Worker-Allowed"] = "/"
 			}
 			for k, v := range want {
 				if got := resp.Header.Get(k); got != v {
@@ -184,6 +193,23 @@ func TestPageSelfContained(t *testing.T) {
 		}
 	}
 
+	// The manifest names only our own files, and the service worker
+	// loads nothing else.
+	manifest, err := fs.ReadFile(files, "manifest.webmanifest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ref := range regexp.MustCompile(`"(?:src|start_url|scope|id)":\s*"([^"]*)"`).FindAllStringSubmatch(string(manifest), -1) {
+		if strings.Contains(ref[1], "//") || strings.HasPrefix(ref[1], "/") || strings.Contains(ref[1], ":") {
+			t.Errorf("manifest.webmanifest refers to %q, not a path of its own", ref[1])
+		}
+	}
+	if sw, err := fs.ReadFile(files, "sw.js"); err != nil {
+		t.Error(err)
+	} else if regexp.MustCompile(`importScripts|\bimport\s*\(`).Match(sw) {
+		t.Error("sw.js loads other scripts")
+	}
+
 	jsBad := []struct {
 		re   *regexp.Regexp
 		what string
@@ -233,6 +259,8 @@ func TestAccessibleNames(t *testing.T) {
 	for _, want := range []string{
 		`>Start</button>`, `>Next</button>`, `>Stop</button>`, `>Send</button>`, `>Report</button>`,
 		`aria-label="Stranger's video"`, `aria-label="Your video"`, `role="log"`,
+		`aria-label="Fullscreen"`, `aria-label="Picture in picture"`, `aria-label="Sound alerts"`, `>Mirror</button>`,
+		`rel="manifest"`, `rel="icon"`,
 		`<label for="chat-input" class="visually-hidden">Message</label>`,
 		`playsinline`, `<html lang="en">`, `name="viewport"`,
 		`>Turn on camera</button>`, `<label for="preview-camera">Camera</label>`, `<label for="preview-mic">Microphone</label>`,

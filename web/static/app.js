@@ -7,6 +7,8 @@ import { Signaling } from './signaling.js';
 import { Call, probeReachability } from './rtc.js';
 import * as ui from './ui.js';
 import * as mod from './moderation.js';
+import * as cues from './cues.js';
+import './view.js';
 
 const { el } = ui;
 
@@ -208,6 +210,7 @@ function onMessage(m) {
       if (m.match === state.match?.match && typeof m.text === 'string') {
         ui.addMessage('stranger', m.text);
         setRemoteTyping(false);
+        cues.message();
       }
       break;
     case 'typing':
@@ -431,6 +434,7 @@ function onMatched(m) {
   ui.setCommon(Array.isArray(m.interests) ? m.interests : []);
   ui.setMatched(true);
   el.report.disabled = false;
+  cues.matched();
   if (document.activeElement === document.body || document.activeElement === el.next) el.chatInput.focus();
 }
 
