@@ -19,8 +19,9 @@ type relayCounters struct {
 	reg *prometheus.Registry
 }
 
-// snapshot returns the counters whose names say they count packets,
-// keyed "name{label=value,...}" without the strangers_relay_ prefix.
+// snapshot returns the counters of packets and of closed stream
+// connections, keyed "name{label=value,...}" without the strangers_relay_
+// prefix.
 func (c relayCounters) snapshot() (map[string]float64, error) {
 	mfs, err := c.reg.Gather()
 	if err != nil {
@@ -29,7 +30,7 @@ func (c relayCounters) snapshot() (map[string]float64, error) {
 	out := map[string]float64{}
 	for _, mf := range mfs {
 		name := strings.TrimPrefix(mf.GetName(), "strangers_relay_")
-		if !strings.Contains(name, "packets") || mf.GetType().String() != "COUNTER" {
+		if !(strings.Contains(name, "packets") || strings.Contains(name, "conns_closed")) || mf.GetType().String() != "COUNTER" {
 			continue
 		}
 		for _, m := range mf.GetMetric() {

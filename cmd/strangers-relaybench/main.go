@@ -153,6 +153,7 @@ func run() error {
 			"scale-smoke: small and fast); onesided (= 1s-25k, 1s-50k)")
 	transports := flag.String("transports", "udp,tcp", "comma-separated client transports: udp, tcp")
 	sockets := flag.Int("udp-sockets", runtime.NumCPU(), "SO_REUSEPORT UDP sockets for our relay")
+	uclientLog := flag.String("uclient-log", "", "write each turnutils_uclient run's output to a file in this directory")
 	runTimeout := flag.Duration("run-timeout", 2*time.Minute, "upper bound for one uclient run or one scale measurement")
 	serverList := flag.String("servers", strings.Join(allServers, ","),
 		"comma-separated servers to drive: strangers, strangers-kernel (relay-to-relay traffic through the kernel, "+
@@ -260,7 +261,7 @@ func run() error {
 	b := &bench{
 		uclient: uclient, turnserver: turnserver, secret: secret, sid: sid,
 		ours: ours, kernel: kernel, coturn: coturn, peer: peer,
-		noise: *noise, runTimeout: *runTimeout, cpuProfile: *cpuProfile,
+		noise: *noise, runTimeout: *runTimeout, cpuProfile: *cpuProfile, uclientLog: *uclientLog,
 		counters: map[string]relayCounters{"strangers": {ourReg}, "strangers-kernel": {kernelReg}},
 	}
 	var results []result
@@ -315,6 +316,7 @@ type bench struct {
 	noise               bool
 	runTimeout          time.Duration
 	cpuProfile          string
+	uclientLog          string                   // directory for uclient outputs; empty: none
 	counters            map[string]relayCounters // of the in-process relays, by server name
 }
 
@@ -348,7 +350,13 @@ func (b *bench) measure(ctx context.Context, round int, srv, tr string, p profil
 		return result{}, err
 	}
 	defer stopNoise()
-	res, err := drive(ctx, b.uclient, port, peerPort, b.secret, b.sid, tr, p, cpu, b.runTimeout)
+	res, out, err := drive(ctx, b.uclient, port, peerPort, b.secret, b.sid, tr, p, cpu, b.runTimeout)
+	if b.uclientLog != "" && out != nil {
+		name := filepath.Join(b.uclientLog, fmt.Sprintf("uclient-r%d-%s-%s-%s.log", round, shortName(srv), tr, p.name))
+		if werr := os.WriteFile(name, out, 0o644); werr != nil {
+			return result{}, fmt.Errorf("uclient log: %w", werr)
+		}
+	}
 	if err != nil || !inProcess {
 		return res, err
 	}
@@ -413,7 +421,7 @@ func (b *bench) startNoise() (stop func(), err error) {
 // (one-sided); otherwise clients are paired through the relay.
 func drive(ctx context.Context, uclient string, port, peerPort int, secret, sid, transport string, p profile,
 	cpu func() (time.Duration, error), timeout time.Duration,
-) (result, error) {
+) (res result, out []byte, err error) {
 	args := []string{"-c", "-m", strconv.Itoa(p.clients), "-n", strconv.Itoa(p.msgs),
 		"-z", strconv.Itoa(p.gap), "-l", strconv.Itoa(p.size), "-W", secret, "-u", sid, "-p", strconv.Itoa(port)}
 	if peerPort != 0 {
@@ -430,31 +438,31 @@ func drive(ctx context.Context, uclient string, port, peerPort int, secret, sid,
 
 	rcv0, err := udpRcvbufErrors()
 	if err != nil {
-		return result{}, err
+		return result{}, out, err
 	}
 	cpu0, err := cpu()
 	if err != nil {
-		return result{}, err
+		return result{}, out, err
 	}
 	start := time.Now()
-	out, err := exec.CommandContext(ctx, uclient, args...).CombinedOutput()
+	out, err = exec.CommandContext(ctx, uclient, args...).CombinedOutput()
 	wall := time.Since(start)
 	if err != nil {
-		return result{}, fmt.Errorf("turnutils_uclient: %w\n%s", err, lastLines(out, 20))
+		return result{}, out, fmt.Errorf("turnutils_uclient: %w\n%s", err, lastLines(out, 20))
 	}
 	cpu1, err := cpu()
 	if err != nil {
-		return result{}, err
+		return result{}, out, err
 	}
 	rcv1, err := udpRcvbufErrors()
 	if err != nil {
-		return result{}, err
+		return result{}, out, err
 	}
-	res := result{cpu: cpu1 - cpu0, rcvbufErrors: rcv1 - rcv0, wall: wall}
+	res = result{cpu: cpu1 - cpu0, rcvbufErrors: rcv1 - rcv0, wall: wall}
 	if res.sent, res.recv, res.rttMs, err = parseUclient(out); err != nil {
-		return result{}, err
+		return result{}, out, err
 	}
-	return res, nil
+	return res, out, nil
 }
 
 var (
