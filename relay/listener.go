@@ -187,7 +187,7 @@ func (l *streamListener) release(c *streamConn) {
 
 // streamConn is one hardened TURN-over-TCP connection. Read is called only
 // by pion's per-connection read loop; Write may be called concurrently by
-// that loop, the allocation's relay loop and the fast path. On a TCP
+// that loop, the allocation's relay loop and the data plane. On a TCP
 // connection with nothing queued or being written, Write writes the frame
 // at once with a non-blocking system call; what the socket does not take,
 // and frames written meanwhile, are queued for the connection's writer

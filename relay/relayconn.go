@@ -53,7 +53,7 @@ func (s *Server) newRelayConn(pc net.PacketConn, port int) *relayConn {
 }
 
 // ReadFrom implements net.PacketConn: a datagram from a peer. Datagrams
-// the fast path relays to the client are not returned.
+// the data plane relays to the client are not returned.
 func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	for {
 		c.readers.Add(1)

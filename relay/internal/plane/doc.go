@@ -24,8 +24,9 @@
 //
 // # What it assumes of pion's control plane (pion/turn v4)
 //
-// The relay's tests pin each of these; a pion upgrade must keep them or
-// change this package.
+// A pion upgrade must keep them or change this package; the relay's
+// end-to-end tests, which run every case on this package's path and on
+// pion's alone (Config.NoFastPath), are where a broken one shows.
 //
 //   - Channels: pion removes a channel (expiry, allocation deletion) only
 //     after reporting it (OnChannelDeleted), so a channel in a binding
