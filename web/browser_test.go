@@ -128,8 +128,9 @@ func chromium(prompt bool) testsupport.Chromium {
 	}
 }
 
-// newStage starts the server and Chromium inside the namespace.
-func newStage(tb testing.TB) *stage {
+// newStage starts the server (with extraEnv, "NAME=value" each) and
+// Chromium inside the namespace.
+func newStage(tb testing.TB, extraEnv ...string) *stage {
 	tb.Helper()
 	if !inNamespace() {
 		tb.Fatal("newStage outside a test namespace")
@@ -140,7 +141,7 @@ func newStage(tb testing.TB) *stage {
 	if err := os.WriteFile("/proc/sys/net/ipv4/ip_local_port_range", []byte(ephemeralPort), 0o644); err != nil {
 		tb.Fatalf("setting the namespace's ephemeral ports: %v", err)
 	}
-	srv := startServer(tb)
+	srv := startServer(tb, extraEnv...)
 	st := &stage{
 		tb:           tb,
 		srv:          srv,

@@ -88,7 +88,7 @@ func startBinary(t *testing.T, extra map[string]string) *proc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.cmd.Stderr = &p.logs
+	p.cmd.Stderr = lockedWriter{p}
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -121,6 +121,15 @@ func startBinary(t *testing.T, extra map[string]string) *proc {
 		t.Fatalf("binary did not start; logs: %s", p.output())
 	}
 	return p
+}
+
+// lockedWriter appends the binary's stderr to its logs under the lock.
+type lockedWriter struct{ p *proc }
+
+func (w lockedWriter) Write(b []byte) (int, error) {
+	w.p.mu.Lock()
+	defer w.p.mu.Unlock()
+	return w.p.logs.Write(b)
 }
 
 func (p *proc) output() string {

@@ -202,7 +202,7 @@ func start(cfg settings, logger *slog.Logger, getenv func(string) string) (_ *ap
 		// Built before serving anything: it fails only for a missing part.
 		h, err := moderation.NewAdmin(moderation.AdminConfig{Service: a.mod.svc, Hub: a.hub, Token: cfg.adminToken, Logger: logger})
 		if err != nil {
-			a.hub.Shutdown(context.Background())
+			_ = a.hub.Shutdown(context.Background()) // nothing was served yet
 			return nil, err
 		}
 		a.serve(newServer(h), adminLn)
