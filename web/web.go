@@ -3,7 +3,8 @@
 //
 // The page (static/) is plain ES modules with no build step: protocol.js
 // mirrors the signaling protocol, signaling.js is the WebSocket client,
-// rtc.js the WebRTC call, ui.js renders and app.js ties them together.
+// rtc.js the WebRTC call, ui.js renders and app.js ties them together;
+// i18n.js puts the page in the visitor's language from locales/.
 package web
 
 import (
@@ -15,10 +16,11 @@ import (
 	"sync"
 )
 
-// Only the page's own files: static/ also holds package.json, tsconfig.json
-// and, after npm ci, node_modules, for the type check CI runs.
+// Only the page's own files (the modules and their message catalogs,
+// static/locales): static/ also holds package.json, tsconfig.json and, after
+// npm ci, node_modules, for the type check CI runs.
 //
-//go:embed static/*.html static/*.js static/*.css
+//go:embed static/*.html static/*.js static/*.css static/locales/*.js
 var static embed.FS
 
 // Files is the page's file tree (index.html at its root).

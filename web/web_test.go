@@ -196,6 +196,8 @@ func TestPageSelfContained(t *testing.T) {
 		{regexp.MustCompile(`\.style\.cssText|setAttribute\(\s*['"]style`), "an inline style"},
 	}
 	matches, _ := fs.Glob(files, "*.js")
+	catalogs, _ := fs.Glob(files, "locales/*.js")
+	matches = append(matches, catalogs...)
 	if len(matches) < 5 {
 		t.Fatalf("only %d modules embedded: %v", len(matches), matches)
 	}
@@ -233,7 +235,8 @@ func TestAccessibleNames(t *testing.T) {
 	for _, want := range []string{
 		`>Start</button>`, `>Next</button>`, `>Stop</button>`, `>Send</button>`, `>Report</button>`,
 		`aria-label="Stranger's video"`, `aria-label="Your video"`, `role="log"`,
-		`<label for="chat-input" class="visually-hidden">Message</label>`,
+		`<label for="chat-input" class="visually-hidden" data-i18n="chat.messageLabel">Message</label>`,
+		`<label for="language"><span class="visually-hidden" data-i18n="language.label">Language</span></label>`,
 		`playsinline`, `<html lang="en">`, `name="viewport"`,
 	} {
 		if !strings.Contains(html, want) {

@@ -6,6 +6,7 @@ import * as P from './protocol.js';
 import { Signaling } from './signaling.js';
 import { Call, probeReachability } from './rtc.js';
 import * as ui from './ui.js';
+import { msg, mountPicker } from './i18n.js';
 
 const { el } = ui;
 
@@ -17,13 +18,7 @@ const typingIdleMs = 3000;
 const escConfirmMs = 3000;
 
 /** One is shown, at random, on the waiting screen. */
-const tips = [
-  'Tip: press Esc twice during a chat to skip to someone new.',
-  'Tip: add interests on the start page to meet people who like the same things first.',
-  'Tip: be kind. If someone is not, press Report: you will never be paired with them again.',
-  'Tip: when few people are online, you may meet someone you talked to a moment ago.',
-  'Tip: \u201cHide my IP\u201d on the start page sends video through our relay, so the stranger never learns your address.',
-];
+const tips = [msg('tip.escTwice'), msg('tip.interests'), msg('tip.beKind'), msg('tip.fewOnline'), msg('tip.hideIP')];
 
 /**
  * @typedef {'idle' | 'waiting' | 'matched' | 'ended'} Phase
@@ -85,12 +80,12 @@ function onSignalingStatus(s) {
     case 'connecting':
       break;
     case 'reconnecting': {
-      const call = state.phase === 'matched' && state.call ? ' Your call continues.' : '';
-      ui.setServerStatus(`Lost the connection to the server; reconnecting\u2026${call}`);
+      const inCall = state.phase === 'matched' && state.call;
+      ui.setServerStatus(msg(inCall ? 'server.reconnectingInCall' : 'server.reconnecting'));
       break;
     }
     case 'open':
-      ui.setServerStatus('');
+      ui.setServerStatus(null);
       if (s.fresh) sessionLost();
       break;
     case 'closed':
@@ -108,8 +103,8 @@ function sessionLost() {
     endMatch();
     state.reportable = '';
     state.phase = 'ended';
-    const text = 'The connection to the server was lost for too long, so that chat ended.';
-    ui.addMessage('system', `${text} Press Next to meet someone new.`);
+    const text = msg('stage.sessionLost');
+    ui.addMessage('system', msg('chat.thenNext', { text }));
     ui.setStage(text, 'notice');
   } else if (state.phase === 'waiting') {
     sendFind();
@@ -178,10 +173,7 @@ async function checkReachability() {
   if (servers.length === 0) return;
   const r = await probeReachability(servers);
   if (r.relay) return;
-  const warning = el.hideIP.checked
-    ? 'Heads-up: our relay server cannot be reached from your network, and \u201cHide my IP\u201d needs it. Calls will probably not connect; try without it or on another network.'
-    : 'Heads-up: our relay server cannot be reached from your network (UDP and TCP to it seem blocked). Calls will only connect when a direct connection is possible.';
-  ui.setNetworkHint(warning);
+  ui.setNetworkHint(msg(el.hideIP.checked ? 'network.relayBlockedHideIP' : 'network.relayBlocked'));
 }
 
 /**
@@ -242,17 +234,17 @@ function startCountdown(fallbackInMs) {
   stopCountdown();
   if (fresh) {
     state.waitSince = performance.now();
-    ui.setWaitingTip(tips[Math.floor(Math.random() * tips.length)] ?? '');
+    ui.setWaitingTip(tips[Math.floor(Math.random() * tips.length)] ?? msg('tip.escTwice'));
   }
   const deadline = performance.now() + fallbackInMs;
   const tick = () => {
     const left = Math.ceil((deadline - performance.now()) / 1000);
     if (state.interests.length > 0 && left > 0) {
-      ui.setStage(`Looking for someone who also likes ${ui.listText(state.interests)}\u2026`);
-      ui.setWaitingFallback(`If nobody does, anyone in ${left} s`);
+      ui.setStage(msg('stage.lookingInterests', { interests: state.interests }));
+      ui.setWaitingFallback(msg('waiting.fallback', { seconds: left }));
     } else {
-      ui.setStage('Looking for a stranger\u2026');
-      ui.setWaitingFallback('');
+      ui.setStage(msg('stage.looking'));
+      ui.setWaitingFallback(null);
     }
     ui.setWaitingElapsed(performance.now() - state.waitSince);
   };
@@ -295,13 +287,13 @@ function onMatched(m) {
   state.match = m;
   state.reportable = m.match;
   ui.clearLog();
-  ui.addMessage('system', 'You\u2019re now talking to a random stranger. Say hi!');
+  ui.addMessage('system', msg('chat.matched'));
   ui.setCommon(Array.isArray(m.interests) ? m.interests : []);
   ui.setMatched(true);
   el.report.disabled = false;
 
   if (m.mode === 'video' && state.mode === 'video') {
-    ui.setStage('Connecting to the stranger\u2026');
+    ui.setStage(msg('stage.connecting'));
     ui.setConnection({ state: 'connecting' });
     const call = new Call({
       role: m.role,
@@ -315,13 +307,13 @@ function onMatched(m) {
       onStatus: (s) => {
         if (state.call !== call) return;
         ui.setConnection(s);
-        if (s.state === 'failed') ui.setStage('Could not connect to this stranger. Press Next to try someone else.', 'notice');
+        if (s.state === 'failed') ui.setStage(msg('stage.couldNotConnect'), 'notice');
       },
     });
     state.call = call;
     call.start().catch((e) => console.warn('offer:', e));
   } else {
-    ui.setStage('');
+    ui.setStage(null);
   }
   if (document.activeElement === document.body || document.activeElement === el.next) el.chatInput.focus();
 }
@@ -351,7 +343,7 @@ el.play.addEventListener('click', () => {
 });
 
 el.remoteVideo.addEventListener('playing', () => {
-  if (state.phase === 'matched' && state.call) ui.setStage('');
+  if (state.phase === 'matched' && state.call) ui.setStage(null);
 });
 
 /** Ends the current call and match locally (the server knows already). */
@@ -389,13 +381,13 @@ function partnerLeft(reason) {
   endMatch();
   state.phase = 'ended';
   el.report.disabled = state.reportable === '' || reason === 'reported';
-  const text = reason === 'disconnected' ? 'Stranger has disconnected (their connection dropped).' : 'Stranger has disconnected.';
+  const text = msg(reason === 'disconnected' ? 'stage.leftDropped' : 'stage.left');
   ui.setStage(text, 'notice');
   if (el.autoNext.checked) {
-    ui.addMessage('system', `${text} Finding someone new\u2026`);
+    ui.addMessage('system', msg('chat.thenFinding', { text }));
     next();
   } else {
-    ui.addMessage('system', `${text} Press Next to meet someone new.`);
+    ui.addMessage('system', msg('chat.thenNext', { text }));
   }
 }
 
@@ -414,7 +406,7 @@ function next() {
     case 'matched':
       sig.send(P.next());
       endMatch();
-      ui.addMessage('system', 'You skipped to someone new.');
+      ui.addMessage('system', msg('chat.skipped'));
       break;
     case 'ended':
       if (state.hasFind) sig.send(P.next());
@@ -439,7 +431,7 @@ function stop() {
   state.hasFind = false;
   state.reportable = '';
   stopStream();
-  ui.setStage('');
+  ui.setStage(null);
   ui.show('landing');
   el.start.focus();
 }
@@ -450,7 +442,7 @@ el.stop.addEventListener('click', stop);
 function disarmEsc() {
   state.escArmed = false;
   clearTimeout(state.escTimer);
-  el.keyHint.textContent = 'Esc twice: next stranger';
+  ui.setKeyHint(msg('keys.escTwice'));
 }
 
 document.addEventListener('keydown', (e) => {
@@ -465,7 +457,7 @@ document.addEventListener('keydown', (e) => {
     return;
   }
   state.escArmed = true;
-  el.keyHint.textContent = 'Press Esc again to skip to someone new.';
+  ui.setKeyHint(msg('keys.escAgain'));
   state.escTimer = setTimeout(disarmEsc, escConfirmMs);
 });
 
@@ -515,9 +507,9 @@ el.reportDialog.addEventListener('close', () => {
     endMatch();
     state.phase = 'ended';
   }
-  const text = 'Thanks for the report. You will not meet this stranger again.';
+  const text = msg('stage.reported');
   ui.setStage(text, 'notice');
-  ui.addMessage('system', `${text} Press Next to meet someone new.`);
+  ui.addMessage('system', msg('chat.thenNext', { text }));
   el.next.focus();
 });
 
@@ -572,14 +564,14 @@ el.startForm.addEventListener('submit', async (e) => {
   e.preventDefault();
   if (el.start.disabled) return;
   addTypedInterests();
-  ui.showStartError('');
+  ui.showStartError(null);
   const mode = currentMode();
   if (mode === 'video') {
     el.start.disabled = true;
     try {
       state.stream = await preflight();
     } catch (err) {
-      ui.showStartError(err instanceof Error ? err.message : String(err));
+      ui.showStartError(err instanceof MediaError ? err.shown : msg('media.other', { error: String(err) }));
       return;
     } finally {
       el.start.disabled = false;
@@ -603,23 +595,21 @@ el.startForm.addEventListener('submit', async (e) => {
   el.chatLog.focus();
 });
 
-/** Explanations for the usual ways getUserMedia fails. */
-const mediaErrors = {
-  insecure:
-    'Your camera can only be used on a secure page, and this one was opened over plain HTTP. A real deployment needs HTTPS (http://localhost is fine for trying it out). Text only works here.',
-  denied:
-    'Camera and microphone access was denied. Allow them for this site in your browser\u2019s settings (often the camera icon in the address bar) and press Start again, or choose Text only.',
-  missing: 'No camera or microphone was found. Connect one and press Start again, or choose Text only.',
-  busy: 'Your camera or microphone is being used by another application or tab. Close it and press Start again.',
-  other: 'Your camera and microphone could not be started',
-};
+/** Why the camera and microphone could not be had, for the user. */
+class MediaError extends Error {
+  /** @param {import('./i18n.js').Msg} shown the explanation */
+  constructor(shown) {
+    super(shown.key);
+    this.shown = shown;
+  }
+}
 
 /**
  * Asks for the camera and microphone; falls back to whichever one exists.
  * @returns {Promise<MediaStream>}
  */
 async function preflight() {
-  if (!window.isSecureContext || !navigator.mediaDevices?.getUserMedia) throw new Error(mediaErrors.insecure);
+  if (!window.isSecureContext || !navigator.mediaDevices?.getUserMedia) throw new MediaError(msg('media.insecure'));
   const attempts = [{ video: true, audio: true }, { video: true }, { audio: true }];
   for (const constraints of attempts) {
     try {
@@ -627,12 +617,12 @@ async function preflight() {
     } catch (err) {
       const name = err instanceof DOMException ? err.name : '';
       if (name === 'NotFoundError' || name === 'OverconstrainedError') continue;
-      if (name === 'NotAllowedError' || name === 'SecurityError') throw new Error(mediaErrors.denied);
-      if (name === 'NotReadableError' || name === 'AbortError') throw new Error(mediaErrors.busy);
-      throw new Error(`${mediaErrors.other} (${name || err}).`);
+      if (name === 'NotAllowedError' || name === 'SecurityError') throw new MediaError(msg('media.denied'));
+      if (name === 'NotReadableError' || name === 'AbortError') throw new MediaError(msg('media.busy'));
+      throw new MediaError(msg('media.other', { error: name || String(err) }));
     }
   }
-  throw new Error(mediaErrors.missing);
+  throw new MediaError(msg('media.missing'));
 }
 
 function stopStream() {
@@ -691,10 +681,10 @@ async function switchDevice(kind, deviceId) {
 }
 
 el.cameraSelect.addEventListener('change', () => {
-  switchDevice('video', el.cameraSelect.value).catch(() => ui.addMessage('system', 'That camera could not be started.'));
+  switchDevice('video', el.cameraSelect.value).catch(() => ui.addMessage('system', msg('devices.cameraFailed')));
 });
 el.micSelect.addEventListener('change', () => {
-  switchDevice('audio', el.micSelect.value).catch(() => ui.addMessage('system', 'That microphone could not be started.'));
+  switchDevice('audio', el.micSelect.value).catch(() => ui.addMessage('system', msg('devices.micFailed')));
 });
 navigator.mediaDevices?.addEventListener('devicechange', () => {
   if (state.stream) fillDevices().catch(() => {});
@@ -714,5 +704,6 @@ window.addEventListener('pageshow', (e) => {
   if (e.persisted) location.reload();
 });
 
+mountPicker(el.language);
 ui.show('landing');
 sig.connect();

@@ -1,0 +1,126 @@
+// @ts-check
+// Arabic (written right to left: i18n.js sets dir="rtl"). The keys and
+// {placeholders} are English's (locales/en.js); catalog_test.go checks
+// them. After "export default": one JSON object.
+/** @type {import('../i18n.js').Catalog} */
+export default {
+  "meta.description": "تحدّث مع الغرباء: دردشة بالفيديو أو بالنص مع شخص يُختار عشوائيًا.",
+  "header.onlineUnknown": "… متصل",
+  "header.online": { "zero": "{count} غرباء متصلون", "one": "{count} غريب متصل", "two": "{count} غريبان متصلان", "few": "{count} غرباء متصلون", "many": "{count} غريبًا متصلًا", "other": "{count} غريب متصل" },
+  "language.label": "اللغة",
+
+  "landing.title": "تحدّث مع الغرباء",
+  "landing.intro": "اضغط «ابدأ» وستُقرن عشوائيًا بشخص آخر ضغطها أيضًا. ألقِ التحية، أو اضغط «التالي» لتتعرّف على شخص جديد. لا يُسجَّل أي شيء؛ ويمر الفيديو مباشرة بينكما متى سمحت شبكتاكما بذلك.",
+  "landing.modeQuestion": "كيف تريد أن تتحدث؟",
+  "landing.modeVideo": "فيديو ونص",
+  "landing.modeText": "نص فقط",
+  "landing.hideIP": "إخفاء عنوان IP",
+  "landing.hideIPHint": "(يمر الفيديو عبر خادم الترحيل لدينا، فلا يعرف الغريب عنوانك أبدًا؛ مع تأخير أكبر قليلًا)",
+  "landing.autoNext": "ابحث عن شخص جديد تلقائيًا عندما يغادر الغريب",
+  "landing.terms": "بالضغط على «ابدأ» تؤكد أن عمرك 18 عامًا أو أكثر. كن لطيفًا؛ واضغط «إبلاغ» إن لم يكن أحدهم كذلك.",
+
+  "interests.label": "الاهتمامات",
+  "interests.optional": "(اختياري)",
+  "interests.list": "اهتماماتك",
+  "interests.placeholder": "اكتب موضوعًا ثم اضغط Enter",
+  "interests.hint": "تلتقي أولًا بمن يشاركك أحدها؛ وإن لم يوجد أحد، فبأي شخص بعد بضع ثوانٍ.",
+  "interests.remove": "إزالة {tag}",
+
+  "media.insecure": "لا يمكن استخدام الكاميرا إلا في صفحة آمنة، وقد فُتحت هذه الصفحة عبر HTTP عادي. يحتاج التشغيل الحقيقي إلى HTTPS (ويكفي http://localhost للتجربة). وضع «نص فقط» يعمل هنا.",
+  "media.denied": "رُفض الوصول إلى الكاميرا والميكروفون. اسمح بهما لهذا الموقع من إعدادات المتصفح (غالبًا من أيقونة الكاميرا في شريط العنوان) ثم اضغط «ابدأ» مجددًا، أو اختر «نص فقط».",
+  "media.missing": "لم يُعثر على كاميرا أو ميكروفون. وصّل واحدًا ثم اضغط «ابدأ» مجددًا، أو اختر «نص فقط».",
+  "media.busy": "الكاميرا أو الميكروفون قيد الاستخدام في تطبيق أو علامة تبويب أخرى. أغلقها ثم اضغط «ابدأ» مجددًا.",
+  "media.other": "تعذّر تشغيل الكاميرا والميكروفون ({error}).",
+  "media.controls": "الكاميرا والميكروفون",
+
+  "button.start": "ابدأ",
+  "button.next": "التالي",
+  "button.stop": "إيقاف",
+  "button.send": "إرسال",
+  "button.report": "إبلاغ",
+  "button.mute": "كتم الميكروفون",
+  "button.cameraOff": "إيقاف الكاميرا",
+  "button.cancel": "إلغاء",
+  "button.sendReport": "إرسال البلاغ",
+
+  "video.remote": "فيديو الغريب",
+  "video.local": "الفيديو الخاص بك",
+  "video.tapToHear": "اضغط لتسمع الغريب",
+
+  "devices.summary": "الأجهزة",
+  "devices.camera": "الكاميرا",
+  "devices.microphone": "الميكروفون",
+  "devices.unnamed": "جهاز {number}",
+  "devices.cameraFailed": "تعذّر تشغيل هذه الكاميرا.",
+  "devices.micFailed": "تعذّر تشغيل هذا الميكروفون.",
+
+  "server.reconnecting": "انقطع الاتصال بالخادم؛ جارٍ إعادة الاتصال…",
+  "server.reconnectingInCall": "انقطع الاتصال بالخادم؛ جارٍ إعادة الاتصال… مكالمتك مستمرة.",
+  "server.cannotOpen": "تعذّر فتح {url}: {error}",
+  "server.protocol": "الخادم لا يتحدث بروتوكول هذه الصفحة. أعد تحميل الصفحة.",
+
+  "stage.looking": "جارٍ البحث عن غريب…",
+  "stage.lookingInterests": "جارٍ البحث عن شخص يحب أيضًا {interests}…",
+  "stage.connecting": "جارٍ الاتصال بالغريب…",
+  "stage.couldNotConnect": "تعذّر الاتصال بهذا الغريب. اضغط «التالي» لتجرّب شخصًا آخر.",
+  "stage.left": "قطع الغريب الاتصال.",
+  "stage.leftDropped": "قطع الغريب الاتصال (انقطع اتصاله).",
+  "stage.sessionLost": "انقطع الاتصال بالخادم مدة طويلة جدًا، فانتهت تلك الدردشة.",
+  "stage.reported": "شكرًا على البلاغ. لن تلتقي بهذا الغريب مرة أخرى.",
+
+  "waiting.fallback": "إن لم يوجد أحد، فأي شخص خلال {seconds} ث",
+  "waiting.count": { "zero": "{count} في الانتظار ·", "one": "{count} في الانتظار ·", "two": "{count} في الانتظار ·", "few": "{count} في الانتظار ·", "many": "{count} في الانتظار ·", "other": "{count} في الانتظار ·" },
+  "waiting.countVideo": { "zero": "{count} ينتظرون دردشة فيديو ·", "one": "{count} ينتظر دردشة فيديو ·", "two": "{count} ينتظران دردشة فيديو ·", "few": "{count} ينتظرون دردشة فيديو ·", "many": "{count} ينتظرون دردشة فيديو ·", "other": "{count} ينتظرون دردشة فيديو ·" },
+  "waiting.countText": { "zero": "{count} ينتظرون دردشة نصية ·", "one": "{count} ينتظر دردشة نصية ·", "two": "{count} ينتظران دردشة نصية ·", "few": "{count} ينتظرون دردشة نصية ·", "many": "{count} ينتظرون دردشة نصية ·", "other": "{count} ينتظرون دردشة نصية ·" },
+  "waiting.elapsed": "مدة الانتظار {time}",
+
+  "tip.escTwice": "نصيحة: اضغط Esc مرتين أثناء الدردشة لتنتقل إلى شخص جديد.",
+  "tip.interests": "نصيحة: أضف اهتماماتك في صفحة البداية لتلتقي أولًا بمن يحبون الأشياء نفسها.",
+  "tip.beKind": "نصيحة: كن لطيفًا. وإن لم يكن أحدهم كذلك، فاضغط «إبلاغ»: لن تُقرنا معًا مرة أخرى أبدًا.",
+  "tip.fewOnline": "نصيحة: عندما يكون عدد المتصلين قليلًا، قد تلتقي بشخص تحدثت معه قبل قليل.",
+  "tip.hideIP": "نصيحة: خيار «إخفاء عنوان IP» في صفحة البداية يرسل الفيديو عبر خادم الترحيل لدينا، فلا يعرف الغريب عنوانك أبدًا.",
+
+  "connection.connecting": "جارٍ الاتصال…",
+  "connection.reconnecting": "انقطع الاتصال، جارٍ الاستعادة…",
+  "connection.failed": "تعذّر الاتصال. {reason}",
+  "connection.relayed": "عبر الترحيل",
+  "connection.relayedOver": "عبر الترحيل (TURN عبر {transport})",
+  "connection.direct": "مباشر",
+  "connection.directOver": "مباشر ({transport})",
+  "connection.connected": "متصل",
+  "connection.rtt": " · {ms} مللي ثانية",
+
+  "call.hideIPRelayUnreachable": "تعذّر الوصول إلى خادم الترحيل لدينا، وهو ما يحتاجه خيار «إخفاء عنوان IP». ربما تحجبه شبكتك؛ حاول مجددًا دون «إخفاء عنوان IP» أو من شبكة أخرى.",
+  "call.hideIPNoRelay": "هذا الخادم لا يوفّر ترحيلًا، وخيار «إخفاء عنوان IP» يحتاج إليه. حاول مجددًا دونه.",
+  "call.udpBlocked": "تعذّر الاتصال المباشر وتعذّر الوصول إلى خادم الترحيل لدينا: الأرجح أن شبكتك تحجب UDP (وهذا شائع في شبكات العمل والمدارس). جرّب شبكة أخرى.",
+  "call.noRelay": "تعذّر الاتصال المباشر، وهذا الخادم لا يوفّر ترحيلًا بديلًا.",
+  "call.partnerBlocked": "كان خادم الترحيل لدينا متاحًا من هنا، لذا فالأرجح أن شبكة الغريب هي التي تحجب الاتصال. اضغط «التالي» لتجرّب شخصًا آخر.",
+
+  "network.relayBlockedHideIP": "تنبيه: لا يمكن الوصول إلى خادم الترحيل لدينا من شبكتك، وخيار «إخفاء عنوان IP» يحتاج إليه. الأرجح ألا تتصل المكالمات؛ جرّب دونه أو من شبكة أخرى.",
+  "network.relayBlocked": "تنبيه: لا يمكن الوصول إلى خادم الترحيل لدينا من شبكتك (يبدو أن UDP وTCP إليه محجوبان). لن تتصل المكالمات إلا حين يكون الاتصال المباشر ممكنًا.",
+
+  "chat.region": "دردشة مع غريب",
+  "chat.log": "الرسائل",
+  "chat.messageLabel": "رسالة",
+  "chat.placeholder": "اكتب رسالة",
+  "chat.you": "أنت: ",
+  "chat.stranger": "الغريب: ",
+  "chat.typing": "الغريب يكتب…",
+  "chat.common": "كلاكما يحب {interests}.",
+  "chat.matched": "أنت الآن تتحدث مع غريب عشوائي. ألقِ التحية!",
+  "chat.skipped": "انتقلت إلى شخص جديد.",
+  "chat.thenNext": "{text} اضغط «التالي» لتتعرّف على شخص جديد.",
+  "chat.thenFinding": "{text} جارٍ البحث عن شخص جديد…",
+
+  "keys.escTwice": "Esc مرتين: الغريب التالي",
+  "keys.escAgain": "اضغط Esc مرة أخرى لتنتقل إلى شخص جديد.",
+
+  "report.title": "الإبلاغ عن هذا الغريب",
+  "report.intro": "تنتهي الدردشة ولن تُقرنا معًا مرة أخرى.",
+  "report.question": "ماذا حدث؟",
+  "report.nudity": "عُري أو محتوى جنسي",
+  "report.harassment": "تحرّش أو كراهية",
+  "report.minor": "يبدو قاصرًا",
+  "report.spam": "رسائل مزعجة أو إعلانات",
+  "report.other": "شيء آخر"
+};

@@ -1,0 +1,126 @@
+// @ts-check
+// Portuguese (Brazil). The keys and {placeholders} are English's
+// (locales/en.js); catalog_test.go checks them. After "export default":
+// one JSON object.
+/** @type {import('../i18n.js').Catalog} */
+export default {
+  "meta.description": "Converse com desconhecidos: chat por vídeo ou texto com alguém escolhido ao acaso.",
+  "header.onlineUnknown": "… online",
+  "header.online": { "one": "{count} desconhecido online", "many": "{count} de desconhecidos online", "other": "{count} desconhecidos online" },
+  "language.label": "Idioma",
+
+  "landing.title": "Converse com desconhecidos",
+  "landing.intro": "Toque em Começar e você forma um par, ao acaso, com outra pessoa que também tocou. Diga oi, ou toque em Próximo para conhecer alguém novo. Nada é gravado; o vídeo vai direto entre vocês dois sempre que as suas redes permitem.",
+  "landing.modeQuestion": "Como você quer conversar?",
+  "landing.modeVideo": "Vídeo e texto",
+  "landing.modeText": "Só texto",
+  "landing.hideIP": "Ocultar meu IP",
+  "landing.hideIPHint": "(o vídeo passa pelo nosso relay, então o desconhecido nunca fica sabendo o seu endereço; um pouco mais de atraso)",
+  "landing.autoNext": "Procurar alguém novo automaticamente quando um desconhecido sair",
+  "landing.terms": "Ao tocar em Começar, você confirma que tem 18 anos ou mais. Seja gentil; toque em Denunciar se alguém não for.",
+
+  "interests.label": "Interesses",
+  "interests.optional": "(opcional)",
+  "interests.list": "Seus interesses",
+  "interests.placeholder": "Digite um assunto e tecle Enter",
+  "interests.hint": "Primeiro você encontra alguém que tenha um deles em comum; se ninguém tiver, qualquer pessoa após alguns segundos.",
+  "interests.remove": "Remover {tag}",
+
+  "media.insecure": "A câmera só pode ser usada em uma página segura, e esta foi aberta por HTTP simples. Uma instalação de verdade precisa de HTTPS (http://localhost serve para testar). Aqui funciona Só texto.",
+  "media.denied": "O acesso à câmera e ao microfone foi negado. Permita os dois para este site nas configurações do navegador (geralmente no ícone da câmera na barra de endereços) e toque em Começar de novo, ou escolha Só texto.",
+  "media.missing": "Nenhuma câmera ou microfone foi encontrado. Conecte um e toque em Começar de novo, ou escolha Só texto.",
+  "media.busy": "A câmera ou o microfone está sendo usado por outro aplicativo ou aba. Feche-o e toque em Começar de novo.",
+  "media.other": "Não foi possível iniciar a câmera e o microfone ({error}).",
+  "media.controls": "Sua câmera e microfone",
+
+  "button.start": "Começar",
+  "button.next": "Próximo",
+  "button.stop": "Parar",
+  "button.send": "Enviar",
+  "button.report": "Denunciar",
+  "button.mute": "Silenciar microfone",
+  "button.cameraOff": "Desligar câmera",
+  "button.cancel": "Cancelar",
+  "button.sendReport": "Enviar denúncia",
+
+  "video.remote": "Vídeo do desconhecido",
+  "video.local": "Seu vídeo",
+  "video.tapToHear": "Toque para ouvir o desconhecido",
+
+  "devices.summary": "Dispositivos",
+  "devices.camera": "Câmera",
+  "devices.microphone": "Microfone",
+  "devices.unnamed": "Dispositivo {number}",
+  "devices.cameraFailed": "Não foi possível iniciar essa câmera.",
+  "devices.micFailed": "Não foi possível iniciar esse microfone.",
+
+  "server.reconnecting": "A conexão com o servidor caiu; reconectando…",
+  "server.reconnectingInCall": "A conexão com o servidor caiu; reconectando… Sua chamada continua.",
+  "server.cannotOpen": "Não foi possível abrir {url}: {error}",
+  "server.protocol": "O servidor não fala o protocolo desta página. Recarregue a página.",
+
+  "stage.looking": "Procurando um desconhecido…",
+  "stage.lookingInterests": "Procurando alguém que também curta {interests}…",
+  "stage.connecting": "Conectando ao desconhecido…",
+  "stage.couldNotConnect": "Não foi possível conectar a este desconhecido. Toque em Próximo para tentar outra pessoa.",
+  "stage.left": "O desconhecido se desconectou.",
+  "stage.leftDropped": "O desconhecido se desconectou (a conexão dele caiu).",
+  "stage.sessionLost": "A conexão com o servidor ficou fora por tempo demais, então a conversa terminou.",
+  "stage.reported": "Obrigado pela denúncia. Você não vai encontrar esse desconhecido de novo.",
+
+  "waiting.fallback": "Se ninguém curtir, qualquer pessoa em {seconds} s",
+  "waiting.count": { "one": "{count} esperando ·", "many": "{count} esperando ·", "other": "{count} esperando ·" },
+  "waiting.countVideo": { "one": "{count} esperando chat por vídeo ·", "many": "{count} esperando chat por vídeo ·", "other": "{count} esperando chat por vídeo ·" },
+  "waiting.countText": { "one": "{count} esperando chat por texto ·", "many": "{count} esperando chat por texto ·", "other": "{count} esperando chat por texto ·" },
+  "waiting.elapsed": "esperando há {time}",
+
+  "tip.escTwice": "Dica: tecle Esc duas vezes durante uma conversa para pular para outra pessoa.",
+  "tip.interests": "Dica: adicione interesses na página inicial para encontrar primeiro quem curte as mesmas coisas.",
+  "tip.beKind": "Dica: seja gentil. Se alguém não for, toque em Denunciar: vocês nunca mais vão formar par.",
+  "tip.fewOnline": "Dica: quando há pouca gente online, você pode encontrar alguém com quem falou há pouco.",
+  "tip.hideIP": "Dica: “Ocultar meu IP” na página inicial manda o vídeo pelo nosso relay, então o desconhecido nunca fica sabendo o seu endereço.",
+
+  "connection.connecting": "Conectando…",
+  "connection.reconnecting": "Conexão interrompida, recuperando…",
+  "connection.failed": "Não foi possível conectar. {reason}",
+  "connection.relayed": "Via relay",
+  "connection.relayedOver": "Via relay (TURN por {transport})",
+  "connection.direct": "Direta",
+  "connection.directOver": "Direta ({transport})",
+  "connection.connected": "Conectado",
+  "connection.rtt": " · {ms} ms",
+
+  "call.hideIPRelayUnreachable": "Não foi possível alcançar o nosso servidor de relay, que o “Ocultar meu IP” exige. Sua rede pode estar bloqueando; tente sem “Ocultar meu IP” ou em outra rede.",
+  "call.hideIPNoRelay": "Este servidor não oferece relay, e o “Ocultar meu IP” precisa dele. Tente sem essa opção.",
+  "call.udpBlocked": "Não foi possível uma conexão direta, e o nosso servidor de relay não pôde ser alcançado: sua rede provavelmente bloqueia UDP (comum em redes de empresas e escolas). Tente outra rede.",
+  "call.noRelay": "Não foi possível uma conexão direta, e este servidor não oferece relay como alternativa.",
+  "call.partnerBlocked": "O nosso relay estava acessível daqui, então a rede do desconhecido provavelmente está bloqueando a conexão. Toque em Próximo para tentar outra pessoa.",
+
+  "network.relayBlockedHideIP": "Atenção: o nosso servidor de relay não pode ser alcançado da sua rede, e o “Ocultar meu IP” precisa dele. As chamadas provavelmente não vão conectar; tente sem essa opção ou em outra rede.",
+  "network.relayBlocked": "Atenção: o nosso servidor de relay não pode ser alcançado da sua rede (UDP e TCP até ele parecem bloqueados). As chamadas só vão conectar quando uma conexão direta for possível.",
+
+  "chat.region": "Conversa com um desconhecido",
+  "chat.log": "Mensagens",
+  "chat.messageLabel": "Mensagem",
+  "chat.placeholder": "Digite uma mensagem",
+  "chat.you": "Você: ",
+  "chat.stranger": "Desconhecido: ",
+  "chat.typing": "O desconhecido está digitando…",
+  "chat.common": "Vocês dois curtem {interests}.",
+  "chat.matched": "Agora você está conversando com um desconhecido aleatório. Diga oi!",
+  "chat.skipped": "Você pulou para outra pessoa.",
+  "chat.thenNext": "{text} Toque em Próximo para conhecer alguém novo.",
+  "chat.thenFinding": "{text} Procurando alguém novo…",
+
+  "keys.escTwice": "Esc duas vezes: próximo desconhecido",
+  "keys.escAgain": "Tecle Esc de novo para pular para outra pessoa.",
+
+  "report.title": "Denunciar este desconhecido",
+  "report.intro": "A conversa termina e vocês não vão formar par de novo.",
+  "report.question": "O que aconteceu?",
+  "report.nudity": "Nudez ou conteúdo sexual",
+  "report.harassment": "Assédio ou ódio",
+  "report.minor": "Parece ser menor de idade",
+  "report.spam": "Spam ou propaganda",
+  "report.other": "Outra coisa"
+};
