@@ -20,7 +20,8 @@ package web_test
 //
 // The JavaScript modules (comments aside): a string or template literal
 //   - shaped like a message key (dotted lowerCamel words, "chat.typing")
-//     must be a key of the English catalog;
+//     in a statement calling msg() or t() must be a key of the English
+//     catalog (elsewhere it is code: a storage key, say);
 //   - is prose, and so must not be there at all, if it has two words of
 //     two or more letters separated by white space (placeholders ${…}
 //     removed), unless it is in a console.* call (for developers);
@@ -104,6 +105,7 @@ var (
 	letterWordsRe    = regexp.MustCompile(`\p{L}{2,}\s+\p{L}{2,}`)
 	sinkRe           = regexp.MustCompile(`\.(?:textContent|innerText|title|placeholder|alt|ariaLabel|label)\s*=[^=]|setAttribute\(\s*'(?:aria-label|aria-description|title|placeholder|alt)'\s*,|\.(?:append|prepend|replaceChildren|before|after)\(|createTextNode\(|\b(?:alert|confirm|prompt)\(`)
 	consoleStatement = regexp.MustCompile(`\bconsole\.\w+\(`)
+	messageCall      = regexp.MustCompile(`\b(?:msg|t)\(`)
 )
 
 // parseCatalog reads a catalog module: "export default" and one JSON
@@ -315,6 +317,18 @@ func TestPageStringsInCatalogs(t *testing.T) {
 		t.Errorf("index.html: %s", p)
 	}
 
+	// Keys nothing uses yet are not an error (a catalog may be ahead of
+	// the code), but are worth knowing about.
+	used := map[string]bool{}
+	for _, m := range regexp.MustCompile(`data-i18n(?:-attr)?="([^"]+)"`).FindAllSubmatch(b, -1) {
+		for _, f := range strings.Fields(string(m[1])) {
+			_, key, ok := strings.Cut(f, ":")
+			if !ok {
+				key = f
+			}
+			used[key] = true
+		}
+	}
 	modules, _ := fs.Glob(files, "*.js")
 	for _, name := range modules {
 		src, err := fs.ReadFile(files, name)
@@ -324,6 +338,20 @@ func TestPageStringsInCatalogs(t *testing.T) {
 		for _, p := range jsProblems(string(src), en, notForUsers[name]) {
 			t.Errorf("%s: %s", name, p)
 		}
+		_, _, lits := scanJS(string(src))
+		for _, l := range lits {
+			used[l.text] = true
+		}
+	}
+	var unused []string
+	for key := range en {
+		if !used[key] {
+			unused = append(unused, key)
+		}
+	}
+	if len(unused) > 0 {
+		slices.Sort(unused)
+		t.Logf("catalog keys the page does not use (yet): %s", strings.Join(unused, " "))
 	}
 }
 
@@ -665,7 +693,7 @@ func jsProblems(src string, en catalog, allowed map[string]string) []string {
 			continue
 		}
 		switch {
-		case keyShape.MatchString(l.text):
+		case keyShape.MatchString(l.text) && messageCall.MatchString(stmt):
 			if _, ok := en[l.text]; !ok {
 				problems = append(problems, fmt.Sprintf("line %d: message key %q is not in the English catalog", line, l.text))
 			}
@@ -698,6 +726,8 @@ func TestPageStringsRule(t *testing.T) {
 		{`el.hidden = x === 'video'; el.textContent = 'text' !== mode ? '' : '\u2026';`, 0},
 		{`show(el.typing, msg('chat.typing'));`, 0},
 		{`show(el.typing, msg('chat.tpying'));`, 1},
+		{`show(el.x, msg(on ? 'chat.typing' : 'chat.tpying'));`, 1},
+		{`localStorage.setItem('strangers.clientKey', key);`, 0},
 		{`console.warn('could not start this', err);`, 0},
 		{`// A comment with words in it.
 		 /* and 'quoted words' in another */ const ok = /^a b$/.test(x) ? 'video' : 'text';`, 0},

@@ -122,5 +122,25 @@ export default {
   "report.harassment": "تحرّش أو كراهية",
   "report.minor": "يبدو قاصرًا",
   "report.spam": "رسائل مزعجة أو إعلانات",
-  "report.other": "شيء آخر"
+  "report.other": "شيء آخر",
+
+  "button.sound": "تنبيهات صوتية",
+  "video.fullscreen": "ملء الشاشة",
+  "video.exitFullscreen": "الخروج من ملء الشاشة",
+  "video.pip": "صورة داخل صورة",
+  "video.exitPip": "الخروج من وضع صورة داخل صورة",
+  "video.mirror": "عكس الصورة",
+  "title.found": "تم العثور على غريب",
+  "title.unread": "({count}) {title}",
+  "preview.video": "معاينة الكاميرا",
+  "preview.turnOn": "تشغيل الكاميرا",
+  "button.textFallback": "المتابعة بالنص فقط",
+  "video.remoteCameraOff": "أوقف الغريب الكاميرا",
+  "video.remoteMuted": "ميكروفون الغريب مكتوم",
+  "button.unmute": "إلغاء كتم الميكروفون",
+  "button.cameraOn": "تشغيل الكاميرا",
+  "chat.notSent": "لم تُرسل",
+  "server.restarting": "جارٍ إعادة تشغيل الخادم…",
+  "stage.restarted": "أُعيد تشغيل الخادم، فانتهت تلك الدردشة.",
+  "chat.thenLooking": "{text} جارٍ البحث عن شخص جديد…"
 };

@@ -121,5 +121,25 @@ export default {
   "report.harassment": "Belästigung oder Hass",
   "report.minor": "Scheint minderjährig zu sein",
   "report.spam": "Spam oder Werbung",
-  "report.other": "Etwas anderes"
+  "report.other": "Etwas anderes",
+
+  "button.sound": "Tonsignale",
+  "video.fullscreen": "Vollbild",
+  "video.exitFullscreen": "Vollbild beenden",
+  "video.pip": "Bild im Bild",
+  "video.exitPip": "Bild im Bild beenden",
+  "video.mirror": "Spiegeln",
+  "title.found": "Fremde Person gefunden",
+  "title.unread": "({count}) {title}",
+  "preview.video": "Vorschau deiner Kamera",
+  "preview.turnOn": "Kamera einschalten",
+  "button.textFallback": "Nur mit Text weiter",
+  "video.remoteCameraOff": "Die fremde Person hat ihre Kamera ausgeschaltet",
+  "video.remoteMuted": "Das Mikrofon der fremden Person ist stumm",
+  "button.unmute": "Mikro an",
+  "button.cameraOn": "Kamera an",
+  "chat.notSent": "nicht gesendet",
+  "server.restarting": "Der Server startet neu…",
+  "stage.restarted": "Der Server wurde neu gestartet, deshalb ist der Chat beendet.",
+  "chat.thenLooking": "{text} Suche jemand Neues…"
 };

@@ -126,5 +126,25 @@ export default {
   "report.harassment": "Harassment or hate",
   "report.minor": "Seems to be a minor",
   "report.spam": "Spam or advertising",
-  "report.other": "Something else"
+  "report.other": "Something else",
+
+  "button.sound": "Sound alerts",
+  "video.fullscreen": "Fullscreen",
+  "video.exitFullscreen": "Exit fullscreen",
+  "video.pip": "Picture in picture",
+  "video.exitPip": "Exit picture in picture",
+  "video.mirror": "Mirror",
+  "title.found": "Stranger found",
+  "title.unread": "({count}) {title}",
+  "preview.video": "Your camera preview",
+  "preview.turnOn": "Turn on camera",
+  "button.textFallback": "Continue with text only",
+  "video.remoteCameraOff": "Stranger turned their camera off",
+  "video.remoteMuted": "Stranger's microphone is muted",
+  "button.unmute": "Unmute mic",
+  "button.cameraOn": "Camera on",
+  "chat.notSent": "not sent",
+  "server.restarting": "The server is restarting…",
+  "stage.restarted": "The server restarted, so that chat ended.",
+  "chat.thenLooking": "{text} Looking for someone new…"
 };

@@ -121,5 +121,25 @@ export default {
   "report.harassment": "Acoso u odio",
   "report.minor": "Parece menor de edad",
   "report.spam": "Spam o publicidad",
-  "report.other": "Otra cosa"
+  "report.other": "Otra cosa",
+
+  "button.sound": "Avisos sonoros",
+  "video.fullscreen": "Pantalla completa",
+  "video.exitFullscreen": "Salir de pantalla completa",
+  "video.pip": "Imagen en imagen",
+  "video.exitPip": "Salir de imagen en imagen",
+  "video.mirror": "Espejo",
+  "title.found": "Desconocido encontrado",
+  "title.unread": "({count}) {title}",
+  "preview.video": "Vista previa de tu cámara",
+  "preview.turnOn": "Encender cámara",
+  "button.textFallback": "Seguir solo con texto",
+  "video.remoteCameraOff": "El desconocido apagó su cámara",
+  "video.remoteMuted": "El micrófono del desconocido está silenciado",
+  "button.unmute": "Activar micro",
+  "button.cameraOn": "Encender cámara",
+  "chat.notSent": "no enviado",
+  "server.restarting": "El servidor se está reiniciando…",
+  "stage.restarted": "El servidor se reinició, así que el chat terminó.",
+  "chat.thenLooking": "{text} Buscando a alguien nuevo…"
 };

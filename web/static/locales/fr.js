@@ -121,5 +121,25 @@ export default {
   "report.harassment": "Harcèlement ou haine",
   "report.minor": "Semble être mineur",
   "report.spam": "Spam ou publicité",
-  "report.other": "Autre chose"
+  "report.other": "Autre chose",
+
+  "button.sound": "Alertes sonores",
+  "video.fullscreen": "Plein écran",
+  "video.exitFullscreen": "Quitter le plein écran",
+  "video.pip": "Image dans l’image",
+  "video.exitPip": "Quitter l’image dans l’image",
+  "video.mirror": "Miroir",
+  "title.found": "Inconnu trouvé",
+  "title.unread": "({count}) {title}",
+  "preview.video": "Aperçu de votre caméra",
+  "preview.turnOn": "Allumer la caméra",
+  "button.textFallback": "Continuer en texte seulement",
+  "video.remoteCameraOff": "L’inconnu a coupé sa caméra",
+  "video.remoteMuted": "Le micro de l’inconnu est coupé",
+  "button.unmute": "Réactiver le micro",
+  "button.cameraOn": "Allumer la caméra",
+  "chat.notSent": "non envoyé",
+  "server.restarting": "Le serveur redémarre…",
+  "stage.restarted": "Le serveur a redémarré, la discussion est donc terminée.",
+  "chat.thenLooking": "{text} Recherche de quelqu’un d’autre…"
 };

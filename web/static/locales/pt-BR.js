@@ -122,5 +122,25 @@ export default {
   "report.harassment": "Assédio ou ódio",
   "report.minor": "Parece ser menor de idade",
   "report.spam": "Spam ou propaganda",
-  "report.other": "Outra coisa"
+  "report.other": "Outra coisa",
+
+  "button.sound": "Alertas sonoros",
+  "video.fullscreen": "Tela cheia",
+  "video.exitFullscreen": "Sair da tela cheia",
+  "video.pip": "Picture-in-picture",
+  "video.exitPip": "Sair do picture-in-picture",
+  "video.mirror": "Espelhar",
+  "title.found": "Desconhecido encontrado",
+  "title.unread": "({count}) {title}",
+  "preview.video": "Prévia da sua câmera",
+  "preview.turnOn": "Ligar câmera",
+  "button.textFallback": "Continuar só com texto",
+  "video.remoteCameraOff": "O desconhecido desligou a câmera",
+  "video.remoteMuted": "O microfone do desconhecido está silenciado",
+  "button.unmute": "Ativar microfone",
+  "button.cameraOn": "Ligar câmera",
+  "chat.notSent": "não enviada",
+  "server.restarting": "O servidor está reiniciando…",
+  "stage.restarted": "O servidor reiniciou, então a conversa terminou.",
+  "chat.thenLooking": "{text} Procurando alguém novo…"
 };

@@ -121,5 +121,25 @@ export default {
   "report.harassment": "Оскорбления или ненависть",
   "report.minor": "Похоже, несовершеннолетний",
   "report.spam": "Спам или реклама",
-  "report.other": "Другое"
+  "report.other": "Другое",
+
+  "button.sound": "Звуковые оповещения",
+  "video.fullscreen": "Во весь экран",
+  "video.exitFullscreen": "Выйти из полноэкранного режима",
+  "video.pip": "Картинка в картинке",
+  "video.exitPip": "Выйти из режима «картинка в картинке»",
+  "video.mirror": "Зеркально",
+  "title.found": "Незнакомец найден",
+  "title.unread": "({count}) {title}",
+  "preview.video": "Предпросмотр камеры",
+  "preview.turnOn": "Включить камеру",
+  "button.textFallback": "Продолжить только текстом",
+  "video.remoteCameraOff": "Незнакомец выключил камеру",
+  "video.remoteMuted": "Микрофон незнакомца выключен",
+  "button.unmute": "Включить микрофон",
+  "button.cameraOn": "Включить камеру",
+  "chat.notSent": "не отправлено",
+  "server.restarting": "Сервер перезапускается…",
+  "stage.restarted": "Сервер перезапустился, поэтому чат завершён.",
+  "chat.thenLooking": "{text} Ищем нового собеседника…"
 };

@@ -121,5 +121,25 @@ export default {
   "report.harassment": "Taciz veya nefret",
   "report.minor": "Reşit olmayan biri gibi görünüyor",
   "report.spam": "Spam veya reklam",
-  "report.other": "Başka bir şey"
+  "report.other": "Başka bir şey",
+
+  "button.sound": "Sesli uyarılar",
+  "video.fullscreen": "Tam ekran",
+  "video.exitFullscreen": "Tam ekrandan çık",
+  "video.pip": "Resim içinde resim",
+  "video.exitPip": "Resim içinde resimden çık",
+  "video.mirror": "Ayna",
+  "title.found": "Yabancı bulundu",
+  "title.unread": "({count}) {title}",
+  "preview.video": "Kamera önizlemen",
+  "preview.turnOn": "Kamerayı aç",
+  "button.textFallback": "Yalnızca yazıyla devam et",
+  "video.remoteCameraOff": "Yabancı kamerasını kapattı",
+  "video.remoteMuted": "Yabancının mikrofonu kapalı",
+  "button.unmute": "Mikrofonu aç",
+  "button.cameraOn": "Kamerayı aç",
+  "chat.notSent": "gönderilmedi",
+  "server.restarting": "Sunucu yeniden başlatılıyor…",
+  "stage.restarted": "Sunucu yeniden başlatıldı, bu yüzden sohbet sona erdi.",
+  "chat.thenLooking": "{text} Yeni biri aranıyor…"
 };
