@@ -142,5 +142,20 @@ export default {
   "chat.notSent": "لم تُرسل",
   "server.restarting": "جارٍ إعادة تشغيل الخادم…",
   "stage.restarted": "أُعيد تشغيل الخادم، فانتهت تلك الدردشة.",
-  "chat.thenLooking": "{text} جارٍ البحث عن شخص جديد…"
+  "chat.thenLooking": "{text} جارٍ البحث عن شخص جديد…",
+
+  "report.noteLabel": "ماذا حدث، في كلمات قليلة",
+  "report.noteOptional": "(اختياري)",
+  "report.frame": "أرفق لقطة ثابتة من الفيديو الخاص به، تلتقطها هذه الصفحة الآن، ليرى المشرف ما رأيته",
+  "rules.title": "قبل أن تبدأ",
+  "rules.accept": "عمري 18 عامًا أو أكثر وأقبل هذه القواعد",
+  "rules.needAge": "يُرجى تأكيد أن عمرك 18 عامًا أو أكثر.",
+  "rules.fallback": "كن لطيفًا. لا عُري ولا تحرّش ولا كراهية ولا رسائل مزعجة ولا أحد دون 18 عامًا.",
+  "button.acceptStart": "قبول والبدء",
+  "banned.title": "أنت محظور",
+  "banned.reason": "السبب: {reason}",
+  "banned.until": "حتى: {time}",
+  "banned.appeal": "للاعتراض، تواصل مع {contact}.",
+  "banned.noAppeal": "لا تذكر هذه الخدمة جهة اتصال للاعتراض.",
+  "stage.cooldown": "أنت تتنقل بسرعة كبيرة. خذ نفسًا: سنبحث مجددًا خلال {seconds} ث…"
 };

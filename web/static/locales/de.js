@@ -141,5 +141,20 @@ export default {
   "chat.notSent": "nicht gesendet",
   "server.restarting": "Der Server startet neu…",
   "stage.restarted": "Der Server wurde neu gestartet, deshalb ist der Chat beendet.",
-  "chat.thenLooking": "{text} Suche jemand Neues…"
+  "chat.thenLooking": "{text} Suche jemand Neues…",
+
+  "report.noteLabel": "Was ist passiert, in ein paar Worten",
+  "report.noteOptional": "(optional)",
+  "report.frame": "Ein Standbild ihres Videos anhängen, jetzt von dieser Seite aufgenommen, damit ein Moderator sieht, was du gesehen hast",
+  "rules.title": "Bevor du startest",
+  "rules.accept": "Ich bin mindestens 18 Jahre alt und akzeptiere diese Regeln",
+  "rules.needAge": "Bitte bestätige, dass du mindestens 18 Jahre alt bist.",
+  "rules.fallback": "Sei freundlich. Keine Nacktheit, keine Belästigung, kein Hass, kein Spam und niemand unter 18.",
+  "button.acceptStart": "Akzeptieren und starten",
+  "banned.title": "Du bist gesperrt",
+  "banned.reason": "Grund: {reason}",
+  "banned.until": "Bis: {time}",
+  "banned.appeal": "Für einen Einspruch wende dich an {contact}.",
+  "banned.noAppeal": "Diese Instanz nennt keinen Kontakt für Einsprüche.",
+  "stage.cooldown": "Du wechselst sehr schnell. Atme kurz durch: Neue Suche in {seconds} s…"
 };

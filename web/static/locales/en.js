@@ -146,5 +146,20 @@ export default {
   "chat.notSent": "not sent",
   "server.restarting": "The server is restarting…",
   "stage.restarted": "The server restarted, so that chat ended.",
-  "chat.thenLooking": "{text} Looking for someone new…"
+  "chat.thenLooking": "{text} Looking for someone new…",
+
+  "report.noteLabel": "What happened, in a few words",
+  "report.noteOptional": "(optional)",
+  "report.frame": "Include a still of their video, taken now by this page, so a moderator can see what you saw",
+  "rules.title": "Before you start",
+  "rules.accept": "I am 18 or older and I accept these rules",
+  "rules.needAge": "Please confirm you are 18 or older.",
+  "rules.fallback": "Be kind. No nudity, harassment, hate, spam or anyone under 18.",
+  "button.acceptStart": "Accept and start",
+  "banned.title": "You are banned",
+  "banned.reason": "Reason: {reason}",
+  "banned.until": "Until: {time}",
+  "banned.appeal": "To appeal, contact {contact}.",
+  "banned.noAppeal": "This instance names no appeal contact.",
+  "stage.cooldown": "You are skipping very fast. Take a breath: looking again in {seconds} s…"
 };

@@ -141,5 +141,20 @@ export default {
   "chat.notSent": "no enviado",
   "server.restarting": "El servidor se está reiniciando…",
   "stage.restarted": "El servidor se reinició, así que el chat terminó.",
-  "chat.thenLooking": "{text} Buscando a alguien nuevo…"
+  "chat.thenLooking": "{text} Buscando a alguien nuevo…",
+
+  "report.noteLabel": "Qué pasó, en pocas palabras",
+  "report.noteOptional": "(opcional)",
+  "report.frame": "Incluir una imagen fija de su video, tomada ahora por esta página, para que un moderador vea lo que viste",
+  "rules.title": "Antes de empezar",
+  "rules.accept": "Tengo 18 años o más y acepto estas normas",
+  "rules.needAge": "Confirma que tienes 18 años o más.",
+  "rules.fallback": "Sé amable. Nada de desnudos, acoso, odio, spam ni menores de 18.",
+  "button.acceptStart": "Aceptar y empezar",
+  "banned.title": "Tienes prohibido el acceso",
+  "banned.reason": "Motivo: {reason}",
+  "banned.until": "Hasta: {time}",
+  "banned.appeal": "Para apelar, contacta con {contact}.",
+  "banned.noAppeal": "Esta instancia no indica ningún contacto para apelar.",
+  "stage.cooldown": "Estás pasando muy rápido. Respira un poco: volvemos a buscar en {seconds} s…"
 };

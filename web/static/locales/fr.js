@@ -141,5 +141,20 @@ export default {
   "chat.notSent": "non envoyé",
   "server.restarting": "Le serveur redémarre…",
   "stage.restarted": "Le serveur a redémarré, la discussion est donc terminée.",
-  "chat.thenLooking": "{text} Recherche de quelqu’un d’autre…"
+  "chat.thenLooking": "{text} Recherche de quelqu’un d’autre…",
+
+  "report.noteLabel": "Ce qui s’est passé, en quelques mots",
+  "report.noteOptional": "(facultatif)",
+  "report.frame": "Joindre une image de sa vidéo, prise maintenant par cette page, pour qu’un modérateur voie ce que vous avez vu",
+  "rules.title": "Avant de commencer",
+  "rules.accept": "J’ai 18 ans ou plus et j’accepte ces règles",
+  "rules.needAge": "Veuillez confirmer que vous avez 18 ans ou plus.",
+  "rules.fallback": "Soyez gentil. Pas de nudité, de harcèlement, de haine, de spam, ni personne de moins de 18 ans.",
+  "button.acceptStart": "Accepter et commencer",
+  "banned.title": "Vous êtes banni",
+  "banned.reason": "Motif : {reason}",
+  "banned.until": "Jusqu’au : {time}",
+  "banned.appeal": "Pour faire appel, contactez {contact}.",
+  "banned.noAppeal": "Cette instance n’indique aucun contact pour faire appel.",
+  "stage.cooldown": "Vous passez très vite. Respirez : nouvelle recherche dans {seconds} s…"
 };

@@ -142,5 +142,20 @@ export default {
   "chat.notSent": "não enviada",
   "server.restarting": "O servidor está reiniciando…",
   "stage.restarted": "O servidor reiniciou, então a conversa terminou.",
-  "chat.thenLooking": "{text} Procurando alguém novo…"
+  "chat.thenLooking": "{text} Procurando alguém novo…",
+
+  "report.noteLabel": "O que aconteceu, em poucas palavras",
+  "report.noteOptional": "(opcional)",
+  "report.frame": "Incluir uma imagem do vídeo da pessoa, capturada agora por esta página, para que um moderador veja o que você viu",
+  "rules.title": "Antes de começar",
+  "rules.accept": "Tenho 18 anos ou mais e aceito estas regras",
+  "rules.needAge": "Confirme que você tem 18 anos ou mais.",
+  "rules.fallback": "Seja gentil. Nada de nudez, assédio, ódio, spam ou menores de 18 anos.",
+  "button.acceptStart": "Aceitar e começar",
+  "banned.title": "Você foi banido",
+  "banned.reason": "Motivo: {reason}",
+  "banned.until": "Até: {time}",
+  "banned.appeal": "Para recorrer, entre em contato com {contact}.",
+  "banned.noAppeal": "Esta instância não informa um contato para recursos.",
+  "stage.cooldown": "Você está pulando rápido demais. Respire: vamos procurar de novo em {seconds} s…"
 };

@@ -141,5 +141,20 @@ export default {
   "chat.notSent": "gönderilmedi",
   "server.restarting": "Sunucu yeniden başlatılıyor…",
   "stage.restarted": "Sunucu yeniden başlatıldı, bu yüzden sohbet sona erdi.",
-  "chat.thenLooking": "{text} Yeni biri aranıyor…"
+  "chat.thenLooking": "{text} Yeni biri aranıyor…",
+
+  "report.noteLabel": "Ne oldu, birkaç kelimeyle",
+  "report.noteOptional": "(isteğe bağlı)",
+  "report.frame": "Bir moderatör senin gördüğünü görebilsin diye, bu sayfanın şimdi çektiği bir görüntü karesini ekle",
+  "rules.title": "Başlamadan önce",
+  "rules.accept": "18 yaşında ya da daha büyüğüm ve bu kuralları kabul ediyorum",
+  "rules.needAge": "Lütfen 18 yaşında ya da daha büyük olduğunu onayla.",
+  "rules.fallback": "Nazik ol. Çıplaklık, taciz, nefret, spam ve 18 yaşından küçük kimse yok.",
+  "button.acceptStart": "Kabul et ve başla",
+  "banned.title": "Engellendin",
+  "banned.reason": "Neden: {reason}",
+  "banned.until": "Bitiş: {time}",
+  "banned.appeal": "İtiraz için {contact} ile iletişime geç.",
+  "banned.noAppeal": "Bu sunucu itiraz için bir iletişim adresi belirtmiyor.",
+  "stage.cooldown": "Çok hızlı geçiyorsun. Biraz soluklan: {seconds} sn içinde yeniden aranacak…"
 };
