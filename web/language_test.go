@@ -132,20 +132,23 @@ func TestBrowserLanguages(t *testing.T) {
 	})
 
 	t.Run("right to left", func(t *testing.T) {
-		u := st.newUser(t, "visitor", withoutSignaling())
+		st.requireSignaling(t)
+		u := st.newUser(t, "visitor")
 		type layout struct {
-			Dir, Direction                     string
-			Width, Brand, Picker, Radio, Label float64
+			Dir, Direction                                  string
+			Width, Brand, Picker, Radio, Label, Media, Talk float64
 		}
-		// Centres of the boxes: the brand, the picker; a radio button
-		// and its label's text.
+		// Centres of boxes: the brand, the picker, a radio button and its
+		// label's text on the start page; the video column and the chat
+		// column in a chat.
 		measure := func() layout {
 			return eval[layout](u, `(() => {
-			  const mid = (e) => { const r = e.getBoundingClientRect(); return r.left + r.width / 2; };
+			  const mid = (e) => { const r = e.getBoundingClientRect(); return r.width ? r.left + r.width / 2 : -1; };
 			  const radio = document.querySelector('input[name=mode][value=text]');
 			  return { dir: document.dir, direction: getComputedStyle(document.body).direction, width: innerWidth,
 			    brand: mid(document.querySelector('.brand')), picker: mid(document.getElementById('language')),
-			    radio: mid(radio), label: mid(radio.nextElementSibling) };
+			    radio: mid(radio), label: mid(radio.nextElementSibling),
+			    media: mid(document.getElementById('media')), talk: mid(document.querySelector('.talk')) };
 			})()`)
 		}
 		ltr := measure()
@@ -167,9 +170,24 @@ func TestBrowserLanguages(t *testing.T) {
 		if rtl.Radio < rtl.Label {
 			t.Errorf("Arabic: a radio button is left of its label (%.0f, label %.0f)", rtl.Radio, rtl.Label)
 		}
+
+		// A video chat, waiting: the video on the right, the chat on the
+		// left (the other way round in English).
+		u.do("pressing Start", chromedp.Click("start", byRole("button", text("ar", "button.start"))))
+		u.waitText("stage", text("ar", "stage.looking"))
+		rtl = measure()
+		if rtl.Media < rtl.Width/2 || rtl.Talk > rtl.Width/2 {
+			t.Errorf("Arabic: the video column is centred at %.0f and the chat at %.0f of %.0f px; want the video on the right", rtl.Media, rtl.Talk, rtl.Width)
+		}
 		if os.Getenv(envScreenshots) == "all" {
 			u.screenshot(u.ctx, "arabic")
 		}
+		u.pick("en")
+		u.waitFor(`document.documentElement.lang === 'en'`, "English")
+		if ltr = measure(); ltr.Dir != "ltr" || ltr.Media > ltr.Width/2 || ltr.Talk < ltr.Width/2 {
+			t.Errorf("English: dir %q, the video column centred at %.0f and the chat at %.0f of %.0f px; want the video on the left", ltr.Dir, ltr.Media, ltr.Talk, ltr.Width)
+		}
+		u.press("Stop")
 	})
 }
 
