@@ -108,7 +108,7 @@ func TestBrowserLanguages(t *testing.T) {
 					t.Errorf("%s: %s shows %q, want %q", lang, c.key, c.got, want)
 				}
 			}
-			if strings.IndexAny(s.Online, "0123456789") < 0 {
+			if !strings.ContainsAny(s.Online, "0123456789") {
 				t.Errorf("%s: online count %q", lang, s.Online)
 			}
 			if len(s.Missing) > 0 {
