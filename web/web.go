@@ -3,7 +3,8 @@
 //
 // The page (static/) is plain ES modules with no build step: protocol.js
 // mirrors the signaling protocol, signaling.js is the WebSocket client,
-// rtc.js the WebRTC call, ui.js renders and app.js ties them together.
+// rtc.js the WebRTC call, ui.js renders and app.js ties them together;
+// i18n.js puts the page in the visitor's language from locales/.
 package web
 
 import (
@@ -16,11 +17,12 @@ import (
 	"sync"
 )
 
-// Only the page's own files (with its web app manifest, service worker and
-// icons): static/ also holds package.json, tsconfig.json and, after npm ci,
-// node_modules, for the checks CI runs.
+// Only the page's own files (the modules and their message catalogs in
+// static/locales, the web app manifest, service worker and icons): static/
+// also holds package.json, tsconfig.json and, after npm ci, node_modules, for
+// the checks CI runs.
 //
-//go:embed static/*.html static/*.js static/*.css static/*.webmanifest static/icons/*.svg static/icons/*.png
+//go:embed static/*.html static/*.js static/*.css static/locales/*.js static/*.webmanifest static/icons/*.svg static/icons/*.png
 var static embed.FS
 
 // Files is the page's file tree (index.html at its root).

@@ -222,6 +222,8 @@ func TestPageSelfContained(t *testing.T) {
 		{regexp.MustCompile(`\.style\.cssText|setAttribute\(\s*['"]style`), "an inline style"},
 	}
 	matches, _ := fs.Glob(files, "*.js")
+	catalogs, _ := fs.Glob(files, "locales/*.js")
+	matches = append(matches, catalogs...)
 	if len(matches) < 5 {
 		t.Fatalf("only %d modules embedded: %v", len(matches), matches)
 	}
@@ -261,9 +263,10 @@ func TestAccessibleNames(t *testing.T) {
 		`aria-label="Stranger's video"`, `aria-label="Your video"`, `role="log"`,
 		`aria-label="Fullscreen"`, `aria-label="Picture in picture"`, `aria-label="Sound alerts"`, `>Mirror</button>`,
 		`rel="manifest"`, `rel="icon"`,
-		`<label for="chat-input" class="visually-hidden">Message</label>`,
+		`<label for="chat-input" class="visually-hidden" data-i18n="chat.messageLabel">Message</label>`,
+		`<label for="language"><span class="visually-hidden" data-i18n="language.label">Language</span></label>`,
 		`playsinline`, `<html lang="en">`, `name="viewport"`,
-		`>Turn on camera</button>`, `<label for="preview-camera">Camera</label>`, `<label for="preview-mic">Microphone</label>`,
+		`>Turn on camera</button>`, `<label for="preview-camera" data-i18n="devices.camera">Camera</label>`, `<label for="preview-mic" data-i18n="devices.microphone">Microphone</label>`,
 		`>Continue with text only</button>`, `>Mute mic</button>`, `>Camera off</button>`,
 		`role="img" aria-label="Stranger's microphone is muted"`, `>Stranger turned their camera off</p>`,
 	} {

@@ -6,6 +6,7 @@ import * as P from './protocol.js';
 import { Signaling } from './signaling.js';
 import { Call, probeReachability } from './rtc.js';
 import * as ui from './ui.js';
+import { msg, mountPicker } from './i18n.js';
 import * as mod from './moderation.js';
 import * as cues from './cues.js';
 import './view.js';
@@ -19,29 +20,8 @@ const typingIdleMs = 3000;
 /** How long the first Esc waits for the second. */
 const escConfirmMs = 3000;
 
-/**
- * Words for the server's comings and goings, the stranger's camera and
- * microphone, and the camera on the start page.
- */
-const say = Object.freeze({
-  reconnecting: 'Lost the connection to the server; reconnecting\u2026',
-  callContinues: ' Your call continues.',
-  restarting: 'The server is restarting\u2026',
-  lostChat: 'The connection to the server was lost for too long, so that chat ended.',
-  restartedChat: 'The server restarted, so that chat ended.',
-  lookingAgain: 'Looking for someone new\u2026',
-  cameraFailed: 'That camera could not be started.',
-  micFailed: 'That microphone could not be started.',
-});
-
 /** One is shown, at random, on the waiting screen. */
-const tips = [
-  'Tip: press Esc twice during a chat to skip to someone new.',
-  'Tip: add interests on the start page to meet people who like the same things first.',
-  'Tip: be kind. If someone is not, press Report: you will never be paired with them again.',
-  'Tip: when few people are online, you may meet someone you talked to a moment ago.',
-  'Tip: \u201cHide my IP\u201d on the start page sends video through our relay, so the stranger never learns your address.',
-];
+const tips = [msg('tip.escTwice'), msg('tip.interests'), msg('tip.beKind'), msg('tip.fewOnline'), msg('tip.hideIP')];
 
 /**
  * @typedef {'idle' | 'waiting' | 'matched' | 'ended'} Phase
@@ -128,15 +108,15 @@ function onSignalingStatus(s) {
       break;
     case 'reconnecting': {
       if (s.restarting) {
-        ui.setServerStatus(say.restarting);
+        ui.setServerStatus(msg('server.restarting'));
         break;
       }
-      const call = state.phase === 'matched' && state.call ? say.callContinues : '';
-      ui.setServerStatus(`${say.reconnecting}${call}`);
+      const inCall = state.phase === 'matched' && state.call;
+      ui.setServerStatus(msg(inCall ? 'server.reconnectingInCall' : 'server.reconnecting'));
       break;
     }
     case 'open':
-      ui.setServerStatus('');
+      ui.setServerStatus(null);
       if (s.fresh) sessionLost(s.restarted);
       break;
     case 'closed':
@@ -158,7 +138,8 @@ function sessionLost(restarted) {
   dropWarm();
   if (state.phase === 'matched') {
     endMatch();
-    ui.addMessage('system', `${restarted ? say.restartedChat : say.lostChat} ${say.lookingAgain}`);
+    const text = msg(restarted ? 'stage.restarted' : 'stage.sessionLost');
+    ui.addMessage('system', msg('chat.thenLooking', { text }));
     lookAgain();
   } else if (state.phase === 'waiting') {
     sendFind();
@@ -185,7 +166,7 @@ function onMessage(m) {
       sendUnsent(m);
       break;
     case 'restarting':
-      ui.setServerStatus(say.restarting);
+      ui.setServerStatus(msg('server.restarting'));
       break;
     case 'media':
       if (m.match === state.match?.match) ui.setRemoteMedia(m.camera !== false, m.mic !== false);
@@ -282,10 +263,7 @@ async function checkReachability() {
   if (servers.length === 0) return;
   const r = await probeReachability(servers);
   if (r.relay) return;
-  const warning = el.hideIP.checked
-    ? 'Heads-up: our relay server cannot be reached from your network, and \u201cHide my IP\u201d needs it. Calls will probably not connect; try without it or on another network.'
-    : 'Heads-up: our relay server cannot be reached from your network (UDP and TCP to it seem blocked). Calls will only connect when a direct connection is possible.';
-  ui.setNetworkHint(warning);
+  ui.setNetworkHint(msg(el.hideIP.checked ? 'network.relayBlockedHideIP' : 'network.relayBlocked'));
 }
 
 /**
@@ -363,17 +341,17 @@ function startCountdown(fallbackInMs) {
   stopCountdown();
   if (fresh) {
     state.waitSince = performance.now();
-    ui.setWaitingTip(tips[Math.floor(Math.random() * tips.length)] ?? '');
+    ui.setWaitingTip(tips[Math.floor(Math.random() * tips.length)] ?? msg('tip.escTwice'));
   }
   const deadline = performance.now() + fallbackInMs;
   const tick = () => {
     const left = Math.ceil((deadline - performance.now()) / 1000);
     if (state.interests.length > 0 && left > 0) {
-      ui.setStage(`Looking for someone who also likes ${ui.listText(state.interests)}\u2026`);
-      ui.setWaitingFallback(`If nobody does, anyone in ${left} s`);
+      ui.setStage(msg('stage.lookingInterests', { interests: state.interests }));
+      ui.setWaitingFallback(msg('waiting.fallback', { seconds: left }));
     } else {
-      ui.setStage('Looking for a stranger\u2026');
-      ui.setWaitingFallback('');
+      ui.setStage(msg('stage.looking'));
+      ui.setWaitingFallback(null);
     }
     ui.setWaitingElapsed(performance.now() - state.waitSince);
   };
@@ -423,14 +401,14 @@ function onMatched(m) {
   if (m.mode === 'video' && state.mode === 'video') {
     startCall(m, iceServers);
     sendMedia(); // the stranger knows from the start if our camera or mic is off
-    ui.setStage('Connecting to the stranger\u2026');
+    ui.setStage(msg('stage.connecting'));
     ui.setConnection({ state: 'connecting' });
   } else {
     dropWarm();
-    ui.setStage('');
+    ui.setStage(null);
   }
   ui.clearLog();
-  ui.addMessage('system', 'You\u2019re now talking to a random stranger. Say hi!');
+  ui.addMessage('system', msg('chat.matched'));
   ui.setCommon(Array.isArray(m.interests) ? m.interests : []);
   ui.setMatched(true);
   el.report.disabled = false;
@@ -460,7 +438,7 @@ function startCall(m, iceServers) {
     onStatus: (s) => {
       if (state.call !== call) return;
       ui.setConnection(s);
-      if (s.state === 'failed') ui.setStage('Could not connect to this stranger. Press Next to try someone else.', 'notice');
+      if (s.state === 'failed') ui.setStage(msg('stage.couldNotConnect'), 'notice');
     },
   });
 }
@@ -550,7 +528,7 @@ el.play.addEventListener('click', () => {
 });
 
 el.remoteVideo.addEventListener('playing', () => {
-  if (state.phase === 'matched' && state.call) ui.setStage('');
+  if (state.phase === 'matched' && state.call) ui.setStage(null);
 });
 
 /** Ends the current call and match locally (the server knows already). */
@@ -592,13 +570,13 @@ function partnerLeft(reason) {
   endMatch();
   state.phase = 'ended';
   el.report.disabled = state.reportable === '' || reason === 'reported';
-  const text = reason === 'disconnected' ? 'Stranger has disconnected (their connection dropped).' : 'Stranger has disconnected.';
+  const text = msg(reason === 'disconnected' ? 'stage.leftDropped' : 'stage.left');
   ui.setStage(text, 'notice');
   if (el.autoNext.checked) {
-    ui.addMessage('system', `${text} Finding someone new\u2026`);
+    ui.addMessage('system', msg('chat.thenFinding', { text }));
     next();
   } else {
-    ui.addMessage('system', `${text} Press Next to meet someone new.`);
+    ui.addMessage('system', msg('chat.thenNext', { text }));
   }
 }
 
@@ -617,7 +595,7 @@ function next() {
     case 'matched':
       sig.send(P.next());
       endMatch();
-      ui.addMessage('system', 'You skipped to someone new.');
+      ui.addMessage('system', msg('chat.skipped'));
       break;
     case 'ended':
       if (state.hasFind) sig.send(P.next());
@@ -646,7 +624,7 @@ function stop() {
   state.hasFind = false;
   state.reportable = '';
   stopStream();
-  ui.setStage('');
+  ui.setStage(null);
   ui.show('landing');
   el.start.focus();
 }
@@ -657,7 +635,7 @@ el.stop.addEventListener('click', stop);
 function disarmEsc() {
   state.escArmed = false;
   clearTimeout(state.escTimer);
-  el.keyHint.textContent = 'Esc twice: next stranger';
+  ui.setKeyHint(msg('keys.escTwice'));
 }
 
 document.addEventListener('keydown', (e) => {
@@ -672,7 +650,7 @@ document.addEventListener('keydown', (e) => {
     return;
   }
   state.escArmed = true;
-  el.keyHint.textContent = 'Press Esc again to skip to someone new.';
+  ui.setKeyHint(msg('keys.escAgain'));
   state.escTimer = setTimeout(disarmEsc, escConfirmMs);
 });
 
@@ -741,13 +719,13 @@ el.reportDialog.addEventListener('close', async () => {
     state.frame = null;
     state.phase = 'ended';
   }
-  const text = mod.M.reported;
+  const text = msg('stage.reported');
   if (state.phase === 'waiting') {
     ui.addMessage('system', text);
     return;
   }
   ui.setStage(text, 'notice');
-  ui.addMessage('system', `${text} Press Next to meet someone new.`);
+  ui.addMessage('system', msg('chat.thenNext', { text }));
   el.next.focus();
 });
 
@@ -806,6 +784,7 @@ el.startForm.addEventListener('submit', async (e) => {
   if (el.start.disabled) return;
   if (!(await mod.rulesGate())) return;
   addTypedInterests();
+  ui.showStartError(null);
   const mode = currentMode();
   if (mode === 'video') {
     // The camera the preview already opened is used as it is: it is asked
@@ -827,7 +806,7 @@ el.startForm.addEventListener('submit', async (e) => {
   } else {
     stopStream();
   }
-  ui.showCameraError('');
+  ui.showCameraError(null);
   state.mode = mode;
   state.relayOnly = mode === 'video' && el.hideIP.checked;
   ui.setMode(mode);
@@ -842,16 +821,14 @@ el.startForm.addEventListener('submit', async (e) => {
   el.chatLog.focus();
 });
 
-/** Explanations for the usual ways getUserMedia fails. */
-const mediaErrors = {
-  insecure:
-    'Your camera can only be used on a secure page, and this one was opened over plain HTTP. A real deployment needs HTTPS (http://localhost is fine for trying it out). Text only works here.',
-  denied:
-    'Camera and microphone access was denied. Allow them for this site in your browser\u2019s settings (often the camera icon in the address bar) and press Start again, or choose Text only.',
-  missing: 'No camera or microphone was found. Connect one and press Start again, or choose Text only.',
-  busy: 'Your camera or microphone is being used by another application or tab. Close it and press Start again.',
-  other: 'Your camera and microphone could not be started',
-};
+/** Why the camera and microphone could not be had, for the user. */
+class MediaError extends Error {
+  /** @param {import('./i18n.js').Msg} shown the explanation */
+  constructor(shown) {
+    super(shown.key);
+    this.shown = shown;
+  }
+}
 
 /** Whether the camera and microphone we hold still work. */
 function liveStream() {
@@ -866,12 +843,12 @@ function liveStream() {
  * goes on in text only, and the promise rejects.
  */
 async function openCamera() {
-  ui.showCameraError('');
+  ui.showCameraError(null);
   let stream;
   try {
     stream = await preflight();
   } catch (err) {
-    ui.showCameraError(err instanceof Error ? err.message : String(err));
+    ui.showCameraError(err instanceof MediaError ? err.shown : msg('media.other', { error: String(err) }));
     throw err;
   }
   if (state.phase !== 'idle' && state.stream) {
@@ -907,7 +884,7 @@ el.textFallback.addEventListener('click', () => {
  * @returns {Promise<MediaStream>}
  */
 async function preflight() {
-  if (!window.isSecureContext || !navigator.mediaDevices?.getUserMedia) throw new Error(mediaErrors.insecure);
+  if (!window.isSecureContext || !navigator.mediaDevices?.getUserMedia) throw new MediaError(msg('media.insecure'));
   const attempts = [{ video: true, audio: true }, { video: true }, { audio: true }];
   for (const constraints of attempts) {
     try {
@@ -915,12 +892,12 @@ async function preflight() {
     } catch (err) {
       const name = err instanceof DOMException ? err.name : '';
       if (name === 'NotFoundError' || name === 'OverconstrainedError') continue;
-      if (name === 'NotAllowedError' || name === 'SecurityError') throw new Error(mediaErrors.denied);
-      if (name === 'NotReadableError' || name === 'AbortError') throw new Error(mediaErrors.busy);
-      throw new Error(`${mediaErrors.other} (${name || err}).`);
+      if (name === 'NotAllowedError' || name === 'SecurityError') throw new MediaError(msg('media.denied'));
+      if (name === 'NotReadableError' || name === 'AbortError') throw new MediaError(msg('media.busy'));
+      throw new MediaError(msg('media.other', { error: name || String(err) }));
     }
   }
-  throw new Error(mediaErrors.missing);
+  throw new MediaError(msg('media.missing'));
 }
 
 function stopStream() {
@@ -1007,7 +984,7 @@ async function switchDevice(kind, deviceId) {
 function devicePicker(select, kind) {
   select.addEventListener('change', () => {
     switchDevice(kind, select.value).catch(() => {
-      const text = kind === 'video' ? say.cameraFailed : say.micFailed;
+      const text = msg(kind === 'video' ? 'devices.cameraFailed' : 'devices.micFailed');
       if (state.phase === 'idle') ui.showStartError(text);
       else ui.addMessage('system', text);
     });
@@ -1036,5 +1013,6 @@ window.addEventListener('pageshow', (e) => {
   if (e.persisted) location.reload();
 });
 
+mountPicker(el.language);
 ui.show('landing');
 sig.connect();

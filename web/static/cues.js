@@ -5,13 +5,8 @@
 // sound button in the header. Nothing happens while the tab is visible;
 // coming back to it restores the title.
 
-/** Every user-visible string of this module. */
-export const cueText = {
-  /** The title after a match made while the tab was hidden. */
-  found: 'Stranger found',
-  /** @param {number} n unread messages @param {string} title */
-  unread: (n, title) => `(${n}) ${title}`,
-};
+import { t } from './i18n.js';
+
 
 /** localStorage key of the mute setting ('off' when muted). */
 const storageKey = 'strangers.sound';
@@ -92,8 +87,8 @@ function renderTitle() {
     return;
   }
   state.saved ??= document.title;
-  const base = state.found ? cueText.found : state.saved;
-  const title = state.unread > 0 ? cueText.unread(state.unread, base) : base;
+  const base = state.found ? t('title.found') : state.saved;
+  const title = state.unread > 0 ? t('title.unread', { count: state.unread, title: base }) : base;
   if (document.title !== title) document.title = title;
 }
 

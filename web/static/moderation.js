@@ -1,19 +1,9 @@
 // @ts-check
 // Moderation on the page: the rules and 18+ gate before the first Start,
 // the still frame a report may carry, the banned screen and the skip
-// cooldown. Its words are all in M; text goes in with textContent only.
+// cooldown. Its words are in the catalogs; text goes in with textContent only.
 import * as P from './protocol.js';
-
-export const M = Object.freeze({
-  rulesNeedAge: 'Please confirm you are 18 or older.',
-  rulesUnavailable: 'Be kind. No nudity, harassment, hate, spam or anyone under 18.',
-  bannedReason: (/** @type {string} */ r) => `Reason: ${r}`,
-  bannedUntil: (/** @type {string} */ t) => `Until: ${t}`,
-  bannedAppeal: (/** @type {string} */ a) => `To appeal, contact ${a}.`,
-  bannedNoAppeal: 'This instance names no appeal contact.',
-  cooldown: (/** @type {number} */ s) => `You are skipping very fast. Take a breath: looking again in ${s} s\u2026`,
-  reported: 'Thanks for the report. You will not meet this stranger again.',
-});
+import { msg, show } from './i18n.js';
 
 /** Where the browser remembers that the rules were accepted. */
 const rulesItem = 'strangers.rulesAccepted';
@@ -100,7 +90,8 @@ export async function rulesGate() {
   } catch {
     // shown below
   }
-  renderRules(text || M.rulesUnavailable, body);
+  if (text) renderRules(text, body);
+  else show(body, msg('rules.fallback'));
   age.checked = false;
   error.hidden = true;
   dialog.showModal();
@@ -110,7 +101,7 @@ export async function rulesGate() {
       const submitter = /** @type {SubmitEvent} */ (e).submitter;
       if (submitter instanceof HTMLButtonElement && submitter.value === 'accept' && !age.checked) {
         e.preventDefault();
-        error.textContent = M.rulesNeedAge;
+        show(error, msg('rules.needAge'));
         error.hidden = false;
         age.focus();
       }
@@ -174,10 +165,10 @@ export function captureFrame(video, maxBytes) {
 export function showBanned(m) {
   for (const id of ['landing', 'chat']) byId(id).hidden = true;
   const until = new Date(typeof m.until === 'number' ? m.until : 0);
-  byId('banned-reason').textContent = M.bannedReason(String(m.reason ?? ''));
-  byId('banned-until').textContent = M.bannedUntil(until.toLocaleString());
+  show(byId('banned-reason'), msg('banned.reason', { reason: String(m.reason ?? '') }));
+  show(byId('banned-until'), msg('banned.until', { time: until.toLocaleString() }));
   byId('banned-until').dataset.until = String(m.until);
-  byId('banned-appeal').textContent = m.appeal ? M.bannedAppeal(m.appeal) : M.bannedNoAppeal;
+  show(byId('banned-appeal'), m.appeal ? msg('banned.appeal', { contact: m.appeal }) : msg('banned.noAppeal'));
   const section = byId('banned');
   section.hidden = false;
   section.focus();
@@ -187,11 +178,11 @@ export function showBanned(m) {
  * Counts a cooldown down in place of the stage text, then calls done.
  * Returns a function that cancels it.
  * @param {number} ms
- * @param {(text: string) => void} show
+ * @param {(text: import('./i18n.js').Msg) => void} shown
  * @param {() => void} done
  * @returns {() => void}
  */
-export function countDown(ms, show, done) {
+export function countDown(ms, shown, done) {
   const end = performance.now() + ms;
   const tick = () => {
     const left = Math.ceil((end - performance.now()) / 1000);
@@ -200,7 +191,7 @@ export function countDown(ms, show, done) {
       done();
       return;
     }
-    show(M.cooldown(left));
+    shown(msg('stage.cooldown', { seconds: left }));
   };
   const timer = setInterval(tick, 250);
   tick();

@@ -16,8 +16,10 @@
  * @property {'direct' | 'relayed'} [path] once connected
  * @property {string} [transport] udp, tcp or tls (to the relay when relayed)
  * @property {number} [rttMs] round-trip time of the selected candidate pair
- * @property {string} [reason] why it failed, in words for the user
+ * @property {import('./i18n.js').Msg} [reason] why it failed, for the user
  */
+
+import { msg } from './i18n.js';
 
 /** How long a first connection may take before we say it failed. */
 const connectTimeoutMs = 20000;
@@ -334,16 +336,12 @@ export class Call {
   explain() {
     const relay = this.gathered.has('relay');
     if (this.relayOnly && !relay) {
-      return this.hasTURN
-        ? 'Could not reach our relay server, which \u201cHide my IP\u201d needs. Your network may block it; try again without \u201cHide my IP\u201d or on another network.'
-        : 'This server offers no relay, which \u201cHide my IP\u201d needs. Try again without it.';
+      return msg(this.hasTURN ? 'call.hideIPRelayUnreachable' : 'call.hideIPNoRelay');
     }
     if (!relay) {
-      return this.hasTURN
-        ? 'No direct connection was possible and our relay server could not be reached: your network probably blocks UDP (common on work and school networks). Try another network.'
-        : 'No direct connection was possible, and this server offers no relay to fall back on.';
+      return msg(this.hasTURN ? 'call.udpBlocked' : 'call.noRelay');
     }
-    return 'Our relay was reachable from here, so the stranger\u2019s network is probably blocking the connection. Press Next to try someone else.';
+    return msg('call.partnerBlocked');
   }
 
   /** @param {CallStatus} s */

@@ -4,12 +4,13 @@
 // presents its resume token, so the session (queue place or match) survives;
 // the media of a call never depended on the socket anyway.
 import * as P from './protocol.js';
+import { msg } from './i18n.js';
 
 /**
  * @typedef {{state: 'connecting'}
  *   | {state: 'open', resumed: boolean, fresh: boolean, restarted: boolean}
  *   | {state: 'reconnecting', attempt: number, delayMs: number, restarting: boolean}
- *   | {state: 'closed', reason: string}} Status
+ *   | {state: 'closed', reason: import('./i18n.js').Msg}} Status
  * open.resumed: the server gave the old session back; open.fresh: a new
  * session replaced one that was lost (what it was doing is gone);
  * open.restarted: the server had said it was restarting.
@@ -101,7 +102,7 @@ export class Signaling {
     try {
       ws = new WebSocket(this.url);
     } catch (e) {
-      this.onStatus({ state: 'closed', reason: `cannot open ${this.url}: ${e}` });
+      this.onStatus({ state: 'closed', reason: msg('server.cannotOpen', { url: this.url, error: String(e) }) });
       return;
     }
     this.ws = ws;
@@ -171,13 +172,13 @@ export class Signaling {
     if (code === 1002) {
       // No hello first or the wrong version: retrying cannot help.
       this.closed = true;
-      this.onStatus({ state: 'closed', reason: 'The server does not speak this page\u2019s protocol. Reload the page.' });
+      this.onStatus({ state: 'closed', reason: msg('server.protocol') });
       return;
     }
     if (code === P.CLOSE_BANNED) {
       // The banned message said why and until when; reconnecting cannot help.
       this.closed = true;
-      this.onStatus({ state: 'closed', reason: 'banned' });
+      this.onStatus({ state: 'closed', reason: msg('banned.title') });
       return;
     }
     if (code === P.CLOSE_RESUMED) {

@@ -1,7 +1,7 @@
 // @ts-check
 // The service worker: it makes the page installable and lets it open when
 // the network is away. It handles the page's own static files only (the
-// page, its modules, stylesheet, manifest and icons), network first, so a new
+// page, its modules and message catalogs, stylesheet, manifest and icons), network first, so a new
 // deploy is picked up on the next load; the cache is only a fallback. The
 // WebSocket (/ws, which never reaches a service worker anyway), health,
 // metrics and any API path always go to the network untouched.
@@ -26,7 +26,7 @@ const sw = /** @type {WorkerScope} */ (/** @type {unknown} */ (self));
 const cacheName = 'strangers-static-1';
 
 /** The static files, as paths under the worker's scope ('' is the page). */
-const staticFile = /^(?:|index\.html|[a-z0-9-]+\.(?:js|css|webmanifest)|icons\/[a-z0-9-]+\.(?:svg|png))$/;
+const staticFile = /^(?:|index\.html|[a-z0-9-]+\.(?:js|css|webmanifest)|locales\/[A-Za-z-]+\.js|icons\/[a-z0-9-]+\.(?:svg|png))$/;
 
 sw.addEventListener('install', (e) => {
   e.waitUntil(sw.skipWaiting());

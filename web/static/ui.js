@@ -1,7 +1,13 @@
 // @ts-check
 // The page's elements and how each piece of state is shown. No protocol or
 // WebRTC here: app.js decides, this module renders. Text always goes in with
-// textContent, never as HTML.
+// textContent, never as HTML, and words come from the catalogs: setters take
+// messages (i18n.msg), shown with i18n.show (showMsg here) so a change of language
+// re-renders them.
+
+import { msg, show as showMsg, showAttr } from './i18n.js';
+
+/** @typedef {import('./i18n.js').Msg} Msg */
 
 /**
  * @template {HTMLElement} E
@@ -68,20 +74,8 @@ export const el = {
   textFallback: byId('text-fallback', HTMLButtonElement),
   remoteCameraOff: byId('remote-camera-off', HTMLElement),
   remoteMuted: byId('remote-muted', HTMLElement),
+  language: byId('language', HTMLSelectElement),
 };
-
-/**
- * The words this module writes for the camera, microphone and chat
- * delivery controls (the rest of the page's words are in index.html and
- * app.js).
- */
-const words = Object.freeze({
-  muteMic: 'Mute mic',
-  unmuteMic: 'Unmute mic',
-  cameraOff: 'Camera off',
-  cameraOn: 'Camera on',
-  notSent: 'not sent',
-});
 
 /** Most messages kept in the log; older ones are dropped. */
 const maxLogLines = 500;
@@ -99,36 +93,27 @@ export function setMode(mode) {
 
 /** @param {number} n */
 export function setOnline(n) {
-  el.onlineCount.textContent = `${n} ${n === 1 ? 'stranger' : 'strangers'}`;
+  showMsg(el.onlineCount, msg('header.online', { count: n }));
 }
 
-/** @param {string} text empty hides it */
-export function setServerStatus(text) {
-  el.serverStatus.textContent = text;
-  el.serverStatus.hidden = text === '';
+/** @param {Msg | null} m null hides it */
+export function setServerStatus(m) {
+  showMsg(el.serverStatus, m);
+  el.serverStatus.hidden = m === null;
 }
 
 /**
  * What is happening in the remote video's place (or above the chat in text
- * mode): looking, connecting, partner left. Empty hides it.
- * @param {string} text
+ * mode): looking, connecting, partner left. null hides it.
+ * @param {Msg | null} m
  * @param {'info' | 'notice'} [kind]
  */
-export function setStage(text, kind = 'info') {
-  // Only a change is written: the line is a live region, and rewriting it
-  // with the same words would have them read out again.
-  setText(el.stageText, text);
-  el.stage.hidden = text === '';
+export function setStage(m, kind = 'info') {
+  // Only a change is written (show compares): the line is a live region,
+  // and rewriting it with the same words would have them read out again.
+  showMsg(el.stageText, m);
+  el.stage.hidden = m === null;
   el.stage.dataset.kind = kind;
-}
-
-/**
- * Sets an element's text only if it differs.
- * @param {HTMLElement} e
- * @param {string} text
- */
-function setText(e, text) {
-  if (e.textContent !== text) e.textContent = text;
 }
 
 /**
@@ -147,25 +132,25 @@ export function showWaiting(on) {
 export function setWaitingCount(n, mode) {
   el.waitingCount.hidden = n === null;
   if (n === null) return;
-  const what = mode === 'video' ? ' for video chat' : mode === 'text' ? ' for text chat' : '';
-  setText(el.waitingCount, `${n} waiting${what} \u00b7`);
+  const key = mode === 'video' ? 'waiting.countVideo' : mode === 'text' ? 'waiting.countText' : 'waiting.count';
+  showMsg(el.waitingCount, msg(key, { count: n }));
 }
 
 /** @param {number} ms since we started looking */
 export function setWaitingElapsed(ms) {
   const s = Math.max(0, Math.floor(ms / 1000));
-  setText(el.waitingElapsed, `waited ${Math.floor(s / 60)}:${String(s % 60).padStart(2, '0')}`);
+  showMsg(el.waitingElapsed, msg('waiting.elapsed', { time: `${Math.floor(s / 60)}:${String(s % 60).padStart(2, '0')}` }));
 }
 
-/** @param {string} text the interest fallback countdown; empty hides it */
-export function setWaitingFallback(text) {
-  setText(el.waitingFallback, text);
-  el.waitingFallback.hidden = text === '';
+/** @param {Msg | null} m the interest fallback countdown; null hides it */
+export function setWaitingFallback(m) {
+  showMsg(el.waitingFallback, m);
+  el.waitingFallback.hidden = m === null;
 }
 
-/** @param {string} text */
-export function setWaitingTip(text) {
-  setText(el.waitingTip, text);
+/** @param {Msg} m */
+export function setWaitingTip(m) {
+  showMsg(el.waitingTip, m);
 }
 
 /**
@@ -179,10 +164,10 @@ export function setNextAvailable(available) {
   else el.next.setAttribute('aria-disabled', 'true');
 }
 
-/** @param {string} text shown under the Start button; empty hides it */
-export function showStartError(text) {
-  el.startError.textContent = text;
-  el.startError.hidden = text === '';
+/** @param {Msg | null} m shown under the Start button; null hides it */
+export function showStartError(m) {
+  showMsg(el.startError, m);
+  el.startError.hidden = m === null;
 }
 
 /**
@@ -192,49 +177,52 @@ export function setConnection(s) {
   const c = el.connection;
   if (!s) {
     c.dataset.state = 'idle';
-    setText(el.connectionPath, '');
-    setText(el.connectionRtt, '');
+    showMsg(el.connectionPath, null);
+    showMsg(el.connectionRtt, null);
     c.title = '';
     return;
   }
+  /** @type {Msg} */
   let text;
-  let rtt = '';
+  /** @type {Msg | null} */
+  let rtt = null;
   /** @type {string} data-state: the call's state, or relayed/direct once connected */
   let state = s.state;
   switch (s.state) {
     case 'connecting':
-      text = 'Connecting\u2026';
+      text = msg('connection.connecting');
       break;
     case 'reconnecting':
-      text = 'Connection interrupted, recovering\u2026';
+      text = msg('connection.reconnecting');
       break;
     case 'failed':
-      text = `Could not connect. ${s.reason ?? ''}`;
+      text = msg('connection.failed', { reason: s.reason ?? '' });
       break;
     default: {
       const transport = (s.transport ?? '').toUpperCase();
-      rtt = s.rttMs === undefined ? '' : ` \u00b7 ${s.rttMs} ms`;
+      rtt = s.rttMs === undefined ? null : msg('connection.rtt', { ms: s.rttMs });
       if (s.path === 'relayed') {
         state = 'relayed';
-        text = `Relayed${transport ? ` (TURN over ${transport})` : ''}`;
+        text = transport ? msg('connection.relayedOver', { transport }) : msg('connection.relayed');
       } else if (s.path === 'direct') {
         state = 'direct';
-        text = `Direct${transport ? ` (${transport})` : ''}`;
+        text = transport ? msg('connection.directOver', { transport }) : msg('connection.direct');
       } else {
-        text = 'Connected';
+        text = msg('connection.connected');
       }
     }
   }
   c.dataset.state = state;
   // The path is a live region, announced when it changes; the round-trip
   // time, rewritten every second, is beside it and is not.
-  setText(el.connectionPath, text);
-  setText(el.connectionRtt, rtt);
+  showMsg(el.connectionPath, text);
+  showMsg(el.connectionRtt, rtt);
 }
 
 /**
+ * A line in the chat: what someone typed, or a message of ours.
  * @param {'you' | 'stranger' | 'system'} who
- * @param {string} text
+ * @param {string | Msg} text the words typed (you, stranger) or a message (system)
  * @returns {HTMLElement} the line, for markUnsent
  */
 export function addMessage(who, text) {
@@ -242,10 +230,15 @@ export function addMessage(who, text) {
   p.className = `msg ${who}`;
   if (who !== 'system') {
     const name = document.createElement('strong');
-    name.textContent = who === 'you' ? 'You: ' : 'Stranger: ';
+    showMsg(name, msg(who === 'you' ? 'chat.you' : 'chat.stranger'));
     p.append(name);
   }
-  p.append(text);
+  if (typeof text === 'string') p.append(text);
+  else {
+    const span = document.createElement('span');
+    showMsg(span, text);
+    p.append(span);
+  }
   const log = el.chatLog;
   const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
   log.append(p);
@@ -271,8 +264,8 @@ export function markUnsent(line, unsent) {
   if (mark) return;
   const m = document.createElement('span');
   m.className = 'unsent-mark';
-  m.textContent = ` (${words.notSent})`;
-  line.append(m);
+  showMsg(m, msg('chat.notSent'));
+  line.append(' ', m);
 }
 
 export function clearLog() {
@@ -281,25 +274,27 @@ export function clearLog() {
 
 /** @param {boolean} on */
 export function setTyping(on) {
-  el.typing.textContent = on ? 'Stranger is typing\u2026' : '';
+  showMsg(el.typing, on ? msg('chat.typing') : null);
 }
 
-/** @param {string} text a warning about this network; empty hides it */
-export function setNetworkHint(text) {
-  el.network.textContent = text;
-  el.network.hidden = text === '';
+/** @param {Msg | null} m a warning about this network; null hides it */
+export function setNetworkHint(m) {
+  showMsg(el.network, m);
+  el.network.hidden = m === null;
 }
 
 /** @param {string[]} tags common interests; none hides the line */
 export function setCommon(tags) {
   el.common.hidden = tags.length === 0;
-  el.common.textContent = tags.length === 0 ? '' : `You both like ${listText(tags)}.`;
+  showMsg(el.common, tags.length === 0 ? null : msg('chat.common', { interests: tags }));
 }
 
-/** @param {string[]} items @returns {string} */
-export function listText(items) {
-  if (items.length <= 1) return items.join('');
-  return `${items.slice(0, -1).join(', ')} and ${items[items.length - 1]}`;
+/**
+ * The key hint under the buttons.
+ * @param {Msg} m
+ */
+export function setKeyHint(m) {
+  showMsg(el.keyHint, m);
 }
 
 /**
@@ -324,7 +319,7 @@ export function renderInterests(tags, onRemove) {
     rm.type = 'button';
     rm.className = 'remove';
     rm.textContent = '\u00d7';
-    rm.setAttribute('aria-label', `Remove ${tag}`);
+    showAttr(rm, 'aria-label', msg('interests.remove', { tag }));
     rm.addEventListener('click', () => onRemove(tag));
     li.append(rm);
     return li;
@@ -341,7 +336,8 @@ export function fillDevices(select, devices, currentId) {
   const options = devices.map((d, i) => {
     const o = document.createElement('option');
     o.value = d.deviceId;
-    o.textContent = d.label || `Device ${i + 1}`;
+    if (d.label) o.textContent = d.label;
+    else showMsg(o, msg('devices.unnamed', { number: i + 1 }));
     o.selected = d.deviceId === currentId;
     return o;
   });
@@ -356,9 +352,9 @@ export function fillDevices(select, devices, currentId) {
  * @param {boolean} cameraOff
  */
 export function setMediaButtons(micOff, cameraOff) {
-  setText(el.mute, micOff ? words.unmuteMic : words.muteMic);
+  showMsg(el.mute, msg(micOff ? 'button.unmute' : 'button.mute'));
   el.mute.dataset.off = String(micOff);
-  setText(el.cameraOff, cameraOff ? words.cameraOn : words.cameraOff);
+  showMsg(el.cameraOff, msg(cameraOff ? 'button.cameraOn' : 'button.cameraOff'));
   el.cameraOff.dataset.off = String(cameraOff);
 }
 
@@ -390,9 +386,9 @@ export function setPreview(stream) {
 
 /**
  * A camera problem under Start, with the one-tap way on in text only.
- * @param {string} text empty hides both
+ * @param {Msg | null} text null hides both
  */
 export function showCameraError(text) {
   showStartError(text);
-  el.textFallback.hidden = text === '';
+  el.textFallback.hidden = text === null;
 }

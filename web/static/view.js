@@ -5,13 +5,19 @@
 // (mirror) anywhere. It also registers the service worker. It only reads
 // the page's elements; app.js does not need to know about any of it.
 
-/** Every user-visible string of this module. */
-export const viewText = {
-  fullscreen: 'Fullscreen',
-  exitFullscreen: 'Exit fullscreen',
-  pip: 'Picture in picture',
-  exitPip: 'Exit picture in picture',
-};
+import { t } from './i18n.js';
+
+/**
+ * Names a button's state in its tooltip (its accessible name stays, with
+ * aria-pressed), now and after every change of language.
+ * @param {HTMLElement} button
+ * @param {string} labelKey catalog key of its accessible name
+ * @param {string} titleKey catalog key of its tooltip
+ */
+function setTitle(button, labelKey, titleKey) {
+  button.setAttribute('data-i18n-attr', `aria-label:${labelKey} title:${titleKey}`);
+  button.title = t(titleKey);
+}
 
 /** localStorage key of the mirror setting ('off' when not mirrored). */
 const mirrorKey = 'strangers.mirror';
@@ -62,7 +68,7 @@ fullscreenButton.addEventListener('click', () => {
 document.addEventListener('fullscreenchange', () => {
   const on = document.fullscreenElement === chat;
   fullscreenButton.setAttribute('aria-pressed', String(on));
-  fullscreenButton.title = on ? viewText.exitFullscreen : viewText.fullscreen;
+  setTitle(fullscreenButton, 'video.fullscreen', on ? 'video.exitFullscreen' : 'video.fullscreen');
 });
 
 // ---- Picture in picture: the stranger's video over other apps -----------------
@@ -83,7 +89,7 @@ pipButton.addEventListener('click', () => {
 /** @param {boolean} on */
 function pipChanged(on) {
   pipButton.setAttribute('aria-pressed', String(on));
-  pipButton.title = on ? viewText.exitPip : viewText.pip;
+  setTitle(pipButton, 'video.pip', on ? 'video.exitPip' : 'video.pip');
 }
 remoteVideo.addEventListener('enterpictureinpicture', () => pipChanged(true));
 remoteVideo.addEventListener('leavepictureinpicture', () => pipChanged(false));
