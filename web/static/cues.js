@@ -28,6 +28,8 @@ const state = {
   audio: null,
   found: false,
   unread: 0,
+  /** Cues still sounding; the context is suspended when none is. */
+  playing: 0,
   /** The page's own title, kept while ours shows; null when ours does not. */
   /** @type {string | null} */
   saved: null,
@@ -61,15 +63,17 @@ button?.addEventListener('click', () => {
 button?.setAttribute('aria-pressed', String(soundOn()));
 
 /**
- * Makes (or resumes) the audio context. Browsers allow sound only after a
- * user gesture, so this runs on one: Start, or turning sound on.
+ * Makes the audio context. Browsers allow sound only after a user gesture,
+ * so this runs on one: Start, or turning sound on. The context is
+ * suspended between cues (a running one keeps the audio device busy, which
+ * costs a phone's battery); once allowed, it may resume without a gesture.
  */
 export function unlock() {
   const AC = window.AudioContext;
   if (!AC) return;
   try {
-    state.audio ??= new AC();
-    if (state.audio.state === 'suspended') state.audio.resume().catch(() => {});
+    const ctx = (state.audio ??= new AC());
+    ctx.resume().then(() => (state.playing === 0 ? ctx.suspend() : undefined)).catch(() => {});
   } catch {
     state.audio = null;
   }
@@ -96,6 +100,29 @@ function renderTitle() {
 function play(cue) {
   const ctx = state.audio;
   if (!ctx || !soundOn()) return;
+  state.playing++;
+  ctx
+    .resume()
+    .then(() => {
+      const seconds = schedule(ctx, cue);
+      // Tells whoever listens (tests, say) that a cue is playing.
+      window.dispatchEvent(new CustomEvent('strangers:cue', { detail: cue }));
+      return new Promise((resolve) => setTimeout(resolve, seconds * 1000 + 100));
+    })
+    .catch(() => {})
+    .finally(() => {
+      state.playing--;
+      if (state.playing === 0) ctx.suspend().catch(() => {});
+    });
+}
+
+/**
+ * Schedules a cue's notes on a running context.
+ * @param {AudioContext} ctx
+ * @param {Cue} cue
+ * @returns {number} how long it lasts, in seconds
+ */
+function schedule(ctx, cue) {
   const { notes, step } = tunes[cue];
   const t0 = ctx.currentTime + 0.01;
   notes.forEach((hz, i) => {
@@ -112,8 +139,7 @@ function play(cue) {
     osc.start(at);
     osc.stop(at + step + 0.02);
   });
-  // Tells whoever listens (tests, say) that a cue was played.
-  window.dispatchEvent(new CustomEvent('strangers:cue', { detail: cue }));
+  return 0.01 + notes.length * step + 0.02;
 }
 
 /** A stranger was found. */
