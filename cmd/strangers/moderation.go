@@ -16,25 +16,31 @@ import (
 
 // stateDir is where the moderation store lives: STRANGERS_STATE_DIR, else
 // systemd's $STATE_DIRECTORY, else $XDG_STATE_HOME/strangers, else
-// ~/.local/state/strangers. explicit says the operator named it.
-func stateDir(cfg settings, getenv func(string) string) (dir string, explicit bool, err error) {
+// ~/.local/state/strangers; "" when there is no home directory either.
+// explicit says the operator named it.
+func stateDir(cfg settings, getenv func(string) string) (dir string, explicit bool) {
 	if cfg.StateDir != "" {
-		return cfg.StateDir, true, nil
+		return cfg.StateDir, true
 	}
 	if d, _, _ := strings.Cut(getenv("STATE_DIRECTORY"), ":"); d != "" {
-		return d, false, nil
+		return d, false
 	}
 	if d := getenv("XDG_STATE_HOME"); filepath.IsAbs(d) {
-		return filepath.Join(d, "strangers"), false, nil
+		return filepath.Join(d, "strangers"), false
 	}
 	home := getenv("HOME")
 	if home == "" {
+		var err error
 		if home, err = os.UserHomeDir(); err != nil {
-			return "", false, fmt.Errorf("moderation: no state directory: set STRANGERS_STATE_DIR: %w", err)
+			return "", false
 		}
 	}
-	return filepath.Join(home, ".local", "state", "strangers"), false, nil
+	return filepath.Join(home, ".local", "state", "strangers"), false
 }
+
+// errNoHome is why the default state directory cannot be used when the
+// process has no home directory (a service started without one).
+var errNoHome = errors.New("no home directory")
 
 // modState is the moderation store and service of one run.
 type modState struct {
@@ -46,15 +52,17 @@ type modState struct {
 
 // openModeration opens the store and starts the service. When the default
 // directory is held by another instance (tests, a second server on a
-// laptop), it falls back to a temporary directory and says so; a directory
-// the operator named must be ours.
+// laptop), or there is none (no home directory), it falls back to a
+// temporary directory and says so; a directory the operator named must be
+// ours.
 func openModeration(cfg settings, getenv func(string) string, logger *slog.Logger, reg prometheus.Registerer) (*modState, error) {
-	dir, explicit, err := stateDir(cfg, getenv)
-	if err != nil {
-		return nil, err
-	}
+	dir, explicit := stateDir(cfg, getenv)
 	m := &modState{dir: dir}
-	store, err := moderation.OpenBolt(dir)
+	var store *moderation.Bolt
+	err := errNoHome
+	if dir != "" {
+		store, err = moderation.OpenBolt(dir)
+	}
 	if err != nil && !explicit {
 		tmp, tmpErr := os.MkdirTemp("", "strangers-state-")
 		if tmpErr != nil {

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"os/exec"
@@ -15,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/strangers-chat/strangers/internal/testsupport"
 	"github.com/strangers-chat/strangers/internal/wsclient"
@@ -379,5 +382,30 @@ func TestBanRevokesRelayAllocations(t *testing.T) {
 	testsupport.WaitFor(t, 10*time.Second, "the banned session's allocation to close", func() bool { return active() == 0 })
 	if allocateUDP(t, addr, cred) {
 		t.Fatal("the banned session's credential allocated again")
+	}
+}
+
+// A process without a home directory (a service started without one) and
+// no STRANGERS_STATE_DIR still starts: moderation state goes to a
+// temporary directory, removed on close, and the log says so.
+func TestModerationWithoutHomeUsesATemporaryDirectory(t *testing.T) {
+	t.Setenv("HOME", "")
+	var logs bytes.Buffer
+	logger := slog.New(slog.NewTextHandler(&logs, nil))
+	m, err := openModeration(settings{}, func(string) string { return "" }, logger, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatalf("openModeration without a home directory: %v", err)
+	}
+	if m.tempDir == "" || m.dir != m.tempDir {
+		t.Errorf("state in %q (temporary %q), want a temporary directory", m.dir, m.tempDir)
+	}
+	if !strings.Contains(logs.String(), "STRANGERS_STATE_DIR") {
+		t.Errorf("the log does not tell to set STRANGERS_STATE_DIR: %s", logs.String())
+	}
+	if err := m.close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(m.tempDir); !os.IsNotExist(err) {
+		t.Errorf("temporary state directory %s left behind: %v", m.tempDir, err)
 	}
 }

@@ -74,7 +74,7 @@ func TestRunServesHealthReadyMetricsAndPage(t *testing.T) {
 	}
 
 	code, body := get(t, s.url("/"))
-	if code != 200 || !strings.Contains(body, "<title>Strangers</title>") {
+	if code != 200 || !strings.Contains(body, ">Strangers</title>") {
 		t.Errorf("/ = %d, body %.80q", code, body)
 	}
 }
