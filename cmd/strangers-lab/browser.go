@@ -336,6 +336,11 @@ func playBrowser(ctx context.Context, cfg browserConfig, home string, logw io.Wr
 			return res, stop, fmt.Errorf("%w: waiting for Hide my IP to be ticked: %w", ErrBrowser, err)
 		}
 	}
+	// The lab's users have read the instance's rules before: the 18+ gate
+	// shows once per browser, and each of these browsers is new.
+	if _, err := chromedp.Run(tab, chromedp.Evaluate[bool](`(localStorage.setItem('strangers.rulesAccepted', '1'), true)`)); err != nil {
+		return res, stop, fmt.Errorf("%w: accepting the rules: %w", ErrBrowser, err)
+	}
 	if err := chromedp.Do(tab, chromedp.Click("#start")); err != nil {
 		return res, stop, fmt.Errorf("%w: pressing Start: %w", ErrBrowser, err)
 	}
