@@ -116,6 +116,7 @@ const (
 	CodeBadResume   ErrorCode = "bad_resume"   // the resume token is unknown or its grace expired; a fresh session follows
 	CodeNotInMatch  ErrorCode = "not_in_match" // a report named a match the sender is not and was not just in
 	CodeRateLimited ErrorCode = "rate_limited" // messages are being dropped; keep sending and the connection is closed (1008)
+	CodeUnavailable ErrorCode = "unavailable"  // matching is down for now (its shared backend cannot be reached); calls go on, try find again shortly
 )
 
 // ICEServer mirrors the browser's RTCIceServer dictionary.
