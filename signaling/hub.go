@@ -43,6 +43,12 @@ type Config struct {
 	ICE ICEProvider
 	// Sessions is told when sessions start and end. Nil: nobody is told.
 	Sessions SessionObserver
+	// Engine holds the waiting pool, pairing and session records (see
+	// Engine). Nil: the memory engine, in process. An engine with a Node
+	// name is shared with other instances: Shutdown then drains (the
+	// sessions stay claimable on other nodes for ResumeGrace) instead of
+	// ending every session.
+	Engine Engine
 	// AllowedOrigins lists the origins (like "https://chat.example.com")
 	// whose pages may open a WebSocket; "*" allows any. Empty: only pages
 	// served from the host the request was sent to (Origin host == Host).
@@ -416,6 +422,12 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 	<-h.ownerDone
 	h.bgWG.Wait()
 	return err
+}
+
+// Ready reports whether the hub can pair new finds now: false while a
+// shared engine's backend is down. Safe from any goroutine.
+func (h *Hub) Ready() bool {
+	return h.cfg.Engine == nil || h.cfg.Engine.Ready()
 }
 
 // post hands an event to the owner goroutine; false once the hub stopped.
