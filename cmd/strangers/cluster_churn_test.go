@@ -349,7 +349,6 @@ func TestClusterChurn(t *testing.T) {
 		"STRANGERS_WS_RATE":          "1000",
 		"STRANGERS_WS_BURST":         "1000",
 		"STRANGERS_INTEREST_WAIT":    "1s",
-		"STRANGERS_LOG_LEVEL":        "warn",
 		"STRANGERS_WS_PING_INTERVAL": "20s",
 	}
 	c := startCluster(t, 3, false, limits)
