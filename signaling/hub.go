@@ -5,6 +5,7 @@ import (
 	crand "crypto/rand"
 	"encoding/base64"
 	"encoding/binary"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -196,13 +197,19 @@ type Hub struct {
 
 	// Owned by the owner goroutine (see owner.go).
 	sessions  map[string]*session         // by resume token
+	byID      map[string]*session         // the same, by session id
+	away      map[string]struct{}         // sessions that moved to another node: the relay here still honours them until they end
 	iceByAddr map[netip.Addr]*tokenBucket // ice requests by client address, see icelimit.go
 	skipLogs  map[string]*skipLog         // finds and nexts by client key, see skiplimit.go
-	serial    uint64
-	pool      *pool
-	deadlines deadlineHeap
-	timer     *time.Timer
-	timerAt   time.Time // when timer fires; zero: stopped
+	engine    Engine                      // cfg.Engine, or the memory engine; its own methods say which goroutine may call them
+	node      string                      // engine.Node()
+
+	// This node's sessions in the pool, by mode and in the shadow pool.
+	waitingVideo, waitingText, waitingShadow int
+	lastCounts                               EngineCounts // the cluster's, as last asked
+	deadlines                                deadlineHeap
+	timer                                    *time.Timer
+	timerAt                                  time.Time // when timer fires; zero: stopped
 
 	lastStats  Stats   // last pushed
 	statsTicks int     // statsTick calls
@@ -259,10 +266,19 @@ func New(cfg Config) (*Hub, error) {
 		sessions:  make(map[string]*session),
 		iceByAddr: make(map[netip.Addr]*tokenBucket),
 		skipLogs:  make(map[string]*skipLog),
-		pool:      newPool(cfg.Rand),
+		byID:      make(map[string]*session),
+		away:      make(map[string]struct{}),
+		engine:    cfg.Engine,
 		timer:     time.NewTimer(time.Hour),
 	}
 	h.timer.Stop()
+	if h.engine == nil {
+		h.engine = NewMemoryEngine(MemoryConfig{RecentPartners: cfg.RecentPartners, Rand: cfg.Rand})
+	}
+	h.node = h.engine.Node()
+	if err := h.engine.Start(engineHost{h}); err != nil {
+		return nil, fmt.Errorf("signaling: starting the matchmaking engine: %w", err)
+	}
 	for i := range h.pingSlots {
 		h.pingSlots[i] = make(map[*conn]struct{})
 	}
@@ -421,6 +437,9 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 	close(h.quit)
 	<-h.ownerDone
 	h.bgWG.Wait()
+	if cerr := h.engine.Close(h.node != ""); cerr != nil && err == nil {
+		err = fmt.Errorf("signaling: closing the matchmaking engine: %w", cerr)
+	}
 	return err
 }
 

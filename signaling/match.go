@@ -1,6 +1,9 @@
 package signaling
 
-import "time"
+import (
+	"errors"
+	"time"
+)
 
 // Matching, on the owner goroutine: find, next and stop move a session
 // between idle, waiting and matched; the waiting pool (matchmaker.go) finds
@@ -28,7 +31,9 @@ func (h *Hub) find(s *session, m *Find, now time.Time) {
 	if h.checkBan(s, now) {
 		return
 	}
-	h.pool.remove(s)
+	if h.withdraw(s) {
+		return // another node paired it meanwhile: that match stands
+	}
 	if h.overSkipLimit(s, now) {
 		return
 	}
@@ -55,13 +60,52 @@ func (h *Hub) next(s *session, now time.Time) {
 }
 
 func (h *Hub) stop(s *session) {
-	switch s.state {
-	case StateMatched:
-		h.endMatch(s, LeftStop)
-	case StateWaiting:
-		h.pool.remove(s)
+	if s.state == StateWaiting && !h.withdraw(s) {
 		s.state = StateIdle
 		s.gen++
+	}
+	if s.state == StateMatched {
+		h.endMatch(s, LeftStop)
+	}
+}
+
+// withdraw takes s out of the pool, if it is in it, and reports whether
+// another node had paired it meanwhile: then s is in that match now.
+func (h *Hub) withdraw(s *session) bool {
+	if !s.inPool {
+		return false
+	}
+	h.setInPool(s, false)
+	p, err := h.engine.Withdraw(s.id)
+	if err != nil {
+		h.engineError("withdraw", err)
+		return false
+	}
+	if p.Zero() {
+		return false
+	}
+	h.applyPairing(s, p, time.Now())
+	return true
+}
+
+// setInPool records whether the engine holds s in the pool, and keeps
+// this node's waiting figures.
+func (h *Hub) setInPool(s *session, in bool) {
+	if s.inPool == in {
+		return
+	}
+	s.inPool = in
+	d := 1
+	if !in {
+		d = -1
+	}
+	if s.mode == ModeText {
+		h.waitingText += d
+	} else {
+		h.waitingVideo += d
+	}
+	if s.shadow {
+		h.waitingShadow += d
 	}
 }
 
@@ -85,8 +129,24 @@ func (h *Hub) startWaiting(s *session, now time.Time) {
 	h.deliver(s, encode(w), false)
 }
 
+// ticket is s as the pool sees it.
+func (h *Hub) ticket(s *session) Ticket {
+	return Ticket{
+		Session:   s.id,
+		Mode:      s.mode,
+		Shadow:    s.shadow,
+		Interests: s.interests,
+		Anyone:    len(s.interests) == 0 || (!s.interestsOnly && s.settled),
+		Settled:   s.settled,
+		RelayOnly: s.relayOnly,
+		Ident:     s.ident,
+		WaitSince: s.waitSince,
+	}
+}
+
 // queue pairs s at once if it can, else puts it in the pool and, until s has
-// settled, schedules its fallback.
+// settled, schedules its fallback. If the engine cannot be reached, s goes
+// idle and is told to try again.
 //
 // The fallback, InterestWait after s started waiting, settles s: its
 // interests give way to anyone (unless it asked for interests only), and it
@@ -99,12 +159,21 @@ func (h *Hub) queue(s *session, now time.Time) {
 	if !now.Before(s.fallbackAt) {
 		s.settled = true
 	}
-	anyone := len(s.interests) == 0 || (!s.interestsOnly && s.settled)
-	if p := h.pool.partnerFor(s, anyone); p != nil {
-		h.pair(s, p, now)
+	p, err := h.engine.Queue(h.ticket(s))
+	if err != nil {
+		h.engineError("queue", err)
+		h.setInPool(s, false)
+		s.state = StateIdle
+		s.gen++
+		h.deliver(s, encode(&Error{Type: TypeError, Code: CodeUnavailable, Message: "matching is unavailable for now; try again in a few seconds"}), false)
 		return
 	}
-	h.pool.add(s, anyone)
+	if !p.Zero() {
+		h.setInPool(s, false)
+		h.applyPairing(s, p, now)
+		return
+	}
+	h.setInPool(s, true)
 	if !s.settled {
 		h.schedule(s, s.fallbackAt, dlFallback)
 	}
@@ -113,44 +182,67 @@ func (h *Hub) queue(s *session, now time.Time) {
 // settle is s's fallback: see queue.
 func (h *Hub) settle(s *session, now time.Time) {
 	s.settled = true
-	if !s.interestsOnly {
-		h.pool.openToAnyone(s)
+	h.queue(s, now)
+}
+
+// applyPairing puts s in the match p an engine made. A partner on this
+// node is matched too; one on another node is a stand-in (its node tells
+// it). A pairing that would put s in a second match is refused: that match
+// ends at once.
+func (h *Hub) applyPairing(s *session, p Pairing, now time.Time) {
+	if s.match != nil || s.state == StateIdle && !p.Earlier {
+		if s.match == nil || s.match.id != p.Match {
+			h.refuse(s.id, p)
+		}
+		return
 	}
-	if p := h.pool.partnerFor(s, s.pos.inAny); p != nil {
-		h.pair(s, p, now)
+	var partner *session
+	if !p.Remote {
+		partner = h.byID[p.Partner]
+		if partner == nil || partner.match != nil {
+			h.refuse(s.id, p)
+			return
+		}
+		h.setInPool(partner, false)
+	} else {
+		partner = &session{id: p.Partner, remote: true, ident: p.PartnerIdent, state: StateMatched}
+	}
+	m := &match{id: p.Match, a: s, b: partner}
+	h.m.matches.Inc()
+	if h.cfg.onMatch != nil {
+		h.cfg.onMatch(m.id, s.id, partner.id)
+	}
+	partner.match = m
+	h.matched(s, m, p.Role, p.Common, now)
+	if !partner.remote {
+		h.matched(partner, m, p.Role.other(), commonInterests(partner.interests, s.interests), now)
 	}
 }
 
-// pair makes a match of two compatible sessions, at least one of which is
-// in the pool.
-func (h *Hub) pair(a, b *session, now time.Time) {
-	h.pool.remove(a)
-	h.pool.remove(b)
-	m := &match{id: newID(matchIDBytes), a: a, b: b}
-	common := commonInterests(a.interests, b.interests)
-	roles := [2]Role{RoleOfferer, RoleAnswerer}
-	if h.cfg.Rand.IntN(2) == 1 {
-		roles[0], roles[1] = roles[1], roles[0]
+// refuse ends a match an engine made for session id that the hub cannot
+// take (the session is in another match, or gone).
+func (h *Hub) refuse(id string, p Pairing) {
+	h.m.refused.Inc()
+	if err := h.engine.EndMatch(p.Match, id, p.Partner, LeftDisconnected); err != nil && !errors.Is(err, ErrMatchGone) {
+		h.engineError("end refused match", err)
 	}
-	h.m.matches.Inc()
-	if h.cfg.onMatch != nil {
-		h.cfg.onMatch(m.id, a.id, b.id)
-	}
-	for i, s := range [2]*session{a, b} {
-		s.state = StateMatched
-		s.match = m
-		s.gen++
-		h.m.timeToMatch.Observe(now.Sub(s.waitSince).Seconds())
-		h.deliver(s, encode(&Matched{
-			Type:       TypeMatched,
-			Match:      m.id,
-			Role:       roles[i],
-			ICEServers: h.iceServers(s),
-			Interests:  common,
-			Mode:       s.mode,
-			RelayOnly:  s.relayOnly,
-		}), false)
-	}
+}
+
+// matched tells s it is in m.
+func (h *Hub) matched(s *session, m *match, role Role, common []string, now time.Time) {
+	s.state = StateMatched
+	s.match = m
+	s.gen++
+	h.m.timeToMatch.Observe(now.Sub(s.waitSince).Seconds())
+	h.deliver(s, encode(&Matched{
+		Type:       TypeMatched,
+		Match:      m.id,
+		Role:       role,
+		ICEServers: h.iceServers(s),
+		Interests:  common,
+		Mode:       s.mode,
+		RelayOnly:  s.relayOnly,
+	}), false)
 }
 
 func (h *Hub) iceServers(s *session) []ICEServer {
@@ -170,18 +262,37 @@ func (h *Hub) iceServers(s *session) []ICEServer {
 }
 
 // endMatch ends s's match; its partner is told why and both go idle,
-// remembering each other so they are not paired again right away.
+// remembering each other so they are not paired again right away. A
+// partner on another node is told by the engine.
 func (h *Hub) endMatch(s *session, why LeftReason) {
 	m := s.match
 	p := m.other(s)
-	for _, x := range [2]*session{s, p} {
-		o := m.other(x)
-		x.match = nil
-		x.state = StateIdle
-		x.lastMatch = m.id
-		x.lastEnded = m
-		x.lastPartner = o.serial
-		x.remember(o, h.cfg.RecentPartners)
+	if err := h.engine.EndMatch(m.id, s.id, p.id, why); err != nil && !errors.Is(err, ErrMatchGone) {
+		h.engineError("end match", err)
 	}
-	h.deliver(p, encode(&PartnerLeft{Type: TypePartnerLeft, Match: m.id, Reason: why}), true)
+	for _, x := range [2]*session{s, p} {
+		if !x.remote {
+			h.leave(x, m)
+		}
+	}
+	if !p.remote {
+		h.deliver(p, encode(&PartnerLeft{Type: TypePartnerLeft, Match: m.id, Reason: why}), true)
+	}
+}
+
+// leave takes s, on this node, out of its match m.
+func (h *Hub) leave(s *session, m *match) {
+	s.match = nil
+	s.state = StateIdle
+	s.lastMatch = m.id
+	s.lastEnded = m
+	s.lastPartner = m.other(s).id
+}
+
+// other is the role of the other side of a match.
+func (r Role) other() Role {
+	if r == RoleOfferer {
+		return RoleAnswerer
+	}
+	return RoleOfferer
 }

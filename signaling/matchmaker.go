@@ -37,18 +37,18 @@ type poolPos struct {
 }
 
 type member struct {
-	s    *session
+	s    *entry
 	slot int8 // index into s.interests, or anySlot
 }
 
 type randSet struct{ items []member }
 
-func (r *randSet) add(s *session, slot int) {
+func (r *randSet) add(s *entry, slot int) {
 	s.pos.setIdx(slot, int32(len(r.items)))
 	r.items = append(r.items, member{s, int8(slot)})
 }
 
-func (r *randSet) remove(s *session, slot int) {
+func (r *randSet) remove(s *entry, slot int) {
 	i := s.pos.idx(slot)
 	last := len(r.items) - 1
 	if int(i) != last {
@@ -61,7 +61,7 @@ func (r *randSet) remove(s *session, slot int) {
 }
 
 // pick returns a member for which ok holds, drawn at random, or nil.
-func (r *randSet) pick(rng *rand.Rand, ok func(*session) bool) *session {
+func (r *randSet) pick(rng *rand.Rand, ok func(*entry) bool) *entry {
 	n := len(r.items)
 	if n == 0 {
 		return nil
@@ -103,7 +103,7 @@ type poolKey struct {
 	shadow bool
 }
 
-func keyOf(s *session) poolKey { return poolKey{s.mode, s.shadow} }
+func keyOf(s *entry) poolKey { return poolKey{s.mode, s.shadow} }
 
 // pool is the waiting pool of all modes.
 type pool struct {
@@ -134,7 +134,7 @@ func (p *pool) shadowWaiting() int {
 // add puts s in its mode's pool under each of its interests, and in the
 // anyone set if anyone is true. s.mode, s.shadow and s.interests must not
 // change while s is in the pool.
-func (p *pool) add(s *session, anyone bool) {
+func (p *pool) add(s *entry, anyone bool) {
 	mp := p.modes[keyOf(s)]
 	for i, tag := range s.interests {
 		set := mp.tags[tag]
@@ -152,7 +152,7 @@ func (p *pool) add(s *session, anyone bool) {
 }
 
 // openToAnyone lets s be paired without a common interest from now on.
-func (p *pool) openToAnyone(s *session) {
+func (p *pool) openToAnyone(s *entry) {
 	if !s.pos.inPool || s.pos.inAny {
 		return
 	}
@@ -161,7 +161,7 @@ func (p *pool) openToAnyone(s *session) {
 }
 
 // remove takes s out of the pool; a no-op if it is not in it.
-func (p *pool) remove(s *session) {
+func (p *pool) remove(s *entry) {
 	if !s.pos.inPool {
 		return
 	}
@@ -188,19 +188,19 @@ func (p *pool) remove(s *session) {
 // has settled (waited out its fallback), a recent partner that has settled
 // too is better than nobody. A reported one never is. Both draws are bounded
 // like one, so this never scans the pool either.
-func (p *pool) partnerFor(s *session, anyone bool) *session {
-	if c := p.draw(s, anyone, func(c *session) bool {
+func (p *pool) partnerFor(s *entry, anyone bool) *entry {
+	if c := p.draw(s, anyone, func(c *entry) bool {
 		return c != s && !s.avoids(c) && !c.avoids(s)
 	}); c != nil || !s.settled {
 		return c
 	}
-	return p.draw(s, anyone, func(c *session) bool {
+	return p.draw(s, anyone, func(c *entry) bool {
 		return c != s && c.settled && !s.hasReported(c) && !c.hasReported(s)
 	})
 }
 
 // draw is partnerFor with its own test of a candidate.
-func (p *pool) draw(s *session, anyone bool, ok func(*session) bool) *session {
+func (p *pool) draw(s *entry, anyone bool, ok func(*entry) bool) *entry {
 	mp := p.modes[keyOf(s)]
 	if n := len(s.interests); n > 0 {
 		var order [MaxInterests]int

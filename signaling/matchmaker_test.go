@@ -6,15 +6,15 @@ import (
 	"testing"
 )
 
-func newSession(serial uint64, mode Mode, interests ...string) *session {
-	return &session{serial: serial, mode: mode, interests: interests, state: StateWaiting}
+func newEntry(serial uint64, mode Mode, interests ...string) *entry {
+	return &entry{serial: serial, mode: mode, interests: interests}
 }
 
 // checkPool verifies every index stored in a session points back at it.
 func checkPool(t *testing.T, p *pool) {
 	t.Helper()
 	for mode, mp := range p.modes {
-		seen := map[*session]bool{}
+		seen := map[*entry]bool{}
 		check := func(set *randSet, name string) {
 			for i, m := range set.items {
 				if got := m.s.pos.idx(int(m.slot)); got != int32(i) {
@@ -41,41 +41,41 @@ func checkPool(t *testing.T, p *pool) {
 
 func TestPoolNeverSelfNorAvoided(t *testing.T) {
 	p := newPool(rand.New(rand.NewPCG(1, 1)))
-	a := newSession(1, ModeVideo, "go")
+	a := newEntry(1, ModeVideo, "go")
 	p.add(a, true)
 	if got := p.partnerFor(a, true); got != nil {
 		t.Fatal("paired with itself")
 	}
-	b := newSession(2, ModeVideo, "go")
+	b := newEntry(2, ModeVideo, "go")
 	b.remember(a, 3)
 	if got := p.partnerFor(b, true); got != nil {
 		t.Fatal("paired with a partner it just left")
 	}
-	c := newSession(3, ModeVideo)
+	c := newEntry(3, ModeVideo)
 	a.remember(c, 3) // avoided from the other side
 	if got := p.partnerFor(c, true); got != nil {
 		t.Fatal("paired with someone who just left it")
 	}
-	d := newSession(4, ModeVideo)
+	d := newEntry(4, ModeVideo)
 	a.block(d.serial)
 	if got := p.partnerFor(d, true); got != nil {
 		t.Fatal("paired with someone who reported it")
 	}
-	e := newSession(5, ModeText)
+	e := newEntry(5, ModeText)
 	if got := p.partnerFor(e, true); got != nil {
 		t.Fatal("text paired with video")
 	}
-	f := newSession(6, ModeVideo)
+	f := newEntry(6, ModeVideo)
 	if got := p.partnerFor(f, true); got != a {
 		t.Fatalf("got %v, want a", got)
 	}
 }
 
 func TestPoolRememberIsBounded(t *testing.T) {
-	s := newSession(1, ModeVideo)
-	others := make([]*session, 5)
+	s := newEntry(1, ModeVideo)
+	others := make([]*entry, 5)
 	for i := range others {
-		others[i] = newSession(uint64(10+i), ModeVideo)
+		others[i] = newEntry(uint64(10+i), ModeVideo)
 		s.remember(others[i], 3)
 	}
 	for i, o := range others {
@@ -87,28 +87,28 @@ func TestPoolRememberIsBounded(t *testing.T) {
 
 func TestPoolInterestsBeforeAnyone(t *testing.T) {
 	p := newPool(rand.New(rand.NewPCG(1, 2)))
-	plain := newSession(1, ModeVideo)
+	plain := newEntry(1, ModeVideo)
 	p.add(plain, true)
-	fan := newSession(2, ModeVideo, "jazz")
+	fan := newEntry(2, ModeVideo, "jazz")
 	p.add(fan, false) // still in its interest wait
 	for i := range 50 {
-		s := newSession(uint64(100+i), ModeVideo, "rock", "jazz")
+		s := newEntry(uint64(100+i), ModeVideo, "rock", "jazz")
 		if got := p.partnerFor(s, true); got != fan {
 			t.Fatalf("picked %v over the one sharing an interest", got)
 		}
 	}
 	// Without the anyone flag, someone with no common tag is never offered.
-	s := newSession(3, ModeVideo, "opera")
+	s := newEntry(3, ModeVideo, "opera")
 	if got := p.partnerFor(s, false); got != nil {
 		t.Fatal("paired without a common interest before the fallback")
 	}
 	// And a session still in its interest wait is not offered to anyone.
 	p.remove(plain)
-	if got := p.partnerFor(newSession(4, ModeVideo), true); got != nil {
+	if got := p.partnerFor(newEntry(4, ModeVideo), true); got != nil {
 		t.Fatal("a session in its interest wait was paired without a common interest")
 	}
 	p.openToAnyone(fan)
-	if got := p.partnerFor(newSession(5, ModeVideo), true); got != fan {
+	if got := p.partnerFor(newEntry(5, ModeVideo), true); got != fan {
 		t.Fatal("after its fallback, the fan accepts anyone")
 	}
 	checkPool(t, p)
@@ -116,14 +116,14 @@ func TestPoolInterestsBeforeAnyone(t *testing.T) {
 
 func TestPoolRandomChoice(t *testing.T) {
 	p := newPool(rand.New(rand.NewPCG(7, 7)))
-	waiting := make([]*session, 4)
+	waiting := make([]*entry, 4)
 	for i := range waiting {
-		waiting[i] = newSession(uint64(i+1), ModeText)
+		waiting[i] = newEntry(uint64(i+1), ModeText)
 		p.add(waiting[i], true)
 	}
-	counts := map[*session]int{}
+	counts := map[*entry]int{}
 	for i := range 4000 {
-		counts[p.partnerFor(newSession(uint64(1000+i), ModeText), true)]++
+		counts[p.partnerFor(newEntry(uint64(1000+i), ModeText), true)]++
 	}
 	for i, s := range waiting {
 		if n := counts[s]; n < 800 || n > 1200 {
@@ -137,7 +137,7 @@ func TestPoolBookkeeping(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	p := newPool(rng)
 	tags := []string{"a", "b", "c", "d", "e"}
-	var in []*session
+	var in []*entry
 	for i := range 5000 {
 		switch op := rng.IntN(10); {
 		case op < 5 || len(in) == 0:
@@ -151,7 +151,7 @@ func TestPoolBookkeeping(t *testing.T) {
 			if rng.IntN(2) == 0 {
 				mode = ModeText
 			}
-			s := newSession(uint64(i+1), mode, its...)
+			s := newEntry(uint64(i+1), mode, its...)
 			p.add(s, len(its) == 0)
 			in = append(in, s)
 		case op < 8:
@@ -193,9 +193,9 @@ func BenchmarkPartnerFor(b *testing.B) {
 			rng := rand.New(rand.NewPCG(1, 1))
 			p := newPool(rng)
 			for i := range n {
-				p.add(newSession(uint64(i+1), ModeVideo, fmt.Sprint("t", i%100)), true)
+				p.add(newEntry(uint64(i+1), ModeVideo, fmt.Sprint("t", i%100)), true)
 			}
-			seeker := newSession(uint64(n+1), ModeVideo, "t1", "t2", "x")
+			seeker := newEntry(uint64(n+1), ModeVideo, "t1", "t2", "x")
 			b.ResetTimer()
 			for b.Loop() {
 				if p.partnerFor(seeker, true) == nil {
@@ -210,7 +210,7 @@ func BenchmarkPartnerFor(b *testing.B) {
 // else will do; a reported one never.
 func TestPoolRecentPartnerOnlyWhenSettled(t *testing.T) {
 	p := newPool(rand.New(rand.NewPCG(5, 5)))
-	a, b := newSession(1, ModeVideo), newSession(2, ModeVideo)
+	a, b := newEntry(1, ModeVideo), newEntry(2, ModeVideo)
 	a.remember(b, 3)
 	b.remember(a, 3)
 	p.add(a, true)
@@ -232,7 +232,7 @@ func TestPoolRecentPartnerOnlyWhenSettled(t *testing.T) {
 	b.settled = true
 
 	// Anyone else is preferred, every time.
-	c := newSession(3, ModeVideo)
+	c := newEntry(3, ModeVideo)
 	c.settled = true
 	p.add(c, true)
 	for range 50 {

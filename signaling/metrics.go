@@ -48,6 +48,8 @@ type metrics struct {
 	forgedKeys   prometheus.Counter
 	bansEnforced prometheus.Counter
 	cooldowns    prometheus.Counter
+	engineErrors *prometheus.CounterVec
+	refused      prometheus.Counter
 
 	// Children looked up once.
 	msgByType                 map[MsgType]prometheus.Counter // read concurrently, never written after newMetrics
@@ -106,9 +108,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		cooldowns: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "strangers_cooldowns_total", Help: "Cooldowns started because a client sent more finds and nexts in a minute than the skip limit.",
 		}),
+		engineErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "strangers_engine_errors_total", Help: "Matchmaking engine calls that failed, by operation (with Redis: also while it is down).",
+		}, []string{"op"}),
+		refused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "strangers_pairings_refused_total", Help: "Pairings made by another node that this node refused, because its session was already in a match or gone.",
+		}),
 	}
 	for _, c := range []prometheus.Collector{
-		m.forgedKeys, m.bansEnforced, m.cooldowns,
+		m.forgedKeys, m.bansEnforced, m.cooldowns, m.engineErrors, m.refused,
 		m.sessions, m.connections, m.waiting, m.matches, m.timeToMatch, m.messages,
 		m.dropped, m.closes, m.rejected, m.rateLimited, m.reports, m.resumes, m.iceErrors,
 	} {

@@ -132,7 +132,7 @@ func (h *Hub) banSession(s *session, notice BanNotice) {
 		// The partner is told only that the stranger left.
 		h.endMatch(s, LeftDisconnected)
 	}
-	h.endSession(s)
+	h.endSession(s, true)
 	if r, ok := h.cfg.Sessions.(SessionRevoker); ok {
 		r.SessionRevoked(s.id)
 	}
@@ -177,17 +177,14 @@ type Counts struct {
 	Shadowed     int `json:"shadowed"` // waiting in the shadow pool (included in the waiting counts)
 }
 
-// Counts returns the hub's live figures; zero once it has stopped.
+// Counts returns the live figures (of the whole cluster, with a shared
+// engine); zero once the hub has stopped.
 func (h *Hub) Counts() Counts {
 	var c Counts
 	reply := make(chan struct{})
 	if !h.post(event{kind: evCall, call: func() {
-		c = Counts{
-			Online:       len(h.sessions),
-			WaitingVideo: h.pool.waiting(ModeVideo),
-			WaitingText:  h.pool.waiting(ModeText),
-			Shadowed:     h.pool.shadowWaiting(),
-		}
+		n := h.counts()
+		c = Counts{Online: n.Online, WaitingVideo: n.WaitingVideo, WaitingText: n.WaitingText, Shadowed: n.Shadowed}
 		close(reply)
 	}}) {
 		return Counts{}

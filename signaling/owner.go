@@ -85,8 +85,8 @@ func (h *Hub) run() {
 			h.endAll()
 			return
 		}
-		h.m.waitingVideo.Set(float64(h.pool.waiting(ModeVideo)))
-		h.m.waitingText.Set(float64(h.pool.waiting(ModeText)))
+		h.m.waitingVideo.Set(float64(h.waitingVideo))
+		h.m.waitingText.Set(float64(h.waitingText))
 		h.armTimer()
 	}
 }
@@ -118,12 +118,12 @@ func (h *Hub) expire(now time.Time) {
 		}
 		switch d.kind {
 		case dlFallback:
-			if s.state == StateWaiting && s.pos.inPool && !s.settled {
+			if s.state == StateWaiting && s.inPool && !s.settled {
 				h.settle(s, now)
 			}
 		case dlGrace:
 			if s.conn == nil {
-				h.endSession(s)
+				h.endSession(s, false)
 			}
 		}
 	}
@@ -178,6 +178,12 @@ func (h *Hub) handle(ev event) {
 // is detached, in its bounded resume queue (unless always: the one
 // partner_left that ends a match always fits).
 func (h *Hub) deliver(s *session, data []byte, always bool) {
+	if s.remote {
+		if s.match != nil {
+			h.engine.Send(s.id, s.match.id, data)
+		}
+		return
+	}
 	if s.conn != nil {
 		if !s.conn.send(data) {
 			h.m.drop(dropClosed)
@@ -206,18 +212,18 @@ func (h *Hub) snapshot() snapshot {
 			n.attached++
 		}
 		n.pending += len(s.pending)
-		if s.pos.inPool && s.settled {
+		if s.inPool && s.settled {
 			n.settled++
 		}
 		if s.match != nil {
 			n.matched++
 			p := s.match.other(s)
-			if (s.match.a != s && s.match.b != s) || p.match != s.match || h.sessions[p.token] != p {
+			if (s.match.a != s && s.match.b != s) || p.match != s.match || (!p.remote && h.sessions[p.token] != p) {
 				n.broken++
 			}
 		}
 	}
-	n.waiting = h.pool.waiting(ModeVideo) + h.pool.waiting(ModeText)
+	n.waiting = h.waitingVideo + h.waitingText
 	return n
 }
 

@@ -3,7 +3,7 @@ package signaling
 import "time"
 
 func (h *Hub) report(s *session, m *Report) {
-	var reported uint64
+	var reported string
 	var ended *match
 	var other *session
 	after := true // the match had ended before the report
@@ -12,7 +12,7 @@ func (h *Hub) report(s *session, m *Report) {
 		after = false
 		ended = s.match
 		other = ended.other(s)
-		reported = other.serial
+		reported = other.id
 		h.log.Info("partner reported", "match", m.Match, "reporter", s.id, "reported", other.id)
 		h.endMatch(s, LeftReported)
 	case s.lastMatch != "" && s.lastMatch == m.Match:
@@ -27,7 +27,9 @@ func (h *Hub) report(s *session, m *Report) {
 		s.conn.sendError(CodeNotInMatch, "report names a match you are not in")
 		return
 	}
-	s.block(reported)
+	if err := h.engine.Block(s.id, reported); err != nil {
+		h.engineError("block", err)
+	}
 	h.m.reports.Inc()
 	if h.cfg.Moderator == nil || other == nil {
 		return

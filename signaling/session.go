@@ -22,12 +22,17 @@ const (
 )
 
 // session outlives its connections: a client that reconnects within
-// ResumeGrace with the resume token gets it back.
+// ResumeGrace with the resume token gets it back, on this node or, with a
+// shared engine, on another.
+//
+// A partner on another node is a session too, a stand-in with remote set:
+// only id, ident and match are used, and what is delivered to it goes
+// through the engine (Engine.Send). It is never in Hub.sessions.
 type session struct {
 	// Static after creation.
 	id     string // public: sent to the client, named in TURN credentials
 	token  string // secret: resumes the session; never logged
-	serial uint64 // for the avoid lists
+	remote bool   // a stand-in for a partner on another node
 	// ident is who the session is, for moderation; clientKey the signed
 	// key it was told to keep (see identity.go).
 	ident     Identity
@@ -46,7 +51,7 @@ type session struct {
 	relayOnly     bool
 	interestsOnly bool
 
-	pos        poolPos   // place in the pool while waiting and attached
+	inPool     bool      // the engine holds it in the pool
 	waitSince  time.Time // entered the queue
 	fallbackAt time.Time // interests give way to anyone, and recent partners are allowed
 	settled    bool      // waited past fallbackAt: may meet a settled recent partner
@@ -55,58 +60,25 @@ type session struct {
 	match       *match
 	lastMatch   string // id of the match that ended last, for a late report
 	lastEnded   *match // that match, for its evidence
-	lastPartner uint64
-	recent      []uint64            // ring of the last RecentPartners partners
-	recentNext  int                 // next slot of recent to overwrite
-	reported    map[uint64]struct{} // never paired again
+	lastPartner string // that match's partner's session id
 
 	pending [][]byte // messages for it while detached, delivered on resume
 
 	iceBucket *tokenBucket // ice requests; nil until the first
 }
 
-// avoids reports whether s would rather not be paired with o: o is one of
-// its last partners, or it reported o.
-func (s *session) avoids(o *session) bool {
-	return s.recentlyMet(o) || s.hasReported(o)
-}
-
-// recentlyMet reports whether o is one of s's last RecentPartners partners.
-func (s *session) recentlyMet(o *session) bool {
-	for _, r := range s.recent {
-		if r == o.serial {
-			return true
-		}
+// record is what the engine keeps of s for a resume on another node.
+func (s *session) record(node string) SessionRecord {
+	r := SessionRecord{
+		ID: s.id, Token: s.token, Node: node, Ident: s.ident, ClientKey: s.clientKey,
+		HasFind: s.hasFind, Mode: s.mode, Interests: s.interests, RelayOnly: s.relayOnly, InterestsOnly: s.interestsOnly,
+		State: s.state, WaitSince: s.waitSince,
 	}
-	return false
-}
-
-// hasReported reports whether s reported o: they are never paired again.
-func (s *session) hasReported(o *session) bool {
-	_, rep := s.reported[o.serial]
-	return rep
-}
-
-func (s *session) remember(o *session, keep int) {
-	if len(s.recent) < keep {
-		s.recent = append(s.recent, o.serial)
-		return
+	if s.match != nil {
+		p := s.match.other(s)
+		r.Match, r.Partner, r.PartnerIdent = s.match.id, p.id, p.ident
 	}
-	s.recent[s.recentNext] = o.serial
-	s.recentNext = (s.recentNext + 1) % keep
-}
-
-func (s *session) block(serial uint64) {
-	if s.reported == nil {
-		s.reported = make(map[uint64]struct{})
-	}
-	if len(s.reported) >= maxReported {
-		for k := range s.reported {
-			delete(s.reported, k)
-			break
-		}
-	}
-	s.reported[serial] = struct{}{}
+	return r
 }
 
 func (h *Hub) welcome(s *session, resumed bool) []byte {
@@ -115,7 +87,7 @@ func (h *Hub) welcome(s *session, resumed bool) []byte {
 		Version: ProtocolVersion,
 		Session: s.id,
 		Resume:  s.token,
-		Online:  len(h.sessions),
+		Online:  h.online(),
 		Resumed: resumed,
 		State:   s.state,
 		Limits:  h.limits,
@@ -134,16 +106,17 @@ func (h *Hub) hello(c *conn, m *Hello) {
 			h.resume(s, c)
 			return
 		}
+		if h.claim(c, m.Resume) {
+			return
+		}
 		h.m.resumes.WithLabelValues("unknown").Inc()
 		c.sendError(CodeBadResume, "unknown or expired resume token: this is a new session")
 	}
-	h.serial++
 	s := &session{
-		id:     sessionid.New(),
-		token:  newID(tokenBytes),
-		serial: h.serial,
-		state:  StateIdle,
-		conn:   c,
+		id:    sessionid.New(),
+		token: newID(tokenBytes),
+		state: StateIdle,
+		conn:  c,
 	}
 	s.clientKey, s.ident = h.identify(m.ClientKey, c.ip)
 	if h.cfg.Moderator != nil {
@@ -156,12 +129,38 @@ func (h *Hub) hello(c *conn, m *Hello) {
 	}
 	s.skips = h.skipLogFor(s.ident.Client)
 	c.sess = s
-	h.sessions[s.token] = s
-	h.m.sessions.Inc()
+	h.add(s)
+	if err := h.engine.Register(s.record(h.node)); err != nil {
+		h.engineError("register", err)
+	}
 	if h.cfg.Sessions != nil {
 		h.cfg.Sessions.SessionStarted(s.id)
 	}
 	c.send(h.welcome(s, false))
+}
+
+// online is how many sessions there are: here, or in the cluster as last
+// counted.
+func (h *Hub) online() int {
+	if h.node == "" {
+		return len(h.sessions)
+	}
+	return max(len(h.sessions), h.lastCounts.Online)
+}
+
+// add makes s one of this hub's sessions.
+func (h *Hub) add(s *session) {
+	h.sessions[s.token] = s
+	h.byID[s.id] = s
+	delete(h.away, s.id)
+	h.m.sessions.Inc()
+}
+
+// forget takes s out of this hub's sessions.
+func (h *Hub) forget(s *session) {
+	delete(h.sessions, s.token)
+	delete(h.byID, s.id)
+	h.m.sessions.Dec()
 }
 
 // resume attaches s to c: a connection still attached to it is closed and
@@ -183,7 +182,7 @@ func (h *Hub) resume(s *session, c *conn) {
 		c.sendAll(s.pending)
 		s.pending = nil
 	}
-	if s.state == StateWaiting && !s.pos.inPool {
+	if s.state == StateWaiting && !s.inPool {
 		h.queue(s, time.Now())
 	}
 }
@@ -196,41 +195,50 @@ func (h *Hub) gone(c *conn, clean bool) {
 	c.sess = nil
 	s.conn = nil
 	if clean || s.state == StateIdle {
-		h.endSession(s)
+		h.endSession(s, false)
 		return
 	}
-	h.pool.remove(s) // a detached session is not offered to anyone
-	s.gen++          // void its fallback; queue() schedules a new one on resume
+	h.withdraw(s) // a detached session is not offered to anyone
+	s.gen++       // void its fallback; queue() schedules a new one on resume
 	h.schedule(s, time.Now().Add(h.cfg.ResumeGrace), dlGrace)
 }
 
-// endSession ends s for good.
-func (h *Hub) endSession(s *session) {
-	switch s.state {
-	case StateMatched:
+// endSession ends s for good (revoke: banned, so the relay cuts it at
+// once).
+func (h *Hub) endSession(s *session, revoke bool) {
+	if s.state == StateWaiting {
+		h.withdraw(s) // may pair it after all: then it leaves that match below
+	}
+	if s.state == StateMatched {
 		h.endMatch(s, LeftDisconnected)
-	case StateWaiting:
-		h.pool.remove(s)
 	}
 	s.state = StateIdle
 	s.pending = nil
 	s.gen++
-	delete(h.sessions, s.token)
-	h.m.sessions.Dec()
+	h.forget(s)
+	if err := h.engine.End(s.id, revoke); err != nil {
+		h.engineError("end", err)
+	}
 	if h.cfg.Sessions != nil {
 		h.cfg.Sessions.SessionEnded(s.id)
 	}
 }
 
-// endAll ends every session when the hub stops.
+// endAll ends every session when the hub stops; with a shared engine it
+// leaves them to be resumed on other nodes (Engine.Close drains).
 func (h *Hub) endAll() {
+	drain := h.engine.Node() != ""
 	for _, s := range h.sessions {
 		s.conn = nil
-		s.match = nil
-		s.state = StateIdle
-		h.pool.remove(s)
-		delete(h.sessions, s.token)
-		h.m.sessions.Dec()
+		if drain {
+			h.withdraw(s)
+		} else {
+			s.match = nil
+			s.state = StateIdle
+			s.inPool = false
+			_ = h.engine.End(s.id, false)
+		}
+		h.forget(s)
 		if h.cfg.Sessions != nil {
 			h.cfg.Sessions.SessionEnded(s.id)
 		}

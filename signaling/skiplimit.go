@@ -64,8 +64,7 @@ func (h *Hub) overSkipLimit(s *session, now time.Time) bool {
 }
 
 func (h *Hub) coolDown(s *session, left time.Duration) {
-	h.pool.remove(s)
-	if s.state == StateWaiting {
+	if s.state == StateWaiting { // find withdrew it from the pool first
 		s.state = StateIdle
 		s.gen++
 	}

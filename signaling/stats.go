@@ -15,8 +15,8 @@ func (h *Hub) statsTick() {
 	h.statsTicks++
 	if h.statsTicks%statsChunks == 0 {
 		h.sweepSkipLogs(time.Now())
-		video, text := h.pool.waiting(ModeVideo), h.pool.waiting(ModeText)
-		st := Stats{Type: TypeStats, Online: len(h.sessions), Waiting: video + text, WaitingVideo: video, WaitingText: text}
+		n := h.counts()
+		st := Stats{Type: TypeStats, Online: n.Online, Waiting: n.WaitingVideo + n.WaitingText, WaitingVideo: n.WaitingVideo, WaitingText: n.WaitingText}
 		if st != h.lastStats {
 			h.lastStats = st
 			h.statsData = encode(st)
@@ -36,4 +36,20 @@ func (h *Hub) statsTick() {
 	}
 	clear(h.statsTo[h.statsNext:end])
 	h.statsNext = end
+}
+
+// counts asks the engine for the cluster's figures, keeping the last ones
+// if it cannot answer; this node's own are the floor.
+func (h *Hub) counts() EngineCounts {
+	n, err := h.engine.Counts()
+	if err != nil {
+		h.engineError("counts", err)
+		n = h.lastCounts
+	}
+	n.Online = max(n.Online, len(h.sessions))
+	n.WaitingVideo = max(n.WaitingVideo, h.waitingVideo)
+	n.WaitingText = max(n.WaitingText, h.waitingText)
+	n.Shadowed = max(n.Shadowed, h.waitingShadow)
+	h.lastCounts = n
+	return n
 }
