@@ -128,3 +128,8 @@ func defaultNodeID() string {
 	}
 	return host + "-" + hex.EncodeToString(suffix[:])
 }
+
+// recentPartners is how many past partners a session is kept from
+// (signaling.Config.RecentPartners, whose default it is); the hub and a
+// shared engine must agree on it.
+const recentPartners = 3
