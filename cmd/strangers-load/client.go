@@ -29,22 +29,25 @@ type event struct {
 type client struct {
 	ws      *wsclient.Conn
 	session string
+	node    int // index of the node (dialer URL) it is connected to
 	active  atomic.Bool
 	in      chan event
 	done    chan struct{} // closed when the read goroutine stops
 	dropped atomic.Int64  // events lost because in was full
 }
 
+// dialer opens sessions on its URLs in turn, one per node.
 type dialer struct {
-	url  string
+	urls []string
+	turn atomic.Uint64 // which URL the next dial takes
 	srcs []net.IP
 	next atomic.Uint64
 	opts wsclient.Options
 	pool sync.Pool
 }
 
-func newDialer(url string, srcs []net.IP) *dialer {
-	d := &dialer{url: url, srcs: srcs}
+func newDialer(urls []string, srcs []net.IP) *dialer {
+	d := &dialer{urls: urls, srcs: srcs}
 	d.opts = wsclient.Options{
 		ReadBufferSize:   1024,
 		WriteBufferSize:  1024,
@@ -79,7 +82,8 @@ const ipBindAddressNoPort = 24 // IP_BIND_ADDRESS_NO_PORT, Linux 4.2+
 
 // dial opens a connection, says hello and waits for welcome.
 func (d *dialer) dial(ctx context.Context) (*client, error) {
-	ws, err := wsclient.Dial(ctx, d.url, d.opts)
+	node := int((d.turn.Add(1) - 1) % uint64(len(d.urls)))
+	ws, err := wsclient.Dial(ctx, d.urls[node], d.opts)
 	if err != nil {
 		return nil, err
 	}
@@ -90,7 +94,7 @@ func (d *dialer) dial(ctx context.Context) (*client, error) {
 		ws.Close()
 		return nil, err
 	}
-	c := &client{ws: ws, session: w.Session, in: make(chan event, 256), done: make(chan struct{})}
+	c := &client{ws: ws, session: w.Session, node: node, in: make(chan event, 256), done: make(chan struct{})}
 	go c.read()
 	return c, nil
 }

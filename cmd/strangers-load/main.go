@@ -13,7 +13,13 @@
 //
 // It spawns the server itself (-spawn path/to/strangers, with loopback
 // addresses and limits high enough for one machine) or measures one already
-// running (-url and -server-pid). Connections come from several loopback
+// running (-url and -server-pid). With -nodes N it spawns N servers sharing
+// one redis-server (STRANGERS_REDIS_URL), or takes N comma-separated URLs
+// and PIDs: sessions are spread over the nodes in turn, and the pairs of
+// phases 3 and 4 always have their two sides on different nodes, so their
+// figures are those of pairing and relaying across nodes. -compare runs
+// the phases on one spawned node first and then on the cluster, and prints
+// both sets of figures side by side. Connections come from several loopback
 // source addresses (127.0.0.2 and up), so the ephemeral port range of one
 // address does not cap them. Every phase is bounded in time. On a machine
 // shared with other work, run it under nice -n -20 (the spawned server
@@ -44,7 +50,10 @@ import (
 
 type options struct {
 	url, spawn      string
-	serverPID       int
+	serverPID       string
+	nodes           int
+	compare         bool
+	redisServer     string
 	env             stringList
 	n, connected    int
 	srcIPs, workers int
@@ -68,9 +77,12 @@ func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 
 func main() {
 	var o options
-	flag.StringVar(&o.url, "url", "ws://127.0.0.1:8080/ws", "WebSocket URL of the server under test (ignored with -spawn)")
+	flag.StringVar(&o.url, "url", "ws://127.0.0.1:8080/ws", "WebSocket URLs of the servers under test, comma-separated: one per node (ignored with -spawn)")
 	flag.StringVar(&o.spawn, "spawn", "", "path of the strangers binary to start on loopback for the test (stopped afterwards)")
-	flag.IntVar(&o.serverPID, "server-pid", 0, "PID of the server behind -url, for its RSS (needed without -spawn)")
+	flag.StringVar(&o.serverPID, "server-pid", "", "PIDs of the servers behind -url, comma-separated in the same order, for their RSS and CPU (needed without -spawn)")
+	flag.IntVar(&o.nodes, "nodes", 1, "with -spawn: nodes to start; more than one share a redis-server started for the run")
+	flag.BoolVar(&o.compare, "compare", false, "with -spawn and -nodes: run the phases on one node first, then on the cluster, and print both sets of figures side by side")
+	flag.StringVar(&o.redisServer, "redis-server", "redis-server", "redis-server binary started for -nodes above 1")
 	flag.Var(&o.env, "env", "extra KEY=VALUE for the spawned server (repeatable)")
 	flag.IntVar(&o.n, "n", 20000, "idle sessions to connect in phase 1")
 	flag.IntVar(&o.connected, "connected", 10000, "sessions kept connected for phases 2-4")
@@ -105,6 +117,12 @@ func run(o options) error {
 	if o.signalRate <= 0 || o.pairRate < 0 {
 		return fmt.Errorf("-signal-rate must be above 0 and -pair-rate at least 0 (got %g and %g)", o.signalRate, o.pairRate)
 	}
+	if o.nodes < 1 {
+		return fmt.Errorf("-nodes must be at least 1 (got %d)", o.nodes)
+	}
+	if o.compare && (o.spawn == "" || o.nodes < 2) {
+		return errors.New("-compare needs -spawn and -nodes of 2 or more: it runs one node, then the cluster")
+	}
 	want := func(p string) bool { return slices.Contains(strings.Split(o.phases, ","), p) }
 	if !want("matches") {
 		o.churners = 0
@@ -119,37 +137,7 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("open files limit %d, nice %d (the spawned server inherits both)\n", limit, niceness())
-
-	var srv *server
-	switch {
-	case o.spawn != "":
-		for try := 1; ; try++ { // the free ports picked may be taken meanwhile
-			if srv, err = spawn(ctx, o.spawn, o.env); err == nil || try == 3 || ctx.Err() != nil {
-				break
-			}
-			fmt.Fprintf(os.Stderr, "strangers-load: %v; trying again\n", err)
-		}
-		if err != nil {
-			return err
-		}
-		defer srv.stop()
-		o.url = "ws" + strings.TrimPrefix(srv.base, "http") + "/ws"
-		fmt.Printf("spawned %s: pid %d, %s\n", o.spawn, srv.pid, o.url)
-	case o.serverPID != 0:
-		base := "http" + strings.TrimPrefix(strings.TrimSuffix(o.url, "/ws"), "ws")
-		srv = &server{pid: o.serverPID, base: base}
-		fmt.Printf("server pid %d at %s\n", srv.pid, o.url)
-	default:
-		return errors.New("give -spawn path/to/strangers, or -url and -server-pid")
-	}
-	srcs := make([]net.IP, o.srcIPs)
-	for i := range srcs {
-		srcs[i] = net.IPv4(127, 0, 0, byte(2+i))
-	}
-	d := newDialer(o.url, srcs)
-	cpu0, self0 := srv.cpu(), selfCPU()
-	start := time.Now()
+	fmt.Printf("open files limit %d, nice %d (the spawned servers inherit both)\n", limit, niceness())
 
 	if path := os.Getenv("STRANGERS_LOAD_TRACE"); path != "" {
 		f, err := os.Create(path)
@@ -162,23 +150,83 @@ func run(o options) error {
 		}
 		defer trace.Stop()
 	}
+
+	var runs []figures
+	if o.compare {
+		fmt.Printf("\n=== one node, in-process matchmaker ===\n")
+		f, err := runOn(ctx, o, 1, want)
+		if err != nil {
+			return fmt.Errorf("one node: %w", err)
+		}
+		runs = append(runs, f)
+		fmt.Printf("\n=== %d nodes sharing one Redis ===\n", o.nodes)
+	}
+	f, err := runOn(ctx, o, o.nodes, want)
+	if err != nil {
+		return err
+	}
+	runs = append(runs, f)
+	printFigures(os.Stdout, runs)
+	return nil
+}
+
+// runOn spawns nodes servers (with Redis when more than one), or takes
+// those named by -url and -server-pid, and runs the phases against them.
+func runOn(ctx context.Context, o options, nodes int, want func(string) bool) (figures, error) {
+	var srv *fleet
+	var err error
+	switch {
+	case o.spawn != "":
+		srv, err = spawnFleet(ctx, o, nodes)
+		if err != nil {
+			return figures{}, err
+		}
+		defer srv.stop()
+	default:
+		urls := strings.Split(o.url, ",")
+		pids := strings.Split(o.serverPID, ",")
+		if o.serverPID == "" || len(pids) != len(urls) {
+			return figures{}, errors.New("give -spawn path/to/strangers, or -url and -server-pid (one PID per URL)")
+		}
+		srv = &fleet{}
+		for i, u := range urls {
+			pid, err := strconv.Atoi(strings.TrimSpace(pids[i]))
+			if err != nil {
+				return figures{}, fmt.Errorf("-server-pid %q: %w", pids[i], err)
+			}
+			u = strings.TrimSpace(u)
+			base := "http" + strings.TrimPrefix(strings.TrimSuffix(u, "/ws"), "ws")
+			srv.nodes = append(srv.nodes, &server{pid: pid, base: base})
+			srv.urls = append(srv.urls, u)
+			fmt.Printf("server pid %d at %s\n", pid, u)
+		}
+	}
+	fig := figures{label: srv.label()}
+	srcs := make([]net.IP, o.srcIPs)
+	for i := range srcs {
+		srcs[i] = net.IPv4(127, 0, 0, byte(2+i))
+	}
+	d := newDialer(srv.urls, srcs)
+	cpu0, self0 := srv.cpu(), selfCPU()
+	start := time.Now()
+
 	var clients []*client
 	defer func() { closeAll(clients) }()
 	if want("idle") {
 		clients, err = phaseIdle(ctx, d, srv, o)
 		if err != nil {
-			return err
+			return fig, err
 		}
 	}
 	if want("matches") || want("latency") || want("relay") {
 		clients, err = resize(ctx, d, srv, clients, o.connected, o.workers)
 		if err != nil {
-			return err
+			return fig, err
 		}
 	}
 	if want("matches") {
-		if err := phaseMatches(ctx, srv, clients[:o.churners], o); err != nil {
-			return err
+		if err := phaseMatches(ctx, srv, clients[:o.churners], o, &fig); err != nil {
+			return fig, err
 		}
 	}
 	var pairs []pair
@@ -186,20 +234,24 @@ func run(o options) error {
 		// Groups do not reuse phase 2's sessions: the server keeps them
 		// from meeting their recent partners, which the groups' schedule
 		// does not know.
-		rest := clients[o.churners:]
-		groups := make([][]*client, o.groups)
-		for g := range groups {
-			groups[g] = rest[g*groupSize : (g+1)*groupSize]
-		}
-		pairs, err = phaseLatency(ctx, srv, groups, o, want("latency"))
+		groups := makeGroups(clients[o.churners:], o.groups, len(srv.nodes))
+		pairs, err = phaseLatency(ctx, srv, groups, o, want("latency"), &fig)
 		if err != nil {
-			return err
+			return fig, err
 		}
 	}
 	if want("relay") {
-		if err := phaseRelay(ctx, srv, pairs, o); err != nil {
-			return err
+		if err := phaseRelay(ctx, srv, pairs, o, &fig); err != nil {
+			return fig, err
 		}
+	}
+	for _, c := range clients {
+		if c.alive() {
+			fig.connected++
+		}
+	}
+	if m, err := srv.metrics(); err == nil {
+		fig.serverSessions = int(m["strangers_sessions"])
 	}
 	if o.hold > 0 {
 		fmt.Printf("\nholding %d sessions for %v\n", len(clients), o.hold)
@@ -217,12 +269,12 @@ func run(o options) error {
 	}
 	wall := time.Since(start)
 	if cpu := srv.cpu() - cpu0; cpu > 0 {
-		fmt.Printf("\nserver CPU %.1fs over %.1fs (%.0f%% of one core on average)\n", cpu.Seconds(), wall.Seconds(), 100*cpu.Seconds()/wall.Seconds())
+		fmt.Printf("\n%s CPU %.1fs over %.1fs (%.0f%% of one core on average)\n", srv.label(), cpu.Seconds(), wall.Seconds(), 100*cpu.Seconds()/wall.Seconds())
 	}
 	if cpu := selfCPU() - self0; cpu > 0 {
-		fmt.Printf("this tool's CPU %.1fs (%.0f%% of one core): it shares the machine with the server\n", cpu.Seconds(), 100*cpu.Seconds()/wall.Seconds())
+		fmt.Printf("this tool's CPU %.1fs (%.0f%% of one core): it shares the machine with the servers\n", cpu.Seconds(), 100*cpu.Seconds()/wall.Seconds())
 	}
-	return nil
+	return fig, nil
 }
 
 const groupSize = 8
@@ -299,7 +351,7 @@ func selfCPU() time.Duration {
 
 func mib(b int64) float64 { return float64(b) / (1 << 20) }
 
-func phaseIdle(ctx context.Context, d *dialer, srv *server, o options) ([]*client, error) {
+func phaseIdle(ctx context.Context, d *dialer, srv *fleet, o options) ([]*client, error) {
 	runtimeMetrics := func() map[string]float64 {
 		m, err := srv.metrics()
 		if err != nil {
@@ -312,8 +364,8 @@ func phaseIdle(ctx context.Context, d *dialer, srv *server, o options) ([]*clien
 		return nil, err
 	}
 	m0 := runtimeMetrics()
-	fmt.Printf("\nphase 1, idle: connecting %d sessions from %d source addresses, %d at a time (server open-files limit %d)\n",
-		o.n, len(d.srcs), o.workers, srv.maxOpenFiles())
+	fmt.Printf("\nphase 1, idle: connecting %d sessions to %s from %d source addresses, %d at a time (server open-files limit %d)\n",
+		o.n, srv.label(), len(d.srcs), o.workers, srv.maxOpenFiles())
 	u0 := srv.usage()
 	cs := make([]*client, o.n)
 	var fails atomic.Int64
@@ -382,7 +434,7 @@ func phaseIdle(ctx context.Context, d *dialer, srv *server, o options) ([]*clien
 
 // resize closes or opens sessions until want are connected, and waits for
 // the server to agree.
-func resize(ctx context.Context, d *dialer, srv *server, cs []*client, want, workers int) ([]*client, error) {
+func resize(ctx context.Context, d *dialer, srv *fleet, cs []*client, want, workers int) ([]*client, error) {
 	cs = slices.DeleteFunc(cs, func(c *client) bool { return !c.alive() })
 	if len(cs) > want {
 		extra := cs[want:]
@@ -404,8 +456,7 @@ func resize(ctx context.Context, d *dialer, srv *server, cs []*client, want, wor
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
-		m, err := srv.metrics()
-		if err != nil || int(m["strangers_sessions"]) == want {
+		if ok, err := srv.hasSessions(want); err != nil || ok {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -414,7 +465,7 @@ func resize(ctx context.Context, d *dialer, srv *server, cs []*client, want, wor
 	return cs, nil
 }
 
-func phaseMatches(ctx context.Context, srv *server, cs []*client, o options) error {
+func phaseMatches(ctx context.Context, srv *fleet, cs []*client, o options, fig *figures) error {
 	fmt.Printf("\nphase 2, matches: %d sessions doing find -> matched -> next (text mode, no interests) for %v\n", len(cs), o.matchDur)
 	const warm = time.Second
 	end := time.Now().Add(warm + o.matchDur)
@@ -471,8 +522,18 @@ func phaseMatches(ctx context.Context, srv *server, cs []*client, o options) err
 		c.deactivate()
 	}
 	clientRate := float64(seen1-seen0) / 2 / elapsed.Seconds()
-	if err0 == nil && err1 == nil {
+	fig.matchesPerSec = clientRate
+	if len(srv.nodes) > 1 {
+		// Each node counts the matches it made; clients see every one.
+		msg := ""
+		if err0 == nil && err1 == nil {
+			msg = fmt.Sprintf("; the nodes' strangers_matches_total summed: %.0f/s", (m1["strangers_matches_total"]-m0["strangers_matches_total"])/elapsed.Seconds())
+		}
+		fmt.Printf("  %.0f matches/s sustained over %d nodes (as the clients saw them%s)   [target >= 5000: %s]\n",
+			clientRate, len(srv.nodes), msg, verdict(clientRate >= 5000))
+	} else if err0 == nil && err1 == nil {
 		rate := (m1["strangers_matches_total"] - m0["strangers_matches_total"]) / elapsed.Seconds()
+		fig.matchesPerSec = rate
 		fmt.Printf("  %.0f matches/s sustained (server's strangers_matches_total over %v; clients saw %.0f/s)   [target >= 5000: %s]\n",
 			rate, elapsed.Round(time.Millisecond), clientRate, verdict(rate >= 5000))
 	} else {
@@ -489,14 +550,19 @@ func phaseMatches(ctx context.Context, srv *server, cs []*client, o options) err
 // phaseLatency pairs sessions inside groups of groupSize on a private tag
 // (interestsOnly), so that the find of the second is always the one that
 // completes the pair. It returns one matched pair per group.
-func phaseLatency(ctx context.Context, srv *server, groups [][]*client, o options, report bool) ([]pair, error) {
+func phaseLatency(ctx context.Context, srv *fleet, groups [][]*client, o options, report bool, fig *figures) ([]pair, error) {
 	dur := o.latDur
 	if !report {
 		dur = 0
 	}
+	cross := len(srv.nodes) > 1
 	if report {
-		fmt.Printf("\nphase 3, find -> matched at %d connected: %d groups pairing on private tags, %.0f pairings/s offered, for %v\n",
-			o.connected, len(groups), o.pairRate, dur)
+		where := ""
+		if cross {
+			where = ", the two sides always on different nodes"
+		}
+		fmt.Printf("\nphase 3, find -> matched at %d connected: %d groups pairing on private tags%s, %.0f pairings/s offered, for %v\n",
+			o.connected, len(groups), where, o.pairRate, dur)
 	}
 	end := time.Now().Add(dur)
 	var mu sync.Mutex
@@ -536,7 +602,9 @@ func phaseLatency(ctx context.Context, srv *server, groups [][]*client, o option
 					next = next.Add(interval)
 				}
 				var ai, bi int
-				for ai, bi = rng.IntN(len(group)), rng.IntN(len(group)); ai == bi || avoid(ai, bi); ai, bi = rng.IntN(len(group)), rng.IntN(len(group)) {
+				tries := 0
+				same := func(a, b int) bool { tries++; return cross && tries < 1000 && group[a].node == group[b].node }
+				for ai, bi = rng.IntN(len(group)), rng.IntN(len(group)); ai == bi || avoid(ai, bi) || same(ai, bi); ai, bi = rng.IntN(len(group)), rng.IntN(len(group)) {
 				}
 				a, b := group[ai], group[bi]
 				deadline := time.Now().Add(10 * time.Second)
@@ -596,14 +664,19 @@ func phaseLatency(ctx context.Context, srv *server, groups [][]*client, o option
 	if report {
 		elapsed := time.Since(start)
 		p99 := percentile(lat, 0.99)
-		fmt.Printf("  %d pairings (%.0f/s): find -> matched %s   [target p99 <= 20ms: %s]\n",
-			rounds.Load(), float64(rounds.Load())/elapsed.Seconds(), percentiles(lat), verdict(p99 <= 20*time.Millisecond))
+		fig.findP50, fig.findP99, fig.findN = percentile(lat, 0.5), p99, len(lat)
+		target := 20 * time.Millisecond
+		if cross {
+			target = 25 * time.Millisecond
+		}
+		fmt.Printf("  %d pairings (%.0f/s): find -> matched %s   [target p99 <= %v: %s]\n",
+			rounds.Load(), float64(rounds.Load())/elapsed.Seconds(), percentiles(lat), target, verdict(p99 <= target))
 		fmt.Printf("  %s\n", srv.usage().report(u0))
 	}
 	return pairs, nil
 }
 
-func phaseRelay(ctx context.Context, srv *server, pairs []pair, o options) error {
+func phaseRelay(ctx context.Context, srv *fleet, pairs []pair, o options, fig *figures) error {
 	fmt.Printf("\nphase 4, signal relay at %d connected: %d matched pairs, %.0f signals/s offered, for %v\n",
 		o.connected, len(pairs), o.signalRate, o.relayDur)
 	interval := time.Duration(float64(time.Second) * float64(len(pairs)) / o.signalRate)
@@ -650,6 +723,7 @@ func phaseRelay(ctx context.Context, srv *server, pairs []pair, o options) error
 	}
 	wg.Wait()
 	p99 := percentile(lat, 0.99)
+	fig.relayP50, fig.relayP99, fig.relayN = percentile(lat, 0.5), p99, len(lat)
 	fmt.Printf("  signal -> partner: %s   [target p99 <= 5ms: %s]\n", percentiles(lat), verdict(p99 <= 5*time.Millisecond && len(lat) > 0))
 	fmt.Printf("  %s\n", srv.usage().report(u0))
 	if n := lost.Load(); n > 0 {

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -31,7 +32,8 @@ func TestRunAllPhases(t *testing.T) {
 
 	o := options{
 		url:        "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws",
-		serverPID:  os.Getpid(),
+		serverPID:  strconv.Itoa(os.Getpid()),
+		nodes:      1,
 		n:          120,
 		connected:  100,
 		srcIPs:     2,
@@ -64,5 +66,64 @@ func TestPercentile(t *testing.T) {
 	}
 	if percentile(nil, 0.5) != 0 {
 		t.Error("empty")
+	}
+}
+
+// TestRunSeveralURLs runs the phases over two URLs (two listeners of one
+// hub here), as against two nodes: sessions alternate between them and the
+// pairs of phases 3 and 4 have a side on each.
+func TestRunSeveralURLs(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	hub, err := signaling.New(signaling.Config{Registerer: reg, MaxConnsPerIP: 10000, RateLimit: 1000, RateBurst: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hub.Shutdown(t.Context())
+	var urls, pids []string
+	for range 2 {
+		mux := http.NewServeMux()
+		mux.Handle("/ws", hub)
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		srv := httptest.NewServer(mux)
+		defer srv.Close()
+		urls = append(urls, "ws"+strings.TrimPrefix(srv.URL, "http")+"/ws")
+		pids = append(pids, strconv.Itoa(os.Getpid()))
+	}
+	o := options{
+		url:        strings.Join(urls, ","),
+		serverPID:  strings.Join(pids, ","),
+		nodes:      1,
+		n:          60,
+		connected:  60,
+		srcIPs:     2,
+		workers:    20,
+		churners:   20,
+		matchDur:   300 * time.Millisecond,
+		groups:     4,
+		pairRate:   100,
+		latDur:     300 * time.Millisecond,
+		signalRate: 200,
+		relayDur:   300 * time.Millisecond,
+		phases:     "matches,latency,relay",
+		timeout:    time.Minute,
+	}
+	if err := run(o); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestMakeGroupsSpreadsNodes(t *testing.T) {
+	var cs []*client
+	for i := range 30 {
+		cs = append(cs, &client{node: i % 3})
+	}
+	for _, g := range makeGroups(cs, 3, 3) {
+		seen := map[int]int{}
+		for _, c := range g {
+			seen[c.node]++
+		}
+		if len(g) != groupSize || len(seen) != 3 {
+			t.Errorf("group of %d over nodes %v, want %d over 3", len(g), seen, groupSize)
+		}
 	}
 }

@@ -11,8 +11,10 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -182,10 +184,6 @@ type usage struct {
 	server, self, busy time.Duration
 }
 
-func (s *server) usage() usage {
-	return usage{at: time.Now(), server: s.cpu(), self: selfCPU(), busy: machineBusy()}
-}
-
 // report says how the CPU was shared since u0: the server and this tool
 // compete for the same cores, and other processes may be running too.
 func (u usage) report(u0 usage) string {
@@ -194,7 +192,7 @@ func (u usage) report(u0 usage) string {
 	other := u.busy - u0.busy - (u.server - u0.server) - (u.self - u0.self)
 	load, _ := os.ReadFile("/proc/loadavg")
 	la, _, _ := strings.Cut(string(load), " ")
-	return fmt.Sprintf("CPU: server %.0f%%, this tool %.0f%%, other processes %.0f%% of one core (%d cores; load average %s)",
+	return fmt.Sprintf("CPU: servers %.0f%%, this tool %.0f%%, other processes %.0f%% of one core (%d cores; load average %s)",
 		pct(u.server-u0.server), pct(u.self-u0.self), max(0, pct(other)), runtime.NumCPU(), la)
 }
 
@@ -261,4 +259,189 @@ func prefixWriter(prefix string) io.Writer {
 		}
 	}()
 	return w
+}
+
+// fleet is the servers under test: one node, or several sharing a Redis
+// (spawned for the run, or only watched for its CPU).
+type fleet struct {
+	nodes []*server
+	urls  []string // each node's WebSocket URL, in the order of nodes
+	redis *server  // the redis-server spawned for the nodes; nil without
+}
+
+// spawnFleet starts n strangers nodes from o.spawn; more than one share a
+// redis-server started first. Each node is tried up to three times, as
+// the free ports picked may be taken meanwhile.
+func spawnFleet(ctx context.Context, o options, n int) (*fleet, error) {
+	f := &fleet{}
+	var redisURL string
+	if n > 1 {
+		r, url, err := spawnRedis(ctx, o.redisServer)
+		if err != nil {
+			return nil, err
+		}
+		f.redis, redisURL = r, url
+		fmt.Printf("spawned %s: pid %d, %s\n", o.redisServer, r.pid, url)
+	}
+	for i := range n {
+		env := slices.Clone(o.env)
+		if redisURL != "" {
+			env = append(env, "STRANGERS_REDIS_URL="+redisURL, fmt.Sprintf("STRANGERS_NODE_ID=load%d", i+1))
+		}
+		var s *server
+		var err error
+		for try := 1; ; try++ {
+			if s, err = spawn(ctx, o.spawn, env); err == nil || try == 3 || ctx.Err() != nil {
+				break
+			}
+			fmt.Fprintf(os.Stderr, "strangers-load: %v; trying again\n", err)
+		}
+		if err != nil {
+			f.stop()
+			return nil, err
+		}
+		f.nodes = append(f.nodes, s)
+		f.urls = append(f.urls, "ws"+strings.TrimPrefix(s.base, "http")+"/ws")
+		fmt.Printf("spawned %s: pid %d, %s\n", o.spawn, s.pid, f.urls[i])
+	}
+	return f, nil
+}
+
+// spawnRedis starts a redis-server on a free loopback port, keeping
+// nothing on disk, and waits until it accepts connections.
+func spawnRedis(ctx context.Context, path string) (*server, string, error) {
+	port, err := freePort("tcp")
+	if err != nil {
+		return nil, "", err
+	}
+	cmd := exec.Command(path, "--bind", "127.0.0.1", "--port", port, "--save", "", "--appendonly", "no",
+		"--protected-mode", "yes", "--daemonize", "no", "--loglevel", "warning")
+	cmd.Dir = os.TempDir()
+	cmd.Stdout = prefixWriter("redis: ")
+	cmd.Stderr = prefixWriter("redis: ")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // never outlive the tool
+	if err := cmd.Start(); err != nil {
+		return nil, "", fmt.Errorf("spawn %s: %w", path, err)
+	}
+	s := &server{pid: cmd.Process.Pid, cmd: cmd, exited: make(chan struct{}), spawned: true}
+	go func() {
+		_ = cmd.Wait()
+		close(s.exited)
+	}()
+	addr := net.JoinHostPort("127.0.0.1", port)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return s, "redis://" + addr + "/0", nil
+		}
+		select {
+		case <-s.exited:
+			return nil, "", fmt.Errorf("%s exited before it was ready: %v", path, cmd.ProcessState)
+		case <-ctx.Done():
+			s.stop()
+			return nil, "", ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			s.stop()
+			return nil, "", fmt.Errorf("%s not accepting connections within 20s", path)
+		}
+	}
+}
+
+// label names the fleet in the figures.
+func (f *fleet) label() string {
+	if len(f.nodes) == 1 {
+		return "1 node"
+	}
+	if f.redis != nil {
+		return fmt.Sprintf("%d nodes + Redis", len(f.nodes))
+	}
+	return fmt.Sprintf("%d nodes", len(f.nodes))
+}
+
+// stop ends the spawned nodes, then the spawned Redis.
+func (f *fleet) stop() {
+	var wg sync.WaitGroup
+	for _, s := range f.nodes {
+		wg.Go(s.stop)
+	}
+	wg.Wait()
+	if f.redis != nil {
+		f.redis.stop()
+	}
+}
+
+// cpu returns the CPU time the nodes and the spawned Redis have used.
+func (f *fleet) cpu() time.Duration {
+	var d time.Duration
+	for _, s := range f.nodes {
+		d += s.cpu()
+	}
+	if f.redis != nil {
+		d += f.redis.cpu()
+	}
+	return d
+}
+
+// rss returns the nodes' resident memory, summed (Redis's apart).
+func (f *fleet) rss() (int64, error) {
+	var sum int64
+	for _, s := range f.nodes {
+		n, err := s.rss()
+		if err != nil {
+			return 0, err
+		}
+		sum += n
+	}
+	return sum, nil
+}
+
+// metrics scrapes every node and sums each sample over them.
+func (f *fleet) metrics() (map[string]float64, error) {
+	out := map[string]float64{}
+	for _, s := range f.nodes {
+		m, err := s.metrics()
+		if err != nil {
+			return nil, err
+		}
+		for k, v := range m {
+			out[k] += v
+		}
+	}
+	return out, nil
+}
+
+// hasSessions reports whether the nodes count want sessions: their
+// strangers_sessions summed, or each node's, for nodes that count the
+// whole cluster (or listeners of one server).
+func (f *fleet) hasSessions(want int) (bool, error) {
+	sum, each := 0, true
+	for _, s := range f.nodes {
+		m, err := s.metrics()
+		if err != nil {
+			return false, err
+		}
+		n := int(m["strangers_sessions"])
+		sum += n
+		each = each && n == want
+	}
+	return sum == want || each, nil
+}
+
+// maxOpenFiles returns the least open-files limit of the nodes.
+func (f *fleet) maxOpenFiles() int {
+	least := 0
+	for _, s := range f.nodes {
+		if n := s.maxOpenFiles(); n > 0 && (least == 0 || n < least) {
+			least = n
+		}
+	}
+	return least
+}
+
+func (f *fleet) usage() usage {
+	return usage{at: time.Now(), server: f.cpu(), self: selfCPU(), busy: machineBusy()}
 }
