@@ -590,11 +590,17 @@ func TestClusterDrain(t *testing.T) {
 	if err := n1.p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
+	var retry time.Duration
 	for _, u := range []*member{a, x, y} {
-		if r := expect[signaling.Restarting](u.wsPeer, clusterWait); r.RetryIn <= 0 {
+		r := expect[signaling.Restarting](u.wsPeer, clusterWait)
+		if r.RetryIn <= 0 {
 			t.Errorf("restarting %+v, want a positive retryIn", r)
 		}
+		retry = max(retry, time.Duration(r.RetryIn)*time.Millisecond)
 	}
+	// Reconnect as told: after retryIn (a page adds jitter; the load
+	// balancer sends it to a node still up).
+	<-time.After(retry)
 	var back []*member
 	for _, u := range []*member{a, x, y} {
 		nu := join(t, n2, u.welcome.Resume)
@@ -639,7 +645,9 @@ func TestClusterRevokesRelayAcrossNodes(t *testing.T) {
 	// x: a session on node1 that ends, to show what ending does.
 	x := join(t, n1, "")
 	x.send(signaling.ICERequest{})
-	_, credX := turnUDP(t, expect[signaling.ICEReply](x.wsPeer, clusterWait))
+	iceX := expect[signaling.ICEReply](x.wsPeer, clusterWait)
+	checkICE(t, n1, iceX.ICEServers)
+	_, credX := turnUDP(t, iceX)
 	if !allocateUDP(t, addr, credX) {
 		t.Fatal("x's credential does not allocate on node1")
 	}
