@@ -716,3 +716,55 @@ func TestEnvelopeRoundTripAndGarbage(t *testing.T) {
 }
 
 func redisZ(score float64, member string) redis.Z { return redis.Z{Score: score, Member: member} }
+
+// After an outage the hub registers its sessions again; Redis follows the
+// hub on whether each is still in its match.
+func TestRegisterAgainReconciles(t *testing.T) {
+	t.Parallel()
+	r := testsupport.StartRedis(t, testsupport.RedisOptions{})
+	a, b := startNode(t, r, "a", nil), startNode(t, r, "b", nil)
+
+	// a ended the match while it could not say so: b's partner is told.
+	sa, sb, match := pairAcross(t, a, b)
+	if err := a.Register(signaling.SessionRecord{ID: sa, Token: "t1", State: signaling.StateIdle}); err != nil {
+		t.Fatal(err)
+	}
+	testsupport.WaitFor(t, wait, "PartnerLeft on b", func() (ok bool) {
+		b.host.read(func() { ok = len(b.host.left[sb]) == 1 && b.host.left[sb][0].match == match })
+		return ok
+	})
+	if p, err := b.Withdraw(sb); err != nil || !p.Zero() {
+		t.Errorf("b's session still matched: %+v, %v", p, err)
+	}
+
+	// a still has a match Redis ended: a hears PartnerLeft.
+	sa, sb, match = pairAcross(t, a, b)
+	if err := b.EndMatch(match, sb, sa, signaling.LeftNext); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Register(signaling.SessionRecord{ID: sa, Token: "t2", State: signaling.StateMatched, Match: match, Partner: sb}); err != nil {
+		t.Fatal(err)
+	}
+	testsupport.WaitFor(t, wait, "PartnerLeft on a", func() (ok bool) {
+		a.host.read(func() { ok = len(a.host.left[sa]) >= 1 && a.host.left[sa][len(a.host.left[sa])-1].match == match })
+		return ok
+	})
+
+	// A session claimed by b is b's: a's late End and Register leave it.
+	sc, tok := a.session(t)
+	if _, ok, err := b.Claim(tok); !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	if err := a.Register(signaling.SessionRecord{ID: sc, Token: tok, State: signaling.StateIdle}); !errors.Is(err, ErrMoved) {
+		t.Errorf("Register of a claimed session: %v, want ErrMoved", err)
+	}
+	if err := a.End(sc, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Queue(ticket(sc)); !errors.Is(err, ErrMoved) {
+		t.Errorf("Queue of a claimed session: %v, want ErrMoved", err)
+	}
+	if rec, ok, err := a.Claim(tok); !ok || err != nil || rec.ID != sc {
+		t.Errorf("the claimed session ended by its old node: %v %v", ok, err)
+	}
+}

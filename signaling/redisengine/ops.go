@@ -41,8 +41,15 @@ func checkTags(tags []string) error {
 	return nil
 }
 
+// ErrMoved: the session lives on another node now (it was claimed there);
+// this node must let it go.
+var ErrMoved = errors.New("redisengine: session claimed by another node")
+
 // Register records a new session of this node, or again one it had (after
-// an outage): a record that exists keeps its state.
+// an outage): an existing record is reconciled with rec, which knows best
+// whether the session is still in a match. A match Redis has that rec does
+// not ends (the partner's node is told); a match rec has that Redis does
+// not is over: PartnerLeft comes for it.
 func (e *Engine) Register(rec signaling.SessionRecord) error {
 	if rec.ID == "" || rec.Token == "" {
 		return errors.New("redisengine: Register: session id and token are required")
@@ -54,12 +61,30 @@ func (e *Engine) Register(rec signaling.SessionRecord) error {
 	if !rec.WaitSince.IsZero() {
 		ws = rec.WaitSince.UnixMilli()
 	}
-	return e.roundTrip("register", func(ctx context.Context) error {
-		return registerScript.Run(ctx, e.rdb, nil, keyPrefix, rec.ID, e.cfg.Node, tokenHash(rec.Token),
+	var res []string
+	err := e.roundTrip("register", func(ctx context.Context) error {
+		var err error
+		res, err = registerScript.Run(ctx, e.rdb, nil, keyPrefix, rec.ID, e.cfg.Node, tokenHash(rec.Token),
 			rec.Ident.Client, rec.Ident.Addr, rec.ClientKey, flag(rec.HasFind), string(rec.Mode),
 			strings.Join(rec.Interests, "\n"), flag(rec.RelayOnly), flag(rec.InterestsOnly), string(rec.State),
-			rec.Match, rec.Partner, rec.PartnerIdent.Client, rec.PartnerIdent.Addr, ws, ttlSeconds()).Err()
+			rec.Match, rec.Partner, rec.PartnerIdent.Client, rec.PartnerIdent.Addr, ws, ttlSeconds(),
+			e.cfg.RecentPartners).StringSlice()
+		return err
 	})
+	if err != nil || len(res) == 0 {
+		return err
+	}
+	switch res[0] {
+	case "moved":
+		return fmt.Errorf("redisengine: register %s: %w", rec.ID, ErrMoved)
+	case "gone":
+		e.publish(e.cfg.Node, &envelope{kind: kindLeft, f: []string{rec.ID, rec.Match, string(signaling.LeftDisconnected), rec.Partner}})
+	case "ended":
+		if len(res) == 4 && res[1] != "" && res[3] != "" {
+			e.publish(res[3], &envelope{kind: kindLeft, f: []string{res[1], res[2], string(signaling.LeftDisconnected), rec.ID}})
+		}
+	}
+	return nil
 }
 
 // Claim moves the session of token to this node. Its previous node, if
@@ -137,21 +162,22 @@ func splitTags(s string) []string {
 }
 
 // End ends a session everywhere: its keys go, a partner still in a match
-// with it is told, and every other live node hears Ended.
+// with it is told, and every other live node hears Ended. A session
+// claimed by another node meanwhile is left to that node.
 func (e *Engine) End(sessionID string, revoke bool) error {
 	var res []any
 	err := e.roundTrip("end", func(ctx context.Context) error {
 		var err error
-		res, err = endScript.Run(ctx, e.rdb, nil, keyPrefix, sessionID, e.cfg.RecentPartners, ttlSeconds()).Slice()
+		res, err = endScript.Run(ctx, e.rdb, nil, keyPrefix, sessionID, e.cfg.RecentPartners, ttlSeconds(), e.cfg.Node).Slice()
 		return err
 	})
 	if err != nil {
 		return err
 	}
-	e.routes.forget(sessionID)
 	if len(res) != 2 {
-		return nil
+		return nil // claimed by another node, which ends it when it does
 	}
+	e.routes.forget(sessionID)
 	r := strs(res[0])
 	if len(r) == 4 && r[1] != "" && r[3] != "" && r[3] != e.cfg.Node {
 		e.publish(r[3], &envelope{kind: kindLeft, f: []string{r[1], r[2], string(signaling.LeftDisconnected), sessionID}})
@@ -211,6 +237,8 @@ func (e *Engine) Queue(t signaling.Ticket) (signaling.Pairing, error) {
 	switch kind, _ := res[0].(string); kind {
 	case "earlier":
 		return e.earlier(res)
+	case "moved":
+		return signaling.Pairing{}, fmt.Errorf("redisengine: queue %s: %w", t.Session, ErrMoved)
 	case "paired":
 		if len(res) != 7 {
 			return signaling.Pairing{}, errors.New("redisengine: queue: malformed reply")
@@ -274,7 +302,7 @@ func (e *Engine) Withdraw(sessionID string) (signaling.Pairing, error) {
 	var res []any
 	err := e.roundTrip("withdraw", func(ctx context.Context) error {
 		var err error
-		res, err = withdrawScript.Run(ctx, e.rdb, nil, keyPrefix, sessionID).Slice()
+		res, err = withdrawScript.Run(ctx, e.rdb, nil, keyPrefix, sessionID, e.cfg.Node).Slice()
 		return err
 	})
 	if err != nil {
@@ -301,7 +329,7 @@ func (e *Engine) EndMatch(matchID, sessionID, partnerID string, why signaling.Le
 	if len(res) == 0 || res[0] != "ok" {
 		return signaling.ErrMatchGone
 	}
-	if len(res) == 3 && res[2] == "1" && res[1] != "" && res[1] != e.cfg.Node {
+	if len(res) == 2 && res[1] != "" && res[1] != e.cfg.Node {
 		e.publish(res[1], &envelope{kind: kindLeft, f: []string{partnerID, matchID, string(why), sessionID}})
 	}
 	return nil

@@ -64,6 +64,30 @@ end
 local function live_nodes(now)
   return redis.call('ZRANGEBYSCORE', P .. 'nodes', '(' .. now, '+inf')
 end
+local function alive(nd, now)
+  if not nd or nd == '' then return false end
+  local exp = redis.call('ZSCORE', P .. 'nodes', nd)
+  return exp and tonumber(exp) > now
+end
+-- elsewhere: the record r (HMGET ... 'node' first) belongs to another live
+-- node than node (claimed away): this node must not act for it.
+local function elsewhere(rnode, node)
+  return rnode and rnode ~= node and alive(rnode, now_ms())
+end
+-- end_match ends match for x, and for its partner p if p is still in it:
+-- both remember each other. Returns p's node if p was still in it, else ''.
+local function end_match(x, p, match, n, ttl)
+  unmatch(x)
+  if p == '' then return '' end
+  remember(x, p, n, ttl)
+  local pr = redis.call('HMGET', P .. 's:' .. p, 'm', 'node')
+  remember(p, x, n, ttl)
+  if pr[1] == match then
+    unmatch(p)
+    return pr[2] or ''
+  end
+  return ''
+end
 -- end_session deletes everything of id. If it was still in a match its
 -- partner is in too, the partner leaves it: returns the partner, the match
 -- and the partner's node ('' when none).
@@ -118,7 +142,7 @@ end
 // Returns {'earlier', match, partner, partner node, role, partner ident
 // client, addr, common}, {'paired', partner, partner node, partner ident
 // client, addr, common (seeker's order), common (partner's order)} or
-// {'waiting'}.
+// {'waiting'}; {'moved'} if another live node holds the session now.
 var queueScript = redis.NewScript(prelude + `
 local id, node, mode, shadow = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local anyone, settled = ARGV[6] == '1', ARGV[7] == '1'
@@ -129,7 +153,8 @@ local tags, order = {}, {}
 for i = 1, n do tags[i] = ARGV[16 + i]; order[i] = ARGV[16 + n + i] end
 
 local rk = P .. 's:' .. id
-local cur = redis.call('HMGET', rk, 'st', 'm', 'p', 'role', 'cm', 'pic', 'pia', 'pk', 'tags', 'any')
+local cur = redis.call('HMGET', rk, 'st', 'm', 'p', 'role', 'cm', 'pic', 'pia', 'pk', 'tags', 'any', 'node')
+if elsewhere(cur[11], node) then return {'moved'} end
 if cur[1] == 'matched' then return pairing_of(cur) end
 unpool(id, cur[8], cur[9], cur[10])
 
@@ -225,10 +250,12 @@ return {'waiting'}
 `)
 
 // withdrawScript takes a session out of the pool (Engine.Withdraw).
-// ARGV: prefix, id. Returns what queueScript does for earlier, or {'idle'}.
+// ARGV: prefix, id, node. Returns what queueScript does for earlier, or
+// {'idle'}.
 var withdrawScript = redis.NewScript(prelude + `
 local rk = P .. 's:' .. ARGV[2]
-local cur = redis.call('HMGET', rk, 'st', 'm', 'p', 'role', 'cm', 'pic', 'pia', 'pk', 'tags', 'any')
+local cur = redis.call('HMGET', rk, 'st', 'm', 'p', 'role', 'cm', 'pic', 'pia', 'pk', 'tags', 'any', 'node')
+if elsewhere(cur[11], ARGV[3]) then return {'idle'} end
 if cur[1] == 'matched' then return pairing_of(cur) end
 if cur[1] == 'waiting' then
   unpool(ARGV[2], cur[8], cur[9], cur[10])
@@ -240,46 +267,56 @@ return {'idle'}
 
 // endMatchScript ends a match from one side (Engine.EndMatch). ARGV:
 // prefix, match, id, partner, recent partners kept, record TTL (s).
-// Returns {'gone'} or {'ok', partner's node, '1' if the partner was still
-// in the match}.
+// Returns {'gone'} or {'ok', partner's node if the partner was still in
+// the match, else ''}.
 var endMatchScript = redis.NewScript(prelude + `
 local match, id, partner = ARGV[2], ARGV[3], ARGV[4]
 local n, ttl = tonumber(ARGV[5]), tonumber(ARGV[6])
 local r = redis.call('HMGET', P .. 's:' .. id, 'st', 'm')
 if r[1] ~= 'matched' or r[2] ~= match then return {'gone'} end
-unmatch(id)
-remember(id, partner, n, ttl)
-local pr = redis.call('HMGET', P .. 's:' .. partner, 'm', 'node')
-local still = '0'
-if pr[1] == match then
-  unmatch(partner)
-  still = '1'
-end
-remember(partner, id, n, ttl)
-return {'ok', pr[2] or '', still}
+return {'ok', end_match(id, partner, match, n, ttl)}
 `)
 
 // registerScript records a session of this node (Engine.Register). ARGV:
 // prefix, id, node, token hash, ident client, addr, client key, has find,
 // mode, tags, relay only, interests only, state, match, partner, partner
-// ident client, addr, wait since (ms), record TTL (s). An existing record
-// keeps its state (another node may have paired it): only who and where
-// it is are updated. Returns the record's state.
+// ident client, addr, wait since (ms), record TTL (s), recent partners
+// kept.
+//
+// A new record takes the state given (waiting counts as idle until Queue
+// puts it in the pool). An existing one (the hub registers its sessions
+// again after an outage) is reconciled with it: the hub knows best whether
+// its session is still in a match, so a match the hub no longer has ends
+// (its partner's node is told), and a pool entry of a session the hub has
+// idle goes; a match the hub has that Redis does not is reported gone.
+//
+// Returns {'ok'}, {'moved'} (another live node holds the session now),
+// {'gone'} (the hub's match ended meanwhile) or {'ended', partner, match,
+// partner's node} (Redis's match ended).
 var registerScript = redis.NewScript(prelude + `
 local id, node, tok = ARGV[2], ARGV[3], ARGV[4]
-local ttl = tonumber(ARGV[19])
+local st, match = ARGV[13], ARGV[14]
+local ttl, n = tonumber(ARGV[19]), tonumber(ARGV[20])
 local rk = P .. 's:' .. id
-local old = redis.call('HMGET', rk, 'node', 'st', 'tok')
+local old = redis.call('HMGET', rk, 'node', 'st', 'tok', 'm', 'p', 'pk', 'tags', 'any')
+if elsewhere(old[1], node) then return {'moved'} end
+local out = {'ok'}
 redis.call('HSET', rk, 'node', node, 'tok', tok, 'ic', ARGV[5], 'ia', ARGV[6], 'ck', ARGV[7])
-local st = old[2]
-if not st then
-  st = ARGV[13]
-  if st == 'waiting' then st = 'idle' end -- the pool learns of it from Queue
+if not old[2] then
+  if st == 'waiting' then st = 'idle' end
   redis.call('HSET', rk, 'hf', ARGV[8], 'mode', ARGV[9], 'tags', ARGV[10], 'ro', ARGV[11], 'io', ARGV[12],
     'st', st, 'ws', ARGV[18])
   if st == 'matched' then
-    redis.call('HSET', rk, 'm', ARGV[14], 'p', ARGV[15], 'pic', ARGV[16], 'pia', ARGV[17])
+    redis.call('HSET', rk, 'm', match, 'p', ARGV[15], 'pic', ARGV[16], 'pia', ARGV[17])
   end
+elseif st == 'matched' then
+  if old[2] ~= 'matched' or old[4] ~= match then out = {'gone'} end
+elseif old[2] == 'matched' then
+  out = {'ended', old[5] or '', old[4] or '', end_match(id, old[5] or '', old[4] or '', n, ttl)}
+elseif old[2] == 'waiting' and st == 'idle' then
+  unpool(id, old[6], old[7], old[8])
+  redis.call('HSET', rk, 'st', 'idle')
+  redis.call('HDEL', rk, 'pk', 'any', 'stl')
 end
 if old[1] and old[1] ~= node then redis.call('SREM', P .. 'nodesess:' .. old[1], id) end
 if old[3] and old[3] ~= tok then redis.call('DEL', P .. 'tok:' .. old[3]) end
@@ -288,7 +325,7 @@ redis.call('EXPIRE', rk, ttl)
 redis.call('SADD', P .. 'nodesess:' .. node, id)
 redis.call('SADD', P .. 'sessions', id)
 redis.call('ZREM', P .. 'orphans', id)
-return st
+return out
 `)
 
 // claimScript moves the session of a resume token to this node
@@ -321,9 +358,12 @@ return {id, old, alive, pnode, redis.call('HGETALL', rk)}
 `)
 
 // endScript ends a session for good (Engine.End). ARGV: prefix, id,
-// recent partners kept, record TTL (s). Returns {end_session's result,
-// live nodes}.
+// recent partners kept, record TTL (s), node. Returns {end_session's
+// result, live nodes}, or {} if the session lives on another node now
+// (claimed away: that node ends it).
 var endScript = redis.NewScript(prelude + `
+local nd = redis.call('HGET', P .. 's:' .. ARGV[2], 'node')
+if nd and nd ~= ARGV[5] then return {} end
 local r = end_session(ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]))
 return {r, live_nodes(now_ms())}
 `)
