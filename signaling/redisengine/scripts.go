@@ -268,7 +268,7 @@ return {'idle'}
 // endMatchScript ends a match from one side (Engine.EndMatch). ARGV:
 // prefix, match, id, partner, recent partners kept, record TTL (s).
 // Returns {'gone'} or {'ok', partner's node if the partner was still in
-// the match, else ”}.
+// the match, else an empty string}.
 var endMatchScript = redis.NewScript(prelude + `
 local match, id, partner = ARGV[2], ARGV[3], ARGV[4]
 local n, ttl = tonumber(ARGV[5]), tonumber(ARGV[6])
