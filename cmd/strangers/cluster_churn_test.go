@@ -84,6 +84,7 @@ type churner struct {
 	cur     atomic.Pointer[string] // the current match as this client sees it; "" for none
 	left    string                 // the match it left last, whose late messages may still come
 	found   bool                   // it sent a find in this session (next needs one)
+	last    string                 // the last match it was told of
 	// stopped: it sent stop while waiting; a matched still on its way was
 	// made before, and that stop ended it. Such a client finds no more
 	// (it could not tell that matched from a new one): it disconnects.
@@ -110,7 +111,7 @@ func (c *churner) connect(ctx context.Context) error {
 		conn.Close()
 		return err
 	}
-	c.conn, c.session, c.left, c.found, c.stopped = conn, w.Session, "", false, false
+	c.conn, c.session, c.left, c.last, c.found, c.stopped = conn, w.Session, "", "", false, false
 	c.setCur("")
 	c.state.Store(stIdle)
 	return nil
@@ -140,6 +141,10 @@ func (c *churner) handle(msg any) {
 		if cur := c.current(); cur != "" {
 			l.violation("%s matched in %s while still in %s", c.session, m.Match, cur)
 		}
+		if m.Match == c.left || m.Match == c.last {
+			l.violation("%s got matched for %s twice (state %d, current %q, stopped %v)", c.session, m.Match, c.state.Load(), c.current(), c.stopped)
+		}
+		c.last = m.Match
 		stale := c.stopped
 		l.mu.Lock()
 		l.seq++
