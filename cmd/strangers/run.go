@@ -370,7 +370,9 @@ func (a *app) wait(ctx context.Context) error {
 		a.serving--
 	}
 	a.ready.Store(false)
-	a.log.Info("shutting down", "grace", a.cfg.ShutdownGrace)
+	// With a shared engine the hub's Shutdown drains: it tells its clients
+	// to reconnect, and they resume their sessions on other nodes.
+	a.log.Info("shutting down", "grace", a.cfg.ShutdownGrace, "drain", a.cfg.redisURL != "")
 	graceCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.ShutdownGrace)
 	defer cancel()
 
