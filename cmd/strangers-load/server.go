@@ -317,7 +317,7 @@ func spawnRedis(ctx context.Context, path string) (*server, string, error) {
 	cmd := exec.Command(path, "--bind", "127.0.0.1", "--port", port, "--save", "", "--appendonly", "no",
 		"--protected-mode", "yes", "--daemonize", "no", "--loglevel", "warning")
 	cmd.Dir = os.TempDir()
-	cmd.Stderr = prefixWriter("redis: ") // its log (stdout) only says it started and stopped
+	cmd.Stderr = prefixWriter("redis: ")                               // its log (stdout) only says it started and stopped
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // never outlive the tool
 	if err := cmd.Start(); err != nil {
 		return nil, "", fmt.Errorf("spawn %s: %w", path, err)
