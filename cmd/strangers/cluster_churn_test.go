@@ -44,9 +44,10 @@ const (
 type churnLog struct {
 	mu         sync.Mutex
 	seq        int64
-	members    map[string][]string         // match id -> sessions that got matched for it
-	roles      map[string][]signaling.Role // match id -> their roles
-	firstSeen  map[string]int64            // match id -> seq of its first matched
+	members    map[string][]string             // match id -> sessions that got matched for it
+	roles      map[string][]signaling.Role     // match id -> their roles
+	firstSeen  map[string]int64                // match id -> seq of its first matched
+	leftWhy    map[string]signaling.LeftReason // match id -> the partner_left a side got
 	reports    []churnReport
 	chats      []churnChat
 	violations []string
@@ -163,6 +164,9 @@ func (c *churner) handle(msg any) {
 		c.left = ""
 		c.state.Store(stMatched)
 	case *signaling.PartnerLeft:
+		l.mu.Lock()
+		l.leftWhy[m.Match] = m.Reason
+		l.mu.Unlock()
 		if m.Match == c.current() {
 			c.leave()
 			c.state.Store(stIdle)
@@ -359,7 +363,7 @@ func TestClusterChurn(t *testing.T) {
 	c := startCluster(t, 3, false, limits)
 	obs := observe(t, c.nodes[0])
 
-	log := &churnLog{members: map[string][]string{}, roles: map[string][]signaling.Role{}, firstSeen: map[string]int64{}, errors: map[signaling.ErrorCode]int{}}
+	log := &churnLog{members: map[string][]string{}, roles: map[string][]signaling.Role{}, firstSeen: map[string]int64{}, leftWhy: map[string]signaling.LeftReason{}, errors: map[signaling.ErrorCode]int{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	clients := make([]*churner, n)
@@ -460,26 +464,37 @@ func (l *churnLog) check(t *testing.T) {
 	t.Helper()
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	problems := 0
+	problem := func(format string, args ...any) {
+		t.Helper()
+		if problems++; problems <= 20 {
+			t.Errorf(format, args...)
+		}
+	}
 	for _, v := range l.violations {
-		t.Error(v)
+		problem("%s", v)
 	}
 	pairs := map[[2]string][]string{} // two sessions, sorted -> their matches
 	single := 0
+	singleWhy := map[signaling.LeftReason]int{} // how those seen by one side ended for it
 	for m, ss := range l.members {
 		switch {
 		case len(ss) > 2:
-			t.Errorf("match %s has %d sides: %v", m, len(ss), ss)
+			problem("match %s has %d sides: %v", m, len(ss), ss)
 		case len(ss) == 2:
 			if ss[0] == ss[1] {
-				t.Errorf("match %s pairs %s with itself", m, ss[0])
+				problem("match %s pairs %s with itself", m, ss[0])
 			}
 			if l.roles[m][0] == l.roles[m][1] {
-				t.Errorf("match %s: both sides are %s", m, l.roles[m][0])
+				problem("match %s: both sides are %s", m, l.roles[m][0])
 			}
 			k := [2]string{min(ss[0], ss[1]), max(ss[0], ss[1])}
 			pairs[k] = append(pairs[k], m)
 		default:
-			single++ // the other side disconnected before it read matched
+			// The other side disconnected before it read matched, or its
+			// stop or next came first and its node ended the match.
+			single++
+			singleWhy[l.leftWhy[m]]++
 		}
 	}
 	partner := func(m, s string) string {
@@ -498,13 +513,13 @@ func (l *churnLog) check(t *testing.T) {
 		k := [2]string{min(r.reporter, p), max(r.reporter, p)}
 		for _, m := range pairs[k] {
 			if m != r.match && l.firstSeen[m] > r.seq {
-				t.Errorf("%s reported %s in %s, and they met again in %s", r.reporter, p, r.match, m)
+				problem("%s reported %s in %s, and they met again in %s", r.reporter, p, r.match, m)
 			}
 		}
 	}
 	for _, ch := range l.chats {
 		if p := partner(ch.match, ch.to); len(l.members[ch.match]) == 2 && p != ch.from {
-			t.Errorf("%s got chat in %s from %s, not from its partner %s", ch.to, ch.match, ch.from, p)
+			problem("%s got chat in %s from %s, not from its partner %s", ch.to, ch.match, ch.from, p)
 		}
 	}
 	var codes []string
@@ -514,5 +529,9 @@ func (l *churnLog) check(t *testing.T) {
 			t.Errorf("%d errors %s", n, code)
 		}
 	}
+	if problems > 20 {
+		t.Errorf("... and %d more problems", problems-20)
+	}
+	t.Logf("seen by one side only, the partner_left it got: %v", singleWhy)
 	t.Logf("%d matches (%d seen by one side only), %d reports, %d chats; errors: %v", len(l.members), single, len(l.reports), len(l.chats), codes)
 }
