@@ -367,6 +367,13 @@ func TestClusterChurn(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	clients := make([]*churner, n)
+	t.Cleanup(func() { // after the clients' goroutines, which close their own, have ended
+		for _, cl := range clients {
+			if cl != nil && cl.conn != nil {
+				cl.conn.Close()
+			}
+		}
+	})
 	var wg sync.WaitGroup
 	var dialErrs atomic.Int64
 	sem := make(chan struct{}, 64)
