@@ -3,6 +3,7 @@ package web_test
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"regexp"
@@ -161,6 +162,9 @@ func TestBrowserCluster(t *testing.T) {
 			insecureBase: "http://" + relayIP + ":" + n.httpPort,
 		}
 		n.st.requireSignaling(t)
+		// As a load balancer would, send users only to a node that says
+		// it can pair.
+		eventually(t, n.id+" to be ready", func() bool { return n.st.ready(t) })
 	}
 
 	t.Run("direct", func(t *testing.T) { clusterCall(t, nodes, false) })
@@ -267,4 +271,23 @@ func clusterCall(t *testing.T, nodes []*clusterNode, hideIP bool) {
 		t.Errorf("%s still has %d open peer connections after the partner left", left.name, got)
 	}
 	t.Logf("%s pressed Next; %s saw the stranger leave", leaver.name, left.name)
+}
+
+// ready reports whether the server's /readyz answers 200.
+func (st *stage) ready(tb testing.TB) bool {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), stepTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, st.base+"/readyz", nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	// No connection is kept: nothing outlives the call.
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := client.Do(req)
+	if err != nil {
+		tb.Fatalf("asking %s/readyz: %v", st.base, err)
+	}
+	defer resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
 }
