@@ -87,7 +87,7 @@ func (h *Hub) welcome(s *session, resumed bool) []byte {
 		Version: ProtocolVersion,
 		Session: s.id,
 		Resume:  s.token,
-		Online:  max(len(h.sessions), h.lastCounts.Online),
+		Online:  h.online(),
 		Resumed: resumed,
 		State:   s.state,
 		Limits:  h.limits,
@@ -137,6 +137,15 @@ func (h *Hub) hello(c *conn, m *Hello) {
 		h.cfg.Sessions.SessionStarted(s.id)
 	}
 	c.send(h.welcome(s, false))
+}
+
+// online is how many sessions there are: here, or in the cluster as last
+// counted.
+func (h *Hub) online() int {
+	if h.node == "" {
+		return len(h.sessions)
+	}
+	return max(len(h.sessions), h.lastCounts.Online)
 }
 
 // add makes s one of this hub's sessions.

@@ -76,7 +76,7 @@ const state = {
   iceReply: null,
   probed: false,
   /** A still of the stranger's video for a report (taken when the match ended or Report was pressed). */
-  /** @type {Promise<string | null> | null} */
+  /** @type {mod.Still | null} */
   frame: null,
   /** Cancels a skip cooldown's countdown. */
   /** @type {(() => void) | null} */
@@ -694,7 +694,7 @@ el.report.addEventListener('click', async () => {
   if (state.reportable === '') return;
   if (state.phase === 'matched' && el.remoteVideo.videoWidth > 0) state.frame = mod.captureFrame(el.remoteVideo, maxFrame());
   const frameBox = /** @type {HTMLInputElement} */ (document.getElementById('report-frame'));
-  const haveFrame = (await state.frame) != null;
+  const haveFrame = state.frame != null && (await state.frame.encoded()) != null;
   frameBox.disabled = !haveFrame;
   frameBox.checked = haveFrame;
   el.reportForm.reset();
@@ -711,7 +711,7 @@ el.reportDialog.addEventListener('close', async () => {
   const match = state.reportable;
   state.reportable = '';
   el.report.disabled = true;
-  const frame = withFrame ? await state.frame : null;
+  const frame = withFrame && state.frame ? await state.frame.encoded() : null;
   state.frame = null;
   sig.send(P.report(match, typeof reason === 'string' ? reason : '', note, frame ?? undefined));
   if (state.phase === 'matched' && state.match?.match === match) {
