@@ -169,6 +169,30 @@ func TestBrowserCluster(t *testing.T) {
 
 	t.Run("direct", func(t *testing.T) { clusterCall(t, nodes, false) })
 	t.Run("hide my IP on both sides", func(t *testing.T) { clusterCall(t, nodes, true) })
+	t.Run("Redis down and back", func(t *testing.T) { clusterOutage(t, nodes, redis) })
+}
+
+// clusterOutage stops Redis (its data goes with it): a user who presses
+// Start is told matching is paused, and is matched by itself once Redis
+// is back, with no reload and no press.
+func clusterOutage(t *testing.T, nodes []*clusterNode, redis *testsupport.Redis) {
+	for _, n := range nodes {
+		eventually(t, n.id+" to have no sessions left", func() bool { return n.st.metric(t, "strangers_sessions") == 0 })
+	}
+	redis.Stop()
+	eventually(t, nodes[0].id+" to say it is not ready", func() bool { return !nodes[0].st.ready(t) })
+	a := nodes[0].st.newUser(t, "alice")
+	a.start(startOptions{})
+	a.waitText("stage", "Matching is paused for a moment")
+	redis.Start()
+	for _, n := range nodes {
+		eventually(t, n.id+" to be ready again", func() bool { return n.st.ready(t) })
+	}
+	b := nodes[1].st.newUser(t, "bob")
+	b.start(startOptions{})
+	a.seesStranger()
+	b.seesStranger()
+	t.Log("alice, who pressed Start while Redis was down, met bob on the other node once it was back")
 }
 
 // clusterCall makes one call between alice on nodes[0] and bob on
