@@ -412,11 +412,7 @@ func TestHAProxyExample(t *testing.T) {
 		}
 	}
 	for _, s := range []*server{a, b} {
-		f, ok := metricFamilies(t, s)["strangers_connections"]
-		if !ok || len(f.GetMetric()) != 1 {
-			t.Fatalf("/metrics has no strangers_connections")
-		}
-		if n := f.GetMetric()[0].GetGauge().GetValue(); n < 1 {
+		if n := gaugeOf(t, s, "strangers_connections"); n < 1 {
 			t.Errorf("server %s has %v WebSocket connections through HAProxy, want at least 1 (round robin)", s.addrs["http"], n)
 		}
 	}
