@@ -187,7 +187,7 @@ func start(cfg settings, logger *slog.Logger, getenv func(string) string) (_ *ap
 	a.hub, err = signaling.New(scfg)
 	if err != nil {
 		if scfg.Engine != nil {
-			_ = scfg.Engine.Close(false) // never started: nothing to drain
+			_ = scfg.Engine.Close(false) // the hub did not take it, or could not start it
 		}
 		return nil, err
 	}
