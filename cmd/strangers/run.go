@@ -175,8 +175,20 @@ func start(cfg settings, logger *slog.Logger, getenv func(string) string) (_ *ap
 	scfg.Moderator, scfg.IdentityKey = a.mod.svc, a.mod.key
 	scfg.Logger = logger // the hub names itself (component=signaling)
 	scfg.Registerer = reg
+	if cfg.redisURL != "" {
+		// Shared with the other nodes; the hub owns it from New on and
+		// closes it in Shutdown (draining this node's sessions to them).
+		scfg.RecentPartners = recentPartners
+		scfg.Engine, err = newSharedEngine(cfg, logger, reg)
+		if err != nil {
+			return nil, err
+		}
+	}
 	a.hub, err = signaling.New(scfg)
 	if err != nil {
+		if scfg.Engine != nil {
+			_ = scfg.Engine.Close(false) // never started: nothing to drain
+		}
 		return nil, err
 	}
 
@@ -261,6 +273,13 @@ func (a *app) handleProbes(mux *http.ServeMux, reg *prometheus.Registry) {
 			_, _ = io.WriteString(w, "not ready\n")
 			return
 		}
+		if !a.hub.Ready() {
+			// Calls go on; new finds get an unavailable error until the
+			// shared matchmaker's backend (Redis) is back.
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = io.WriteString(w, "not ready: matchmaking backend unavailable\n")
+			return
+		}
 		_, _ = io.WriteString(w, "ready\n")
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
@@ -304,6 +323,11 @@ func (a *app) logSummary(httpAddr net.Addr, tlsSet tlsSetup, publicHost string) 
 	}
 	if a.admin != nil {
 		attrs = append(attrs, "admin", a.admin.String())
+	}
+	if a.cfg.redisURL != "" {
+		attrs = append(attrs, "engine", "redis", "redis", a.cfg.redisHost, "node", a.cfg.nodeID) // never the URL: it holds the password
+	} else {
+		attrs = append(attrs, "engine", "memory")
 	}
 	attrs = append(attrs, "state_dir", a.mod.dir)
 	a.log.Info("listening", attrs...)
