@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -59,6 +60,9 @@ type RedisStore struct {
 	c       *redis.Client
 	addr    string // host:port, for errors
 	timeout time.Duration
+
+	mu      sync.Mutex
+	secrets map[string][]byte // handed out by Secret, put back after Redis lost them
 }
 
 var _ Shared = (*RedisStore)(nil)
@@ -78,7 +82,7 @@ func OpenRedis(ctx context.Context, cfg RedisConfig) (*RedisStore, error) {
 	}
 	opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout = cfg.Timeout, cfg.Timeout, cfg.Timeout
 	opt.ContextTimeoutEnabled = true
-	s := &RedisStore{c: redis.NewClient(opt), addr: opt.Addr, timeout: cfg.Timeout}
+	s := &RedisStore{c: redis.NewClient(opt), addr: opt.Addr, timeout: cfg.Timeout, secrets: map[string][]byte{}}
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
 	if err := s.c.Ping(ctx).Err(); err != nil {
@@ -184,7 +188,24 @@ func (s *RedisStore) Secret(name string, n int) ([]byte, error) {
 	if len(v) != n {
 		return nil, fmt.Errorf("moderation: redis %s: secret %s is %d bytes, want %d", s.addr, name, len(v), n)
 	}
+	s.mu.Lock()
+	s.secrets[name] = []byte(v)
+	s.mu.Unlock()
 	return []byte(v), nil
+}
+
+// restoreSecrets puts back the secrets this store handed out if Redis
+// lost them (restarted without its data): an instance starting later
+// then gets the key the running ones sign with, not a new one.
+func (s *RedisStore) restoreSecrets(ctx context.Context) {
+	s.mu.Lock()
+	secrets := maps.Clone(s.secrets)
+	s.mu.Unlock()
+	for name, v := range secrets {
+		ctx, cancel := context.WithTimeout(ctx, s.timeout)
+		_ = s.c.SetNX(ctx, rSecretPrefix+name, v, 0).Err() // tried again at the next reconnection
+		cancel()
+	}
 }
 
 // PutBan implements Store.
@@ -366,7 +387,8 @@ func (s *RedisStore) Audit() ([]AuditEntry, error) { return redisList[AuditEntry
 // Changes implements Shared: it subscribes to ChangesChannel and delivers
 // what every instance (this one too) writes, and Change{All: true} when
 // the subscription starts or resumes after a lost connection (changes
-// may have been missed). The goroutine it starts is owned by ctx: it
+// may have been missed; then the secrets handed out are put back if
+// Redis lost them). The goroutine it starts is owned by ctx: it
 // unsubscribes and closes the channel when ctx ends.
 func (s *RedisStore) Changes(ctx context.Context) <-chan Change {
 	out := make(chan Change, 64)
@@ -391,6 +413,7 @@ func (s *RedisStore) Changes(ctx context.Context) <-chan Change {
 			var c Change
 			switch m := m.(type) {
 			case *redis.Subscription:
+				s.restoreSecrets(ctx)
 				c.All = true
 			case *redis.Message:
 				if err := json.Unmarshal([]byte(m.Payload), &c); err != nil {

@@ -380,3 +380,30 @@ func TestSharedReloadAfterMissedChanges(t *testing.T) {
 		return banned && slices.Contains(logB.ids(), silent.ID)
 	})
 }
+
+// Redis restarted without its data: the instances that follow it put the
+// identity key back, so one started afterwards signs client keys with the
+// same key as the running ones.
+func TestRedisSecretRestoredAfterDataLoss(t *testing.T) {
+	srv := testsupport.StartRedis(t, testsupport.RedisOptions{})
+	clk := &clock{t: time.Now()}
+	p := place{open: func(t *testing.T) Store { return openRedis(t, srv.URL()) }}
+	running := newService(t, p, clk, Config{})
+	defer running.Close()
+	key, err := running.cfg.Store.Secret("identity", signaling.IdentityKeyLen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Restart(false)
+	probe := openRedis(t, srv.URL())
+	defer probe.Close()
+	testsupport.WaitFor(t, propagation, "the identity key back in Redis", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		v, err := probe.c.Get(ctx, rSecretPrefix+"identity").Bytes()
+		return err == nil && bytes.Equal(v, key)
+	})
+	if later, err := probe.Secret("identity", signaling.IdentityKeyLen); err != nil || !bytes.Equal(later, key) {
+		t.Fatalf("a later instance's key %x (%v), want the running one's", later, err)
+	}
+}
