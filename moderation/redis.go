@@ -303,8 +303,8 @@ func (s *RedisStore) DeleteReportsBefore(t time.Time) (int, int, error) {
 	n, open := 0, 0
 	for {
 		ctx, cancel := s.ctx()
-		ids, err := s.c.ZRangeByScore(ctx, rReportTimes, &redis.ZRangeBy{
-			Min: "-inf", Max: strconv.FormatInt(t.UnixMicro(), 10), Count: deleteBatch,
+		ids, err := s.c.ZRangeArgs(ctx, redis.ZRangeArgs{
+			Key: rReportTimes, Start: "-inf", Stop: strconv.FormatInt(t.UnixMicro(), 10), ByScore: true, Count: deleteBatch,
 		}).Result()
 		cancel()
 		if err != nil {

@@ -98,6 +98,8 @@ type Service struct {
 	stopFollow context.CancelFunc // nil without a Shared store
 	followDone chan struct{}      // closed when follow has returned
 
+	failing bool // owned by follow: a reload from the shared store failed
+
 	seq atomic.Uint64 // orders the ids made in one instant
 
 	reportsStored prometheus.Counter

@@ -84,15 +84,31 @@ func (s *Service) follow(ctx context.Context, sh Shared) {
 // reloadAll reloads bans, the shadow pool, reporters and the count of
 // open reports; false when it must be tried again.
 func (s *Service) reloadAll(sh Shared) bool {
+	failing := s.failing
+	s.failing = false
+	defer func() {
+		if failing && !s.failing {
+			s.log.Info("the shared store answers again: moderation records reloaded")
+		}
+	}()
 	ok := s.reloadBans()
 	ok = s.reloadPool() && ok
 	if reporters, err := s.cfg.Store.Reporters(); err != nil {
-		s.log.Warn("reloading reporters", "err", err)
+		s.reloadFailed("reporters", err)
 	} else {
 		s.mergeReporters(reporters)
 	}
 	s.reloadOpen(sh)
 	return ok
+}
+
+// reloadFailed logs a failed reload, once until a full reload succeeds
+// (the store may be away for a while).
+func (s *Service) reloadFailed(what string, err error) {
+	if !s.failing {
+		s.log.Warn("reloading moderation records from the shared store failed; retrying every "+s.cfg.ReloadEvery.String(), "what", what, "err", err)
+	}
+	s.failing = true
 }
 
 // Writes of this instance in flight, by kind: a reload that read the
@@ -122,7 +138,7 @@ func (s *Service) reloadBans() bool {
 	}
 	bans, err := s.cfg.Store.Bans()
 	if err != nil {
-		s.log.Warn("reloading bans", "err", err)
+		s.reloadFailed("bans", err)
 		return true // the next tick tries again
 	}
 	now := s.cfg.Now()
@@ -166,7 +182,7 @@ func (s *Service) reloadPool() bool {
 	}
 	pool, err := s.cfg.Store.Pool()
 	if err != nil {
-		s.log.Warn("reloading the shadow pool", "err", err)
+		s.reloadFailed("the shadow pool", err)
 		return true
 	}
 	now := s.cfg.Now()
@@ -207,7 +223,7 @@ func (s *Service) mergeReporters(reporters []Reporter) {
 func (s *Service) reloadOpen(sh Shared) {
 	n, err := sh.OpenReports()
 	if err != nil {
-		s.log.Warn("counting open reports", "err", err)
+		s.reloadFailed("the count of open reports", err)
 		return
 	}
 	s.mu.Lock()
