@@ -32,6 +32,7 @@ const (
 	rPool         = redisPrefix + "pool"         // hash: client → PoolEntry
 	rReporters    = redisPrefix + "reporters"    // hash: client → Reporter
 	rAudit        = redisPrefix + "audit"        // hash: entry id → AuditEntry
+	rVersion      = redisPrefix + "version"      // counter: bumped by every write of bans or the pool
 	// ChangesChannel is the pub/sub channel on which every write of bans,
 	// the shadow pool, reporters and reports is announced (a Change, in
 	// JSON).
@@ -142,6 +143,9 @@ func (s *RedisStore) put(key, field string, v any, change *Change) error {
 	}
 	return s.write("write "+key, change, func(ctx context.Context, p redis.Pipeliner) {
 		p.HSet(ctx, key, field, data)
+		if key == rBans || key == rPool {
+			p.Incr(ctx, rVersion)
+		}
 	})
 }
 
@@ -210,6 +214,20 @@ func (s *RedisStore) restoreSecrets(ctx context.Context) {
 
 // PutBan implements Store.
 func (s *RedisStore) PutBan(b Ban) error { return s.put(rBans, b.ID, b, &Change{Ban: &b}) }
+
+// Version implements Shared.
+func (s *RedisStore) Version() (uint64, error) {
+	ctx, cancel := s.ctx()
+	defer cancel()
+	v, err := s.c.Get(ctx, rVersion).Uint64()
+	if errors.Is(err, redis.Nil) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, s.fail("read the version", err)
+	}
+	return v, nil
+}
 
 // Bans implements Store.
 func (s *RedisStore) Bans() ([]Ban, error) { return redisList[Ban](s, rBans) }
@@ -367,6 +385,7 @@ func (s *RedisStore) Pool() ([]PoolEntry, error) { return redisList[PoolEntry](s
 func (s *RedisStore) DeletePool(client string) error {
 	return s.write("delete pool entry", &Change{Unpooled: client}, func(ctx context.Context, p redis.Pipeliner) {
 		p.HDel(ctx, rPool, client)
+		p.Incr(ctx, rVersion)
 	})
 }
 

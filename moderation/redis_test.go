@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/strangers-chat/strangers/internal/testsupport"
 	"github.com/strangers-chat/strangers/signaling"
 )
@@ -406,4 +408,34 @@ func TestRedisSecretRestoredAfterDataLoss(t *testing.T) {
 	if later, err := probe.Secret("identity", signaling.IdentityKeyLen); err != nil || !bytes.Equal(later, key) {
 		t.Fatalf("a later instance's key %x (%v), want the running one's", later, err)
 	}
+}
+
+// A change whose notice was lost (written without one, as if the
+// subscription missed it) is found by the periodic reload, which the
+// store's version starts.
+func TestSharedPeriodicReload(t *testing.T) {
+	srv := testsupport.StartRedis(t, testsupport.RedisOptions{})
+	p := place{open: func(t *testing.T) Store { return openRedis(t, srv.URL()) }}
+	clk := &clock{t: time.Now()}
+	var log banLog
+	s := newService(t, p, clk, Config{OnBan: log.onBan, ReloadEvery: 50 * time.Millisecond})
+	defer s.Close()
+	st := openRedis(t, srv.URL())
+	defer st.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	lost := Ban{ID: newID(clk.now(), 1), Client: "lost", Reason: "r", Created: clk.now(), Until: clk.now().Add(time.Hour)}
+	pool := PoolEntry{Client: "shady", Since: clk.now(), Until: clk.now().Add(time.Hour)}
+	if _, err := st.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.HSet(ctx, rBans, lost.ID, mustJSON(t, lost))
+		p.HSet(ctx, rPool, pool.Client, mustJSON(t, pool))
+		p.Incr(ctx, rVersion)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	testsupport.WaitFor(t, propagation, "the periodic reload", func() bool {
+		_, banned := s.Banned(id("lost", ""), clk.now())
+		return banned && s.Shadowed(id("shady", ""), clk.now()) && slices.Equal(log.ids(), []string{lost.ID})
+	})
 }

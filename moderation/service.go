@@ -98,7 +98,10 @@ type Service struct {
 	stopFollow context.CancelFunc // nil without a Shared store
 	followDone chan struct{}      // closed when follow has returned
 
-	failing bool // owned by follow: a reload from the shared store failed
+	// Owned by follow.
+	failing  bool   // a reload from the shared store failed
+	reloaded bool   // version is that of the last full reload
+	version  uint64 // Shared.Version at the last full reload
 
 	seq atomic.Uint64 // orders the ids made in one instant
 

@@ -24,6 +24,8 @@ type Shared interface {
 	Changes(ctx context.Context) <-chan Change
 	// OpenReports counts the open reports of all instances.
 	OpenReports() (int, error)
+	// Version changes with every write of bans or the shadow pool.
+	Version() (uint64, error)
 }
 
 // Change says what a write to a Shared store changed.
@@ -36,8 +38,9 @@ type Change struct {
 	All      bool       `json:"all,omitempty"`      // anything may have changed
 }
 
-// follow applies the changes of a Shared store until ctx ends, and
-// reloads everything every ReloadEvery in case a change was missed. It
+// follow applies the changes of a Shared store until ctx ends, and every
+// ReloadEvery reloads everything if bans or the pool changed since the
+// last full reload, in case a change notice was missed. It
 // runs on the goroutine New starts for a Shared store; Close stops it.
 func (s *Service) follow(ctx context.Context, sh Shared) {
 	defer close(s.followDone)
@@ -74,11 +77,26 @@ func (s *Service) follow(ctx context.Context, sh Shared) {
 				s.reloadOpen(sh)
 			}
 		case <-tick.C:
-			again(s.reloadAll(sh))
+			again(s.reloadIfChanged(sh))
 		case <-retry.C:
 			again(s.reloadAll(sh))
 		}
 	}
+}
+
+// reloadIfChanged reloads everything if the store's version is not the
+// one of the last full reload, else only the count of open reports.
+func (s *Service) reloadIfChanged(sh Shared) bool {
+	v, err := sh.Version()
+	if err != nil {
+		s.reloadFailed("the version", err)
+		return true
+	}
+	if s.reloaded && v == s.version {
+		s.reloadOpen(sh)
+		return true
+	}
+	return s.reloadAll(sh)
 }
 
 // reloadAll reloads bans, the shadow pool, reporters and the count of
@@ -86,12 +104,22 @@ func (s *Service) follow(ctx context.Context, sh Shared) {
 func (s *Service) reloadAll(sh Shared) bool {
 	failing := s.failing
 	s.failing = false
+	v, err := sh.Version() // before the records: a write after it makes the next tick reload
+	if err != nil {
+		s.reloadFailed("the version", err)
+	}
+	ok := true
+	defer func() {
+		if ok && !s.failing {
+			s.reloaded, s.version = true, v
+		}
+	}()
 	defer func() {
 		if failing && !s.failing {
 			s.log.Info("the shared store answers again: moderation records reloaded")
 		}
 	}()
-	ok := s.reloadBans()
+	ok = s.reloadBans()
 	ok = s.reloadPool() && ok
 	if reporters, err := s.cfg.Store.Reporters(); err != nil {
 		s.reloadFailed("reporters", err)
