@@ -238,7 +238,9 @@ func (s *RedisStore) PutReport(r Report, frame []byte) error {
 	if err != nil {
 		return fmt.Errorf("moderation: encode: %w", err)
 	}
-	return s.write("write report", &Change{Reports: true}, func(ctx context.Context, p redis.Pipeliner) {
+	brief := r
+	brief.Chat, brief.Note = nil, "" // the others need only what counts towards the shadow pool
+	return s.write("write report", &Change{Report: &brief, Reports: true}, func(ctx context.Context, p redis.Pipeliner) {
 		if frame != nil {
 			p.HSet(ctx, rFrames, r.ID, frame)
 		}

@@ -439,3 +439,27 @@ func TestSharedPeriodicReload(t *testing.T) {
 		return banned && s.Shadowed(id("shady", ""), clk.now()) && slices.Equal(log.ids(), []string{lost.ID})
 	})
 }
+
+// Reporters on different instances add up towards the shadow pool.
+func TestSharedReportsAddUp(t *testing.T) {
+	p := redisPlace(t)
+	clk := &clock{t: time.Now()}
+	a := newService(t, p, clk, Config{ReportThreshold: 3})
+	defer a.Close()
+	b := newService(t, p, clk, Config{ReportThreshold: 3})
+	defer b.Close()
+	shady := id("shady", "addr-shady")
+	a.Reported(report(clk, id("r1", "a1"), shady))
+	waitStats(t, b, func(st Stats) bool { return st.ReportsOpen == 1 })
+	b.Reported(report(clk, id("r2", "a2"), shady))
+	b.Reported(report(clk, id("r2-again", "a2"), shady)) // one reporter (one address)
+	waitStats(t, a, func(st Stats) bool { return st.ReportsOpen == 3 })
+	if a.Shadowed(shady, clk.now()) || b.Shadowed(shady, clk.now()) {
+		t.Fatal("shadowed after two reporters")
+	}
+	a.Reported(report(clk, id("r3", "a3"), shady))
+	if !a.Shadowed(shady, clk.now()) {
+		t.Fatal("three reporters on two instances did not add up")
+	}
+	testsupport.WaitFor(t, propagation, "the shadow pool on the other instance", func() bool { return b.Shadowed(shady, clk.now()) })
+}

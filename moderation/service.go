@@ -127,6 +127,7 @@ func (s *Service) newID(now time.Time) string { return newID(now, s.seq.Add(1)) 
 
 // hit is a report counting towards the shadow pool.
 type hit struct {
+	report   string // its id
 	reporter string // the reporter's address hash, else its client
 	at       time.Time
 	weight   float64
@@ -232,7 +233,7 @@ func (s *Service) load() error {
 			s.openCount++
 		}
 		if now.Sub(r.Time) < s.cfg.ReportWindow && r.Reported.Client != "" {
-			s.recent[r.Reported.Client] = append(s.recent[r.Reported.Client], hit{reporter: reporterKey(r.Reporter), at: r.Time, weight: r.Weight})
+			s.recent[r.Reported.Client] = append(s.recent[r.Reported.Client], hit{report: r.ID, reporter: reporterKey(r.Reporter), at: r.Time, weight: r.Weight})
 		}
 	}
 	return nil
@@ -548,7 +549,7 @@ func (s *Service) Reported(ev signaling.ReportEvent) {
 	if target == "" {
 		return
 	}
-	hits := append(s.prune(s.recent[target], now), hit{reporter: reporterKey(ev.Reporter), at: now, weight: r.Weight})
+	hits := append(s.prune(s.recent[target], now), hit{report: r.ID, reporter: reporterKey(ev.Reporter), at: now, weight: r.Weight})
 	s.recent[target] = hits
 	best := map[string]float64{}
 	for _, h := range hits {

@@ -2,6 +2,7 @@ package moderation
 
 import (
 	"context"
+	"slices"
 	"time"
 )
 
@@ -34,6 +35,7 @@ type Change struct {
 	Pool     *PoolEntry `json:"pool,omitempty"`     // a client put in the shadow pool
 	Unpooled string     `json:"unpooled,omitempty"` // a client taken out of it
 	Reporter *Reporter  `json:"reporter,omitempty"` // a reporter's record
+	Report   *Report    `json:"report,omitempty"`   // a report made or closed (without its chat lines)
 	Reports  bool       `json:"reports,omitempty"`  // reports made, closed or deleted
 	All      bool       `json:"all,omitempty"`      // anything may have changed
 }
@@ -73,6 +75,9 @@ func (s *Service) follow(ctx context.Context, sh Shared) {
 				again(s.reloadPool())
 			case c.Reporter != nil:
 				s.mergeReporters([]Reporter{*c.Reporter})
+			case c.Report != nil:
+				s.remoteHit(*c.Report)
+				s.reloadOpen(sh)
 			case c.Reports:
 				s.reloadOpen(sh)
 			}
@@ -245,6 +250,27 @@ func (s *Service) mergeReporters(reporters []Reporter) {
 		have.Reports = max(have.Reports, r.Reports)
 		have.Dismissed = max(have.Dismissed, r.Dismissed)
 	}
+}
+
+// remoteHit counts a report made through another instance towards the
+// shadow pool here too, so that reporters on several instances add up:
+// the instance that gets the report reaching the threshold puts the
+// client in the pool, for all. A report already counted (this
+// instance's own, or one closed since) is not counted again.
+func (s *Service) remoteHit(r Report) {
+	now := s.cfg.Now()
+	target := r.Reported.Client
+	if target == "" || now.Sub(r.Time) >= s.cfg.ReportWindow {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	hits := s.prune(s.recent[target], now)
+	if slices.ContainsFunc(hits, func(h hit) bool { return h.report == r.ID }) {
+		return
+	}
+	i, _ := slices.BinarySearchFunc(hits, r.Time, func(h hit, t time.Time) int { return h.at.Compare(t) })
+	s.recent[target] = slices.Insert(hits, i, hit{report: r.ID, reporter: reporterKey(r.Reporter), at: r.Time, weight: r.Weight})
 }
 
 // reloadOpen takes the count of open reports of every instance.
