@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
@@ -462,4 +463,58 @@ func TestSharedReportsAddUp(t *testing.T) {
 		t.Fatal("three reporters on two instances did not add up")
 	}
 	testsupport.WaitFor(t, propagation, "the shadow pool on the other instance", func() bool { return b.Shadowed(shady, clk.now()) })
+}
+
+// Redis away: the service answers the matchmaker from memory, a ban fails
+// with an error, the failure is logged; Redis back (with its data): what
+// other instances write reaches it again, and the log says so.
+func TestSharedRedisAway(t *testing.T) {
+	srv := testsupport.StartRedis(t, testsupport.RedisOptions{Persist: true})
+	p := place{open: func(t *testing.T) Store { return openRedis(t, srv.URL()) }}
+	clk := &clock{t: time.Now()}
+	var logs syncBuffer
+	a := newService(t, p, clk, Config{ReloadEvery: 50 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	defer a.Close()
+	if _, _, err := a.Ban(BanRequest{Client: "before", Reason: "r", Duration: time.Hour}, "tok"); err != nil {
+		t.Fatal(err)
+	}
+	srv.Stop()
+	if _, banned := a.Banned(id("before", ""), clk.now()); !banned {
+		t.Fatal("a ban forgotten while Redis is away")
+	}
+	if _, _, err := a.Ban(BanRequest{Client: "during", Reason: "r", Duration: time.Hour}, "tok"); err == nil || !strings.Contains(err.Error(), srv.Addr()) {
+		t.Fatalf("a ban while Redis is away: %v", err)
+	}
+	testsupport.WaitFor(t, propagation, "the failure in the log", func() bool {
+		return strings.Contains(logs.String(), "reloading moderation records from the shared store failed")
+	})
+	srv.Start()
+	b := newService(t, p, clk, Config{})
+	defer b.Close()
+	if _, _, err := b.Ban(BanRequest{Client: "after", Reason: "r", Duration: time.Hour}, "tok"); err != nil {
+		t.Fatal(err)
+	}
+	testsupport.WaitFor(t, propagation, "the ban made after Redis came back", func() bool {
+		_, after := a.Banned(id("after", ""), clk.now())
+		_, before := a.Banned(id("before", ""), clk.now())
+		return after && before && strings.Contains(logs.String(), "the shared store answers again")
+	})
+}
+
+// syncBuffer is a log written by several goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
