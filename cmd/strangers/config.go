@@ -102,7 +102,7 @@ type config struct {
 	// Several instances (nodes) sharing one matchmaker.
 	RedisURL     string `env:"STRANGERS_REDIS_URL" secret:"true" help:"Redis shared by several instances (nodes), which then pair their users with each other as one server: redis://[user:password@]host:port[/db], or rediss:// for TLS. Every node needs the same Redis and the same STRANGERS_TURN_SECRET. Empty: no Redis; this instance matches only its own users, in process. Only the host is ever logged."`
 	RedisURLFile string `env:"STRANGERS_REDIS_URL_FILE,file" secret:"true" help:"Path of a file holding STRANGERS_REDIS_URL (Docker and systemd secrets, as the URL holds the password); instead of it."`
-	NodeID       string `env:"STRANGERS_NODE_ID" bounds:"<=64" unit:"bytes" help:"Name of this instance among the nodes sharing STRANGERS_REDIS_URL, unique to each: letters, digits, '.', '_' and '-'. Empty: the host name and a random suffix, new at every start."`
+	NodeID       string `env:"STRANGERS_NODE_ID" bounds:"<=64" unit:"bytes" help:"Name of this instance among the nodes sharing STRANGERS_REDIS_URL: letters, digits, '.', '_' and '-'. Never give two running nodes the same one. Empty: the host name and a random suffix, new at every start (the safe choice)."`
 }
 
 // testOnlyVariables are read by the test suite and the tools under cmd/,

@@ -187,7 +187,7 @@ func start(cfg settings, logger *slog.Logger, getenv func(string) string) (_ *ap
 	a.hub, err = signaling.New(scfg)
 	if err != nil {
 		if scfg.Engine != nil {
-			_ = scfg.Engine.Close(false) // never started: nothing to drain
+			_ = scfg.Engine.Close(false) // the hub did not take it, or could not start it
 		}
 		return nil, err
 	}
@@ -375,7 +375,9 @@ func (a *app) wait(ctx context.Context) error {
 		a.serving--
 	}
 	a.ready.Store(false)
-	a.log.Info("shutting down", "grace", a.cfg.ShutdownGrace)
+	// With a shared engine the hub's Shutdown drains: it tells its clients
+	// to reconnect, and they resume their sessions on other nodes.
+	a.log.Info("shutting down", "grace", a.cfg.ShutdownGrace, "drain", a.cfg.redisURL != "")
 	graceCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.ShutdownGrace)
 	defer cancel()
 
