@@ -3,6 +3,7 @@ package moderation
 import (
 	"context"
 	crand "crypto/rand"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
 )
 
 // DefaultRedisTimeout bounds each call of a RedisStore (RedisConfig.Timeout).
@@ -50,6 +52,10 @@ type RedisConfig struct {
 	// Timeout bounds every call (and each dial, read and write).
 	// Default DefaultRedisTimeout.
 	Timeout time.Duration
+	// TLS configures the connection for a rediss:// URL (for example the
+	// roots of a private CA); its ServerName defaults to the URL's host.
+	// Nil: the system roots. Only with rediss://.
+	TLS *tls.Config
 }
 
 // RedisStore is the Store shared by several instances through one Redis:
@@ -81,8 +87,21 @@ func OpenRedis(ctx context.Context, cfg RedisConfig) (*RedisStore, error) {
 		}
 		return nil, fmt.Errorf("moderation: the Redis URL: %w", err)
 	}
-	opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout = cfg.Timeout, cfg.Timeout, cfg.Timeout
+	if cfg.TLS != nil {
+		if opt.TLSConfig == nil {
+			return nil, errors.New("moderation: the Redis URL is not rediss:// but TLS is configured")
+		}
+		t := cfg.TLS.Clone()
+		if t.ServerName == "" {
+			t.ServerName = opt.TLSConfig.ServerName
+		}
+		opt.TLSConfig = t
+	}
+	opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout, opt.PoolTimeout = cfg.Timeout, cfg.Timeout, cfg.Timeout, cfg.Timeout
 	opt.ContextTimeoutEnabled = true
+	// Plain RESP: no client name, no server push Redis may not have.
+	opt.DisableIdentity = true
+	opt.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 	s := &RedisStore{c: redis.NewClient(opt), addr: opt.Addr, timeout: cfg.Timeout, secrets: map[string][]byte{}}
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()

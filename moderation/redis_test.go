@@ -3,6 +3,7 @@ package moderation
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -229,6 +230,9 @@ func TestOpenRedisErrors(t *testing.T) {
 	}
 	if _, err := OpenRedis(ctx, RedisConfig{URL: "redis://user:hunter2@ho st:1\x7f"}); err == nil || strings.Contains(err.Error(), "hunter2") {
 		t.Fatalf("a URL that does not parse: %v", err)
+	}
+	if _, err := OpenRedis(ctx, RedisConfig{URL: "redis://127.0.0.1:1", TLS: &tls.Config{}}); err == nil || !strings.Contains(err.Error(), "rediss://") {
+		t.Fatalf("TLS with a redis:// URL: %v", err)
 	}
 	// Nothing listens on the port of a stopped server.
 	srv := testsupport.StartRedis(t, testsupport.RedisOptions{Password: "hunter2"})
