@@ -76,8 +76,9 @@ type Config struct {
 	// live sessions (signaling.Hub.Enforce), as it does after Ban. Nil:
 	// new sessions are refused, live ones go on.
 	OnBan func(Ban, signaling.BanNotice)
-	// ReloadEvery is how often everything is reloaded from the store, in
-	// case a change notice was missed. Default DefaultReloadEvery.
+	// ReloadEvery is how often the store is checked for a change whose
+	// notice was missed: everything is reloaded if bans or the shadow
+	// pool changed since the last reload. Default DefaultReloadEvery.
 	ReloadEvery time.Duration
 }
 
