@@ -90,7 +90,7 @@ type config struct {
 	ICEServers         string        `env:"STRANGERS_ICE_SERVERS" sets:"relay.ExtraICEServers" help:"JSON list of extra ICE servers handed to browsers besides ours, as RTCIceServer objects, e.g. [{\"urls\":\"stun:stun.example.com:3478\"}]."`
 
 	// Moderation.
-	StateDir        string        `env:"STRANGERS_STATE_DIR" help:"Directory of the moderation store (bans, reports with their evidence, the shadow pool, the audit log, the key that signs client keys), kept across restarts; one instance per directory. Empty: $STATE_DIRECTORY (systemd's StateDirectory=), else $XDG_STATE_HOME/strangers, else ~/.local/state/strangers; if another instance holds that one, or there is no home directory, a temporary directory (nothing is kept)."`
+	StateDir        string        `env:"STRANGERS_STATE_DIR" help:"Directory of the moderation store (bans, reports with their evidence, the shadow pool, the audit log, the key that signs client keys), kept across restarts; one instance per directory. Empty: $STATE_DIRECTORY (systemd's StateDirectory=), else $XDG_STATE_HOME/strangers, else ~/.local/state/strangers; if another instance holds that one, or there is no home directory, a temporary directory (nothing is kept). Not used with STRANGERS_REDIS_URL: the moderation records are then kept in Redis, shared by every node."`
 	AdminAddr       string        `env:"STRANGERS_ADMIN_ADDR" envDefault:"127.0.0.1:9091" help:"Address of the admin API (/api/v1/) and the moderators' page. Loopback by default: open it only behind TLS and a firewall."`
 	AdminTokenFile  string        `env:"STRANGERS_ADMIN_TOKEN_FILE,file" secret:"true" help:"Path of a file holding the admin API's bearer token (at least 16 bytes). Empty: the admin listener does not start."`
 	AppealContact   string        `env:"STRANGERS_APPEAL_CONTACT" bounds:"<=200" unit:"bytes" help:"How banned users can appeal (an email address or a URL), shown with the reason and the end of their ban. Empty: none is shown."`
@@ -102,7 +102,7 @@ type config struct {
 	// Several instances (nodes) sharing one matchmaker.
 	RedisURL     string `env:"STRANGERS_REDIS_URL" secret:"true" help:"Redis shared by several instances (nodes), which then pair their users with each other as one server: redis://[user:password@]host:port[/db], or rediss:// for TLS. Every node needs the same Redis and the same STRANGERS_TURN_SECRET. Empty: no Redis; this instance matches only its own users, in process. Only the host is ever logged."`
 	RedisURLFile string `env:"STRANGERS_REDIS_URL_FILE,file" secret:"true" help:"Path of a file holding STRANGERS_REDIS_URL (Docker and systemd secrets, as the URL holds the password); instead of it."`
-	NodeID       string `env:"STRANGERS_NODE_ID" bounds:"<=64" unit:"bytes" help:"Name of this instance among the nodes sharing STRANGERS_REDIS_URL, unique to each: letters, digits, '.', '_' and '-'. Empty: the host name and a random suffix, new at every start."`
+	NodeID       string `env:"STRANGERS_NODE_ID" bounds:"<=64" unit:"bytes" help:"Name of this instance among the nodes sharing STRANGERS_REDIS_URL: letters, digits, '.', '_' and '-'. Never give two running nodes the same one. Empty: the host name and a random suffix, new at every start (the safe choice)."`
 }
 
 // testOnlyVariables are read by the test suite and the tools under cmd/,

@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/strangers-chat/strangers/internal/testsupport"
 	"github.com/strangers-chat/strangers/signaling"
 )
 
@@ -128,4 +129,77 @@ func TestRunNeverLogsRedisPassword(t *testing.T) {
 	if strings.Contains(logs.String(), "hunter2") || err != nil && strings.Contains(err.Error(), "hunter2") {
 		t.Errorf("the Redis password was logged or returned: %v\n%s", err, logs.String())
 	}
+}
+
+// TestRunWithRedis runs the server with a real Redis (with a password):
+// it logs the Redis host, never the password; /readyz is ready while Redis
+// answers, not ready (with the reason) while it is down, ready again when
+// it is back, with no restart; and SIGTERM drains.
+func TestRunWithRedis(t *testing.T) {
+	rds := testsupport.StartRedis(t, testsupport.RedisOptions{Password: "hunter2-redis-password"})
+	s := startRun(t, map[string]string{
+		"STRANGERS_REDIS_URL":   rds.URL(),
+		"STRANGERS_TURN_SECRET": "0123456789abcdef0123",
+		"STRANGERS_NODE_ID":     "node-a",
+	})
+	if s.addrs["engine"] != "redis" || s.addrs["redis"] != rds.Addr() || s.addrs["node"] != "node-a" {
+		t.Errorf("listening line %v: want engine=redis redis=%s node=node-a", s.addrs, rds.Addr())
+	}
+	readyz := func() (int, string) {
+		c := &http.Client{Timeout: 5 * time.Second}
+		resp, err := c.Get(s.url("/readyz"))
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	waitReadyz := func(want int, what string) {
+		t.Helper()
+		var code int
+		var body string
+		if !testsupport.Eventually(30*time.Second, func() bool {
+			code, body = readyz()
+			return code == want
+		}) {
+			t.Fatalf("%s: /readyz = %d %q, want %d", what, code, body, want)
+		}
+	}
+	waitReadyz(http.StatusOK, "Redis up")
+	if n := gaugeOf(t, s, "strangers_redis_up"); n != 1 {
+		t.Errorf("strangers_redis_up = %v with Redis up", n)
+	}
+
+	rds.Stop()
+	waitReadyz(http.StatusServiceUnavailable, "Redis stopped")
+	if _, body := readyz(); !strings.Contains(body, "matchmaking backend unavailable") {
+		t.Errorf("/readyz with Redis down says %q", body)
+	}
+	if code, _ := get(t, s.url("/healthz")); code != http.StatusOK {
+		t.Errorf("/healthz = %d with Redis down: the node stays up", code)
+	}
+	rds.Start()
+	waitReadyz(http.StatusOK, "Redis back")
+
+	if err := s.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := s.logs.waitFor(func(m map[string]any) bool { return m["msg"] == "shutting down" && m["drain"] == true }, time.Second); !ok {
+		t.Errorf("no shutting-down line with drain=true")
+	}
+	if strings.Contains(s.logs.String(), "hunter2") {
+		t.Errorf("the Redis password was logged:\n%s", s.logs.String())
+	}
+}
+
+// gaugeOf returns the value of the unlabelled gauge name on the server's
+// /metrics.
+func gaugeOf(t *testing.T, s *server, name string) float64 {
+	t.Helper()
+	f, ok := metricFamilies(t, s)[name]
+	if !ok || len(f.GetMetric()) != 1 || f.GetMetric()[0].GetGauge() == nil {
+		t.Fatalf("/metrics has no gauge %s", name)
+	}
+	return f.GetMetric()[0].GetGauge().GetValue()
 }
