@@ -207,7 +207,7 @@ func runOn(ctx context.Context, o options, nodes int, want func(string) bool) (f
 		srcs[i] = net.IPv4(127, 0, 0, byte(2+i))
 	}
 	d := newDialer(srv.urls, srcs)
-	cpu0, self0 := srv.cpu(), selfCPU()
+	cpu0, self0, redis0 := srv.cpu(), selfCPU(), srv.redisCPU()
 	start := time.Now()
 
 	var clients []*client
@@ -270,6 +270,9 @@ func runOn(ctx context.Context, o options, nodes int, want func(string) bool) (f
 	wall := time.Since(start)
 	if cpu := srv.cpu() - cpu0; cpu > 0 {
 		fmt.Printf("\n%s CPU %.1fs over %.1fs (%.0f%% of one core on average)\n", srv.label(), cpu.Seconds(), wall.Seconds(), 100*cpu.Seconds()/wall.Seconds())
+		if r := srv.redisCPU() - redis0; srv.redis != nil {
+			fmt.Printf("  of which Redis %.1fs (%.0f%% of one core)\n", r.Seconds(), 100*r.Seconds()/wall.Seconds())
+		}
 	}
 	if cpu := selfCPU() - self0; cpu > 0 {
 		fmt.Printf("this tool's CPU %.1fs (%.0f%% of one core): it shares the machine with the servers\n", cpu.Seconds(), 100*cpu.Seconds()/wall.Seconds())

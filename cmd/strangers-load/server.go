@@ -385,6 +385,14 @@ func (f *fleet) cpu() time.Duration {
 	return d
 }
 
+// redisCPU returns the CPU time the spawned Redis has used; 0 without.
+func (f *fleet) redisCPU() time.Duration {
+	if f.redis == nil {
+		return 0
+	}
+	return f.redis.cpu()
+}
+
 // rss returns the nodes' resident memory, summed (Redis's apart).
 func (f *fleet) rss() (int64, error) {
 	var sum int64
