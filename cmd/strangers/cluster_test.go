@@ -387,6 +387,67 @@ func TestClusterPairsAcrossNodes(t *testing.T) {
 		video.send(signaling.Stop{})
 	})
 
+	t.Run("relayOnly", func(t *testing.T) {
+		obs.waitStats(t, "nobody waiting", func(s *signaling.Stats) bool { return s.Waiting == 0 })
+		a, b := join(t, n1, ""), join(t, n2, "")
+		a.send(signaling.Find{Mode: signaling.ModeVideo, RelayOnly: true})
+		b.send(signaling.Find{Mode: signaling.ModeVideo})
+		ma, mb := a.matched(), b.matched()
+		if ma.Match != mb.Match || !ma.RelayOnly || mb.RelayOnly {
+			t.Fatalf("a %+v, b %+v: want one match, relayOnly echoed to a only", ma, mb)
+		}
+		// "Hide my IP" on node1 is enforced on what reaches node2.
+		const secret = "192.0.2.10"
+		mid := "0"
+		a.send(signaling.Signal{Match: ma.Match, Candidate: &signaling.ICECandidate{
+			Candidate: "candidate:1 1 udp 2122260223 " + secret + " 50000 typ host", SDPMid: &mid,
+		}})
+		a.send(signaling.Signal{Match: ma.Match, Candidate: &signaling.ICECandidate{
+			Candidate: "candidate:2 1 udp 41885439 127.0.0.1 20001 typ relay raddr " + secret + " rport 50000", SDPMid: &mid,
+		}})
+		a.send(signaling.Signal{Match: ma.Match, SDP: &signaling.SessionDescription{Type: "offer", SDP: "v=0\r\n" +
+			"o=- 1 2 IN IP4 " + secret + "\r\ns=-\r\nt=0 0\r\nm=audio 50000 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 " + secret + "\r\n" +
+			"a=candidate:1 1 udp 2122260223 " + secret + " 50000 typ host\r\n"}})
+		got := expect[signaling.Signal](b.wsPeer, clusterWait)
+		if got.Candidate == nil || !strings.Contains(got.Candidate.Candidate, "typ relay") || strings.Contains(got.Candidate.Candidate, secret) {
+			t.Fatalf("b's first signal %+v: want the relay candidate only, without a's address", got.Candidate)
+		}
+		got = expect[signaling.Signal](b.wsPeer, clusterWait)
+		if got.SDP == nil || strings.Contains(got.SDP.SDP, secret) {
+			t.Fatalf("b's second signal %+v: want the offer without a's address", got)
+		}
+	})
+
+	t.Run("report", func(t *testing.T) {
+		// a reports b; e skips f. After the interest wait two who just
+		// skipped each other meet again when nobody else waits (e and f,
+		// in video), two who reported never (a and b, in text).
+		obs.waitStats(t, "nobody waiting", func(s *signaling.Stats) bool { return s.Waiting == 0 })
+		a, b := join(t, n1, ""), join(t, n2, "")
+		reported := pair(t, a, b, signaling.ModeText)
+		e, f := join(t, n1, ""), join(t, n2, "")
+		skipped := pair(t, e, f, signaling.ModeVideo)
+		a.send(signaling.Report{Match: reported, Reason: "test"})
+		if pl := expect[signaling.PartnerLeft](b.wsPeer, clusterWait); pl.Reason != signaling.LeftReported {
+			t.Fatalf("b: %+v, want partner_left reported", pl)
+		}
+		e.send(signaling.Next{})
+		expect[signaling.PartnerLeft](f.wsPeer, clusterWait)
+		a.send(signaling.Find{Mode: signaling.ModeText})
+		b.send(signaling.Find{Mode: signaling.ModeText})
+		f.send(signaling.Find{Mode: signaling.ModeVideo})
+		again := e.matched()
+		if f.matched().Match != again.Match || again.Match == skipped {
+			t.Fatalf("e and f did not meet again after the interest wait")
+		}
+		obs.waitStats(t, "e and f no longer waiting", func(s *signaling.Stats) bool { return s.WaitingVideo == 0 })
+		if s := obs.last.Load(); s.WaitingText != 2 {
+			t.Fatalf("after the interest wait %d wait for text, want a and b, who reported, still apart", s.WaitingText)
+		}
+		a.send(signaling.Stop{})
+		b.send(signaling.Stop{})
+	})
+
 	t.Run("next", func(t *testing.T) {
 		obs.waitStats(t, "nobody waiting", func(s *signaling.Stats) bool { return s.Waiting == 0 })
 		a, b := join(t, n1, ""), join(t, n2, "")
