@@ -1,0 +1,5 @@
+package enginetest
+
+import "testing"
+
+func testRandom(t *testing.T, f *fixture) {}
