@@ -394,7 +394,10 @@ func (f *fixture) counts(what string, ok func(signaling.EngineCounts) bool) sign
 	var last signaling.EngineCounts
 	var lastErr error
 	held := testsupport.Eventually(Patience, func() bool {
-		for _, e := range f.engines {
+		for i, e := range f.engines {
+			if f.closed[i] {
+				continue
+			}
 			c, err := e.Counts()
 			last, lastErr = c, err
 			if err != nil || !ok(c) {

@@ -235,8 +235,8 @@ func (m *model) queue(x *mSess, tk signaling.Ticket) {
 	if p.Zero() {
 		if pool <= randomSmall {
 			if all, _ := m.candidates(x, tk, true); len(all) > 0 {
-				f.t.Errorf("%s: Queue(%s %+v) left it waiting in a pool of %d, where %s would do (%+v)",
-					f.name, x.s, tk, pool, all[0].s, all[0].tk)
+				f.t.Errorf("%s: Queue(%s %s) left it waiting in a pool of %d, where %s (%s) would do",
+					f.name, x.s, brief(tk), pool, all[0].s, brief(all[0].tk))
 			}
 		}
 		x.state, x.tk = signaling.StateWaiting, tk
@@ -248,7 +248,7 @@ func (m *model) queue(x *mSess, tk signaling.Ticket) {
 		f.t.Fatalf("%s: Queue(%s) paired it with %.8s, which is not a live session", f.name, x.s, p.Partner)
 	}
 	if why := m.incompatible(x, tk, y, true); why != "" {
-		f.t.Fatalf("%s: Queue(%s %+v) paired it with %s (%+v): %s", f.name, x.s, tk, y.s, y.tk, why)
+		f.t.Fatalf("%s: Queue(%s %s) paired it with %s (%s): %s", f.name, x.s, brief(tk), y.s, brief(y.tk), why)
 	}
 	m.pairings++
 	if m.incompatible(x, tk, y, false) != "" {
@@ -373,4 +373,19 @@ func (m *model) nodeOf(id string) int {
 	}
 	m.f.t.Fatalf("no session %.8s", id)
 	return 0
+}
+
+// brief describes a ticket in a failure message.
+func brief(tk signaling.Ticket) string {
+	s := fmt.Sprintf("%s %v", tk.Mode, tk.Interests)
+	if tk.Shadow {
+		s += " shadow"
+	}
+	if tk.Anyone {
+		s += " anyone"
+	}
+	if tk.Settled {
+		s += " settled"
+	}
+	return s
 }
