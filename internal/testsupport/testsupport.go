@@ -1,6 +1,6 @@
 // Package testsupport holds what the tests of several packages repeat:
 // requiring an external tool, waiting for a condition, a throwaway
-// certificate authority and starting Chromium. It changes nothing
+// certificate authority, starting Chromium and a redis-server. It changes nothing
 // process-wide (no environment variables, no global roots): callers decide
 // what to do with what it returns.
 package testsupport

@@ -1,0 +1,418 @@
+package redisengine
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/strangers-chat/strangers/signaling"
+)
+
+// Messages between nodes travel on one pub/sub channel per node
+// ("strangers:node:<id>"). One publisher goroutine per node publishes them
+// in the order they were queued, pipelined on one connection at a time, so
+// everything one node sends another arrives in order. Redis forwards what
+// it receives in order too, so a message one node publishes after it
+// received another's follows that one everywhere.
+
+// Kinds of envelope, and their fields (f) and items.
+const (
+	kindPaired   byte = 'p' // f: to, match, partner, role, partner ident client, addr; items: common
+	kindDeliver  byte = 'd' // f: to, match; items: data
+	kindLeft     byte = 'l' // f: to, match, why, the session that left
+	kindClaim    byte = 'c' // f: session, new node, partner, partner's node
+	kindHandover byte = 'h' // f: session; items: pending
+	kindMoved    byte = 'm' // f: session, node
+	kindEnded    byte = 'e' // f: session, revoke (1/0)
+)
+
+// envelope is one message between nodes. Encoded: kind, send time (unix
+// ns, 8 bytes), the sender node, the count of f and each, the count of
+// items and each; counts and lengths as uvarints.
+type envelope struct {
+	kind  byte
+	sent  time.Time
+	from  string
+	f     []string
+	items [][]byte
+}
+
+// Bounds of a decoded envelope: anything larger is not ours.
+const (
+	maxFields = 16
+	maxItems  = 1 << 16
+)
+
+var errBadEnvelope = errors.New("redisengine: malformed message")
+
+func (m *envelope) encode() []byte {
+	n := 1 + 8 + binary.MaxVarintLen64*(3+len(m.f)+len(m.items)) + len(m.from)
+	for _, s := range m.f {
+		n += len(s)
+	}
+	for _, it := range m.items {
+		n += len(it)
+	}
+	b := make([]byte, 0, n)
+	b = append(b, m.kind)
+	b = binary.BigEndian.AppendUint64(b, uint64(m.sent.UnixNano()))
+	b = binary.AppendUvarint(b, uint64(len(m.from)))
+	b = append(b, m.from...)
+	b = binary.AppendUvarint(b, uint64(len(m.f)))
+	for _, s := range m.f {
+		b = binary.AppendUvarint(b, uint64(len(s)))
+		b = append(b, s...)
+	}
+	b = binary.AppendUvarint(b, uint64(len(m.items)))
+	for _, it := range m.items {
+		b = binary.AppendUvarint(b, uint64(len(it)))
+		b = append(b, it...)
+	}
+	return b
+}
+
+func decodeEnvelope(b []byte) (*envelope, error) {
+	if len(b) < 9 {
+		return nil, errBadEnvelope
+	}
+	m := &envelope{kind: b[0], sent: time.Unix(0, int64(binary.BigEndian.Uint64(b[1:9])))}
+	b = b[9:]
+	next := func() ([]byte, bool) {
+		n, k := binary.Uvarint(b)
+		if k <= 0 || n > uint64(len(b)-k) {
+			return nil, false
+		}
+		s := b[k : k+int(n)]
+		b = b[k+int(n):]
+		return s, true
+	}
+	count := func(limit uint64) (int, bool) {
+		n, k := binary.Uvarint(b)
+		if k <= 0 || n > limit || n > uint64(len(b)) {
+			return 0, false
+		}
+		b = b[k:]
+		return int(n), true
+	}
+	from, ok := next()
+	if !ok {
+		return nil, errBadEnvelope
+	}
+	m.from = string(from)
+	nf, ok := count(maxFields)
+	if !ok {
+		return nil, errBadEnvelope
+	}
+	m.f = make([]string, nf)
+	for i := range nf {
+		s, ok := next()
+		if !ok {
+			return nil, errBadEnvelope
+		}
+		m.f[i] = string(s)
+	}
+	ni, ok := count(maxItems)
+	if !ok {
+		return nil, errBadEnvelope
+	}
+	m.items = make([][]byte, ni)
+	for i := range ni {
+		s, ok := next()
+		if !ok {
+			return nil, errBadEnvelope
+		}
+		m.items[i] = append([]byte(nil), s...)
+	}
+	if len(b) != 0 {
+		return nil, errBadEnvelope
+	}
+	return m, nil
+}
+
+// outbound is an envelope on its way to a node's channel.
+type outbound struct {
+	channel string
+	data    []byte
+}
+
+// publish queues m for node; a full queue drops it (counted).
+func (e *Engine) publish(node string, m *envelope) {
+	if node == "" {
+		e.m.dropped.Inc()
+		return
+	}
+	m.from = e.cfg.Node
+	m.sent = time.Now()
+	select {
+	case e.out <- &outbound{channel: keyPrefix + "node:" + node, data: m.encode()}:
+	default:
+		e.m.dropped.Inc()
+	}
+}
+
+// publisher publishes the queue in order, pipelining what has piled up.
+// Owned by Start/Close: after pubQuit it flushes the queue (bounded) and
+// stops.
+func (e *Engine) publisher() {
+	defer close(e.pubDone)
+	batch := make([]*outbound, 0, publishBatch)
+	var flushBy time.Time // set once pubQuit is closed
+	for {
+		select {
+		case o := <-e.out:
+			batch = append(batch[:0], o)
+		case <-e.pubQuit:
+			if flushBy.IsZero() {
+				flushBy = time.Now().Add(closeWait)
+			}
+			select {
+			case o := <-e.out:
+				batch = append(batch[:0], o)
+			default:
+				return
+			}
+		}
+	fill:
+		for len(batch) < publishBatch {
+			select {
+			case o := <-e.out:
+				batch = append(batch, o)
+			default:
+				break fill
+			}
+		}
+		if !flushBy.IsZero() && time.Now().After(flushBy) {
+			e.m.dropped.Add(float64(len(batch)))
+			continue
+		}
+		e.publishBatch(batch)
+		clear(batch)
+	}
+}
+
+func (e *Engine) publishBatch(batch []*outbound) {
+	err := e.roundTrip("publish", func(ctx context.Context) error {
+		_, err := e.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, o := range batch {
+				p.Publish(ctx, o.channel, o.data)
+			}
+			return nil
+		})
+		return err
+	})
+	if err != nil {
+		e.m.dropped.Add(float64(len(batch)))
+	}
+}
+
+// subscriber listens on this node's channel while the engine is up and
+// hands what arrives to the host. Owned by Start/Close.
+func (e *Engine) subscriber() {
+	defer e.bgDone.Done()
+	for e.bg.Err() == nil {
+		if !e.up.Load() {
+			select {
+			case <-e.bg.Done():
+				return
+			case <-time.After(pingEvery / 5):
+			}
+			continue
+		}
+		e.listen()
+	}
+}
+
+// listen subscribes and receives until the connection fails or Close.
+func (e *Engine) listen() {
+	ps := e.rdb.Subscribe(e.bg)
+	defer func() {
+		e.subscribed.Store(false)
+		_ = ps.Close()
+	}()
+	ctx, cancel := context.WithTimeout(e.bg, e.cfg.Timeout)
+	err := ps.Subscribe(ctx, e.channel)
+	if err == nil {
+		_, err = ps.ReceiveTimeout(ctx, e.cfg.Timeout) // the confirmation
+	}
+	cancel()
+	if err != nil {
+		if e.bg.Err() == nil {
+			e.m.errors.Inc()
+			e.setDown("subscribe", err)
+		}
+		return
+	}
+	e.subscribed.Store(true)
+	for e.bg.Err() == nil && e.up.Load() {
+		v, err := ps.ReceiveTimeout(e.bg, receiveWait)
+		if err != nil {
+			if isTimeout(err) {
+				continue
+			}
+			if e.bg.Err() == nil {
+				e.m.errors.Inc()
+				e.setDown("receive", err)
+			}
+			return
+		}
+		msg, ok := v.(*redis.Message)
+		if !ok {
+			continue // a subscription confirmation or a pong
+		}
+		env, err := decodeEnvelope([]byte(msg.Payload))
+		if err != nil {
+			e.log.Warn("dropped a malformed message on the node channel", "err", err, "bytes", len(msg.Payload))
+			continue
+		}
+		e.m.lag.Observe(max(0, time.Since(env.sent).Seconds()))
+		e.receive(env)
+	}
+}
+
+func isTimeout(err error) bool {
+	var t interface{ Timeout() bool }
+	return errors.As(err, &t) && t.Timeout()
+}
+
+// receive acts on one message from another node (or this one).
+func (e *Engine) receive(m *envelope) {
+	need := map[byte]int{kindPaired: 6, kindDeliver: 2, kindLeft: 4, kindClaim: 4, kindHandover: 1, kindMoved: 2, kindEnded: 2}
+	if n, ok := need[m.kind]; !ok || len(m.f) < n {
+		e.log.Warn("dropped an unknown message on the node channel", "kind", string(m.kind))
+		return
+	}
+	switch m.kind {
+	case kindPaired:
+		to, partner := m.f[0], m.f[2]
+		e.routes.learn(partner, m.from)
+		common := make([]string, 0, len(m.items))
+		for _, it := range m.items {
+			common = append(common, string(it))
+		}
+		e.host.Paired(to, signaling.Pairing{
+			Match:        m.f[1],
+			Partner:      partner,
+			Remote:       m.from != e.cfg.Node,
+			Role:         signaling.Role(m.f[3]),
+			Common:       common,
+			PartnerIdent: signaling.Identity{Client: m.f[4], Addr: m.f[5]},
+		})
+	case kindDeliver:
+		if len(m.items) != 1 {
+			return
+		}
+		to := m.f[0]
+		if node, ok := e.routes.movedTo(to); ok {
+			// Claimed by another node since: it follows the handover there.
+			e.publish(node, &envelope{kind: kindDeliver, f: m.f, items: m.items})
+			return
+		}
+		e.host.Deliver(to, m.f[1], m.items[0])
+	case kindLeft:
+		e.routes.forget(m.f[3])
+		e.host.PartnerLeft(m.f[0], m.f[1], signaling.LeftReason(m.f[2]))
+	case kindClaim:
+		id, node, pnode := m.f[0], m.f[1], m.f[3]
+		pending := e.host.Claimed(id)
+		e.routes.claimed(id, node, time.Now().Add(e.cfg.ResumeGrace))
+		e.publish(node, &envelope{kind: kindHandover, f: []string{id}, items: pending})
+		if pnode != "" && pnode != node && pnode != e.cfg.Node {
+			e.publish(pnode, &envelope{kind: kindMoved, f: []string{id, node}})
+		}
+	case kindHandover:
+		e.host.Handover(m.f[0], m.items)
+	case kindMoved:
+		e.routes.learn(m.f[0], m.f[1])
+	case kindEnded:
+		e.routes.forget(m.f[0])
+		e.host.Ended(m.f[0], m.f[1] == "1")
+	}
+}
+
+// routes is the route cache: which node holds a session, learned from
+// pairings, claims and moved notices. Safe from any goroutine.
+type routes struct {
+	mu    sync.Mutex
+	to    map[string]string  // session -> node
+	moved map[string]movedTo // sessions claimed away from this node
+}
+
+// movedTo is where a session this node handed over went, until when
+// messages that still arrive here for it are sent on.
+type movedTo struct {
+	node  string
+	until time.Time
+}
+
+// maxRoutes bounds the cache: past it, it starts again empty (a miss costs
+// one round trip).
+const maxRoutes = 1 << 20
+
+func (r *routes) learn(id, node string) {
+	if id == "" || node == "" {
+		return
+	}
+	r.mu.Lock()
+	if len(r.to) >= maxRoutes {
+		clear(r.to)
+	}
+	r.to[id] = node
+	r.mu.Unlock()
+}
+
+func (r *routes) lookup(id string) (string, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n, ok := r.to[id]
+	return n, ok
+}
+
+func (r *routes) forget(id string) {
+	r.mu.Lock()
+	delete(r.to, id)
+	delete(r.moved, id)
+	r.mu.Unlock()
+}
+
+func (r *routes) claimed(id, node string, until time.Time) {
+	r.mu.Lock()
+	if len(r.moved) >= maxRoutes {
+		clear(r.moved)
+	}
+	r.moved[id] = movedTo{node, until}
+	if len(r.to) >= maxRoutes {
+		clear(r.to)
+	}
+	r.to[id] = node
+	r.mu.Unlock()
+}
+
+func (r *routes) movedTo(id string) (string, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m, ok := r.moved[id]
+	return m.node, ok
+}
+
+// prune forgets hand-overs older than the resume grace.
+func (r *routes) prune(now time.Time) {
+	r.mu.Lock()
+	for id, m := range r.moved {
+		if now.After(m.until) {
+			delete(r.moved, id)
+		}
+	}
+	r.mu.Unlock()
+}
+
+// unclaim forgets that id was handed over from here: this node holds it
+// again.
+func (r *routes) unclaim(id string) {
+	r.mu.Lock()
+	delete(r.moved, id)
+	r.mu.Unlock()
+}
