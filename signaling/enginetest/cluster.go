@@ -29,6 +29,7 @@ func clusterRules() []rule {
 		{"close without drain ends the node's sessions", defaults, testCloseNoDrain},
 		{"close with drain keeps sessions claimable", defaults, testCloseDrain},
 		{"a drained session nobody claims ends after the grace", short, testDrainExpires},
+		{"concurrent churn on every node", Options{RecentPartners: 2, ResumeGrace: defaults.ResumeGrace}, testChurn},
 	}
 }
 
