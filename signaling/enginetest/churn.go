@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/strangers-chat/strangers/signaling"
 )
@@ -103,6 +104,21 @@ func testChurn(t *testing.T, f *fixture) {
 		nodes = append(nodes, c)
 	}
 	var wg sync.WaitGroup
+	// Ready is safe from any goroutine: asked all along.
+	stop := make(chan struct{})
+	var readyWG sync.WaitGroup
+	readyWG.Go(func() {
+		for {
+			for _, e := range f.engines {
+				e.Ready()
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Millisecond):
+			}
+		}
+	})
 	for _, c := range nodes {
 		wg.Go(func() {
 			for range churnOps {
@@ -113,6 +129,8 @@ func testChurn(t *testing.T, f *fixture) {
 		})
 	}
 	wg.Wait()
+	close(stop)
+	readyWG.Wait()
 	if t.Failed() {
 		return
 	}

@@ -159,9 +159,16 @@ func testClaimMatched(t *testing.T, f *fixture) {
 	a.node = 2
 	// Its partner's node sends to where it is now.
 	f.engines[1].Send(a.id, m, []byte("after the claim"))
-	e := f.hosts[2].WaitKind(t, Patience, Deliver, a.id, m)
-	if string(e.Data) != "after the claim" {
-		t.Errorf("%s: node2 was handed %q, want %q", f.name, e.Data, "after the claim")
+	_, at, ok := f.hosts[2].Wait(Patience, 0, func(e Event) bool { return e.Kind == Deliver && e.Session == a.id })
+	if !ok {
+		t.Fatalf("%s: node2 was not handed what node1 sent to %s after the claim", f.name, a)
+	}
+	evs := f.hosts[2].Events(0)
+	if e := evs[at]; string(e.Data) != "after the claim" || e.Match != m {
+		t.Errorf("%s: node2 was handed %s, want %q in match %s", f.name, e, "after the claim", m)
+	}
+	if i := slices.IndexFunc(evs, func(e Event) bool { return e.Kind == Handover && e.Session == a.id }); i > at {
+		t.Errorf("%s: node2 was handed newer data for %s before what node0 held (Handover)", f.name, a)
 	}
 	f.endMatch(m, b, a, signaling.LeftNext) // checks node2 is told
 	if n := len(f.hosts[0].Select(Deliver, a.id)) + len(f.hosts[0].Select(PartnerLeft, a.id)); n > 0 {

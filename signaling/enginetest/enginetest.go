@@ -125,6 +125,7 @@ func Run(t *testing.T, h Harness) {
 func rules() []rule {
 	return []rule{
 		{"pairs two compatible sessions", defaults, testPairs},
+		{"node names", defaults, testNodeNames},
 		{"never pairs a session with itself", defaults, testNeverItself},
 		{"queue again replaces the entry", defaults, testQueueReplaces},
 		{"modes apart", defaults, testModesApart},
@@ -132,6 +133,7 @@ func rules() []rule {
 		{"interests", defaults, testInterests},
 		{"common interests in the caller's order", defaults, testCommonOrder},
 		{"one offerer per match", defaults, testRoles},
+		{"the draw is random", defaults, testRandomDraw},
 		{"recent partners avoided until both settled", Options{RecentPartners: 2, ResumeGrace: defaults.ResumeGrace}, testRecent},
 		{"recent partners: a settled pair only if nobody else", Options{RecentPartners: 2, ResumeGrace: defaults.ResumeGrace}, testRecentNobodyElse},
 		{"recent partners: only the last RecentPartners", Options{RecentPartners: 1, ResumeGrace: defaults.ResumeGrace}, testRecentRing},
@@ -150,6 +152,7 @@ func rules() []rule {
 type fixture struct {
 	t       *testing.T
 	name    string
+	shared  bool
 	engines []signaling.Engine
 	hosts   []*Host
 	closed  []bool
@@ -164,7 +167,7 @@ type fixture struct {
 
 func newFixture(t *testing.T, h Harness, nodes int, opts Options) *fixture {
 	t.Helper()
-	f := &fixture{t: t, name: h.Name, opts: opts, tickets: map[string]signaling.Ticket{}}
+	f := &fixture{t: t, name: h.Name, shared: h.Shared, opts: opts, tickets: map[string]signaling.Ticket{}}
 	eh := make([]signaling.EngineHost, nodes)
 	for i := range nodes {
 		f.hosts = append(f.hosts, NewHost(fmt.Sprintf("node%d", i)))

@@ -23,6 +23,20 @@ func testPairs(t *testing.T, f *fixture) {
 	f.waiting(1, 0)
 }
 
+func testNodeNames(t *testing.T, f *fixture) {
+	seen := map[string]bool{}
+	for i, e := range f.engines {
+		name := e.Node()
+		switch {
+		case !f.shared && name != "":
+			t.Errorf("%s: Node() = %q; an engine not shared has no name", f.name, name)
+		case f.shared && (name == "" || seen[name]):
+			t.Errorf("%s: node%d: Node() = %q; want a name of its own", f.name, i, name)
+		}
+		seen[name] = true
+	}
+}
+
 func testNeverItself(t *testing.T, f *fixture) {
 	a := f.newSession()
 	f.wait(a, a.ticket())
@@ -140,6 +154,43 @@ func testRoles(t *testing.T, f *fixture) {
 		}
 	}
 	t.Logf("%s: the queued side offered in %d of %d matches", f.name, offers, n)
+}
+
+// testRandomDraw checks the partner is drawn at random among those that
+// would do: neither always the first to wait nor always the last.
+func testRandomDraw(t *testing.T, f *fixture) {
+	// Each waits on an interest of its own (so they do not pair with each
+	// other); the seeker has them all.
+	const waiting, trials = 8, 20
+	first, last := 0, 0
+	var tags []string
+	for i := range waiting {
+		tags = append(tags, tag("draw-", i))
+	}
+	for range trials {
+		ws := make([]sess, waiting)
+		for i := range ws {
+			ws[i] = f.newSession()
+			f.wait(ws[i], ws[i].tags(false, tags[i]))
+		}
+		s := f.newSession()
+		_, x := f.pairAny(s, s.tags(false, tags...), ws...)
+		switch x {
+		case ws[0]:
+			first++
+		case ws[waiting-1]:
+			last++
+		}
+		for _, w := range ws {
+			if w != x {
+				f.withdraw(w)
+			}
+		}
+	}
+	t.Logf("%s: of %d draws among %d, %d took the first to wait, %d the last", f.name, trials, waiting, first, last)
+	if first == trials || last == trials {
+		t.Errorf("%s: %d draws among %d waiting sessions all took the same one (the first %d times, the last %d): not random", f.name, trials, waiting, first, last)
+	}
 }
 
 func testRecent(t *testing.T, f *fixture) {
@@ -337,6 +388,13 @@ func testRegisterEnd(t *testing.T, f *fixture) {
 	f.waiting(0, 0)
 	f.wait(c, c.ticket())
 	f.waiting(1, 0)
+	// On an engine not shared no session can be claimed: the hub that
+	// has it knows it.
+	if !f.shared {
+		if _, ok, err := f.engines[0].Claim(c.token); ok || err != nil {
+			t.Errorf("%s: Claim of a live session = ok %v, %v; an engine not shared claims nothing", f.name, ok, err)
+		}
+	}
 	// An ended session cannot be claimed.
 	for _, s := range []sess{a, b} {
 		e := f.engines[(s.node+1)%len(f.engines)]
