@@ -55,8 +55,8 @@ type model struct {
 	revoked map[string]bool   // how they ended
 
 	// What each node's host must have been told, checked at the end.
-	paired      map[string]signaling.Pairing // match+session → the view
-	partnerLeft map[string]signaling.LeftReason
+	paired      map[[2]string]signaling.Pairing // match, session → the view
+	partnerLeft map[[2]string]signaling.LeftReason
 
 	pairings, waits, recentAgain int // what the calls did, for the log
 }
@@ -70,8 +70,8 @@ func testRandom(t *testing.T, f *fixture) {
 		live:        map[string]*mSess{},
 		blocked:     map[[2]string]int{},
 		revoked:     map[string]bool{},
-		paired:      map[string]signaling.Pairing{},
-		partnerLeft: map[string]signaling.LeftReason{},
+		paired:      map[[2]string]signaling.Pairing{},
+		partnerLeft: map[[2]string]signaling.LeftReason{},
 	}
 	for range randomSessions {
 		m.add()
@@ -269,7 +269,7 @@ func (m *model) queue(x *mSess, tk signaling.Ticket) {
 		if p.Role == role {
 			role = signaling.RoleAnswerer
 		}
-		m.paired[p.Match+" "+y.s.id] = signaling.Pairing{
+		m.paired[[2]string{p.Match, y.s.id}] = signaling.Pairing{
 			Match: p.Match, Partner: x.s.id, Remote: true, Role: role,
 			Common: common(y.tk.Interests, tk.Interests), PartnerIdent: x.s.ident,
 		}
@@ -284,7 +284,7 @@ func (m *model) endMatch(x *mSess, why signaling.LeftReason) {
 		m.f.t.Fatalf("%s: EndMatch(%s) by %s: %v", m.f.name, x.match, x.s, err)
 	}
 	if x.s.node != y.s.node {
-		m.partnerLeft[x.match+" "+y.s.id] = why
+		m.partnerLeft[[2]string{x.match, y.s.id}] = why
 	}
 	keep := m.f.opts.RecentPartners
 	x.remember(y.s.id, keep)
@@ -320,8 +320,7 @@ func (m *model) checkCounts() {
 func (m *model) checkHosts() {
 	f := m.f
 	for key, want := range m.paired {
-		var id string
-		fmt.Sscanf(key, "%s %s", new(string), &id)
+		id := key[1]
 		h := f.hosts[m.nodeOf(id)]
 		e := h.WaitKind(f.t, Patience, Paired, id, want.Match)
 		got := e.Pairing
@@ -331,8 +330,7 @@ func (m *model) checkHosts() {
 		}
 	}
 	for key, why := range m.partnerLeft {
-		var match, id string
-		fmt.Sscanf(key, "%s %s", &match, &id)
+		match, id := key[0], key[1]
 		e := f.hosts[m.nodeOf(id)].WaitKind(f.t, Patience, PartnerLeft, id, match)
 		if e.Why != why {
 			f.t.Errorf("%s: %.8s told its partner left match %s for %q, want %q", f.name, id, match, e.Why, why)
@@ -340,12 +338,12 @@ func (m *model) checkHosts() {
 	}
 	for i, h := range f.hosts {
 		for _, e := range h.Select(Paired, "") {
-			if _, ok := m.paired[e.Match+" "+e.Session]; !ok {
+			if _, ok := m.paired[[2]string{e.Match, e.Session}]; !ok {
 				f.t.Errorf("%s: node%d was told of a pairing nobody made: %s", f.name, i, e)
 			}
 		}
 		for _, e := range h.Select(PartnerLeft, "") {
-			if _, ok := m.partnerLeft[e.Match+" "+e.Session]; !ok {
+			if _, ok := m.partnerLeft[[2]string{e.Match, e.Session}]; !ok {
 				f.t.Errorf("%s: node%d was told of a match's end nobody asked for: %s", f.name, i, e)
 			}
 		}
