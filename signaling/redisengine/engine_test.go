@@ -134,6 +134,7 @@ func startNode(t testing.TB, r *testsupport.Redis, name string, tweak func(*Conf
 func (n *node) kill() {
 	n.closed.Store(true)
 	n.stopBg()
+	n.closeSubscription()
 	n.bgDone.Wait()
 	close(n.pubQuit)
 	<-n.pubDone

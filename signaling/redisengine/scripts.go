@@ -17,6 +17,7 @@ import "github.com/redis/go-redis/v9"
 //	nodes              zset: node -> lease expiry (ms, Redis clock)
 //	renewed            hash: node -> last lease renewal (ms)
 //	beat               string: last lease renewal or reap by any node (ms)
+//	epoch              string: set once; another value means Redis lost its data
 //	orphans            zset: session of a dead or drained node -> deadline (ms)
 //	recent:<id>        list: the last RecentPartners partners, newest first
 //	rep:<id>           set: sessions id reported
@@ -391,16 +392,23 @@ return {redis.call('SCARD', P .. 'sessions'), w('video:0'), w('video:1'), w('tex
 `)
 
 // renewScript renews this node's lease. ARGV: prefix, node, lease TTL
-// (ms). Returns {1 if the lease was still there, live nodes count}.
+// (ms), a new epoch. Returns {1 if the lease was still there, live nodes
+// count, epoch}: the epoch key is set once, so a different one means Redis
+// lost its data.
 var renewScript = redis.NewScript(prelude + `
 local now, ttl = now_ms(), tonumber(ARGV[3])
+local epoch = redis.call('GET', P .. 'epoch')
+if not epoch then
+  epoch = ARGV[4]
+  redis.call('SET', P .. 'epoch', epoch)
+end
 beat(now, ttl)
 local had = redis.call('ZSCORE', P .. 'nodes', ARGV[2])
 redis.call('ZADD', P .. 'nodes', now + ttl, ARGV[2])
 redis.call('HSET', P .. 'renewed', ARGV[2], now)
 local alive = 0
 if had then alive = 1 end
-return {alive, #live_nodes(now)}
+return {alive, #live_nodes(now), epoch}
 `)
 
 // reapScript takes the nodes whose lease ran out out of the lease set and
