@@ -12,6 +12,7 @@ package redisengine
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -71,6 +72,10 @@ type Config struct {
 	URL string
 	// Node is this node's id, unique in the cluster. Required.
 	Node string
+	// TLS configures the connection for a rediss:// URL (for example the
+	// roots of a private CA); its ServerName defaults to the URL's host.
+	// Nil: the system roots. Only with rediss://.
+	TLS *tls.Config
 	// ResumeGrace is how long after a dead or drained node was last seen
 	// its sessions end (their clients may resume them on another node
 	// meanwhile). Default 15s.
@@ -183,6 +188,16 @@ func New(cfg Config) (*Engine, error) {
 	if err != nil {
 		// The URL may hold a password: name the scheme only.
 		return nil, fmt.Errorf("%w: URL: %v", ErrConfig, redactURLError(err, cfg.URL))
+	}
+	if cfg.TLS != nil {
+		if opts.TLSConfig == nil {
+			return nil, fmt.Errorf("%w: TLS is set but the URL is not rediss://", ErrConfig)
+		}
+		t := cfg.TLS.Clone()
+		if t.ServerName == "" {
+			t.ServerName = opts.TLSConfig.ServerName
+		}
+		opts.TLSConfig = t
 	}
 	// Fail fast and let the engine decide: no retries, every wait bounded
 	// by Timeout, no server-push features Redis may not have.

@@ -2,6 +2,7 @@ package redisengine
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"strconv"
@@ -767,5 +768,40 @@ func TestRegisterAgainReconciles(t *testing.T) {
 	}
 	if rec, ok, err := a.Claim(tok); !ok || err != nil || rec.ID != sc {
 		t.Errorf("the claimed session ended by its old node: %v %v", ok, err)
+	}
+}
+
+func TestTLSAndPassword(t *testing.T) {
+	t.Parallel()
+	ca, err := testsupport.NewCA("redis test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := testsupport.StartRedis(t, testsupport.RedisOptions{TLS: ca, Password: "pw"})
+	withCA := func(c *Config) { c.TLS = &tls.Config{RootCAs: ca.Pool} }
+	a, b := startNode(t, r, "a", withCA), startNode(t, r, "b", withCA)
+	sa, _, match := pairAcross(t, a, b)
+	b.Send(sa, match, []byte("over TLS"))
+	testsupport.WaitFor(t, wait, "delivery over TLS", func() (ok bool) {
+		a.host.read(func() { ok = len(a.host.delivered[sa]) == 1 })
+		return ok
+	})
+	// Without the CA the server is not trusted; without TLS config on a
+	// redis:// URL, TLS is refused at New.
+	e, err := New(Config{URL: r.URL(), Node: "c", Timeout: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Start(newHost()); err != nil {
+		t.Fatal(err)
+	}
+	if e.Ready() {
+		t.Error("ready with an untrusted server certificate")
+	}
+	if err := e.Close(false); err != nil {
+		t.Error(err)
+	}
+	if _, err := New(Config{URL: "redis://127.0.0.1:1/0", Node: "c", TLS: &tls.Config{}}); !errors.Is(err, ErrConfig) {
+		t.Errorf("TLS with redis://: %v", err)
 	}
 }
