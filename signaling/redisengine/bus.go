@@ -262,7 +262,10 @@ func (e *Engine) listen() {
 		// Redis shows in the keeper's renewals, which close ps.
 		v, err := ps.Receive(e.bg)
 		if err != nil {
-			if e.bg.Err() == nil && e.up.Load() {
+			e.psMu.Lock()
+			ours := e.ps == ps // not closed by setDown or Close
+			e.psMu.Unlock()
+			if ours && e.bg.Err() == nil {
 				e.m.errors.Inc()
 				e.setDown("receive", err)
 			}

@@ -54,6 +54,11 @@ const (
 	// it takes to notice they are due and tell their partners, so that
 	// partners hear of it within ResumeGrace of the node's last renewal.
 	reapSlack = orphansEvery + 50*time.Millisecond
+	// comeBack is how long a node may take to notice that Redis is back
+	// after an outage (the client redials a failed server once a second,
+	// the keeper tries every pingEvery): the leases that ran out in an
+	// outage are extended by that much more than a lease.
+	comeBack = 2 * time.Second
 	// orphansBatch bounds the orphans one script ends.
 	orphansBatch = 256
 	// publishBatch bounds the messages pipelined in one round trip.
@@ -382,7 +387,8 @@ func (e *Engine) renew(force bool) (resync bool, err error) {
 	var res []any
 	call := func(ctx context.Context) error {
 		var err error
-		res, err = renewScript.Run(ctx, e.rdb, nil, keyPrefix, e.cfg.Node, e.cfg.LeaseTTL.Milliseconds(), sessionid.New()).Slice()
+		res, err = renewScript.Run(ctx, e.rdb, nil, keyPrefix, e.cfg.Node, e.cfg.LeaseTTL.Milliseconds(), sessionid.New(),
+			comeBack.Milliseconds()).Slice()
 		return err
 	}
 	if force {
@@ -492,7 +498,8 @@ func (e *Engine) reap() {
 	var dead []string
 	err := e.roundTrip("reap", func(ctx context.Context) error {
 		var err error
-		dead, err = reapScript.Run(ctx, e.rdb, nil, keyPrefix, max(0, e.cfg.ResumeGrace-reapSlack).Milliseconds(), e.cfg.LeaseTTL.Milliseconds()).StringSlice()
+		dead, err = reapScript.Run(ctx, e.rdb, nil, keyPrefix, max(0, e.cfg.ResumeGrace-reapSlack).Milliseconds(),
+			e.cfg.LeaseTTL.Milliseconds(), comeBack.Milliseconds()).StringSlice()
 		return err
 	})
 	if err != nil {

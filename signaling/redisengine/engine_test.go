@@ -503,21 +503,25 @@ func TestDeadNodesPartnersAreToldOnce(t *testing.T) {
 func TestOneReaperActs(t *testing.T) {
 	t.Parallel()
 	r := testsupport.StartRedis(t, testsupport.RedisOptions{})
-	short := func(c *Config) { c.LeaseTTL = time.Hour } // no background reaping here
-	a := startNode(t, r, "a", short)
+	opts, err := redis.ParseURL(r.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := redis.NewClient(opts) // no engine: no reaper but the script's callers
+	defer c.Close()
 	ctx := context.Background()
 	for i := range 20 {
-		if err := a.rdb.ZAdd(ctx, keyPrefix+"nodes", redisZ(1, "ghost"+strconv.Itoa(i))).Err(); err != nil {
+		if err := c.ZAdd(ctx, keyPrefix+"nodes", redisZ(1, "ghost"+strconv.Itoa(i))).Err(); err != nil {
 			t.Fatal(err)
 		}
-		a.rdb.SAdd(ctx, keyPrefix+"nodesess:ghost"+strconv.Itoa(i), "s"+strconv.Itoa(i))
+		c.SAdd(ctx, keyPrefix+"nodesess:ghost"+strconv.Itoa(i), "s"+strconv.Itoa(i))
 	}
 	var mu sync.Mutex
 	reaped := map[string]int{}
 	var wg sync.WaitGroup
 	for range 8 {
 		wg.Go(func() {
-			dead, err := reapScript.Run(ctx, a.rdb, nil, keyPrefix, 1000, 1000).StringSlice()
+			dead, err := reapScript.Run(ctx, c, nil, keyPrefix, 1000, time.Hour.Milliseconds(), 1000).StringSlice()
 			if err != nil {
 				t.Error(err)
 				return
@@ -538,7 +542,7 @@ func TestOneReaperActs(t *testing.T) {
 			t.Errorf("%s reaped %d times", n, k)
 		}
 	}
-	if n, _ := a.rdb.ZCard(ctx, keyPrefix+"orphans").Result(); n != 20 {
+	if n, _ := c.ZCard(ctx, keyPrefix+"orphans").Result(); n != 20 {
 		t.Errorf("%d orphans, want 20", n)
 	}
 }
@@ -803,5 +807,40 @@ func TestTLSAndPassword(t *testing.T) {
 	}
 	if _, err := New(Config{URL: "redis://127.0.0.1:1/0", Node: "c", TLS: &tls.Config{}}); !errors.Is(err, ErrConfig) {
 		t.Errorf("TLS with redis://: %v", err)
+	}
+}
+
+// Redis down for longer than a lease: when it returns, every lease has run
+// out, but the nodes were not dead. Nobody is reaped.
+func TestLongOutageReapsNobody(t *testing.T) {
+	t.Parallel()
+	r := testsupport.StartRedis(t, testsupport.RedisOptions{Persist: true})
+	const lease = 300 * time.Millisecond
+	short := func(c *Config) { c.LeaseTTL = lease; c.Timeout = 300 * time.Millisecond }
+	a, b := startNode(t, r, "a", short), startNode(t, r, "b", short)
+	sa, sb, match := pairAcross(t, a, b)
+	r.Stop()
+	for _, n := range []*node{a, b} {
+		testsupport.WaitFor(t, wait, n.Node()+" not ready", func() bool { return !n.Ready() })
+	}
+	time.Sleep(3 * lease) // the outage outlasts every lease: that is the point
+	r.Start()
+	for _, n := range []*node{a, b} {
+		testsupport.WaitFor(t, wait, n.Node()+" resynced", func() (ok bool) {
+			n.host.read(func() { ok = n.host.resyncs > 0 })
+			return ok && n.Ready()
+		})
+	}
+	// Both have renewed since (Ready), and reapers ran: nobody was taken
+	// for dead.
+	ctx := context.Background()
+	if n, err := a.rdb.ZCard(ctx, keyPrefix+"orphans").Result(); err != nil || n != 0 {
+		t.Errorf("%d orphans after the outage (%v)", n, err)
+	}
+	if c, err := a.Counts(); err != nil || c.Nodes != 2 || c.Online != 2 {
+		t.Errorf("Counts = %+v, %v", c, err)
+	}
+	if p, err := b.Withdraw(sb); err != nil || p.Match != match || p.Partner != sa {
+		t.Errorf("match lost in the outage: %+v, %v", p, err)
 	}
 }
