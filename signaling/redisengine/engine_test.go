@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
@@ -842,5 +843,56 @@ func TestLongOutageReapsNobody(t *testing.T) {
 	}
 	if p, err := b.Withdraw(sb); err != nil || p.Match != match || p.Partner != sa {
 		t.Errorf("match lost in the outage: %+v, %v", p, err)
+	}
+}
+
+func TestMetricsAndDrops(t *testing.T) {
+	t.Parallel()
+	r := testsupport.StartRedis(t, testsupport.RedisOptions{})
+	reg := prometheus.NewPedanticRegistry()
+	a := startNode(t, r, "a", func(c *Config) { c.Registerer = reg })
+	b := startNode(t, r, "b", nil)
+	_, sb, match := pairAcross(t, a, b)
+	a.Send("no-such-session", match, []byte("x")) // no route: dropped
+	a.Send(sb, match, []byte("y"))
+	testsupport.WaitFor(t, wait, "delivery", func() (ok bool) {
+		b.host.read(func() { ok = len(b.host.delivered[sb]) == 1 })
+		return ok
+	})
+	if c, err := a.Counts(); err != nil || c.Nodes != 2 { // also sets strangers_cluster_nodes
+		t.Fatalf("Counts = %+v, %v", c, err)
+	}
+	if _, err := New(Config{URL: r.URL(), Node: "c", Registerer: reg}); err == nil {
+		t.Error("a second engine registered the same metrics")
+	}
+	got := map[string]float64{}
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		m := f.GetMetric()[0]
+		switch {
+		case m.GetCounter() != nil:
+			got[f.GetName()] = m.GetCounter().GetValue()
+		case m.GetGauge() != nil:
+			got[f.GetName()] = m.GetGauge().GetValue()
+		case m.GetHistogram() != nil:
+			got[f.GetName()] = float64(m.GetHistogram().GetSampleCount())
+		}
+	}
+	want := map[string]func(float64) bool{
+		"strangers_redis_round_trip_seconds": func(v float64) bool { return v > 0 },
+		"strangers_redis_errors_total":       func(v float64) bool { return v == 0 },
+		"strangers_redis_up":                 func(v float64) bool { return v == 1 },
+		"strangers_pubsub_lag_seconds":       func(v float64) bool { return v >= 1 }, // b's paired
+		"strangers_pubsub_dropped_total":     func(v float64) bool { return v == 1 },
+		"strangers_cluster_nodes":            func(v float64) bool { return v == 2 },
+	}
+	for name, ok := range want {
+		v, present := got[name]
+		if !present || !ok(v) {
+			t.Errorf("%s = %v (present %v)", name, v, present)
+		}
 	}
 }
