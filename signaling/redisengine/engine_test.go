@@ -2,6 +2,7 @@ package redisengine
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"strconv"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
@@ -134,6 +136,7 @@ func startNode(t testing.TB, r *testsupport.Redis, name string, tweak func(*Conf
 func (n *node) kill() {
 	n.closed.Store(true)
 	n.stopBg()
+	n.closeSubscription()
 	n.bgDone.Wait()
 	close(n.pubQuit)
 	<-n.pubDone
@@ -501,21 +504,25 @@ func TestDeadNodesPartnersAreToldOnce(t *testing.T) {
 func TestOneReaperActs(t *testing.T) {
 	t.Parallel()
 	r := testsupport.StartRedis(t, testsupport.RedisOptions{})
-	short := func(c *Config) { c.LeaseTTL = time.Hour } // no background reaping here
-	a := startNode(t, r, "a", short)
+	opts, err := redis.ParseURL(r.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := redis.NewClient(opts) // no engine: no reaper but the script's callers
+	defer c.Close()
 	ctx := context.Background()
 	for i := range 20 {
-		if err := a.rdb.ZAdd(ctx, keyPrefix+"nodes", redisZ(1, "ghost"+strconv.Itoa(i))).Err(); err != nil {
+		if err := c.ZAdd(ctx, keyPrefix+"nodes", redisZ(1, "ghost"+strconv.Itoa(i))).Err(); err != nil {
 			t.Fatal(err)
 		}
-		a.rdb.SAdd(ctx, keyPrefix+"nodesess:ghost"+strconv.Itoa(i), "s"+strconv.Itoa(i))
+		c.SAdd(ctx, keyPrefix+"nodesess:ghost"+strconv.Itoa(i), "s"+strconv.Itoa(i))
 	}
 	var mu sync.Mutex
 	reaped := map[string]int{}
 	var wg sync.WaitGroup
 	for range 8 {
 		wg.Go(func() {
-			dead, err := reapScript.Run(ctx, a.rdb, nil, keyPrefix, 1000, 1000).StringSlice()
+			dead, err := reapScript.Run(ctx, c, nil, keyPrefix, 1000, time.Hour.Milliseconds(), 1000).StringSlice()
 			if err != nil {
 				t.Error(err)
 				return
@@ -536,7 +543,7 @@ func TestOneReaperActs(t *testing.T) {
 			t.Errorf("%s reaped %d times", n, k)
 		}
 	}
-	if n, _ := a.rdb.ZCard(ctx, keyPrefix+"orphans").Result(); n != 20 {
+	if n, _ := c.ZCard(ctx, keyPrefix+"orphans").Result(); n != 20 {
 		t.Errorf("%d orphans, want 20", n)
 	}
 }
@@ -766,5 +773,126 @@ func TestRegisterAgainReconciles(t *testing.T) {
 	}
 	if rec, ok, err := a.Claim(tok); !ok || err != nil || rec.ID != sc {
 		t.Errorf("the claimed session ended by its old node: %v %v", ok, err)
+	}
+}
+
+func TestTLSAndPassword(t *testing.T) {
+	t.Parallel()
+	ca, err := testsupport.NewCA("redis test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := testsupport.StartRedis(t, testsupport.RedisOptions{TLS: ca, Password: "pw"})
+	withCA := func(c *Config) { c.TLS = &tls.Config{RootCAs: ca.Pool} }
+	a, b := startNode(t, r, "a", withCA), startNode(t, r, "b", withCA)
+	sa, _, match := pairAcross(t, a, b)
+	b.Send(sa, match, []byte("over TLS"))
+	testsupport.WaitFor(t, wait, "delivery over TLS", func() (ok bool) {
+		a.host.read(func() { ok = len(a.host.delivered[sa]) == 1 })
+		return ok
+	})
+	// Without the CA the server is not trusted; without TLS config on a
+	// redis:// URL, TLS is refused at New.
+	e, err := New(Config{URL: r.URL(), Node: "c", Timeout: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Start(newHost()); err != nil {
+		t.Fatal(err)
+	}
+	if e.Ready() {
+		t.Error("ready with an untrusted server certificate")
+	}
+	if err := e.Close(false); err != nil {
+		t.Error(err)
+	}
+	if _, err := New(Config{URL: "redis://127.0.0.1:1/0", Node: "c", TLS: &tls.Config{}}); !errors.Is(err, ErrConfig) {
+		t.Errorf("TLS with redis://: %v", err)
+	}
+}
+
+// Redis down for longer than a lease: when it returns, every lease has run
+// out, but the nodes were not dead. Nobody is reaped.
+func TestLongOutageReapsNobody(t *testing.T) {
+	t.Parallel()
+	r := testsupport.StartRedis(t, testsupport.RedisOptions{Persist: true})
+	const lease = 300 * time.Millisecond
+	short := func(c *Config) { c.LeaseTTL = lease; c.Timeout = 300 * time.Millisecond }
+	a, b := startNode(t, r, "a", short), startNode(t, r, "b", short)
+	sa, sb, match := pairAcross(t, a, b)
+	r.Stop()
+	for _, n := range []*node{a, b} {
+		testsupport.WaitFor(t, wait, n.Node()+" not ready", func() bool { return !n.Ready() })
+	}
+	time.Sleep(3 * lease) // the outage outlasts every lease: that is the point
+	r.Start()
+	for _, n := range []*node{a, b} {
+		testsupport.WaitFor(t, wait, n.Node()+" resynced", func() (ok bool) {
+			n.host.read(func() { ok = n.host.resyncs > 0 })
+			return ok && n.Ready()
+		})
+	}
+	// Both have renewed since (Ready), and reapers ran: nobody was taken
+	// for dead.
+	ctx := context.Background()
+	if n, err := a.rdb.ZCard(ctx, keyPrefix+"orphans").Result(); err != nil || n != 0 {
+		t.Errorf("%d orphans after the outage (%v)", n, err)
+	}
+	if c, err := a.Counts(); err != nil || c.Nodes != 2 || c.Online != 2 {
+		t.Errorf("Counts = %+v, %v", c, err)
+	}
+	if p, err := b.Withdraw(sb); err != nil || p.Match != match || p.Partner != sa {
+		t.Errorf("match lost in the outage: %+v, %v", p, err)
+	}
+}
+
+func TestMetricsAndDrops(t *testing.T) {
+	t.Parallel()
+	r := testsupport.StartRedis(t, testsupport.RedisOptions{})
+	reg := prometheus.NewPedanticRegistry()
+	a := startNode(t, r, "a", func(c *Config) { c.Registerer = reg })
+	b := startNode(t, r, "b", nil)
+	_, sb, match := pairAcross(t, a, b)
+	a.Send("no-such-session", match, []byte("x")) // no route: dropped
+	a.Send(sb, match, []byte("y"))
+	testsupport.WaitFor(t, wait, "delivery", func() (ok bool) {
+		b.host.read(func() { ok = len(b.host.delivered[sb]) == 1 })
+		return ok
+	})
+	if c, err := a.Counts(); err != nil || c.Nodes != 2 { // also sets strangers_cluster_nodes
+		t.Fatalf("Counts = %+v, %v", c, err)
+	}
+	if _, err := New(Config{URL: r.URL(), Node: "c", Registerer: reg}); err == nil {
+		t.Error("a second engine registered the same metrics")
+	}
+	got := map[string]float64{}
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		m := f.GetMetric()[0]
+		switch {
+		case m.GetCounter() != nil:
+			got[f.GetName()] = m.GetCounter().GetValue()
+		case m.GetGauge() != nil:
+			got[f.GetName()] = m.GetGauge().GetValue()
+		case m.GetHistogram() != nil:
+			got[f.GetName()] = float64(m.GetHistogram().GetSampleCount())
+		}
+	}
+	want := map[string]func(float64) bool{
+		"strangers_redis_round_trip_seconds": func(v float64) bool { return v > 0 },
+		"strangers_redis_errors_total":       func(v float64) bool { return v == 0 },
+		"strangers_redis_up":                 func(v float64) bool { return v == 1 },
+		"strangers_pubsub_lag_seconds":       func(v float64) bool { return v >= 1 }, // b's paired
+		"strangers_pubsub_dropped_total":     func(v float64) bool { return v == 1 },
+		"strangers_cluster_nodes":            func(v float64) bool { return v == 2 },
+	}
+	for name, ok := range want {
+		v, present := got[name]
+		if !present || !ok(v) {
+			t.Errorf("%s = %v (present %v)", name, v, present)
+		}
 	}
 }

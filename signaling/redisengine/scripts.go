@@ -17,6 +17,7 @@ import "github.com/redis/go-redis/v9"
 //	nodes              zset: node -> lease expiry (ms, Redis clock)
 //	renewed            hash: node -> last lease renewal (ms)
 //	beat               string: last lease renewal or reap by any node (ms)
+//	epoch              string: set once; another value means Redis lost its data
 //	orphans            zset: session of a dead or drained node -> deadline (ms)
 //	recent:<id>        list: the last RecentPartners partners, newest first
 //	rep:<id>           set: sessions id reported
@@ -114,13 +115,14 @@ end
 -- beat notes that a node reached Redis now. If nobody did for half a lease
 -- or more, Redis itself was unreachable (or down): the leases that ran out
 -- meanwhile say nothing about the nodes, so every lease is extended rather
--- than reaped. Returns true then.
-local function beat(now, ttl)
+-- than reaped, by a lease and the time a node may take to notice Redis is
+-- back (ARGV[2] of the caller, ms). Returns true then.
+local function beat(now, ttl, back)
   local last = redis.call('GET', P .. 'beat')
   redis.call('SET', P .. 'beat', now)
   if last and now - tonumber(last) > ttl / 2 then
     for _, nd in ipairs(redis.call('ZRANGE', P .. 'nodes', 0, -1)) do
-      redis.call('ZADD', P .. 'nodes', 'GT', now + ttl, nd)
+      redis.call('ZADD', P .. 'nodes', 'GT', now + ttl + back, nd)
     end
     return true
   end
@@ -391,25 +393,33 @@ return {redis.call('SCARD', P .. 'sessions'), w('video:0'), w('video:1'), w('tex
 `)
 
 // renewScript renews this node's lease. ARGV: prefix, node, lease TTL
-// (ms). Returns {1 if the lease was still there, live nodes count}.
+// (ms), a new epoch, the time to come back after an outage (ms). Returns {1 if the lease was still there, live nodes
+// count, epoch}: the epoch key is set once, so a different one means Redis
+// lost its data.
 var renewScript = redis.NewScript(prelude + `
 local now, ttl = now_ms(), tonumber(ARGV[3])
-beat(now, ttl)
+beat(now, ttl, tonumber(ARGV[5]))
+local epoch = redis.call('GET', P .. 'epoch')
+if not epoch then
+  epoch = ARGV[4]
+  redis.call('SET', P .. 'epoch', epoch)
+end
 local had = redis.call('ZSCORE', P .. 'nodes', ARGV[2])
 redis.call('ZADD', P .. 'nodes', now + ttl, ARGV[2])
 redis.call('HSET', P .. 'renewed', ARGV[2], now)
 local alive = 0
 if had then alive = 1 end
-return {alive, #live_nodes(now)}
+return {alive, #live_nodes(now), epoch}
 `)
 
 // reapScript takes the nodes whose lease ran out out of the lease set and
 // moves their sessions to the orphans, each due last renewal + resume
 // grace. Only the node whose script removes a lease acts on it. ARGV:
-// prefix, resume grace (ms), lease TTL (ms). Returns the nodes reaped.
+// prefix, resume grace (ms), lease TTL (ms), the time to come back after
+// an outage (ms). Returns the nodes reaped.
 var reapScript = redis.NewScript(prelude + `
 local now, grace, ttl = now_ms(), tonumber(ARGV[2]), tonumber(ARGV[3])
-if beat(now, ttl) then return {} end
+if beat(now, ttl, tonumber(ARGV[4])) then return {} end
 local dead = redis.call('ZRANGEBYSCORE', P .. 'nodes', '-inf', now)
 for _, nd in ipairs(dead) do
   redis.call('ZREM', P .. 'nodes', nd)
