@@ -98,6 +98,11 @@ type config struct {
 	ReportRetention time.Duration `env:"STRANGERS_REPORT_RETENTION" envDefault:"336h" bounds:">=1h" help:"How long reports and their evidence (chat lines, still frame) are kept before they are deleted (336h: 14 days)."`
 	RulesFile       string        `env:"STRANGERS_RULES_FILE,file" help:"Path of a file holding the rules the page shows before the first Start, with the 18+ confirmation (plain text or Markdown: headings, - lists, **bold**; shown as text, never as HTML; at most 64 KiB). Empty: a built-in set of house rules."`
 	NextRate        int           `env:"STRANGERS_NEXT_RATE" envDefault:"20" sets:"signaling.NextRate" bounds:">=0" zero:"no limit" help:"Finds and Nexts one browser may send in a minute; one more starts a 30 s cooldown the page counts down. 0: no limit. The default lets someone look at each stranger for three seconds; a script cycling through everyone is slowed down."`
+
+	// Several instances (nodes) sharing one matchmaker.
+	RedisURL     string `env:"STRANGERS_REDIS_URL" secret:"true" help:"Redis shared by several instances (nodes), which then pair their users with each other as one server: redis://[user:password@]host:port[/db], or rediss:// for TLS. Every node needs the same Redis and the same STRANGERS_TURN_SECRET. Empty: no Redis; this instance matches only its own users, in process. Only the host is ever logged."`
+	RedisURLFile string `env:"STRANGERS_REDIS_URL_FILE,file" secret:"true" help:"Path of a file holding STRANGERS_REDIS_URL (Docker and systemd secrets, as the URL holds the password); instead of it."`
+	NodeID       string `env:"STRANGERS_NODE_ID" bounds:"<=64" unit:"bytes" help:"Name of this instance among the nodes sharing STRANGERS_REDIS_URL: letters, digits, '.', '_' and '-'. Never give two running nodes the same one. Empty: the host name and a random suffix, new at every start (the safe choice)."`
 }
 
 // testOnlyVariables are read by the test suite and the tools under cmd/,
@@ -120,6 +125,9 @@ type settings struct {
 	turnOldSecrets [][]byte
 	extraICE       []relay.ICEServer
 	adminToken     string // trimmed content of STRANGERS_ADMIN_TOKEN_FILE
+	redisURL       string // STRANGERS_REDIS_URL or the content of its _FILE; "" without Redis
+	redisHost      string // host:port of redisURL, the only part of it that is logged
+	nodeID         string // STRANGERS_NODE_ID, else generated
 }
 
 // minAdminToken is the least length of the admin token.
@@ -423,6 +431,7 @@ func validate(c config, environment map[string]string) (settings, error) {
 	for _, old := range strings.FieldsFunc(oldList, func(r rune) bool { return r == ',' || r == '\n' }) {
 		s.turnOldSecrets = append(s.turnOldSecrets, []byte(strings.TrimSpace(old)))
 	}
+	checkCluster(c, &s, environment, bad)
 	if extra, err := relay.ParseICEServers(c.ICEServers); err != nil {
 		bad("STRANGERS_ICE_SERVERS", c.ICEServers, err.Error())
 	} else {

@@ -236,3 +236,87 @@ func TestConfigReadsOldSecrets(t *testing.T) {
 		t.Errorf("error %v: want a refusal that does not repeat the secret", err)
 	}
 }
+
+func TestConfigRedis(t *testing.T) {
+	t.Parallel()
+	const secret = "0123456789abcdef"
+	s, _, err := load(t, nil)
+	if err != nil || s.redisURL != "" || s.nodeID != "" {
+		t.Fatalf("default: redisURL %q, nodeID %q, %v: want no Redis", s.redisURL, s.nodeID, err)
+	}
+
+	path := filepath.Join(t.TempDir(), "redis-url")
+	if err := os.WriteFile(path, []byte("rediss://:hunter2-password@redis.internal:6380/2\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, _, err = load(t, map[string]string{"STRANGERS_REDIS_URL_FILE": path, "STRANGERS_TURN_SECRET": secret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.redisURL != "rediss://:hunter2-password@redis.internal:6380/2" || s.redisHost != "redis.internal:6380" {
+		t.Errorf("from the file: redisURL %q, redisHost %q", s.redisURL, s.redisHost)
+	}
+
+	s, _, err = load(t, map[string]string{"STRANGERS_REDIS_URL": "redis://[::1]", "STRANGERS_TURN_SECRET": secret, "STRANGERS_NODE_ID": "eu-1"})
+	if err != nil || s.redisHost != "[::1]:6379" || s.nodeID != "eu-1" {
+		t.Errorf("redisHost %q, nodeID %q, %v", s.redisHost, s.nodeID, err)
+	}
+
+	// The default node id: the host name and a random suffix, in the safe
+	// set, different at every start.
+	ids := map[string]bool{}
+	for range 2 {
+		s, _, err := load(t, map[string]string{"STRANGERS_REDIS_URL": "redis://h", "STRANGERS_TURN_SECRET": secret})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.nodeID == "" || len(s.nodeID) > maxNodeID || strings.IndexFunc(s.nodeID, func(r rune) bool { return !nodeIDRune(r) }) >= 0 {
+			t.Errorf("default node id %q", s.nodeID)
+		}
+		if host, _ := os.Hostname(); host != "" && validHost(host) && !strings.HasPrefix(s.nodeID, host[:min(len(host), 20)]) {
+			t.Errorf("default node id %q does not start with the host name %q", s.nodeID, host)
+		}
+		ids[s.nodeID] = true
+	}
+	if len(ids) != 2 {
+		t.Errorf("two starts, node ids %v: want two", ids)
+	}
+}
+
+// TestConfigRedisNeedsSharedSecret: with Redis, a random TURN secret would
+// differ on every node; the error says why.
+func TestConfigRedisNeedsSharedSecret(t *testing.T) {
+	t.Parallel()
+	_, _, err := load(t, map[string]string{"STRANGERS_REDIS_URL": "redis://:pw@127.0.0.1:6379"})
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	for _, want := range []string{"STRANGERS_TURN_SECRET", "STRANGERS_REDIS_URL", "all nodes must share"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("message %q lacks %q", err, want)
+		}
+	}
+	for _, env := range []map[string]string{
+		{"STRANGERS_REDIS_URL": "redis://h", "STRANGERS_TURN_ENABLED": "false"},
+		{"STRANGERS_REDIS_URL": "redis://h", "STRANGERS_TURN_SECRET": "0123456789abcdef"},
+	} {
+		if _, _, err := load(t, env); err != nil {
+			t.Errorf("%v: %v", env, err)
+		}
+	}
+}
+
+// TestConfigNeverEchoesRedisPassword: whatever is wrong with the URL, the
+// message does not repeat it.
+func TestConfigNeverEchoesRedisPassword(t *testing.T) {
+	t.Parallel()
+	for _, u := range []string{
+		"http://:hunter2@h:6379", "redis://:hunter2@h:99999", "redis://:hunter2@[::1", "redis://:hunter2@h/db",
+		"redis://:hunter2@h", // refused for the random TURN secret
+	} {
+		_, _, err := load(t, map[string]string{"STRANGERS_REDIS_URL": u})
+		if err == nil || strings.Contains(err.Error(), "hunter2") || !strings.Contains(err.Error(), "STRANGERS_REDIS_URL") {
+			t.Errorf("%s: error %v: want a refusal naming the variable, without the password", u, err)
+		}
+	}
+}

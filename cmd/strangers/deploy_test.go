@@ -3,14 +3,22 @@ package main
 import (
 	"flag"
 	"fmt"
+	"maps"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"go.yaml.in/yaml/v3"
 
 	"github.com/strangers-chat/strangers/internal/testsupport"
+	"github.com/strangers-chat/strangers/signaling"
 )
 
 var updateExampleEnv = flag.Bool("update-example-env", false, "rewrite deploy/example.env from the config struct")
@@ -90,4 +98,340 @@ func TestSystemdUnitVerifies(t *testing.T) {
 			t.Errorf("unit lacks %s", want)
 		}
 	}
+}
+
+// TestDeployFilesNameRealVariables: every STRANGERS_* name in deploy/ (and
+// the README) is a variable the server has, so that no example sets one
+// that was renamed or never existed.
+func TestDeployFilesNameRealVariables(t *testing.T) {
+	t.Parallel()
+	known := map[string]bool{}
+	for _, v := range variables() {
+		known[v.Name] = true
+	}
+	for _, n := range testOnlyVariables {
+		known[n] = true
+	}
+	files := []string{filepath.Join("..", "..", "README.md")}
+	err := filepath.WalkDir(filepath.Join("..", "..", "deploy"), func(path string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			files = append(files, path)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := regexp.MustCompile(`STRANGERS_[A-Z0-9_]*[A-Z0-9]`)
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range name.FindAllString(string(data), -1) {
+			if !known[n] {
+				t.Errorf("%s names %s, which the server does not have", f, n)
+			}
+		}
+	}
+}
+
+// composeFile is the part of a compose file the tests look at.
+type composeFile struct {
+	Services map[string]struct {
+		Image       string            `yaml:"image"`
+		NetworkMode string            `yaml:"network_mode"`
+		Environment map[string]string `yaml:"environment"`
+		EnvFile     []string          `yaml:"env_file"`
+		Secrets     []string          `yaml:"secrets"`
+		Command     any               `yaml:"command"`
+		Volumes     []string          `yaml:"volumes"`
+	} `yaml:"services"`
+	Secrets map[string]struct {
+		File string `yaml:"file"`
+	} `yaml:"secrets"`
+}
+
+func readCompose(t *testing.T, path string) composeFile {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c composeFile
+	if err := yaml.Unmarshal(data, &c); err != nil {
+		t.Fatalf("%s does not parse: %v", path, err)
+	}
+	if len(c.Services) == 0 {
+		t.Fatalf("%s has no services", path)
+	}
+	for name, s := range c.Services {
+		if s.NetworkMode != "host" {
+			t.Errorf("%s: service %s: network_mode %q, want host (the relay range and port mapping don't mix)", path, name, s.NetworkMode)
+		}
+		for _, secret := range s.Secrets {
+			if _, ok := c.Secrets[secret]; !ok {
+				t.Errorf("%s: service %s uses secret %s, which is not declared", path, name, secret)
+			}
+		}
+	}
+	return c
+}
+
+func TestComposeFileParses(t *testing.T) {
+	t.Parallel()
+	c := readCompose(t, filepath.Join("..", "..", "deploy", "compose.yaml"))
+	if _, ok := c.Services["strangers"]; !ok {
+		t.Errorf("deploy/compose.yaml has no strangers service")
+	}
+}
+
+// TestClusterComposeIsAValidCluster: deploy/cluster/compose.yaml parses,
+// Redis has a password and listens on loopback, and each strangers node's
+// environment (its secret files standing in) is a configuration the server
+// accepts: Redis on, one TURN secret for all, and ports, relay ranges and
+// node ids that do not collide on the one host. HAProxy's backend lists
+// exactly the nodes.
+func TestClusterComposeIsAValidCluster(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join("..", "..", "deploy", "cluster")
+	c := readCompose(t, filepath.Join(dir, "compose.yaml"))
+
+	redis, ok := c.Services["redis"]
+	if !ok {
+		t.Fatal("no redis service")
+	}
+	cmd := fmt.Sprint(redis.Command)
+	for _, want := range []string{"requirepass", "--bind 127.0.0.1"} {
+		if !strings.Contains(cmd, want) {
+			t.Errorf("redis command %q lacks %q", cmd, want)
+		}
+	}
+	if len(redis.Secrets) == 0 {
+		t.Errorf("redis takes its password from no secret")
+	}
+
+	// Secret files as the nodes would read them.
+	tmp := t.TempDir()
+	secretContent := map[string]string{
+		"redis_url":   "redis://:a-password@127.0.0.1:6379/0\n",
+		"turn_secret": "a-shared-turn-secret-0123456789\n",
+	}
+	type node struct {
+		name, http, turn, id string
+		portMin, portMax     int
+		files                string
+	}
+	var nodes []node
+	for name, s := range c.Services {
+		if len(s.Environment) == 0 {
+			continue
+		}
+		env := map[string]string{"STRANGERS_STATE_DIR": t.TempDir()}
+		var files []string
+		for k, v := range s.Environment {
+			env[k] = v
+			if !strings.HasSuffix(k, "_FILE") {
+				continue
+			}
+			secret, ok := strings.CutPrefix(v, "/run/secrets/")
+			if !ok || !slices.Contains(s.Secrets, secret) {
+				t.Errorf("%s: %s=%s is not one of its secrets", name, k, v)
+				continue
+			}
+			files = append(files, k+"="+v)
+			content, ok := secretContent[secret]
+			if !ok {
+				t.Fatalf("%s: secret %s: no stand-in content", name, secret)
+			}
+			path := filepath.Join(tmp, secret)
+			if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			env[k] = path
+		}
+		names := slices.Collect(maps.Keys(env))
+		cfg, warnings, err := loadConfig(func(k string) string { return env[k] }, names)
+		if err != nil {
+			t.Errorf("%s: its environment is refused: %v", name, err)
+			continue
+		}
+		if len(warnings) > 0 {
+			t.Errorf("%s: %q", name, warnings)
+		}
+		if cfg.redisURL == "" || cfg.secretRandom || !cfg.TURNEnabled {
+			t.Errorf("%s: Redis %q, random TURN secret %v, relay %v: want Redis, a shared secret and the relay", name, cfg.redisHost, cfg.secretRandom, cfg.TURNEnabled)
+		}
+		slices.Sort(files)
+		nodes = append(nodes, node{name: name, http: cfg.HTTPAddr, turn: cfg.TURNAddr, id: s.Environment["STRANGERS_NODE_ID"],
+			portMin: cfg.RelayPortMin, portMax: cfg.RelayPortMax, files: strings.Join(files, " ")})
+	}
+	if len(nodes) < 2 {
+		t.Fatalf("%d strangers nodes, want at least 2", len(nodes))
+	}
+	for i, a := range nodes {
+		for _, b := range nodes[i+1:] {
+			if a.http == b.http || a.turn == b.turn || a.id != "" && a.id == b.id {
+				t.Errorf("%s and %s share an HTTP address, TURN address or node id: %+v %+v", a.name, b.name, a, b)
+			}
+			if a.portMin <= b.portMax && b.portMin <= a.portMax {
+				t.Errorf("%s and %s: relay ranges %d-%d and %d-%d overlap", a.name, b.name, a.portMin, a.portMax, b.portMin, b.portMax)
+			}
+			if a.files != b.files {
+				t.Errorf("%s and %s read different secrets: %s; %s", a.name, b.name, a.files, b.files)
+			}
+		}
+	}
+
+	data, err := os.ReadFile(filepath.Join(dir, "haproxy.cfg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var servers []string
+	for _, m := range regexp.MustCompile(`(?m)^\s*server\s+\S+\s+(\S+)`).FindAllStringSubmatch(string(data), -1) {
+		servers = append(servers, m[1])
+	}
+	var https []string
+	for _, n := range nodes {
+		https = append(https, n.http)
+	}
+	slices.Sort(servers)
+	slices.Sort(https)
+	if !slices.Equal(servers, https) {
+		t.Errorf("haproxy.cfg's servers %v, the nodes' HTTP addresses %v", servers, https)
+	}
+}
+
+// TestHAProxyExample checks deploy/cluster/haproxy.cfg with HAProxy itself,
+// then runs it in front of two servers: the page and a WebSocket pass
+// through it, spread over both, and when one stops the other takes every
+// request.
+func TestHAProxyExample(t *testing.T) {
+	haproxy := testsupport.Require(t, "haproxy", "haproxy")
+	path := filepath.Join("..", "..", "deploy", "cluster", "haproxy.cfg")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := string(data)
+	for _, want := range []string{"timeout tunnel", "balance roundrobin", "option httpchk GET /readyz", "http-check expect status 200", "option redispatch", "option forwardfor"} {
+		if !strings.Contains(cfg, want) {
+			t.Errorf("haproxy.cfg lacks %q", want)
+		}
+	}
+	for _, line := range strings.Split(cfg, "\n") {
+		if line, _, _ = strings.Cut(line, "#"); strings.Contains(line, "cookie") || strings.Contains(line, "stick") {
+			t.Errorf("haproxy.cfg makes sessions sticky (%q): a reconnect resumes on any node", strings.TrimSpace(line))
+		}
+	}
+	if out, err := exec.Command(haproxy, "-c", "-f", path).CombinedOutput(); err != nil {
+		t.Fatalf("haproxy -c: %v\n%s", err, out)
+	}
+
+	a, b := startRun(t, nil), startRun(t, nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	front := ln.Addr().String()
+	ln.Close() // HAProxy binds it next
+	var servers int
+	cfg = regexp.MustCompile(`(?m)^(\s*)server\s+(\S+)\s+\S+`).ReplaceAllStringFunc(cfg, func(line string) string {
+		servers++
+		addr := a.addrs["http"].(string)
+		if servers > 1 {
+			addr = b.addrs["http"].(string)
+		}
+		return fmt.Sprintf("    server node-%d %s", servers, addr)
+	})
+	cfg = strings.Replace(cfg, "bind :8080", "bind "+front, 1)
+	// Within this process's file limit (the example's maxconn needs about
+	// twice as many descriptors; compose.yaml raises the limit).
+	cfg = regexp.MustCompile(`(?m)^(\s*)maxconn \d+`).ReplaceAllString(cfg, "${1}maxconn 1000")
+	if servers != 2 || !strings.Contains(cfg, "bind "+front) {
+		t.Fatalf("haproxy.cfg: %d servers, bind rewritten %v: the test expects the demo's two servers and bind :8080", servers, strings.Contains(cfg, "bind "+front))
+	}
+	testPath := filepath.Join(t.TempDir(), "haproxy.cfg")
+	if err := os.WriteFile(testPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	cmd := exec.Command(haproxy, "-db", "-f", testPath)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(exited)
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-exited
+		if t.Failed() {
+			t.Logf("haproxy:\n%s", out.String())
+		}
+	})
+
+	client := &http.Client{Timeout: 5 * time.Second}
+	status := func(path string) int {
+		resp, err := client.Get("http://" + front + path)
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	up := testsupport.Eventually(20*time.Second, func() bool {
+		select {
+		case <-exited:
+			return true
+		default:
+			return status("/readyz") == http.StatusOK
+		}
+	})
+	select {
+	case <-exited:
+		t.Fatal("haproxy exited")
+	default:
+	}
+	if !up {
+		t.Fatal("/readyz through HAProxy never answered 200")
+	}
+	if code := status("/"); code != http.StatusOK {
+		t.Errorf("the page through HAProxy: %d", code)
+	}
+	// WebSockets through it, round robin over both servers.
+	for range 4 {
+		if _, w := hello(t, front, ""); w.Type != signaling.TypeWelcome {
+			t.Fatalf("hello through HAProxy: %+v", w)
+		}
+	}
+	for _, s := range []*server{a, b} {
+		if n := gaugeOf(t, s, "strangers_connections"); n < 1 {
+			t.Errorf("server %s has %v WebSocket connections through HAProxy, want at least 1 (round robin)", s.addrs["http"], n)
+		}
+	}
+
+	// One server stops: the other takes every request.
+	if err := a.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	streak := 0
+	if !testsupport.Eventually(30*time.Second, func() bool {
+		if status("/readyz") == http.StatusOK {
+			streak++
+		} else {
+			streak = 0
+		}
+		return streak >= 6
+	}) {
+		t.Fatal("with one server stopped, requests through HAProxy keep failing")
+	}
+	c, w := hello(t, front, "")
+	if w.Type != signaling.TypeWelcome {
+		t.Fatalf("hello through HAProxy with one server left: %+v", w)
+	}
+	c.Close()
 }

@@ -34,6 +34,8 @@ func explicitCases(t *testing.T) map[string][]envCase {
 	}
 	acme := map[string]string{"STRANGERS_ACME_DOMAINS": "chat.example.com"}
 	certs := map[string]string{"STRANGERS_TLS_CERT_FILE": "/x/cert.pem", "STRANGERS_TLS_KEY_FILE": "/x/key.pem"}
+	shared := map[string]string{"STRANGERS_TURN_SECRET": "0123456789abcdef"}
+	redis := map[string]string{"STRANGERS_REDIS_URL": "redis://127.0.0.1:6379", "STRANGERS_TURN_SECRET": "0123456789abcdef"}
 	return map[string][]envCase{
 		"STRANGERS_HTTP_ADDR": {{value: ":65535", ok: true}, {value: "127.0.0.1:0", ok: true},
 			{value: "8080", want: "host:port"}, {value: ":65536", want: "0-65535"}},
@@ -100,6 +102,30 @@ func explicitCases(t *testing.T) map[string][]envCase {
 			{value: file("token15", "0123456789abcde\n"), want: "STRANGERS_ADMIN_TOKEN_FILE: the token must be at least 16 bytes"},
 			{value: file("tokenempty", "\n"), want: "the file is empty"},
 			{value: filepath.Join(dir, "missing"), want: "cannot read file"}},
+		"STRANGERS_REDIS_URL": {
+			{value: "redis://:pw@127.0.0.1:6379/0", ok: true, with: shared},
+			{value: "rediss://user:pw@redis.example.com", ok: true, with: shared},
+			{value: "redis://127.0.0.1:6379", ok: true, with: map[string]string{"STRANGERS_TURN_ENABLED": "false"}},
+			{value: "redis://127.0.0.1:6379", want: "all nodes must share one STRANGERS_TURN_SECRET"},
+			{value: "http://127.0.0.1:6379", with: shared, want: "must be a redis:// or rediss:// URL, not http://"},
+			{value: "127.0.0.1:6379", with: shared, want: "redis://"},
+			{value: "redis://:pw@[::1", with: shared, want: "must be a URL"},
+			{value: "redis:///0", with: shared, want: "must name the Redis host"},
+			{value: "redis://h:0", with: shared, want: "port must be from 1 to 65535"},
+			{value: "redis://h:6379/x", with: shared, want: "database number"},
+			{value: "redis://h", with: map[string]string{"STRANGERS_REDIS_URL_FILE": file("redis-both", "redis://h\n")}, want: "not both"}},
+		"STRANGERS_REDIS_URL_FILE": {
+			{value: file("redis-url", "rediss://:pw@redis.example.com:6380\n"), ok: true, with: shared},
+			{value: file("redis-url2", "redis://h\n"), want: "STRANGERS_REDIS_URL_FILE: all nodes must share"},
+			{value: file("redis-ftp", "ftp://h\n"), with: shared, want: "not ftp://"},
+			{value: file("redis-empty", "\n"), want: "is empty"},
+			{value: filepath.Join(dir, "missing"), want: "cannot read file"}},
+		"STRANGERS_NODE_ID": {
+			{value: "node-1.eu_west", ok: true, with: redis},
+			{value: "node 1", with: redis, want: "only letters, digits"},
+			{value: "nöde", with: redis, want: "only letters, digits"},
+			{value: "node/1", with: redis, want: "only letters, digits"},
+			{value: "node-1", want: "Redis is not on"}},
 	}
 }
 
@@ -107,6 +133,7 @@ func explicitCases(t *testing.T) map[string][]envCase {
 // relation between them would otherwise decide.
 var boundaryWith = map[string]map[string]string{
 	"STRANGERS_RELAY_PORT_MAX": {"STRANGERS_RELAY_PORT_MIN": "1"},
+	"STRANGERS_NODE_ID":        {"STRANGERS_REDIS_URL": "redis://127.0.0.1:6379", "STRANGERS_TURN_SECRET": "0123456789abcdef"},
 }
 
 // boundCases derives from v's bounds tag the values at each bound, which

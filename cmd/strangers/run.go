@@ -175,8 +175,20 @@ func start(cfg settings, logger *slog.Logger, getenv func(string) string) (_ *ap
 	scfg.Moderator, scfg.IdentityKey = a.mod.svc, a.mod.key
 	scfg.Logger = logger // the hub names itself (component=signaling)
 	scfg.Registerer = reg
+	if cfg.redisURL != "" {
+		// Shared with the other nodes; the hub owns it from New on and
+		// closes it in Shutdown (draining this node's sessions to them).
+		scfg.RecentPartners = recentPartners
+		scfg.Engine, err = newSharedEngine(cfg, logger, reg)
+		if err != nil {
+			return nil, err
+		}
+	}
 	a.hub, err = signaling.New(scfg)
 	if err != nil {
+		if scfg.Engine != nil {
+			_ = scfg.Engine.Close(false) // the hub did not take it, or could not start it
+		}
 		return nil, err
 	}
 
@@ -261,6 +273,13 @@ func (a *app) handleProbes(mux *http.ServeMux, reg *prometheus.Registry) {
 			_, _ = io.WriteString(w, "not ready\n")
 			return
 		}
+		if !a.hub.Ready() {
+			// Calls go on; new finds get an unavailable error until the
+			// shared matchmaker's backend (Redis) is back.
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = io.WriteString(w, "not ready: matchmaking backend unavailable\n")
+			return
+		}
 		_, _ = io.WriteString(w, "ready\n")
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
@@ -305,6 +324,11 @@ func (a *app) logSummary(httpAddr net.Addr, tlsSet tlsSetup, publicHost string) 
 	if a.admin != nil {
 		attrs = append(attrs, "admin", a.admin.String())
 	}
+	if a.cfg.redisURL != "" {
+		attrs = append(attrs, "engine", "redis", "redis", a.cfg.redisHost, "node", a.cfg.nodeID) // never the URL: it holds the password
+	} else {
+		attrs = append(attrs, "engine", "memory")
+	}
 	attrs = append(attrs, "state_dir", a.mod.dir)
 	a.log.Info("listening", attrs...)
 	if a.admin == nil {
@@ -346,7 +370,9 @@ func (a *app) wait(ctx context.Context) error {
 		a.serving--
 	}
 	a.ready.Store(false)
-	a.log.Info("shutting down", "grace", a.cfg.ShutdownGrace)
+	// With a shared engine the hub's Shutdown drains: it tells its clients
+	// to reconnect, and they resume their sessions on other nodes.
+	a.log.Info("shutting down", "grace", a.cfg.ShutdownGrace, "drain", a.cfg.redisURL != "")
 	graceCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.ShutdownGrace)
 	defer cancel()
 

@@ -76,11 +76,15 @@ const state = {
   iceReply: null,
   probed: false,
   /** A still of the stranger's video for a report (taken when the match ended or Report was pressed). */
-  /** @type {Promise<string | null> | null} */
+  /** @type {mod.Still | null} */
   frame: null,
   /** Cancels a skip cooldown's countdown. */
   /** @type {(() => void) | null} */
   cancelCooldown: null,
+  /** A find again after an unavailable error, and the wait before it. */
+  /** @type {ReturnType<typeof setTimeout> | undefined} */
+  retryTimer: undefined,
+  retryDelay: 0,
   /** Our microphone and camera switched off by the user. */
   micOff: false,
   cameraOff: false,
@@ -304,6 +308,17 @@ function onError(m) {
   switch (m.code) {
     case P.ErrorCode.badResume:
       break; // a fresh welcome follows; onSignalingStatus sorts it out
+    case P.ErrorCode.unavailable:
+      // Matching is down for a moment (the server's shared backend): say so
+      // and look again, a little later each time.
+      if (state.phase !== 'waiting') break;
+      ui.setStage(msg('stage.unavailable'), 'notice');
+      clearTimeout(state.retryTimer);
+      state.retryDelay = Math.min(10000, (state.retryDelay || 1000) * 2);
+      state.retryTimer = setTimeout(() => {
+        if (state.phase === 'waiting') sendFind();
+      }, state.retryDelay * (0.75 + Math.random() / 2));
+      break;
     case P.ErrorCode.badState:
       // e.g. a next the server could not honour: ask again from scratch.
       if (state.phase === 'waiting') sendFind();
@@ -324,6 +339,7 @@ function sendFind() {
 /** @param {P.Waiting} m */
 function onWaiting(m) {
   if (state.phase === 'idle') return; // a late answer to a find we took back
+  state.retryDelay = 0; // the find went through
   if (state.phase === 'matched') endMatch();
   state.phase = 'waiting';
   warmUp();
@@ -346,7 +362,9 @@ function startCountdown(fallbackInMs) {
   const deadline = performance.now() + fallbackInMs;
   const tick = () => {
     const left = Math.ceil((deadline - performance.now()) / 1000);
-    if (state.interests.length > 0 && left > 0) {
+    if (state.retryDelay > 0) {
+      ui.setStage(msg('stage.unavailable'), 'notice');
+    } else if (state.interests.length > 0 && left > 0) {
       ui.setStage(msg('stage.lookingInterests', { interests: state.interests }));
       ui.setWaitingFallback(msg('waiting.fallback', { seconds: left }));
     } else {
@@ -617,6 +635,8 @@ function stop() {
   if (state.phase !== 'idle') sig.send(P.stop());
   state.cancelCooldown?.();
   state.cancelCooldown = null;
+  clearTimeout(state.retryTimer);
+  state.retryDelay = 0;
   endMatch();
   dropWarm();
   stopCountdown();
@@ -694,7 +714,7 @@ el.report.addEventListener('click', async () => {
   if (state.reportable === '') return;
   if (state.phase === 'matched' && el.remoteVideo.videoWidth > 0) state.frame = mod.captureFrame(el.remoteVideo, maxFrame());
   const frameBox = /** @type {HTMLInputElement} */ (document.getElementById('report-frame'));
-  const haveFrame = (await state.frame) != null;
+  const haveFrame = state.frame != null && (await state.frame.encoded()) != null;
   frameBox.disabled = !haveFrame;
   frameBox.checked = haveFrame;
   el.reportForm.reset();
@@ -711,7 +731,7 @@ el.reportDialog.addEventListener('close', async () => {
   const match = state.reportable;
   state.reportable = '';
   el.report.disabled = true;
-  const frame = withFrame ? await state.frame : null;
+  const frame = withFrame && state.frame ? await state.frame.encoded() : null;
   state.frame = null;
   sig.send(P.report(match, typeof reason === 'string' ? reason : '', note, frame ?? undefined));
   if (state.phase === 'matched' && state.match?.match === match) {

@@ -124,27 +124,35 @@ export async function rulesGate() {
 }
 
 /**
- * Takes a still of a playing video now and encodes it as JPEG, base64,
- * scaled and compressed until it fits maxBytes. Resolves null when there
- * is no frame or nothing fits.
+ * A still of the stranger's video, drawn when it was taken and encoded
+ * only if a report asks for it (so Next costs no JPEG encoding).
+ * @typedef {{ encoded: () => Promise<string | null> }} Still
+ */
+
+/**
+ * Takes a still of a playing video now; encoded() gives it as JPEG,
+ * base64, scaled and compressed until it fits maxBytes, or null when
+ * nothing fits. Returns null when there is no frame.
  * @param {HTMLVideoElement} video
  * @param {number} maxBytes
- * @returns {Promise<string | null>}
+ * @returns {Still | null}
  */
 export function captureFrame(video, maxBytes) {
   const w = video.videoWidth;
   const h = video.videoHeight;
-  if (!w || !h || maxBytes <= 0) return Promise.resolve(null);
+  if (!w || !h || maxBytes <= 0) return null;
   const scale = Math.min(1, 480 / w);
   const canvas = document.createElement('canvas');
   canvas.width = Math.round(w * scale);
   canvas.height = Math.round(h * scale);
   const ctx = canvas.getContext('2d');
-  if (!ctx) return Promise.resolve(null);
+  if (!ctx) return null;
   ctx.drawImage(video, 0, 0, canvas.width, canvas.height); // now, before the call may close
   /** @param {number} q @returns {Promise<Blob | null>} */
   const encode = (q) => new Promise((resolve) => canvas.toBlob(resolve, 'image/jpeg', q));
-  return (async () => {
+  /** @type {Promise<string | null> | null} */
+  let done = null;
+  const run = async () => {
     for (const q of [0.8, 0.6, 0.4, 0.25]) {
       const blob = await encode(q);
       if (blob && blob.size <= maxBytes) {
@@ -155,7 +163,8 @@ export function captureFrame(video, maxBytes) {
       }
     }
     return null;
-  })();
+  };
+  return { encoded: () => (done ??= run()) };
 }
 
 /**

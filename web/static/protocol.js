@@ -51,6 +51,7 @@ export const ErrorCode = Object.freeze({
   badResume: 'bad_resume',
   notInMatch: 'not_in_match',
   rateLimited: 'rate_limited',
+  unavailable: 'unavailable',
 });
 
 /** Close codes the server sends besides RFC 6455's. */

@@ -63,6 +63,7 @@ export default {
   "stage.lookingInterests": "جارٍ البحث عن شخص يحب أيضًا {interests}…",
   "stage.connecting": "جارٍ الاتصال بالغريب…",
   "stage.couldNotConnect": "تعذّر الاتصال بهذا الغريب. اضغط «التالي» لتجرّب شخصًا آخر.",
+  "stage.unavailable": "المطابقة متوقفة على الخادم للحظة. جارٍ إعادة المحاولة…",
   "stage.left": "قطع الغريب الاتصال.",
   "stage.leftDropped": "قطع الغريب الاتصال (انقطع اتصاله).",
   "stage.sessionLost": "انقطع الاتصال بالخادم مدة طويلة جدًا، فانتهت تلك الدردشة.",

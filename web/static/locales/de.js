@@ -62,6 +62,7 @@ export default {
   "stage.lookingInterests": "Suche jemanden, der auch {interests} mag…",
   "stage.connecting": "Verbinde mit der fremden Person…",
   "stage.couldNotConnect": "Keine Verbindung zu dieser Person möglich. Drück auf Weiter, um es mit jemand anderem zu versuchen.",
+  "stage.unavailable": "Die Partnersuche ist auf dem Server kurz unterbrochen. Neuer Versuch …",
   "stage.left": "Die fremde Person hat die Verbindung getrennt.",
   "stage.leftDropped": "Die fremde Person hat die Verbindung getrennt (ihre Verbindung ist abgebrochen).",
   "stage.sessionLost": "Die Verbindung zum Server war zu lange weg, deshalb ist der Chat beendet.",

@@ -67,6 +67,7 @@ export default {
   "stage.lookingInterests": "Looking for someone who also likes {interests}…",
   "stage.connecting": "Connecting to the stranger…",
   "stage.couldNotConnect": "Could not connect to this stranger. Press Next to try someone else.",
+  "stage.unavailable": "Matching is paused for a moment on the server. Trying again…",
   "stage.left": "Stranger has disconnected.",
   "stage.leftDropped": "Stranger has disconnected (their connection dropped).",
   "stage.sessionLost": "The connection to the server was lost for too long, so that chat ended.",

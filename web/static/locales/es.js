@@ -62,6 +62,7 @@ export default {
   "stage.lookingInterests": "Buscando a alguien a quien también le guste {interests}…",
   "stage.connecting": "Conectando con el desconocido…",
   "stage.couldNotConnect": "No se pudo conectar con este desconocido. Pulsa Siguiente para probar con otra persona.",
+  "stage.unavailable": "El emparejamiento está en pausa un momento en el servidor. Volviendo a intentarlo…",
   "stage.left": "El desconocido se ha desconectado.",
   "stage.leftDropped": "El desconocido se ha desconectado (se cayó su conexión).",
   "stage.sessionLost": "Se perdió la conexión con el servidor demasiado tiempo, así que el chat terminó.",

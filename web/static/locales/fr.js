@@ -62,6 +62,7 @@ export default {
   "stage.lookingInterests": "Recherche de quelqu’un qui aime aussi {interests}…",
   "stage.connecting": "Connexion à l’inconnu…",
   "stage.couldNotConnect": "Impossible de se connecter à cet inconnu. Appuyez sur Suivant pour essayer quelqu’un d’autre.",
+  "stage.unavailable": "La mise en relation est en pause un instant sur le serveur. Nouvel essai…",
   "stage.left": "L’inconnu s’est déconnecté.",
   "stage.leftDropped": "L’inconnu s’est déconnecté (sa connexion a été coupée).",
   "stage.sessionLost": "La connexion au serveur a été perdue trop longtemps, la discussion est donc terminée.",

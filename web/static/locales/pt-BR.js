@@ -63,6 +63,7 @@ export default {
   "stage.lookingInterests": "Procurando alguém que também curta {interests}…",
   "stage.connecting": "Conectando ao desconhecido…",
   "stage.couldNotConnect": "Não foi possível conectar a este desconhecido. Toque em Próximo para tentar outra pessoa.",
+  "stage.unavailable": "O pareamento está pausado por um momento no servidor. Tentando de novo…",
   "stage.left": "O desconhecido se desconectou.",
   "stage.leftDropped": "O desconhecido se desconectou (a conexão dele caiu).",
   "stage.sessionLost": "A conexão com o servidor ficou fora por tempo demais, então a conversa terminou.",

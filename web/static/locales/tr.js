@@ -62,6 +62,7 @@ export default {
   "stage.lookingInterests": "{interests} seven biri aranıyor…",
   "stage.connecting": "Yabancıya bağlanılıyor…",
   "stage.couldNotConnect": "Bu yabancıya bağlanılamadı. Başka birini denemek için Sonraki’ye bas.",
+  "stage.unavailable": "Eşleştirme sunucuda kısa bir süreliğine durdu. Yeniden deneniyor…",
   "stage.left": "Yabancının bağlantısı kesildi.",
   "stage.leftDropped": "Yabancının bağlantısı kesildi (bağlantısı koptu).",
   "stage.sessionLost": "Sunucuyla bağlantı çok uzun süre koptuğu için sohbet sona erdi.",
