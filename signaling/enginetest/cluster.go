@@ -376,6 +376,14 @@ func testOutage(t *testing.T, f *fixture) {
 	}
 
 	f.stop()
+	// The first call may try (an engine learns of the outage so), within
+	// its timeout; it fails as unavailable, and from then on the engine
+	// knows.
+	for i, e := range f.engines {
+		if _, err := e.Queue(b.ticket()); !errUnavailable(err) {
+			t.Errorf("%s: node%d: the first Queue after the backend stopped: %v, want ErrEngineUnavailable", f.name, i, err)
+		}
+	}
 	f.waitReady(false)
 	for i, e := range f.engines {
 		start := time.Now()

@@ -136,6 +136,14 @@ func testCommonOrder(t *testing.T, f *fixture) {
 	c, d := f.newSession(), f.newSession()
 	f.wait(c, c.tags(true, "p"))
 	f.pair(d, d.tags(true, "q"), c)
+	// As many interests as a find may have, in any script.
+	many := []string{"café", "日本語", "ελληνικά", "a b", "x-y_z", "emoji🙂", "k", "l", "m", "n"}
+	if len(many) != signaling.MaxInterests {
+		t.Fatalf("the test has %d interests, MaxInterests is %d", len(many), signaling.MaxInterests)
+	}
+	g, h := f.newSession(), f.newSession()
+	f.wait(g, g.tags(false, many...))
+	f.pair(h, h.tags(false, "n", "zzz", "日本語", "emoji🙂", "café"), g)
 }
 
 func testRoles(t *testing.T, f *fixture) {
