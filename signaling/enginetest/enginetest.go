@@ -40,6 +40,11 @@ type Harness struct {
 	// made last in t, and how to bring it back, with or without its data.
 	// Nil: the outage rules are skipped.
 	Outage func(t *testing.T) (stop func(), start func(keepData bool))
+	// Kill, if set, stops engine e (one New made) as a crash would: its
+	// background work stops without a word to the backend or the other
+	// nodes, its lease left to run out. The suite does not Close it
+	// after. Nil: the rules of a dead node are skipped.
+	Kill func(e signaling.Engine)
 }
 
 // Options configure the engines of one test.
@@ -104,6 +109,19 @@ func Run(t *testing.T, h Harness) {
 			})
 		}
 	})
+	t.Run("dead node", func(t *testing.T) {
+		if !h.Shared || h.Kill == nil {
+			t.Skipf("%s cannot kill a node", h.Name)
+		}
+		for _, r := range deathRules() {
+			t.Run(r.name, func(t *testing.T) {
+				t.Parallel()
+				f := newFixture(t, h, 3, r.opts)
+				f.kill = h.Kill
+				r.fn(t, f)
+			})
+		}
+	})
 	t.Run("outage", func(t *testing.T) {
 		if h.Outage == nil {
 			t.Skipf("%s has no backend to stop", h.Name)
@@ -163,6 +181,8 @@ type fixture struct {
 	// Outage tests: stop and start the backend.
 	stop  func()
 	start func(keepData bool)
+	// Dead node tests: crash an engine.
+	kill func(e signaling.Engine)
 }
 
 func newFixture(t *testing.T, h Harness, nodes int, opts Options) *fixture {

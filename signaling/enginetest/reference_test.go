@@ -44,6 +44,8 @@ func TestReference(t *testing.T) {
 			}
 			return out
 		},
+		// A crash: the sessions stay, as with a drain, until the grace.
+		Kill: func(e signaling.Engine) { _ = e.Close(true) },
 		Outage: func(t *testing.T) (func(), func(bool)) {
 			mu.Lock()
 			b := last[t]

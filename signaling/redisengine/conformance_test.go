@@ -1,4 +1,4 @@
-package redisengine_test
+package redisengine
 
 import (
 	"fmt"
@@ -10,12 +10,12 @@ import (
 	"github.com/strangers-chat/strangers/internal/testsupport"
 	"github.com/strangers-chat/strangers/signaling"
 	"github.com/strangers-chat/strangers/signaling/enginetest"
-	"github.com/strangers-chat/strangers/signaling/redisengine"
 )
 
 // TestConformance runs the engine conformance suite against the Redis
 // engine: every test its own redis-server (persisting, so that an outage
-// can bring its data back), its nodes on it.
+// can bring its data back), its nodes on it; a node is killed as
+// engine_test.go's tests kill one.
 func TestConformance(t *testing.T) {
 	var mu sync.Mutex
 	servers := map[*testing.T]*testsupport.Redis{} // the last server New started in each test
@@ -34,7 +34,7 @@ func TestConformance(t *testing.T) {
 			})
 			var engines []signaling.Engine
 			for i, h := range hosts {
-				e, err := redisengine.New(redisengine.Config{
+				e, err := New(Config{
 					URL:            r.URL(),
 					Node:           fmt.Sprintf("node%d", i),
 					ResumeGrace:    opts.ResumeGrace,
@@ -44,7 +44,7 @@ func TestConformance(t *testing.T) {
 					Logger:         slog.New(slog.DiscardHandler),
 				})
 				if err != nil {
-					t.Fatalf("redisengine.New: %v", err)
+					t.Fatalf("New: %v", err)
 				}
 				if err := e.Start(h); err != nil {
 					t.Fatalf("node%d: Start: %v", i, err)
@@ -53,6 +53,7 @@ func TestConformance(t *testing.T) {
 			}
 			return engines
 		},
+		Kill: func(e signaling.Engine) { (&node{Engine: e.(*Engine)}).kill() },
 		Outage: func(t *testing.T) (stop func(), start func(keepData bool)) {
 			mu.Lock()
 			r := servers[t]
