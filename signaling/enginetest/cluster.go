@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -149,7 +150,9 @@ func (f *fixture) claim(s sess, n int, held [][]byte) signaling.SessionRecord {
 func testClaimMatched(t *testing.T, f *fixture) {
 	a, b := f.sessionOn(0), f.sessionOn(1)
 	m := f.matched(a, b)
+	online := f.counts("figures", func(signaling.EngineCounts) bool { return true }).Online
 	rec := f.claim(a, 2, [][]byte{[]byte("first"), []byte("second")})
+	f.counts("as many online after the claim ("+strconv.Itoa(online)+")", func(x signaling.EngineCounts) bool { return x.Online == online })
 	if rec.State != signaling.StateMatched || rec.Match != m || rec.Partner != b.id || rec.PartnerIdent != b.ident {
 		t.Errorf("%s: the claimed record %+v; want matched in %s with %s", f.name, rec, m, b)
 	}
@@ -444,7 +447,12 @@ func testOutage(t *testing.T, f *fixture) {
 	f.pair(b, b.ticket(), a)
 	f.waiting(0, 0)
 	if m != "" {
-		// The match made before the outage is still there.
+		// The match made before the outage is still there, and its two
+		// nodes hear each other again.
+		for i, x := range []struct{ from, to sess }{{c, d}, {d, c}} {
+			f.engine(x.from).Send(x.to.id, m, fmt.Appendf(nil, "after the outage %d", i))
+			f.hosts[x.to.node].WaitKind(t, Patience, Deliver, x.to.id, m)
+		}
 		f.endMatch(m, c, d, signaling.LeftStop)
 	}
 }
