@@ -896,3 +896,66 @@ func TestMetricsAndDrops(t *testing.T) {
 		}
 	}
 }
+
+// A hung Redis (it keeps the connections but answers nothing): calls time
+// out once, then fail at once until it answers again.
+func TestHungRedis(t *testing.T) {
+	t.Parallel()
+	r := testsupport.StartRedis(t, testsupport.RedisOptions{})
+	const timeout = 300 * time.Millisecond
+	a := startNode(t, r, "a", func(c *Config) { c.Timeout = timeout })
+	sa, _ := a.session(t)
+	r.Pause()
+	_, err := a.Queue(ticket(sa))
+	if !errors.Is(err, signaling.ErrEngineUnavailable) {
+		t.Fatalf("Queue on a hung Redis: %v", err)
+	}
+	if a.Ready() {
+		t.Error("ready while Redis hangs")
+	}
+	start := time.Now()
+	if _, err := a.Counts(); !errors.Is(err, signaling.ErrEngineUnavailable) {
+		t.Errorf("Counts while down: %v", err)
+	}
+	if d := time.Since(start); d >= timeout {
+		t.Errorf("a call while down took %v, the whole timeout", d)
+	}
+	r.Resume()
+	testsupport.WaitFor(t, wait, "ready and resynced", func() (ok bool) {
+		a.host.read(func() { ok = a.host.resyncs > 0 })
+		return ok && a.Ready()
+	})
+	if p, err := a.Queue(ticket(sa)); err != nil || !p.Zero() {
+		t.Errorf("Queue after the hang: %+v, %v", p, err)
+	}
+}
+
+// A message in flight to the node a session was claimed from is sent on to
+// the node that claimed it.
+func TestClaimedFromNodeForwardsLateMessages(t *testing.T) {
+	t.Parallel()
+	r := testsupport.StartRedis(t, testsupport.RedisOptions{})
+	a, b, c := startNode(t, r, "a", nil), startNode(t, r, "b", nil), startNode(t, r, "c", nil)
+	sa, tok := a.session(t)
+	sb, _ := b.session(t)
+	mustQueue(t, a, ticket(sa))
+	p := mustQueue(t, b, ticket(sb))
+	if _, ok, err := c.Claim(tok); !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	testsupport.WaitFor(t, wait, "a told Claimed", func() (ok bool) {
+		a.host.read(func() { ok = len(a.host.claimed) == 1 })
+		return ok
+	})
+	// As if b had sent it before it learnt of the move.
+	b.publish("a", &envelope{kind: kindDeliver, f: []string{sa, p.Match}, items: [][]byte{[]byte("late")}})
+	testsupport.WaitFor(t, wait, "the late message on c", func() (ok bool) {
+		c.host.read(func() { ok = len(c.host.delivered[sa]) == 1 && c.host.delivered[sa][0] == p.Match+"|late" })
+		return ok
+	})
+	a.host.read(func() {
+		if len(a.host.delivered[sa]) != 0 {
+			t.Errorf("a delivered %v", a.host.delivered[sa])
+		}
+	})
+}
