@@ -358,7 +358,9 @@ func TestClaimHandsOverAndMoves(t *testing.T) {
 		}
 	}
 	sb, _ := b.session(t)
-	mustQueue(t, a, ticket(sa, "t"))
+	st := ticket(sa, "t")
+	st.Settled = true // with interests, settled, not accepting anyone: interests only
+	mustQueue(t, a, st)
 	p := mustQueue(t, b, ticket(sb, "t"))
 	if p.Partner != sa {
 		t.Fatalf("pairing %+v", p)
@@ -374,7 +376,7 @@ func TestClaimHandsOverAndMoves(t *testing.T) {
 	}
 	if rec.ID != sa || rec.Node != "c" || rec.State != signaling.StateMatched || rec.Match != p.Match || rec.Partner != sb ||
 		rec.ClientKey != "key" || rec.Ident.Client != "c-"+sa || rec.PartnerIdent.Client != "c-"+sb || rec.Token != tokA ||
-		fmt.Sprint(rec.Interests) != "[t]" || rec.Mode != signaling.ModeVideo {
+		fmt.Sprint(rec.Interests) != "[t]" || rec.Mode != signaling.ModeVideo || !rec.InterestsOnly || !rec.HasFind {
 		t.Errorf("claimed record %+v", rec)
 	}
 	testsupport.WaitFor(t, wait, "handover on c", func() (ok bool) {

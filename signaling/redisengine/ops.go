@@ -212,10 +212,20 @@ func (e *Engine) Queue(t signaling.Ticket) (signaling.Pairing, error) {
 	if !t.WaitSince.IsZero() {
 		ws = t.WaitSince.UnixMilli()
 	}
-	args := make([]any, 0, 16+2*n)
+	// What the ticket tells of the find's interestsOnly, for a resume
+	// elsewhere: with interests, accepting anyone means no; settled and
+	// still not accepting anyone means yes; before settling it cannot tell.
+	io := ""
+	switch {
+	case n > 0 && t.Anyone:
+		io = "0"
+	case n > 0 && t.Settled:
+		io = "1"
+	}
+	args := make([]any, 0, 17+2*n)
 	args = append(args, keyPrefix, t.Session, e.cfg.Node, string(t.Mode), flag(t.Shadow), flag(t.Anyone),
 		flag(t.Settled), t.Ident.Client, t.Ident.Addr, ws, flag(t.RelayOnly), match, string(role),
-		rand.IntN(1<<30), ttlSeconds(), n)
+		rand.IntN(1<<30), ttlSeconds(), io, n)
 	for _, x := range t.Interests {
 		args = append(args, x)
 	}

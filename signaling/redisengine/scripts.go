@@ -139,7 +139,8 @@ end
 // ARGV: prefix, id, node, mode, shadow (0/1), anyone (0/1), settled (0/1),
 // ident client, ident addr, wait since (ms), relay only (0/1), match id
 // for a pairing, the seeker's role in it, a random offset, record TTL (s),
-// n, n tags in the seeker's order, the same n in the order to try them.
+// interests only (0/1, or empty when the ticket does not tell), n, n tags
+// in the seeker's order, the same n in the order to try them.
 //
 // Returns {'earlier', match, partner, partner node, role, partner ident
 // client, addr, common}, {'paired', partner, partner node, partner ident
@@ -150,9 +151,10 @@ local id, node, mode, shadow = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local anyone, settled = ARGV[6] == '1', ARGV[7] == '1'
 local ic, ia, ws, ro = ARGV[8], ARGV[9], ARGV[10], ARGV[11]
 local match, role, start, ttl = ARGV[12], ARGV[13], tonumber(ARGV[14]), tonumber(ARGV[15])
-local n = tonumber(ARGV[16])
+local io = ARGV[16]
+local n = tonumber(ARGV[17])
 local tags, order = {}, {}
-for i = 1, n do tags[i] = ARGV[16 + i]; order[i] = ARGV[16 + n + i] end
+for i = 1, n do tags[i] = ARGV[17 + i]; order[i] = ARGV[17 + n + i] end
 
 local rk = P .. 's:' .. id
 local cur = redis.call('HMGET', rk, 'st', 'm', 'p', 'role', 'cm', 'pic', 'pia', 'pk', 'tags', 'any', 'node')
@@ -222,6 +224,7 @@ if found then
     'ro', ro, 'ws', ws, 'st', 'matched', 'm', match, 'p', c, 'pic', found[7] or '', 'pia', found[8] or '',
     'role', role, 'cm', table.concat(mine, '\n'))
   redis.call('HDEL', rk, 'pk', 'any', 'stl')
+  if io ~= '' then redis.call('HSET', rk, 'io', io) end
   local ck = P .. 's:' .. c
   redis.call('HSET', ck, 'st', 'matched', 'm', match, 'p', id, 'pic', ic, 'pia', ia,
     'role', crole, 'cm', table.concat(theirs, '\n'))
@@ -245,6 +248,7 @@ if settled then stl = '1' end
 redis.call('HSET', rk, 'node', node, 'ic', ic, 'ia', ia, 'hf', '1', 'mode', mode, 'tags', table.concat(tags, '\n'),
   'ro', ro, 'ws', ws, 'st', 'waiting', 'pk', pk, 'any', any, 'stl', stl)
 redis.call('HDEL', rk, 'm', 'p', 'pic', 'pia', 'role', 'cm')
+if io ~= '' then redis.call('HSET', rk, 'io', io) end
 redis.call('EXPIRE', rk, ttl)
 redis.call('SADD', P .. 'sessions', id)
 redis.call('SADD', P .. 'nodesess:' .. node, id)
