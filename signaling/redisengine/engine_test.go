@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -687,6 +688,12 @@ func TestNewRejectsBadConfig(t *testing.T) {
 			t.Errorf("New(%+v) = %v, want ErrConfig", c, err)
 		}
 	}
+	for _, u := range []string{"redis://:topsecret@127.0.0.1:notaport/0", "redis://:topsecret@127.0.0.1:1/x", "rediss://u:topsecret@[::1/0"} {
+		_, err := New(Config{URL: u, Node: "a"})
+		if err == nil || strings.Contains(err.Error(), "topsecret") {
+			t.Errorf("New with a bad URL: %v (must fail without the password)", err)
+		}
+	}
 	// Down from the start: not ready, calls fail at once, Close returns.
 	e, err := New(Config{URL: "redis://127.0.0.1:1/0", Node: "a", Timeout: 100 * time.Millisecond})
 	if err != nil {
@@ -759,19 +766,27 @@ func TestRegisterAgainReconciles(t *testing.T) {
 		return ok
 	})
 
-	// A session claimed by b is b's: a's late End and Register leave it.
+	// A session claimed by b is b's: a's late Register, Queue and End leave
+	// it, and a hands it over as if it had heard of the claim.
 	sc, tok := a.session(t)
-	if _, ok, err := b.Claim(tok); !ok || err != nil {
-		t.Fatal(ok, err)
+	a.host.read(func() { a.host.pending[sc] = [][]byte{[]byte("kept")} })
+	// The claim, with its notice to a lost.
+	res, err := claimScript.Run(context.Background(), b.rdb, nil, keyPrefix, tokenHash(tok), "b", ttlSeconds()).Slice()
+	if err != nil || len(res) != 5 {
+		t.Fatal(res, err)
 	}
-	if err := a.Register(signaling.SessionRecord{ID: sc, Token: tok, State: signaling.StateIdle}); !errors.Is(err, ErrMoved) {
-		t.Errorf("Register of a claimed session: %v, want ErrMoved", err)
+	if err := a.Register(signaling.SessionRecord{ID: sc, Token: tok, State: signaling.StateIdle}); err != nil {
+		t.Errorf("Register of a claimed session: %v", err)
+	}
+	testsupport.WaitFor(t, wait, "a hands it over", func() (ok bool) {
+		b.host.read(func() { ok = fmt.Sprintf("%s", b.host.handover[sc]) == "[kept]" })
+		return ok
+	})
+	if p, err := a.Queue(ticket(sc)); err != nil || !p.Zero() {
+		t.Errorf("Queue of a claimed session: %+v, %v", p, err)
 	}
 	if err := a.End(sc, false); err != nil {
 		t.Fatal(err)
-	}
-	if _, err := a.Queue(ticket(sc)); !errors.Is(err, ErrMoved) {
-		t.Errorf("Queue of a claimed session: %v, want ErrMoved", err)
 	}
 	if rec, ok, err := a.Claim(tok); !ok || err != nil || rec.ID != sc {
 		t.Errorf("the claimed session ended by its old node: %v %v", ok, err)

@@ -75,6 +75,14 @@ end
 local function elsewhere(rnode, node)
   return rnode and rnode ~= node and alive(rnode, now_ms())
 end
+-- moved_to is the answer for a session another live node holds now:
+-- {'moved', that node, its partner, the partner's node}.
+local function moved_to(id)
+  local r = redis.call('HMGET', P .. 's:' .. id, 'node', 'p')
+  local pnode = ''
+  if r[2] then pnode = redis.call('HGET', P .. 's:' .. r[2], 'node') or '' end
+  return {'moved', r[1] or '', r[2] or '', pnode}
+end
 -- end_match ends match for x, and for its partner p if p is still in it:
 -- both remember each other. Returns p's node if p was still in it, else ''.
 local function end_match(x, p, match, n, ttl)
@@ -145,7 +153,8 @@ end
 // Returns {'earlier', match, partner, partner node, role, partner ident
 // client, addr, common}, {'paired', partner, partner node, partner ident
 // client, addr, common (seeker's order), common (partner's order)} or
-// {'waiting'}; {'moved'} if another live node holds the session now.
+// {'waiting'}; moved_to's answer if another live node holds the session
+// now.
 var queueScript = redis.NewScript(prelude + `
 local id, node, mode, shadow = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local anyone, settled = ARGV[6] == '1', ARGV[7] == '1'
@@ -158,7 +167,7 @@ for i = 1, n do tags[i] = ARGV[17 + i]; order[i] = ARGV[17 + n + i] end
 
 local rk = P .. 's:' .. id
 local cur = redis.call('HMGET', rk, 'st', 'm', 'p', 'role', 'cm', 'pic', 'pia', 'pk', 'tags', 'any', 'node')
-if elsewhere(cur[11], node) then return {'moved'} end
+if elsewhere(cur[11], node) then return moved_to(id) end
 if cur[1] == 'matched' then return pairing_of(cur) end
 unpool(id, cur[8], cur[9], cur[10])
 
@@ -296,7 +305,8 @@ return {'ok', end_match(id, partner, match, n, ttl)}
 // (its partner's node is told), and a pool entry of a session the hub has
 // idle goes; a match the hub has that Redis does not is reported gone.
 //
-// Returns {'ok'}, {'moved'} (another live node holds the session now),
+// Returns {'ok'}, moved_to's answer (another live node holds the session
+// now),
 // {'gone'} (the hub's match ended meanwhile) or {'ended', partner, match,
 // partner's node} (Redis's match ended).
 var registerScript = redis.NewScript(prelude + `
@@ -305,7 +315,7 @@ local st, match = ARGV[13], ARGV[14]
 local ttl, n = tonumber(ARGV[19]), tonumber(ARGV[20])
 local rk = P .. 's:' .. id
 local old = redis.call('HMGET', rk, 'node', 'st', 'tok', 'm', 'p', 'pk', 'tags', 'any')
-if elsewhere(old[1], node) then return {'moved'} end
+if elsewhere(old[1], node) then return moved_to(id) end
 local out = {'ok'}
 redis.call('HSET', rk, 'node', node, 'tok', tok, 'ic', ARGV[5], 'ia', ARGV[6], 'ck', ARGV[7])
 if not old[2] then
