@@ -130,6 +130,22 @@ func (r *Redis) Stop() { r.signal(syscall.SIGTERM) }
 // Kill ends the server with SIGKILL, as a crash would, and waits for it.
 func (r *Redis) Kill() { r.signal(syscall.SIGKILL) }
 
+// Pause freezes the server (SIGSTOP): it keeps its connections but
+// answers nothing, as a hung server would, until Resume. Stop, Kill and
+// cleanup resume it first.
+func (r *Redis) Pause() { r.freeze(syscall.SIGSTOP) }
+
+// Resume lets a paused server go on (SIGCONT).
+func (r *Redis) Resume() { r.freeze(syscall.SIGCONT) }
+
+func (r *Redis) freeze(sig syscall.Signal) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cmd != nil {
+		_ = r.cmd.Process.Signal(sig)
+	}
+}
+
 // Restart stops the server and starts it again; without keepData its data
 // files are deleted in between, as if it came back on a fresh disk.
 func (r *Redis) Restart(keepData bool) {
@@ -159,6 +175,7 @@ func (r *Redis) signal(sig syscall.Signal) {
 	if cmd == nil {
 		return
 	}
+	_ = cmd.Process.Signal(syscall.SIGCONT) // a paused server cannot act on SIGTERM
 	_ = cmd.Process.Signal(sig)
 	select {
 	case <-done:

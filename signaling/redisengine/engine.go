@@ -5,9 +5,16 @@
 // leases and a reaper that ends a dead node's sessions, and delivery to a
 // partner on another node over one pub/sub channel per node.
 //
-// It needs one Redis (standalone or a replicated primary, not Redis
-// Cluster: the scripts touch keys of many sessions). Every node's clock may
-// differ: leases and deadlines use Redis's clock.
+// It needs one Redis 6.2 or later (standalone or a replicated primary, not
+// Redis Cluster: the scripts touch keys of many sessions). Every node's
+// clock may differ: leases and deadlines use Redis's clock. Keys live under
+// "strangers:" (see scripts.go); an ended session's keys are deleted, and
+// every session key has a TTL of a day, renewed as it is used, as a
+// backstop.
+//
+// Messages between nodes are fire and forget: what is published while a
+// node is not subscribed (Redis down, or the node restarting its
+// subscription) is lost, and the hub resyncs when Redis is back.
 package redisengine
 
 import (

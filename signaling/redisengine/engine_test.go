@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -358,7 +359,9 @@ func TestClaimHandsOverAndMoves(t *testing.T) {
 		}
 	}
 	sb, _ := b.session(t)
-	mustQueue(t, a, ticket(sa, "t"))
+	st := ticket(sa, "t")
+	st.Settled = true // with interests, settled, not accepting anyone: interests only
+	mustQueue(t, a, st)
 	p := mustQueue(t, b, ticket(sb, "t"))
 	if p.Partner != sa {
 		t.Fatalf("pairing %+v", p)
@@ -374,7 +377,7 @@ func TestClaimHandsOverAndMoves(t *testing.T) {
 	}
 	if rec.ID != sa || rec.Node != "c" || rec.State != signaling.StateMatched || rec.Match != p.Match || rec.Partner != sb ||
 		rec.ClientKey != "key" || rec.Ident.Client != "c-"+sa || rec.PartnerIdent.Client != "c-"+sb || rec.Token != tokA ||
-		fmt.Sprint(rec.Interests) != "[t]" || rec.Mode != signaling.ModeVideo {
+		fmt.Sprint(rec.Interests) != "[t]" || rec.Mode != signaling.ModeVideo || !rec.InterestsOnly || !rec.HasFind {
 		t.Errorf("claimed record %+v", rec)
 	}
 	testsupport.WaitFor(t, wait, "handover on c", func() (ok bool) {
@@ -685,6 +688,12 @@ func TestNewRejectsBadConfig(t *testing.T) {
 			t.Errorf("New(%+v) = %v, want ErrConfig", c, err)
 		}
 	}
+	for _, u := range []string{"redis://:topsecret@127.0.0.1:notaport/0", "redis://:topsecret@127.0.0.1:1/x", "rediss://u:topsecret@[::1/0"} {
+		_, err := New(Config{URL: u, Node: "a"})
+		if err == nil || strings.Contains(err.Error(), "topsecret") {
+			t.Errorf("New with a bad URL: %v (must fail without the password)", err)
+		}
+	}
 	// Down from the start: not ready, calls fail at once, Close returns.
 	e, err := New(Config{URL: "redis://127.0.0.1:1/0", Node: "a", Timeout: 100 * time.Millisecond})
 	if err != nil {
@@ -757,19 +766,27 @@ func TestRegisterAgainReconciles(t *testing.T) {
 		return ok
 	})
 
-	// A session claimed by b is b's: a's late End and Register leave it.
+	// A session claimed by b is b's: a's late Register, Queue and End leave
+	// it, and a hands it over as if it had heard of the claim.
 	sc, tok := a.session(t)
-	if _, ok, err := b.Claim(tok); !ok || err != nil {
-		t.Fatal(ok, err)
+	a.host.read(func() { a.host.pending[sc] = [][]byte{[]byte("kept")} })
+	// The claim, with its notice to a lost.
+	res, err := claimScript.Run(context.Background(), b.rdb, nil, keyPrefix, tokenHash(tok), "b", ttlSeconds()).Slice()
+	if err != nil || len(res) != 5 {
+		t.Fatal(res, err)
 	}
-	if err := a.Register(signaling.SessionRecord{ID: sc, Token: tok, State: signaling.StateIdle}); !errors.Is(err, ErrMoved) {
-		t.Errorf("Register of a claimed session: %v, want ErrMoved", err)
+	if err := a.Register(signaling.SessionRecord{ID: sc, Token: tok, State: signaling.StateIdle}); err != nil {
+		t.Errorf("Register of a claimed session: %v", err)
+	}
+	testsupport.WaitFor(t, wait, "a hands it over", func() (ok bool) {
+		b.host.read(func() { ok = fmt.Sprintf("%s", b.host.handover[sc]) == "[kept]" })
+		return ok
+	})
+	if p, err := a.Queue(ticket(sc)); err != nil || !p.Zero() {
+		t.Errorf("Queue of a claimed session: %+v, %v", p, err)
 	}
 	if err := a.End(sc, false); err != nil {
 		t.Fatal(err)
-	}
-	if _, err := a.Queue(ticket(sc)); !errors.Is(err, ErrMoved) {
-		t.Errorf("Queue of a claimed session: %v, want ErrMoved", err)
 	}
 	if rec, ok, err := a.Claim(tok); !ok || err != nil || rec.ID != sc {
 		t.Errorf("the claimed session ended by its old node: %v %v", ok, err)
@@ -895,4 +912,67 @@ func TestMetricsAndDrops(t *testing.T) {
 			t.Errorf("%s = %v (present %v)", name, v, present)
 		}
 	}
+}
+
+// A hung Redis (it keeps the connections but answers nothing): calls time
+// out once, then fail at once until it answers again.
+func TestHungRedis(t *testing.T) {
+	t.Parallel()
+	r := testsupport.StartRedis(t, testsupport.RedisOptions{})
+	const timeout = 300 * time.Millisecond
+	a := startNode(t, r, "a", func(c *Config) { c.Timeout = timeout })
+	sa, _ := a.session(t)
+	r.Pause()
+	_, err := a.Queue(ticket(sa))
+	if !errors.Is(err, signaling.ErrEngineUnavailable) {
+		t.Fatalf("Queue on a hung Redis: %v", err)
+	}
+	if a.Ready() {
+		t.Error("ready while Redis hangs")
+	}
+	start := time.Now()
+	if _, err := a.Counts(); !errors.Is(err, signaling.ErrEngineUnavailable) {
+		t.Errorf("Counts while down: %v", err)
+	}
+	if d := time.Since(start); d >= timeout {
+		t.Errorf("a call while down took %v, the whole timeout", d)
+	}
+	r.Resume()
+	testsupport.WaitFor(t, wait, "ready and resynced", func() (ok bool) {
+		a.host.read(func() { ok = a.host.resyncs > 0 })
+		return ok && a.Ready()
+	})
+	if p, err := a.Queue(ticket(sa)); err != nil || !p.Zero() {
+		t.Errorf("Queue after the hang: %+v, %v", p, err)
+	}
+}
+
+// A message in flight to the node a session was claimed from is sent on to
+// the node that claimed it.
+func TestClaimedFromNodeForwardsLateMessages(t *testing.T) {
+	t.Parallel()
+	r := testsupport.StartRedis(t, testsupport.RedisOptions{})
+	a, b, c := startNode(t, r, "a", nil), startNode(t, r, "b", nil), startNode(t, r, "c", nil)
+	sa, tok := a.session(t)
+	sb, _ := b.session(t)
+	mustQueue(t, a, ticket(sa))
+	p := mustQueue(t, b, ticket(sb))
+	if _, ok, err := c.Claim(tok); !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	testsupport.WaitFor(t, wait, "a told Claimed", func() (ok bool) {
+		a.host.read(func() { ok = len(a.host.claimed) == 1 })
+		return ok
+	})
+	// As if b had sent it before it learnt of the move.
+	b.publish("a", &envelope{kind: kindDeliver, f: []string{sa, p.Match}, items: [][]byte{[]byte("late")}})
+	testsupport.WaitFor(t, wait, "the late message on c", func() (ok bool) {
+		c.host.read(func() { ok = len(c.host.delivered[sa]) == 1 && c.host.delivered[sa][0] == p.Match+"|late" })
+		return ok
+	})
+	a.host.read(func() {
+		if len(a.host.delivered[sa]) != 0 {
+			t.Errorf("a delivered %v", a.host.delivered[sa])
+		}
+	})
 }
