@@ -73,7 +73,8 @@ type rule struct {
 // Run runs the conformance suite against the engines h makes. With a
 // shared engine every rule runs twice: with all sessions on one node, and
 // with them spread over two (partners on different nodes); then the rules
-// of a cluster (forwarding, claims, outages) run.
+// of a cluster (forwarding, claims, closes, concurrent churn), of a dead
+// node (with Harness.Kill) and of an outage (with Harness.Outage) run.
 func Run(t *testing.T, h Harness) {
 	if h.New == nil {
 		t.Fatal("enginetest: Harness.New is nil")
