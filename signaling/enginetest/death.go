@@ -79,11 +79,14 @@ func testDeadResume(t *testing.T, f *fixture) {
 	// Its partner's node learns where it is (in its own time) and the
 	// match goes on: what c sends reaches b.
 	sent := 0
-	testsupport.WaitFor(t, Patience, "node1's messages reaching b on node2", func() bool {
+	if !testsupport.Eventually(Patience, func() bool {
 		f.engines[1].Send(b.id, m, []byte("still there?"))
 		sent++
 		return len(f.hosts[2].Delivered(b.id, m)) > 0
-	})
+	}) {
+		t.Fatalf("%s: none of the %d messages node1 sent %s in %v reached node2, which claimed it from dead node0 (before node0's lease ran out): node1 was never told where it went",
+			f.name, sent, b, Patience)
+	}
 	t.Logf("%s: %d messages sent before the first reached the resumed session", f.name, sent)
 	// The dead node's lease runs out and the grace passes (the reaper
 	// ends d, which nobody resumed); b's match stands.
