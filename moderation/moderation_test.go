@@ -38,12 +38,42 @@ func (c *clock) add(d time.Duration) {
 	c.t = c.t.Add(d)
 }
 
-func newService(t *testing.T, dir string, clk *clock, cfg Config) *Service {
-	t.Helper()
-	st, err := OpenBolt(dir)
-	if err != nil {
-		t.Fatal(err)
+// place is where a store keeps its records (a directory, a Redis
+// server); open opens a store on it, as a process starting would.
+type place struct {
+	open func(t *testing.T) Store
+}
+
+// backend makes places of one kind of store.
+type backend struct {
+	name     string
+	newPlace func(t *testing.T) place
+}
+
+func boltPlace(t *testing.T) place {
+	dir := t.TempDir()
+	return place{open: func(t *testing.T) Store {
+		st, err := OpenBolt(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}}
+}
+
+// backends are the stores every Service test runs against.
+var backends = []backend{{"bolt", boltPlace}, {"redis", redisPlace}}
+
+// eachBackend runs f against each store.
+func eachBackend(t *testing.T, f func(t *testing.T, p place)) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) { f(t, b.newPlace(t)) })
 	}
+}
+
+func newService(t *testing.T, p place, clk *clock, cfg Config) *Service {
+	t.Helper()
+	st := p.open(t)
 	cfg.Store = st
 	cfg.Now = clk.now
 	cfg.SweepEvery = time.Hour
@@ -70,7 +100,10 @@ func report(clk *clock, reporter, reported signaling.Identity) signaling.ReportE
 // the shadow pool for ShadowFor; two keys from one address count once;
 // everything survives a restart of the service on the same directory.
 func TestThresholdShadowPoolAndRestart(t *testing.T) {
-	dir := t.TempDir()
+	eachBackend(t, testThresholdShadowPoolAndRestart)
+}
+
+func testThresholdShadowPoolAndRestart(t *testing.T, dir place) {
 	clk := &clock{t: time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)}
 	s := newService(t, dir, clk, Config{})
 	bad := id("bad", "addr-bad")
@@ -88,10 +121,8 @@ func TestThresholdShadowPoolAndRestart(t *testing.T) {
 	if !s.Shadowed(bad, clk.now()) || !s.Shadowed(id("new-key", "addr-bad"), clk.now()) {
 		t.Fatal("not shadowed after three reporters (by key and by address)")
 	}
-	if st := s.Stats(); st.ShadowPool != 1 || st.ReportsOpen != 4 {
-		t.Fatalf("stats %+v", st)
-	}
 	s.flush()
+	waitStats(t, s, func(st Stats) bool { return st.ShadowPool == 1 && st.ReportsOpen == 4 })
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -116,9 +147,11 @@ func TestThresholdShadowPoolAndRestart(t *testing.T) {
 }
 
 // Reports from a reporter whose reports were dismissed count less.
-func TestDismissedReportersCountLess(t *testing.T) {
+func TestDismissedReportersCountLess(t *testing.T) { eachBackend(t, testDismissedReportersCountLess) }
+
+func testDismissedReportersCountLess(t *testing.T, p place) {
 	clk := &clock{t: time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)}
-	s := newService(t, t.TempDir(), clk, Config{ReportThreshold: 2})
+	s := newService(t, p, clk, Config{ReportThreshold: 2})
 	defer s.Close()
 	crier := id("crier", "ac")
 	s.Reported(report(clk, crier, id("x", "ax")))
@@ -141,9 +174,11 @@ func TestDismissedReportersCountLess(t *testing.T) {
 }
 
 // Reports older than the retention are deleted with their frames.
-func TestRetentionDeletesOldReports(t *testing.T) {
+func TestRetentionDeletesOldReports(t *testing.T) { eachBackend(t, testRetentionDeletesOldReports) }
+
+func testRetentionDeletesOldReports(t *testing.T, p place) {
 	clk := &clock{t: time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)}
-	s := newService(t, t.TempDir(), clk, Config{Retention: 48 * time.Hour})
+	s := newService(t, p, clk, Config{Retention: 48 * time.Hour})
 	defer s.Close()
 	s.Reported(report(clk, id("a", "aa"), id("b", "ab")))
 	clk.add(24 * time.Hour)
@@ -159,16 +194,15 @@ func TestRetentionDeletesOldReports(t *testing.T) {
 	if _, _, err := s.Report(old[1].ID); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("the old report is still there: %v", err)
 	}
-	if st := s.Stats(); st.ReportsOpen != 1 {
-		t.Fatalf("open reports %d, want 1", st.ReportsOpen)
-	}
+	waitStats(t, s, func(st Stats) bool { return st.ReportsOpen == 1 })
 }
 
 // The ladder: without a duration, bans of one client get longer; a lifted
 // ban does not count.
-func TestBanLadder(t *testing.T) {
+func TestBanLadder(t *testing.T) { eachBackend(t, testBanLadder) }
+
+func testBanLadder(t *testing.T, dir place) {
 	clk := &clock{t: time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)}
-	dir := t.TempDir()
 	s := newService(t, dir, clk, Config{AppealContact: "appeals@example.com"})
 	for i, want := range []time.Duration{time.Hour, 24 * time.Hour, 7 * 24 * time.Hour} {
 		b, n, err := s.Ban(BanRequest{Client: "c", Reason: "spam"}, "tok")
@@ -253,10 +287,10 @@ func (f *fakeHub) AddrHash(a netip.Addr) string { return "hash-of-" + a.String()
 
 const testToken = "0123456789abcdef0123456789abcdef"
 
-func newAdminServer(t *testing.T) (*httptest.Server, *Service, *fakeHub, *clock) {
+func newAdminServer(t *testing.T, p place) (*httptest.Server, *Service, *fakeHub, *clock) {
 	t.Helper()
 	clk := &clock{t: time.Now()}
-	s := newService(t, t.TempDir(), clk, Config{})
+	s := newService(t, p, clk, Config{})
 	t.Cleanup(func() { s.Close() })
 	hub := &fakeHub{}
 	h, err := NewAdmin(AdminConfig{Service: s, Hub: hub, Token: testToken})
@@ -298,11 +332,14 @@ func call(t *testing.T, srv *httptest.Server, method, path, body string, hdr map
 	return resp.StatusCode, resp.Header, string(b)
 }
 
-func TestAdminAPI(t *testing.T) {
-	srv, s, hub, clk := newAdminServer(t)
+func TestAdminAPI(t *testing.T) { eachBackend(t, testAdminAPI) }
+
+func testAdminAPI(t *testing.T, p place) {
+	srv, s, hub, clk := newAdminServer(t, p)
 	s.Reported(report(clk, id("r", "ar"), id("bad", "abad")))
 	s.Reported(report(clk, id("r2", "ar2"), id("meh", "ameh")))
 	s.flush()
+	waitStats(t, s, func(st Stats) bool { return st.ReportsOpen == 2 })
 
 	// No token, a wrong one, another scheme: 401 on every resource.
 	for _, path := range []string{"/api/v1/stats", "/api/v1/reports", "/api/v1/bans", "/api/v1/pool", "/api/v1/audit"} {

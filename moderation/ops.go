@@ -49,14 +49,19 @@ func (s *Service) Ban(req BanRequest, token string) (Ban, signaling.BanNotice, e
 		n := max(s.offences["c:"+req.Client], s.offences["a:"+req.Addr])
 		d = s.cfg.Ladder[min(n, len(s.cfg.Ladder)-1)]
 	}
+	s.banWrites.begin()
 	s.mu.Unlock()
 	b := Ban{ID: s.newID(now), Client: req.Client, Addr: req.Addr, Reason: req.Reason, Created: now, Until: now.Add(d), By: token, Report: req.Report}
 	if err := s.cfg.Store.PutBan(b); err != nil {
+		s.mu.Lock()
+		s.banWrites.end()
+		s.mu.Unlock()
 		return Ban{}, signaling.BanNotice{}, fmt.Errorf("moderation: store ban: %w", err)
 	}
 	s.mu.Lock()
 	s.countOffence(b, 1)
 	s.indexBan(b)
+	s.banWrites.end()
 	s.mu.Unlock()
 	s.audit(token, "ban", b.ID, fmt.Sprintf("%s until %s: %s", target(b.identity()), b.Until.UTC().Format(time.RFC3339), b.Reason))
 	s.log.Info("ban", "ban", b.ID, "until", b.Until, "token", token)
@@ -89,7 +94,13 @@ func (s *Service) Lift(id, token string) (Ban, error) {
 		return b, nil
 	}
 	b.Lifted = s.cfg.Now()
+	s.mu.Lock()
+	s.banWrites.begin()
+	s.mu.Unlock()
 	if err := s.cfg.Store.PutBan(b); err != nil {
+		s.mu.Lock()
+		s.banWrites.end()
+		s.mu.Unlock()
 		return Ban{}, fmt.Errorf("moderation: store ban: %w", err)
 	}
 	s.mu.Lock()
@@ -98,6 +109,7 @@ func (s *Service) Lift(id, token string) (Ban, error) {
 		s.unindexBan(b)
 		delete(s.bans, id)
 	}
+	s.banWrites.end()
 	s.mu.Unlock()
 	s.audit(token, "lift", id, "")
 	return b, nil
@@ -219,12 +231,17 @@ func (s *Service) Unshadow(client, token string) error {
 	_, ok := s.pool[client]
 	if ok {
 		s.unindexPool(client)
+		s.poolWrites.begin()
 	}
 	s.mu.Unlock()
 	if !ok {
 		return ErrNotFound
 	}
-	if err := s.cfg.Store.DeletePool(client); err != nil {
+	err := s.cfg.Store.DeletePool(client)
+	s.mu.Lock()
+	s.poolWrites.end()
+	s.mu.Unlock()
+	if err != nil {
 		return fmt.Errorf("moderation: store: %w", err)
 	}
 	s.audit(token, "unshadow", client, "")

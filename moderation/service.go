@@ -5,6 +5,7 @@
 package moderation
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -66,43 +67,68 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// Now is the clock (tests). Nil: time.Now.
 	Now func() time.Time
+
+	// With a Shared store (several instances):
+
+	// OnBan is called, on the Service's own goroutine, with each ban in
+	// force made through another instance once this one learns of it,
+	// and the notice for the banned client: the caller enforces it on its
+	// live sessions (signaling.Hub.Enforce), as it does after Ban. Nil:
+	// new sessions are refused, live ones go on.
+	OnBan func(Ban, signaling.BanNotice)
+	// ReloadEvery is how often the store is checked for a change whose
+	// notice was missed: everything is reloaded if bans or the shadow
+	// pool changed since the last reload. Default DefaultReloadEvery.
+	ReloadEvery time.Duration
 }
 
 // Service is the moderation state. The in-memory indexes (guarded by mu)
 // answer the matchmaker at once; the Store has the record. Reports reach
 // the store through a queue that the writer goroutine (started by New,
 // stopped by Close) drains, so that the matchmaker never waits on disk.
+// With a Shared store, a second goroutine (started by New, stopped by
+// Close) follows what the other instances write (see follow).
 type Service struct {
 	// Static after New.
-	cfg     Config
-	log     *slog.Logger
-	writes  chan func(Store) error
-	done    chan struct{} // closed when the writer has returned
-	stop    chan struct{} // closed by Close
-	closeMu sync.Once
+	cfg        Config
+	log        *slog.Logger
+	writes     chan func(Store) error
+	done       chan struct{} // closed when the writer has returned
+	stop       chan struct{} // closed by Close
+	closeMu    sync.Once
+	stopFollow context.CancelFunc // nil without a Shared store
+	followDone chan struct{}      // closed when follow has returned
+
+	// Owned by follow.
+	failing  bool   // a reload from the shared store failed
+	reloaded bool   // version is that of the last full reload
+	version  uint64 // Shared.Version at the last full reload
 
 	seq atomic.Uint64 // orders the ids made in one instant
 
 	reportsStored prometheus.Counter
 	shadowed      prometheus.Counter
 
-	mu        sync.Mutex
-	bans      map[string]Ban       // in force (or until the sweep), by id
-	byClient  map[string]string    // ban id by client
-	byAddr    map[string]string    // ban id by address hash
-	offences  map[string]int       // bans ever made, by client and by address
-	pool      map[string]PoolEntry // by client
-	poolAddr  map[string]string    // client by address hash
-	recent    map[string][]hit     // reports by reported client, within ReportWindow
-	reporters map[string]*Reporter // by client
-	openCount int                  // reports not dismissed nor acted on
-	closed    bool
+	mu         sync.Mutex
+	bans       map[string]Ban       // in force (or until the sweep), by id
+	byClient   map[string]string    // ban id by client
+	byAddr     map[string]string    // ban id by address hash
+	offences   map[string]int       // bans ever made, by client and by address
+	pool       map[string]PoolEntry // by client
+	poolAddr   map[string]string    // client by address hash
+	recent     map[string][]hit     // reports by reported client, within ReportWindow
+	reporters  map[string]*Reporter // by client
+	openCount  int                  // reports not dismissed nor acted on
+	closed     bool
+	banWrites  inFlight // of this instance, for reloads from a Shared store
+	poolWrites inFlight
 }
 
 func (s *Service) newID(now time.Time) string { return newID(now, s.seq.Add(1)) }
 
 // hit is a report counting towards the shadow pool.
 type hit struct {
+	report   string // its id
 	reporter string // the reporter's address hash, else its client
 	at       time.Time
 	weight   float64
@@ -136,6 +162,9 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.ReloadEvery <= 0 {
+		cfg.ReloadEvery = DefaultReloadEvery
+	}
 	s := &Service{
 		cfg:       cfg,
 		log:       cfg.Logger.With("component", "moderation"),
@@ -158,6 +187,11 @@ func New(cfg Config) (*Service, error) {
 		return nil, err
 	}
 	go s.writer()
+	if sh, ok := cfg.Store.(Shared); ok {
+		ctx, cancel := context.WithCancel(context.Background())
+		s.stopFollow, s.followDone = cancel, make(chan struct{})
+		go s.follow(ctx, sh)
+	}
 	return s, nil
 }
 
@@ -200,7 +234,7 @@ func (s *Service) load() error {
 			s.openCount++
 		}
 		if now.Sub(r.Time) < s.cfg.ReportWindow && r.Reported.Client != "" {
-			s.recent[r.Reported.Client] = append(s.recent[r.Reported.Client], hit{reporter: reporterKey(r.Reporter), at: r.Time, weight: r.Weight})
+			s.recent[r.Reported.Client] = append(s.recent[r.Reported.Client], hit{report: r.ID, reporter: reporterKey(r.Reporter), at: r.Time, weight: r.Weight})
 		}
 	}
 	return nil
@@ -242,6 +276,10 @@ func (s *Service) Close() error {
 		s.mu.Unlock()
 		close(s.stop)
 		<-s.done
+		if s.stopFollow != nil {
+			s.stopFollow()
+			<-s.followDone
+		}
 	})
 	return s.cfg.Store.Close()
 }
@@ -279,14 +317,16 @@ func (s *Service) write(w func(Store) error) {
 
 // enqueue queues a store write; false when the queue is full or closed.
 // s.mu must be held.
-func (s *Service) enqueue(w func(Store) error) {
+func (s *Service) enqueue(w func(Store) error) bool {
 	if s.closed {
-		return
+		return false
 	}
 	select {
 	case s.writes <- w:
+		return true
 	default:
 		s.log.Warn("store write queue full: a moderation record is lost")
+		return false
 	}
 }
 
@@ -510,7 +550,7 @@ func (s *Service) Reported(ev signaling.ReportEvent) {
 	if target == "" {
 		return
 	}
-	hits := append(s.prune(s.recent[target], now), hit{reporter: reporterKey(ev.Reporter), at: now, weight: r.Weight})
+	hits := append(s.prune(s.recent[target], now), hit{report: r.ID, reporter: reporterKey(ev.Reporter), at: now, weight: r.Weight})
 	s.recent[target] = hits
 	best := map[string]float64{}
 	for _, h := range hits {
@@ -530,5 +570,15 @@ func (s *Service) Reported(ev signaling.ReportEvent) {
 	s.indexPool(e)
 	s.shadowed.Inc()
 	s.log.Info("client moved to the shadow pool", "reporters", len(best))
-	s.enqueue(func(st Store) error { return st.PutPool(e) })
+	s.poolWrites.begin()
+	if !s.enqueue(func(st Store) error {
+		defer func() {
+			s.mu.Lock()
+			s.poolWrites.end()
+			s.mu.Unlock()
+		}()
+		return st.PutPool(e)
+	}) {
+		s.poolWrites.end()
+	}
 }

@@ -1,12 +1,14 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -45,9 +47,67 @@ var errNoHome = errors.New("no home directory")
 // modState is the moderation store and service of one run.
 type modState struct {
 	svc     *moderation.Service
-	dir     string
+	dir     string // the Bolt store's directory; "" with Redis
 	tempDir string // a directory of our own to remove on close, when the default was taken
 	key     []byte // signs client keys
+
+	// hub enforces bans made through other nodes (with Redis), once set
+	// by enforceOn; until then there are no sessions to end.
+	hub atomic.Pointer[signaling.Hub]
+}
+
+// enforceOn makes bans learnt from other nodes end h's live sessions, as
+// a ban made through this node's admin API does.
+func (m *modState) enforceOn(h *signaling.Hub) { m.hub.Store(h) }
+
+// onBan is moderation.Config.OnBan: a ban made through another node.
+func (m *modState) onBan(logger *slog.Logger) func(moderation.Ban, signaling.BanNotice) {
+	return func(b moderation.Ban, notice signaling.BanNotice) {
+		h := m.hub.Load()
+		if h == nil {
+			return
+		}
+		if n := h.Enforce(signaling.Identity{Client: b.Client, Addr: b.Addr}, notice); n > 0 {
+			logger.Info("ban from another node enforced", "component", "moderation", "ban", b.ID, "sessions", n)
+		}
+	}
+}
+
+// modConfig is the service's configuration but for its store.
+func (m *modState) modConfig(cfg settings, logger *slog.Logger, reg prometheus.Registerer) moderation.Config {
+	return moderation.Config{
+		AppealContact:   cfg.AppealContact,
+		ReportThreshold: cfg.ReportThreshold,
+		Retention:       cfg.ReportRetention,
+		Logger:          logger,
+		Registerer:      reg,
+		OnBan:           m.onBan(logger),
+	}
+}
+
+// openSharedModeration keeps the moderation records in the Redis shared
+// by every node (STRANGERS_REDIS_URL): all of them see the same bans,
+// reports, shadow pool and audit log, and sign client keys with the same
+// key.
+func openSharedModeration(cfg settings, logger *slog.Logger, reg prometheus.Registerer) (*modState, error) {
+	m := &modState{}
+	store, err := moderation.OpenRedis(context.Background(), moderation.RedisConfig{URL: cfg.redisURL})
+	if err != nil {
+		return nil, fmt.Errorf("STRANGERS_REDIS_URL: %w", err) // never the URL: it holds the password
+	}
+	logger.Info("moderation store: Redis, shared by every node", "component", "moderation", "redis", store.Addr())
+	m.key, err = store.Secret("identity", signaling.IdentityKeyLen)
+	if err != nil {
+		store.Close()
+		return nil, fmt.Errorf("moderation: identity key: %w", err)
+	}
+	mcfg := m.modConfig(cfg, logger, reg)
+	mcfg.Store = store
+	if m.svc, err = moderation.New(mcfg); err != nil {
+		store.Close()
+		return nil, err
+	}
+	return m, nil
 }
 
 // openModeration opens the store and starts the service. When the default
@@ -56,6 +116,9 @@ type modState struct {
 // temporary directory and says so; a directory the operator named must be
 // ours.
 func openModeration(cfg settings, getenv func(string) string, logger *slog.Logger, reg prometheus.Registerer) (*modState, error) {
+	if cfg.redisURL != "" {
+		return openSharedModeration(cfg, logger, reg)
+	}
 	dir, explicit := stateDir(cfg, getenv)
 	m := &modState{dir: dir}
 	var store *moderation.Bolt
@@ -86,14 +149,9 @@ func openModeration(cfg settings, getenv func(string) string, logger *slog.Logge
 		m.removeTemp()
 		return nil, fmt.Errorf("moderation: identity key: %w", err)
 	}
-	m.svc, err = moderation.New(moderation.Config{
-		Store:           store,
-		AppealContact:   cfg.AppealContact,
-		ReportThreshold: cfg.ReportThreshold,
-		Retention:       cfg.ReportRetention,
-		Logger:          logger,
-		Registerer:      reg,
-	})
+	mcfg := m.modConfig(cfg, logger, reg)
+	mcfg.Store = store
+	m.svc, err = moderation.New(mcfg)
 	if err != nil {
 		store.Close()
 		m.removeTemp()

@@ -191,6 +191,7 @@ func start(cfg settings, logger *slog.Logger, getenv func(string) string) (_ *ap
 		}
 		return nil, err
 	}
+	a.mod.enforceOn(a.hub)
 
 	// From here on nothing fails: serve.
 	mux := http.NewServeMux()
@@ -329,7 +330,11 @@ func (a *app) logSummary(httpAddr net.Addr, tlsSet tlsSetup, publicHost string) 
 	} else {
 		attrs = append(attrs, "engine", "memory")
 	}
-	attrs = append(attrs, "state_dir", a.mod.dir)
+	if a.mod.dir != "" {
+		attrs = append(attrs, "moderation_store", "bolt", "state_dir", a.mod.dir)
+	} else {
+		attrs = append(attrs, "moderation_store", "redis") // shared by every node
+	}
 	a.log.Info("listening", attrs...)
 	if a.admin == nil {
 		a.log.Info("admin API off: STRANGERS_ADMIN_TOKEN_FILE is not set")
