@@ -432,7 +432,7 @@ func TestClaimHandsOverAndMoves(t *testing.T) {
 func TestClaimFromDeadNodeTellsPartnerNode(t *testing.T) {
 	t.Parallel()
 	r := testsupport.StartRedis(t, testsupport.RedisOptions{})
-	short := func(c *Config) { c.LeaseTTL = 300 * time.Millisecond; c.ResumeGrace = 10 * time.Second }
+	short := func(c *Config) { c.LeaseTTL = time.Second; c.ResumeGrace = 10 * time.Second }
 	a, b, c := startNode(t, r, "a", short), startNode(t, r, "b", short), startNode(t, r, "c", short)
 	sa, tok := a.session(t)
 	sb, _ := b.session(t)
@@ -463,7 +463,7 @@ func TestClaimFromDeadNodeTellsPartnerNode(t *testing.T) {
 func TestDeadNodesPartnersAreToldOnce(t *testing.T) {
 	t.Parallel()
 	r := testsupport.StartRedis(t, testsupport.RedisOptions{})
-	short := func(c *Config) { c.LeaseTTL = 300 * time.Millisecond; c.ResumeGrace = 600 * time.Millisecond }
+	short := func(c *Config) { c.LeaseTTL = time.Second; c.ResumeGrace = 600 * time.Millisecond }
 	a, b, c, d := startNode(t, r, "a", short), startNode(t, r, "b", short), startNode(t, r, "c", short), startNode(t, r, "d", short)
 	sa, sb, match := pairAcross(t, a, b)
 	waiting, _ := a.session(t)
@@ -474,7 +474,7 @@ func TestDeadNodesPartnersAreToldOnce(t *testing.T) {
 		b.host.read(func() { ok = len(b.host.left[sb]) > 0 })
 		return ok
 	})
-	t.Logf("partner told %v after the kill (lease %v, grace %v)", time.Since(killed).Round(time.Millisecond), 300*time.Millisecond, 600*time.Millisecond)
+	t.Logf("partner told %v after the kill (lease %v, grace %v)", time.Since(killed).Round(time.Millisecond), time.Second, 600*time.Millisecond)
 	for _, n := range []*node{b, c, d} {
 		testsupport.WaitFor(t, wait, "Ended on "+n.Node(), func() (ok bool) {
 			n.host.read(func() { ok = len(n.host.ended[sa]) > 0 && len(n.host.ended[waiting]) > 0 })
@@ -554,7 +554,7 @@ func TestOneReaperActs(t *testing.T) {
 func TestOutage(t *testing.T) {
 	t.Parallel()
 	r := testsupport.StartRedis(t, testsupport.RedisOptions{Persist: true})
-	tweak := func(c *Config) { c.Timeout = 300 * time.Millisecond }
+	tweak := func(c *Config) { c.Timeout = time.Second }
 	a, b := startNode(t, r, "a", tweak), startNode(t, r, "b", tweak)
 	sa, sb, match := pairAcross(t, a, b)
 	r.Kill()
@@ -597,11 +597,13 @@ func TestRedisWithoutItsDataMakesNoDoubleMatch(t *testing.T) {
 	a, b := startNode(t, r, "a", nil), startNode(t, r, "b", nil)
 	sa, sb, match := pairAcross(t, a, b)
 	r.Restart(false)
-	testsupport.WaitFor(t, wait, "a resynced", func() (ok bool) {
-		_, _ = a.Counts() // notices the outage if the subscriber did not
-		a.host.read(func() { ok = a.host.resyncs > 0 })
-		return ok && a.Ready()
-	})
+	for _, n := range []*node{a, b} {
+		testsupport.WaitFor(t, wait, n.Node()+" resynced", func() (ok bool) {
+			_, _ = n.Counts() // notices the outage if the subscriber did not
+			n.host.read(func() { ok = n.host.resyncs > 0 })
+			return ok && n.Ready()
+		})
+	}
 	// The hub registers its sessions again, as they are.
 	rec := signaling.SessionRecord{ID: sa, Token: "tok-a", State: signaling.StateMatched, Match: match, Partner: sb}
 	if err := a.Register(rec); err != nil {
@@ -833,8 +835,8 @@ func TestTLSAndPassword(t *testing.T) {
 func TestLongOutageReapsNobody(t *testing.T) {
 	t.Parallel()
 	r := testsupport.StartRedis(t, testsupport.RedisOptions{Persist: true})
-	const lease = 300 * time.Millisecond
-	short := func(c *Config) { c.LeaseTTL = lease; c.Timeout = 300 * time.Millisecond }
+	const lease = time.Second
+	short := func(c *Config) { c.LeaseTTL = lease; c.Timeout = lease / 2 }
 	a, b := startNode(t, r, "a", short), startNode(t, r, "b", short)
 	sa, sb, match := pairAcross(t, a, b)
 	r.Stop()
@@ -919,7 +921,7 @@ func TestMetricsAndDrops(t *testing.T) {
 func TestHungRedis(t *testing.T) {
 	t.Parallel()
 	r := testsupport.StartRedis(t, testsupport.RedisOptions{})
-	const timeout = 300 * time.Millisecond
+	const timeout = time.Second
 	a := startNode(t, r, "a", func(c *Config) { c.Timeout = timeout })
 	sa, _ := a.session(t)
 	r.Pause()
