@@ -2,6 +2,7 @@ package testsupport
 
 import (
 	"bufio"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -32,6 +33,10 @@ type RedisOptions struct {
 	Persist bool
 	// Password is required of clients (--requirepass); "" for none.
 	Password string
+	// TLS, if set, makes the server speak only TLS, with a certificate
+	// for 127.0.0.1 from this CA (clients need not present one); URL then
+	// says rediss://.
+	TLS *CA
 }
 
 // Redis is a redis-server (Debian's) started for one test, listening on
@@ -43,6 +48,8 @@ type Redis struct {
 	dir  string
 	port int
 	opts RedisOptions
+	// The server's certificate and key files, with TLS.
+	certFile, keyFile string
 
 	mu   sync.Mutex // guards cmd and done
 	cmd  *exec.Cmd  // nil while stopped
@@ -56,6 +63,13 @@ func StartRedis(tb testing.TB, opts RedisOptions) *Redis {
 	tb.Helper()
 	bin := Require(tb, "redis-server", "redis-server")
 	r := &Redis{tb: tb, bin: bin, dir: tb.TempDir(), opts: opts}
+	if opts.TLS != nil {
+		var err error
+		r.certFile, r.keyFile, err = opts.TLS.WriteFiles(r.dir, time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour), "127.0.0.1")
+		if err != nil {
+			tb.Fatalf("testsupport: redis TLS certificate: %v", err)
+		}
+	}
 	tb.Cleanup(r.Stop)
 	var err error
 	for range 5 { // a free port can be taken between choosing and binding it
@@ -70,9 +84,13 @@ func StartRedis(tb testing.TB, opts RedisOptions) *Redis {
 	return nil
 }
 
-// URL returns the server's URL for go-redis: redis://[:password@]127.0.0.1:port/0.
+// URL returns the server's URL for go-redis:
+// redis[s]://[:password@]127.0.0.1:port/0.
 func (r *Redis) URL() string {
 	u := url.URL{Scheme: "redis", Host: r.Addr(), Path: "/0"}
+	if r.opts.TLS != nil {
+		u.Scheme = "rediss"
+	}
 	if r.opts.Password != "" {
 		u.User = url.UserPassword("", r.opts.Password)
 	}
@@ -112,6 +130,22 @@ func (r *Redis) Stop() { r.signal(syscall.SIGTERM) }
 // Kill ends the server with SIGKILL, as a crash would, and waits for it.
 func (r *Redis) Kill() { r.signal(syscall.SIGKILL) }
 
+// Pause freezes the server (SIGSTOP): it keeps its connections but
+// answers nothing, as a hung server would, until Resume. Stop, Kill and
+// cleanup resume it first.
+func (r *Redis) Pause() { r.freeze(syscall.SIGSTOP) }
+
+// Resume lets a paused server go on (SIGCONT).
+func (r *Redis) Resume() { r.freeze(syscall.SIGCONT) }
+
+func (r *Redis) freeze(sig syscall.Signal) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cmd != nil {
+		_ = r.cmd.Process.Signal(sig)
+	}
+}
+
 // Restart stops the server and starts it again; without keepData its data
 // files are deleted in between, as if it came back on a fresh disk.
 func (r *Redis) Restart(keepData bool) {
@@ -141,6 +175,7 @@ func (r *Redis) signal(sig syscall.Signal) {
 	if cmd == nil {
 		return
 	}
+	_ = cmd.Process.Signal(syscall.SIGCONT) // a paused server cannot act on SIGTERM
 	_ = cmd.Process.Signal(sig)
 	select {
 	case <-done:
@@ -152,9 +187,13 @@ func (r *Redis) signal(sig syscall.Signal) {
 
 // start execs the server and waits until it answers PING, or stops it.
 func (r *Redis) start() error {
+	plain := strconv.Itoa(r.port)
+	if r.opts.TLS != nil {
+		plain = "0" // TLS only: the port is --tls-port's
+	}
 	args := []string{
 		"--bind", "127.0.0.1",
-		"--port", strconv.Itoa(r.port),
+		"--port", plain,
 		"--dir", r.dir,
 		"--logfile", filepath.Join(r.dir, "redis.log"),
 		"--daemonize", "no",
@@ -168,6 +207,10 @@ func (r *Redis) start() error {
 	}
 	if r.opts.Password != "" {
 		args = append(args, "--requirepass", r.opts.Password)
+	}
+	if r.opts.TLS != nil {
+		args = append(args, "--tls-port", strconv.Itoa(r.port), "--tls-cert-file", r.certFile,
+			"--tls-key-file", r.keyFile, "--tls-auth-clients", "no")
 	}
 	cmd := exec.Command(r.bin, args...)
 	cmd.Dir = r.dir
@@ -207,7 +250,14 @@ func (r *Redis) start() error {
 
 // ping sends AUTH (with a password) and PING and expects PONG.
 func (r *Redis) ping() error {
-	c, err := net.DialTimeout("tcp", r.Addr(), redisDialWait)
+	var c net.Conn
+	var err error
+	d := &net.Dialer{Timeout: redisDialWait}
+	if r.opts.TLS != nil {
+		c, err = tls.DialWithDialer(d, "tcp", r.Addr(), &tls.Config{RootCAs: r.opts.TLS.Pool, ServerName: "127.0.0.1"})
+	} else {
+		c, err = d.Dial("tcp", r.Addr())
+	}
 	if err != nil {
 		return err
 	}

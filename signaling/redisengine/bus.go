@@ -226,12 +226,21 @@ func (e *Engine) subscriber() {
 	}
 }
 
-// listen subscribes and receives until the connection fails or Close.
+// listen subscribes and receives until the subscription fails or is
+// closed (by setDown or Close).
 func (e *Engine) listen() {
 	ps := e.rdb.Subscribe(e.bg)
+	e.psMu.Lock()
+	if e.bg.Err() != nil || !e.up.Load() {
+		e.psMu.Unlock()
+		_ = ps.Close()
+		return
+	}
+	e.ps = ps
+	e.psMu.Unlock()
 	defer func() {
 		e.subscribed.Store(false)
-		_ = ps.Close()
+		e.closeSubscription()
 	}()
 	ctx, cancel := context.WithTimeout(e.bg, e.cfg.Timeout)
 	err := ps.Subscribe(ctx, e.channel)
@@ -247,13 +256,16 @@ func (e *Engine) listen() {
 		return
 	}
 	e.subscribed.Store(true)
-	for e.bg.Err() == nil && e.up.Load() {
-		v, err := ps.ReceiveTimeout(e.bg, receiveWait)
+	for {
+		// No read deadline: messages may be large, and a deadline in the
+		// middle of one would leave the connection out of step. A dead
+		// Redis shows in the keeper's renewals, which close ps.
+		v, err := ps.Receive(e.bg)
 		if err != nil {
-			if isTimeout(err) {
-				continue
-			}
-			if e.bg.Err() == nil {
+			e.psMu.Lock()
+			ours := e.ps == ps // not closed by setDown or Close
+			e.psMu.Unlock()
+			if ours && e.bg.Err() == nil {
 				e.m.errors.Inc()
 				e.setDown("receive", err)
 			}
@@ -273,9 +285,16 @@ func (e *Engine) listen() {
 	}
 }
 
-func isTimeout(err error) bool {
-	var t interface{ Timeout() bool }
-	return errors.As(err, &t) && t.Timeout()
+// closeSubscription closes the subscriber's subscription, if any, which
+// ends its wait for a message.
+func (e *Engine) closeSubscription() {
+	e.psMu.Lock()
+	ps := e.ps
+	e.ps = nil
+	e.psMu.Unlock()
+	if ps != nil {
+		_ = ps.Close()
+	}
 }
 
 // receive acts on one message from another node (or this one).

@@ -5,13 +5,21 @@
 // leases and a reaper that ends a dead node's sessions, and delivery to a
 // partner on another node over one pub/sub channel per node.
 //
-// It needs one Redis (standalone or a replicated primary, not Redis
-// Cluster: the scripts touch keys of many sessions). Every node's clock may
-// differ: leases and deadlines use Redis's clock.
+// It needs one Redis 6.2 or later (standalone or a replicated primary, not
+// Redis Cluster: the scripts touch keys of many sessions). Every node's
+// clock may differ: leases and deadlines use Redis's clock. Keys live under
+// "strangers:" (see scripts.go); an ended session's keys are deleted, and
+// every session key has a TTL of a day, renewed as it is used, as a
+// backstop.
+//
+// Messages between nodes are fire and forget: what is published while a
+// node is not subscribed (Redis down, or the node restarting its
+// subscription) is lost, and the hub resyncs when Redis is back.
 package redisengine
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -24,6 +32,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/maintnotifications"
 
+	"github.com/strangers-chat/strangers/internal/sessionid"
 	"github.com/strangers-chat/strangers/signaling"
 )
 
@@ -48,11 +57,17 @@ const (
 	pingEvery = 250 * time.Millisecond
 	// orphansEvery is how often due orphans are ended, at most.
 	orphansEvery = 200 * time.Millisecond
+	// reapSlack is taken off a dead node's sessions' grace for the time
+	// it takes to notice they are due and tell their partners, so that
+	// partners hear of it within ResumeGrace of the node's last renewal.
+	reapSlack = orphansEvery + 50*time.Millisecond
+	// comeBack is how long a node may take to notice that Redis is back
+	// after an outage (the client redials a failed server once a second,
+	// the keeper tries every pingEvery): the leases that ran out in an
+	// outage are extended by that much more than a lease.
+	comeBack = 2 * time.Second
 	// orphansBatch bounds the orphans one script ends.
 	orphansBatch = 256
-	// receiveWait bounds one wait for a pub/sub message, so that the
-	// subscriber sees Close soon.
-	receiveWait = 250 * time.Millisecond
 	// publishBatch bounds the messages pipelined in one round trip.
 	publishBatch = 512
 	// closeWait bounds how long Close spends flushing queued messages.
@@ -69,6 +84,10 @@ type Config struct {
 	URL string
 	// Node is this node's id, unique in the cluster. Required.
 	Node string
+	// TLS configures the connection for a rediss:// URL (for example the
+	// roots of a private CA); its ServerName defaults to the URL's host.
+	// Nil: the system roots. Only with rediss://.
+	TLS *tls.Config
 	// ResumeGrace is how long after a dead or drained node was last seen
 	// its sessions end (their clients may resume them on another node
 	// meanwhile). Default 15s.
@@ -116,6 +135,15 @@ type Engine struct {
 	out     chan *outbound
 	pubQuit chan struct{}
 	pubDone chan struct{}
+
+	// epoch is the value of Redis's epoch key at the last renewal: a new
+	// one means Redis lost its data. Owned by the keeper (Start sets it
+	// before the keeper runs).
+	epoch string
+	// ps is the subscriber's current subscription, closed by setDown and
+	// Close to wake it.
+	psMu sync.Mutex
+	ps   *redis.PubSub
 
 	// Safe from any goroutine.
 	up         atomic.Bool // the last round trip worked
@@ -172,6 +200,16 @@ func New(cfg Config) (*Engine, error) {
 	if err != nil {
 		// The URL may hold a password: name the scheme only.
 		return nil, fmt.Errorf("%w: URL: %v", ErrConfig, redactURLError(err, cfg.URL))
+	}
+	if cfg.TLS != nil {
+		if opts.TLSConfig == nil {
+			return nil, fmt.Errorf("%w: TLS is set but the URL is not rediss://", ErrConfig)
+		}
+		t := cfg.TLS.Clone()
+		if t.ServerName == "" {
+			t.ServerName = opts.TLSConfig.ServerName
+		}
+		opts.TLSConfig = t
 	}
 	// Fail fast and let the engine decide: no retries, every wait bounded
 	// by Timeout, no server-push features Redis may not have.
@@ -236,7 +274,7 @@ func (e *Engine) Start(host signaling.EngineHost) error {
 	e.out = make(chan *outbound, e.cfg.SendQueue)
 	e.pubQuit = make(chan struct{})
 	e.pubDone = make(chan struct{})
-	if err := e.renew(); err != nil {
+	if _, err := e.renew(true); err != nil {
 		e.log.Warn("redis unreachable at start; matching waits for it", "err", err)
 	} else {
 		e.setUp()
@@ -263,6 +301,7 @@ func (e *Engine) Close(drain bool) error {
 		return nil
 	}
 	e.stopBg()
+	e.closeSubscription()
 	e.bgDone.Wait()
 	var err error
 	if e.up.Load() {
@@ -344,25 +383,53 @@ func (e *Engine) setDown(what string, err error) {
 			e.log.Warn("redis unreachable: matching paused", "op", what, "err", err)
 		}
 	}
+	e.closeSubscription()
 }
 
-// renew renews this node's lease, bypassing the down check (the keeper
-// uses it to find Redis back). It reports a lease that had run out (this
-// node was reaped) by calling Resync.
-func (e *Engine) renew() error {
-	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.Timeout)
-	defer cancel()
-	start := time.Now()
-	res, err := renewScript.Run(ctx, e.rdb, nil, keyPrefix, e.cfg.Node, e.cfg.LeaseTTL.Milliseconds()).Int64Slice()
-	e.m.roundTrip.Observe(time.Since(start).Seconds())
+// renew renews this node's lease. With force it bypasses the down check
+// (the keeper finds Redis back with it). It reports whether the hub must
+// resync: this node's lease had run out (the others took it for dead and
+// orphaned its sessions), or Redis lost its data since the last renewal.
+func (e *Engine) renew(force bool) (resync bool, err error) {
+	var res []any
+	call := func(ctx context.Context) error {
+		var err error
+		res, err = renewScript.Run(ctx, e.rdb, nil, keyPrefix, e.cfg.Node, e.cfg.LeaseTTL.Milliseconds(), sessionid.New(),
+			comeBack.Milliseconds()).Slice()
+		return err
+	}
+	if force {
+		ctx, cancel := context.WithTimeout(context.Background(), e.cfg.Timeout)
+		defer cancel()
+		start := time.Now()
+		err = call(ctx)
+		e.m.roundTrip.Observe(time.Since(start).Seconds())
+		if err != nil {
+			e.m.errors.Inc()
+			err = fmt.Errorf("redisengine: renew lease: %w", err)
+		}
+	} else {
+		err = e.roundTrip("renew lease", call)
+	}
 	if err != nil {
-		e.m.errors.Inc()
-		return fmt.Errorf("redisengine: renew lease: %w", err)
+		return false, err
 	}
-	if len(res) == 2 {
-		e.m.nodes.Set(float64(res[1]))
+	if len(res) != 3 {
+		return false, errors.New("redisengine: renew lease: malformed reply")
 	}
-	return nil
+	had, _ := res[0].(int64)
+	nodes, _ := res[1].(int64)
+	epoch, _ := res[2].(string)
+	e.m.nodes.Set(float64(nodes))
+	lost := e.epoch != "" && epoch != e.epoch
+	if lost {
+		e.log.Warn("redis lost its data: registering every session again")
+	} else if had == 0 && e.epoch != "" && !force {
+		e.log.Warn("this node's lease had run out (taken for dead): registering every session again")
+	}
+	resync = lost || (had == 0 && e.epoch != "")
+	e.epoch = epoch
+	return resync, nil
 }
 
 // keeper renews the lease, reaps dead nodes, ends due orphans, prunes the
@@ -388,7 +455,7 @@ func (e *Engine) keeper() {
 					continue
 				}
 				lastPing = now
-				if err := e.renew(); err != nil {
+				if _, err := e.renew(true); err != nil {
 					continue
 				}
 				lastRenew = now
@@ -408,8 +475,12 @@ func (e *Engine) keeper() {
 			}
 			if now.Sub(lastRenew) >= renewEvery {
 				lastRenew = now
-				if err := e.renewChecked(); err != nil {
+				resync, err := e.renew(false)
+				if err != nil {
 					continue
+				}
+				if resync {
+					e.host.Resync()
 				}
 			}
 			if now.Sub(lastReap) >= reapEvery {
@@ -428,35 +499,14 @@ func (e *Engine) keeper() {
 	}
 }
 
-// renewChecked renews the lease as a round trip; a lease found gone (the
-// others took this node for dead) is taken again and the hub resyncs.
-func (e *Engine) renewChecked() error {
-	var res []int64
-	err := e.roundTrip("renew lease", func(ctx context.Context) error {
-		var err error
-		res, err = renewScript.Run(ctx, e.rdb, nil, keyPrefix, e.cfg.Node, e.cfg.LeaseTTL.Milliseconds()).Int64Slice()
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	if len(res) == 2 {
-		e.m.nodes.Set(float64(res[1]))
-		if res[0] == 0 {
-			e.log.Warn("this node's lease had run out (taken for dead): registering again")
-			e.host.Resync()
-		}
-	}
-	return nil
-}
-
 // reap takes dead nodes out of the cluster (their sessions become
 // orphans); only the node whose script removes a lease acts on it.
 func (e *Engine) reap() {
 	var dead []string
 	err := e.roundTrip("reap", func(ctx context.Context) error {
 		var err error
-		dead, err = reapScript.Run(ctx, e.rdb, nil, keyPrefix, e.cfg.ResumeGrace.Milliseconds(), e.cfg.LeaseTTL.Milliseconds()).StringSlice()
+		dead, err = reapScript.Run(ctx, e.rdb, nil, keyPrefix, max(0, e.cfg.ResumeGrace-reapSlack).Milliseconds(),
+			e.cfg.LeaseTTL.Milliseconds(), comeBack.Milliseconds()).StringSlice()
 		return err
 	})
 	if err != nil {

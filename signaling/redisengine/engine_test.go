@@ -2,13 +2,16 @@ package redisengine
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
@@ -134,6 +137,7 @@ func startNode(t testing.TB, r *testsupport.Redis, name string, tweak func(*Conf
 func (n *node) kill() {
 	n.closed.Store(true)
 	n.stopBg()
+	n.closeSubscription()
 	n.bgDone.Wait()
 	close(n.pubQuit)
 	<-n.pubDone
@@ -355,7 +359,9 @@ func TestClaimHandsOverAndMoves(t *testing.T) {
 		}
 	}
 	sb, _ := b.session(t)
-	mustQueue(t, a, ticket(sa, "t"))
+	st := ticket(sa, "t")
+	st.Settled = true // with interests, settled, not accepting anyone: interests only
+	mustQueue(t, a, st)
 	p := mustQueue(t, b, ticket(sb, "t"))
 	if p.Partner != sa {
 		t.Fatalf("pairing %+v", p)
@@ -371,7 +377,7 @@ func TestClaimHandsOverAndMoves(t *testing.T) {
 	}
 	if rec.ID != sa || rec.Node != "c" || rec.State != signaling.StateMatched || rec.Match != p.Match || rec.Partner != sb ||
 		rec.ClientKey != "key" || rec.Ident.Client != "c-"+sa || rec.PartnerIdent.Client != "c-"+sb || rec.Token != tokA ||
-		fmt.Sprint(rec.Interests) != "[t]" || rec.Mode != signaling.ModeVideo {
+		fmt.Sprint(rec.Interests) != "[t]" || rec.Mode != signaling.ModeVideo || !rec.InterestsOnly || !rec.HasFind {
 		t.Errorf("claimed record %+v", rec)
 	}
 	testsupport.WaitFor(t, wait, "handover on c", func() (ok bool) {
@@ -426,7 +432,7 @@ func TestClaimHandsOverAndMoves(t *testing.T) {
 func TestClaimFromDeadNodeTellsPartnerNode(t *testing.T) {
 	t.Parallel()
 	r := testsupport.StartRedis(t, testsupport.RedisOptions{})
-	short := func(c *Config) { c.LeaseTTL = 300 * time.Millisecond; c.ResumeGrace = 10 * time.Second }
+	short := func(c *Config) { c.LeaseTTL = time.Second; c.ResumeGrace = 10 * time.Second }
 	a, b, c := startNode(t, r, "a", short), startNode(t, r, "b", short), startNode(t, r, "c", short)
 	sa, tok := a.session(t)
 	sb, _ := b.session(t)
@@ -457,7 +463,7 @@ func TestClaimFromDeadNodeTellsPartnerNode(t *testing.T) {
 func TestDeadNodesPartnersAreToldOnce(t *testing.T) {
 	t.Parallel()
 	r := testsupport.StartRedis(t, testsupport.RedisOptions{})
-	short := func(c *Config) { c.LeaseTTL = 300 * time.Millisecond; c.ResumeGrace = 600 * time.Millisecond }
+	short := func(c *Config) { c.LeaseTTL = time.Second; c.ResumeGrace = 600 * time.Millisecond }
 	a, b, c, d := startNode(t, r, "a", short), startNode(t, r, "b", short), startNode(t, r, "c", short), startNode(t, r, "d", short)
 	sa, sb, match := pairAcross(t, a, b)
 	waiting, _ := a.session(t)
@@ -468,7 +474,7 @@ func TestDeadNodesPartnersAreToldOnce(t *testing.T) {
 		b.host.read(func() { ok = len(b.host.left[sb]) > 0 })
 		return ok
 	})
-	t.Logf("partner told %v after the kill (lease %v, grace %v)", time.Since(killed).Round(time.Millisecond), 300*time.Millisecond, 600*time.Millisecond)
+	t.Logf("partner told %v after the kill (lease %v, grace %v)", time.Since(killed).Round(time.Millisecond), time.Second, 600*time.Millisecond)
 	for _, n := range []*node{b, c, d} {
 		testsupport.WaitFor(t, wait, "Ended on "+n.Node(), func() (ok bool) {
 			n.host.read(func() { ok = len(n.host.ended[sa]) > 0 && len(n.host.ended[waiting]) > 0 })
@@ -501,21 +507,25 @@ func TestDeadNodesPartnersAreToldOnce(t *testing.T) {
 func TestOneReaperActs(t *testing.T) {
 	t.Parallel()
 	r := testsupport.StartRedis(t, testsupport.RedisOptions{})
-	short := func(c *Config) { c.LeaseTTL = time.Hour } // no background reaping here
-	a := startNode(t, r, "a", short)
+	opts, err := redis.ParseURL(r.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := redis.NewClient(opts) // no engine: no reaper but the script's callers
+	defer c.Close()
 	ctx := context.Background()
 	for i := range 20 {
-		if err := a.rdb.ZAdd(ctx, keyPrefix+"nodes", redisZ(1, "ghost"+strconv.Itoa(i))).Err(); err != nil {
+		if err := c.ZAdd(ctx, keyPrefix+"nodes", redisZ(1, "ghost"+strconv.Itoa(i))).Err(); err != nil {
 			t.Fatal(err)
 		}
-		a.rdb.SAdd(ctx, keyPrefix+"nodesess:ghost"+strconv.Itoa(i), "s"+strconv.Itoa(i))
+		c.SAdd(ctx, keyPrefix+"nodesess:ghost"+strconv.Itoa(i), "s"+strconv.Itoa(i))
 	}
 	var mu sync.Mutex
 	reaped := map[string]int{}
 	var wg sync.WaitGroup
 	for range 8 {
 		wg.Go(func() {
-			dead, err := reapScript.Run(ctx, a.rdb, nil, keyPrefix, 1000, 1000).StringSlice()
+			dead, err := reapScript.Run(ctx, c, nil, keyPrefix, 1000, time.Hour.Milliseconds(), 1000).StringSlice()
 			if err != nil {
 				t.Error(err)
 				return
@@ -536,7 +546,7 @@ func TestOneReaperActs(t *testing.T) {
 			t.Errorf("%s reaped %d times", n, k)
 		}
 	}
-	if n, _ := a.rdb.ZCard(ctx, keyPrefix+"orphans").Result(); n != 20 {
+	if n, _ := c.ZCard(ctx, keyPrefix+"orphans").Result(); n != 20 {
 		t.Errorf("%d orphans, want 20", n)
 	}
 }
@@ -544,7 +554,7 @@ func TestOneReaperActs(t *testing.T) {
 func TestOutage(t *testing.T) {
 	t.Parallel()
 	r := testsupport.StartRedis(t, testsupport.RedisOptions{Persist: true})
-	tweak := func(c *Config) { c.Timeout = 300 * time.Millisecond }
+	tweak := func(c *Config) { c.Timeout = time.Second }
 	a, b := startNode(t, r, "a", tweak), startNode(t, r, "b", tweak)
 	sa, sb, match := pairAcross(t, a, b)
 	r.Kill()
@@ -587,11 +597,13 @@ func TestRedisWithoutItsDataMakesNoDoubleMatch(t *testing.T) {
 	a, b := startNode(t, r, "a", nil), startNode(t, r, "b", nil)
 	sa, sb, match := pairAcross(t, a, b)
 	r.Restart(false)
-	testsupport.WaitFor(t, wait, "a resynced", func() (ok bool) {
-		_, _ = a.Counts() // notices the outage if the subscriber did not
-		a.host.read(func() { ok = a.host.resyncs > 0 })
-		return ok && a.Ready()
-	})
+	for _, n := range []*node{a, b} {
+		testsupport.WaitFor(t, wait, n.Node()+" resynced", func() (ok bool) {
+			_, _ = n.Counts() // notices the outage if the subscriber did not
+			n.host.read(func() { ok = n.host.resyncs > 0 })
+			return ok && n.Ready()
+		})
+	}
 	// The hub registers its sessions again, as they are.
 	rec := signaling.SessionRecord{ID: sa, Token: "tok-a", State: signaling.StateMatched, Match: match, Partner: sb}
 	if err := a.Register(rec); err != nil {
@@ -678,6 +690,12 @@ func TestNewRejectsBadConfig(t *testing.T) {
 			t.Errorf("New(%+v) = %v, want ErrConfig", c, err)
 		}
 	}
+	for _, u := range []string{"redis://:topsecret@127.0.0.1:notaport/0", "redis://:topsecret@127.0.0.1:1/x", "rediss://u:topsecret@[::1/0"} {
+		_, err := New(Config{URL: u, Node: "a"})
+		if err == nil || strings.Contains(err.Error(), "topsecret") {
+			t.Errorf("New with a bad URL: %v (must fail without the password)", err)
+		}
+	}
 	// Down from the start: not ready, calls fail at once, Close returns.
 	e, err := New(Config{URL: "redis://127.0.0.1:1/0", Node: "a", Timeout: 100 * time.Millisecond})
 	if err != nil {
@@ -750,21 +768,213 @@ func TestRegisterAgainReconciles(t *testing.T) {
 		return ok
 	})
 
-	// A session claimed by b is b's: a's late End and Register leave it.
+	// A session claimed by b is b's: a's late Register, Queue and End leave
+	// it, and a hands it over as if it had heard of the claim.
 	sc, tok := a.session(t)
-	if _, ok, err := b.Claim(tok); !ok || err != nil {
-		t.Fatal(ok, err)
+	a.host.read(func() { a.host.pending[sc] = [][]byte{[]byte("kept")} })
+	// The claim, with its notice to a lost.
+	res, err := claimScript.Run(context.Background(), b.rdb, nil, keyPrefix, tokenHash(tok), "b", ttlSeconds()).Slice()
+	if err != nil || len(res) != 5 {
+		t.Fatal(res, err)
 	}
-	if err := a.Register(signaling.SessionRecord{ID: sc, Token: tok, State: signaling.StateIdle}); !errors.Is(err, ErrMoved) {
-		t.Errorf("Register of a claimed session: %v, want ErrMoved", err)
+	if err := a.Register(signaling.SessionRecord{ID: sc, Token: tok, State: signaling.StateIdle}); err != nil {
+		t.Errorf("Register of a claimed session: %v", err)
+	}
+	testsupport.WaitFor(t, wait, "a hands it over", func() (ok bool) {
+		b.host.read(func() { ok = fmt.Sprintf("%s", b.host.handover[sc]) == "[kept]" })
+		return ok
+	})
+	if p, err := a.Queue(ticket(sc)); err != nil || !p.Zero() {
+		t.Errorf("Queue of a claimed session: %+v, %v", p, err)
 	}
 	if err := a.End(sc, false); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.Queue(ticket(sc)); !errors.Is(err, ErrMoved) {
-		t.Errorf("Queue of a claimed session: %v, want ErrMoved", err)
-	}
 	if rec, ok, err := a.Claim(tok); !ok || err != nil || rec.ID != sc {
 		t.Errorf("the claimed session ended by its old node: %v %v", ok, err)
 	}
+}
+
+func TestTLSAndPassword(t *testing.T) {
+	t.Parallel()
+	ca, err := testsupport.NewCA("redis test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := testsupport.StartRedis(t, testsupport.RedisOptions{TLS: ca, Password: "pw"})
+	withCA := func(c *Config) { c.TLS = &tls.Config{RootCAs: ca.Pool} }
+	a, b := startNode(t, r, "a", withCA), startNode(t, r, "b", withCA)
+	sa, _, match := pairAcross(t, a, b)
+	b.Send(sa, match, []byte("over TLS"))
+	testsupport.WaitFor(t, wait, "delivery over TLS", func() (ok bool) {
+		a.host.read(func() { ok = len(a.host.delivered[sa]) == 1 })
+		return ok
+	})
+	// Without the CA the server is not trusted; without TLS config on a
+	// redis:// URL, TLS is refused at New.
+	e, err := New(Config{URL: r.URL(), Node: "c", Timeout: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Start(newHost()); err != nil {
+		t.Fatal(err)
+	}
+	if e.Ready() {
+		t.Error("ready with an untrusted server certificate")
+	}
+	if err := e.Close(false); err != nil {
+		t.Error(err)
+	}
+	if _, err := New(Config{URL: "redis://127.0.0.1:1/0", Node: "c", TLS: &tls.Config{}}); !errors.Is(err, ErrConfig) {
+		t.Errorf("TLS with redis://: %v", err)
+	}
+}
+
+// Redis down for longer than a lease: when it returns, every lease has run
+// out, but the nodes were not dead. Nobody is reaped.
+func TestLongOutageReapsNobody(t *testing.T) {
+	t.Parallel()
+	r := testsupport.StartRedis(t, testsupport.RedisOptions{Persist: true})
+	const lease = time.Second
+	short := func(c *Config) { c.LeaseTTL = lease; c.Timeout = lease / 2 }
+	a, b := startNode(t, r, "a", short), startNode(t, r, "b", short)
+	sa, sb, match := pairAcross(t, a, b)
+	r.Stop()
+	for _, n := range []*node{a, b} {
+		testsupport.WaitFor(t, wait, n.Node()+" not ready", func() bool { return !n.Ready() })
+	}
+	time.Sleep(3 * lease) // the outage outlasts every lease: that is the point
+	r.Start()
+	for _, n := range []*node{a, b} {
+		testsupport.WaitFor(t, wait, n.Node()+" resynced", func() (ok bool) {
+			n.host.read(func() { ok = n.host.resyncs > 0 })
+			return ok && n.Ready()
+		})
+	}
+	// Both have renewed since (Ready), and reapers ran: nobody was taken
+	// for dead.
+	ctx := context.Background()
+	if n, err := a.rdb.ZCard(ctx, keyPrefix+"orphans").Result(); err != nil || n != 0 {
+		t.Errorf("%d orphans after the outage (%v)", n, err)
+	}
+	if c, err := a.Counts(); err != nil || c.Nodes != 2 || c.Online != 2 {
+		t.Errorf("Counts = %+v, %v", c, err)
+	}
+	if p, err := b.Withdraw(sb); err != nil || p.Match != match || p.Partner != sa {
+		t.Errorf("match lost in the outage: %+v, %v", p, err)
+	}
+}
+
+func TestMetricsAndDrops(t *testing.T) {
+	t.Parallel()
+	r := testsupport.StartRedis(t, testsupport.RedisOptions{})
+	reg := prometheus.NewPedanticRegistry()
+	a := startNode(t, r, "a", func(c *Config) { c.Registerer = reg })
+	b := startNode(t, r, "b", nil)
+	_, sb, match := pairAcross(t, a, b)
+	a.Send("no-such-session", match, []byte("x")) // no route: dropped
+	a.Send(sb, match, []byte("y"))
+	testsupport.WaitFor(t, wait, "delivery", func() (ok bool) {
+		b.host.read(func() { ok = len(b.host.delivered[sb]) == 1 })
+		return ok
+	})
+	if c, err := a.Counts(); err != nil || c.Nodes != 2 { // also sets strangers_cluster_nodes
+		t.Fatalf("Counts = %+v, %v", c, err)
+	}
+	if _, err := New(Config{URL: r.URL(), Node: "c", Registerer: reg}); err == nil {
+		t.Error("a second engine registered the same metrics")
+	}
+	got := map[string]float64{}
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		m := f.GetMetric()[0]
+		switch {
+		case m.GetCounter() != nil:
+			got[f.GetName()] = m.GetCounter().GetValue()
+		case m.GetGauge() != nil:
+			got[f.GetName()] = m.GetGauge().GetValue()
+		case m.GetHistogram() != nil:
+			got[f.GetName()] = float64(m.GetHistogram().GetSampleCount())
+		}
+	}
+	want := map[string]func(float64) bool{
+		"strangers_redis_round_trip_seconds": func(v float64) bool { return v > 0 },
+		"strangers_redis_errors_total":       func(v float64) bool { return v == 0 },
+		"strangers_redis_up":                 func(v float64) bool { return v == 1 },
+		"strangers_pubsub_lag_seconds":       func(v float64) bool { return v >= 1 }, // b's paired
+		"strangers_pubsub_dropped_total":     func(v float64) bool { return v == 1 },
+		"strangers_cluster_nodes":            func(v float64) bool { return v == 2 },
+	}
+	for name, ok := range want {
+		v, present := got[name]
+		if !present || !ok(v) {
+			t.Errorf("%s = %v (present %v)", name, v, present)
+		}
+	}
+}
+
+// A hung Redis (it keeps the connections but answers nothing): calls time
+// out once, then fail at once until it answers again.
+func TestHungRedis(t *testing.T) {
+	t.Parallel()
+	r := testsupport.StartRedis(t, testsupport.RedisOptions{})
+	const timeout = time.Second
+	a := startNode(t, r, "a", func(c *Config) { c.Timeout = timeout })
+	sa, _ := a.session(t)
+	r.Pause()
+	_, err := a.Queue(ticket(sa))
+	if !errors.Is(err, signaling.ErrEngineUnavailable) {
+		t.Fatalf("Queue on a hung Redis: %v", err)
+	}
+	if a.Ready() {
+		t.Error("ready while Redis hangs")
+	}
+	start := time.Now()
+	if _, err := a.Counts(); !errors.Is(err, signaling.ErrEngineUnavailable) {
+		t.Errorf("Counts while down: %v", err)
+	}
+	if d := time.Since(start); d >= timeout {
+		t.Errorf("a call while down took %v, the whole timeout", d)
+	}
+	r.Resume()
+	testsupport.WaitFor(t, wait, "ready and resynced", func() (ok bool) {
+		a.host.read(func() { ok = a.host.resyncs > 0 })
+		return ok && a.Ready()
+	})
+	if p, err := a.Queue(ticket(sa)); err != nil || !p.Zero() {
+		t.Errorf("Queue after the hang: %+v, %v", p, err)
+	}
+}
+
+// A message in flight to the node a session was claimed from is sent on to
+// the node that claimed it.
+func TestClaimedFromNodeForwardsLateMessages(t *testing.T) {
+	t.Parallel()
+	r := testsupport.StartRedis(t, testsupport.RedisOptions{})
+	a, b, c := startNode(t, r, "a", nil), startNode(t, r, "b", nil), startNode(t, r, "c", nil)
+	sa, tok := a.session(t)
+	sb, _ := b.session(t)
+	mustQueue(t, a, ticket(sa))
+	p := mustQueue(t, b, ticket(sb))
+	if _, ok, err := c.Claim(tok); !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	testsupport.WaitFor(t, wait, "a told Claimed", func() (ok bool) {
+		a.host.read(func() { ok = len(a.host.claimed) == 1 })
+		return ok
+	})
+	// As if b had sent it before it learnt of the move.
+	b.publish("a", &envelope{kind: kindDeliver, f: []string{sa, p.Match}, items: [][]byte{[]byte("late")}})
+	testsupport.WaitFor(t, wait, "the late message on c", func() (ok bool) {
+		c.host.read(func() { ok = len(c.host.delivered[sa]) == 1 && c.host.delivered[sa][0] == p.Match+"|late" })
+		return ok
+	})
+	a.host.read(func() {
+		if len(a.host.delivered[sa]) != 0 {
+			t.Errorf("a delivered %v", a.host.delivered[sa])
+		}
+	})
 }

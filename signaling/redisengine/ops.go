@@ -41,10 +41,6 @@ func checkTags(tags []string) error {
 	return nil
 }
 
-// ErrMoved: the session lives on another node now (it was claimed there);
-// this node must let it go.
-var ErrMoved = errors.New("redisengine: session claimed by another node")
-
 // Register records a new session of this node, or again one it had (after
 // an outage): an existing record is reconciled with rec, which knows best
 // whether the session is still in a match. A match Redis has that rec does
@@ -76,7 +72,7 @@ func (e *Engine) Register(rec signaling.SessionRecord) error {
 	}
 	switch res[0] {
 	case "moved":
-		return fmt.Errorf("redisengine: register %s: %w", rec.ID, ErrMoved)
+		e.movedAway(rec.ID, res)
 	case "gone":
 		e.publish(e.cfg.Node, &envelope{kind: kindLeft, f: []string{rec.ID, rec.Match, string(signaling.LeftDisconnected), rec.Partner}})
 	case "ended":
@@ -121,6 +117,17 @@ func (e *Engine) Claim(token string) (signaling.SessionRecord, bool, error) {
 		e.publish(pnode, &envelope{kind: kindMoved, f: []string{id, e.cfg.Node}})
 	}
 	return rec, true, nil
+}
+
+// movedAway handles a session this node still has that another node
+// claimed meanwhile (its claim notice was lost, or is on its way): this
+// node hands it over as if the notice had come ({'moved', node, partner,
+// partner's node}).
+func (e *Engine) movedAway(id string, res []string) {
+	if len(res) != 4 || res[1] == "" {
+		return
+	}
+	e.publish(e.cfg.Node, &envelope{kind: kindClaim, f: []string{id, res[1], res[2], res[3]}})
 }
 
 // recordOf reads a record from HGETALL's flat list.
@@ -212,10 +219,20 @@ func (e *Engine) Queue(t signaling.Ticket) (signaling.Pairing, error) {
 	if !t.WaitSince.IsZero() {
 		ws = t.WaitSince.UnixMilli()
 	}
-	args := make([]any, 0, 16+2*n)
+	// What the ticket tells of the find's interestsOnly, for a resume
+	// elsewhere: with interests, accepting anyone means no; settled and
+	// still not accepting anyone means yes; before settling it cannot tell.
+	io := ""
+	switch {
+	case n > 0 && t.Anyone:
+		io = "0"
+	case n > 0 && t.Settled:
+		io = "1"
+	}
+	args := make([]any, 0, 17+2*n)
 	args = append(args, keyPrefix, t.Session, e.cfg.Node, string(t.Mode), flag(t.Shadow), flag(t.Anyone),
 		flag(t.Settled), t.Ident.Client, t.Ident.Addr, ws, flag(t.RelayOnly), match, string(role),
-		rand.IntN(1<<30), ttlSeconds(), n)
+		rand.IntN(1<<30), ttlSeconds(), io, n)
 	for _, x := range t.Interests {
 		args = append(args, x)
 	}
@@ -238,7 +255,8 @@ func (e *Engine) Queue(t signaling.Ticket) (signaling.Pairing, error) {
 	case "earlier":
 		return e.earlier(res)
 	case "moved":
-		return signaling.Pairing{}, fmt.Errorf("redisengine: queue %s: %w", t.Session, ErrMoved)
+		e.movedAway(t.Session, strs(res))
+		return signaling.Pairing{}, nil
 	case "paired":
 		if len(res) != 7 {
 			return signaling.Pairing{}, errors.New("redisengine: queue: malformed reply")

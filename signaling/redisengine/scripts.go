@@ -17,6 +17,7 @@ import "github.com/redis/go-redis/v9"
 //	nodes              zset: node -> lease expiry (ms, Redis clock)
 //	renewed            hash: node -> last lease renewal (ms)
 //	beat               string: last lease renewal or reap by any node (ms)
+//	epoch              string: set once; another value means Redis lost its data
 //	orphans            zset: session of a dead or drained node -> deadline (ms)
 //	recent:<id>        list: the last RecentPartners partners, newest first
 //	rep:<id>           set: sessions id reported
@@ -74,6 +75,14 @@ end
 local function elsewhere(rnode, node)
   return rnode and rnode ~= node and alive(rnode, now_ms())
 end
+-- moved_to is the answer for a session another live node holds now:
+-- {'moved', that node, its partner, the partner's node}.
+local function moved_to(id)
+  local r = redis.call('HMGET', P .. 's:' .. id, 'node', 'p')
+  local pnode = ''
+  if r[2] then pnode = redis.call('HGET', P .. 's:' .. r[2], 'node') or '' end
+  return {'moved', r[1] or '', r[2] or '', pnode}
+end
 -- end_match ends match for x, and for its partner p if p is still in it:
 -- both remember each other. Returns p's node if p was still in it, else ''.
 local function end_match(x, p, match, n, ttl)
@@ -114,13 +123,14 @@ end
 -- beat notes that a node reached Redis now. If nobody did for half a lease
 -- or more, Redis itself was unreachable (or down): the leases that ran out
 -- meanwhile say nothing about the nodes, so every lease is extended rather
--- than reaped. Returns true then.
-local function beat(now, ttl)
+-- than reaped, by a lease and the time a node may take to notice Redis is
+-- back (ARGV[2] of the caller, ms). Returns true then.
+local function beat(now, ttl, back)
   local last = redis.call('GET', P .. 'beat')
   redis.call('SET', P .. 'beat', now)
   if last and now - tonumber(last) > ttl / 2 then
     for _, nd in ipairs(redis.call('ZRANGE', P .. 'nodes', 0, -1)) do
-      redis.call('ZADD', P .. 'nodes', 'GT', now + ttl, nd)
+      redis.call('ZADD', P .. 'nodes', 'GT', now + ttl + back, nd)
     end
     return true
   end
@@ -137,24 +147,27 @@ end
 // ARGV: prefix, id, node, mode, shadow (0/1), anyone (0/1), settled (0/1),
 // ident client, ident addr, wait since (ms), relay only (0/1), match id
 // for a pairing, the seeker's role in it, a random offset, record TTL (s),
-// n, n tags in the seeker's order, the same n in the order to try them.
+// interests only (0/1, or empty when the ticket does not tell), n, n tags
+// in the seeker's order, the same n in the order to try them.
 //
 // Returns {'earlier', match, partner, partner node, role, partner ident
 // client, addr, common}, {'paired', partner, partner node, partner ident
 // client, addr, common (seeker's order), common (partner's order)} or
-// {'waiting'}; {'moved'} if another live node holds the session now.
+// {'waiting'}; moved_to's answer if another live node holds the session
+// now.
 var queueScript = redis.NewScript(prelude + `
 local id, node, mode, shadow = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local anyone, settled = ARGV[6] == '1', ARGV[7] == '1'
 local ic, ia, ws, ro = ARGV[8], ARGV[9], ARGV[10], ARGV[11]
 local match, role, start, ttl = ARGV[12], ARGV[13], tonumber(ARGV[14]), tonumber(ARGV[15])
-local n = tonumber(ARGV[16])
+local io = ARGV[16]
+local n = tonumber(ARGV[17])
 local tags, order = {}, {}
-for i = 1, n do tags[i] = ARGV[16 + i]; order[i] = ARGV[16 + n + i] end
+for i = 1, n do tags[i] = ARGV[17 + i]; order[i] = ARGV[17 + n + i] end
 
 local rk = P .. 's:' .. id
 local cur = redis.call('HMGET', rk, 'st', 'm', 'p', 'role', 'cm', 'pic', 'pia', 'pk', 'tags', 'any', 'node')
-if elsewhere(cur[11], node) then return {'moved'} end
+if elsewhere(cur[11], node) then return moved_to(id) end
 if cur[1] == 'matched' then return pairing_of(cur) end
 unpool(id, cur[8], cur[9], cur[10])
 
@@ -220,6 +233,7 @@ if found then
     'ro', ro, 'ws', ws, 'st', 'matched', 'm', match, 'p', c, 'pic', found[7] or '', 'pia', found[8] or '',
     'role', role, 'cm', table.concat(mine, '\n'))
   redis.call('HDEL', rk, 'pk', 'any', 'stl')
+  if io ~= '' then redis.call('HSET', rk, 'io', io) end
   local ck = P .. 's:' .. c
   redis.call('HSET', ck, 'st', 'matched', 'm', match, 'p', id, 'pic', ic, 'pia', ia,
     'role', crole, 'cm', table.concat(theirs, '\n'))
@@ -243,6 +257,7 @@ if settled then stl = '1' end
 redis.call('HSET', rk, 'node', node, 'ic', ic, 'ia', ia, 'hf', '1', 'mode', mode, 'tags', table.concat(tags, '\n'),
   'ro', ro, 'ws', ws, 'st', 'waiting', 'pk', pk, 'any', any, 'stl', stl)
 redis.call('HDEL', rk, 'm', 'p', 'pic', 'pia', 'role', 'cm')
+if io ~= '' then redis.call('HSET', rk, 'io', io) end
 redis.call('EXPIRE', rk, ttl)
 redis.call('SADD', P .. 'sessions', id)
 redis.call('SADD', P .. 'nodesess:' .. node, id)
@@ -290,7 +305,8 @@ return {'ok', end_match(id, partner, match, n, ttl)}
 // (its partner's node is told), and a pool entry of a session the hub has
 // idle goes; a match the hub has that Redis does not is reported gone.
 //
-// Returns {'ok'}, {'moved'} (another live node holds the session now),
+// Returns {'ok'}, moved_to's answer (another live node holds the session
+// now),
 // {'gone'} (the hub's match ended meanwhile) or {'ended', partner, match,
 // partner's node} (Redis's match ended).
 var registerScript = redis.NewScript(prelude + `
@@ -299,7 +315,7 @@ local st, match = ARGV[13], ARGV[14]
 local ttl, n = tonumber(ARGV[19]), tonumber(ARGV[20])
 local rk = P .. 's:' .. id
 local old = redis.call('HMGET', rk, 'node', 'st', 'tok', 'm', 'p', 'pk', 'tags', 'any')
-if elsewhere(old[1], node) then return {'moved'} end
+if elsewhere(old[1], node) then return moved_to(id) end
 local out = {'ok'}
 redis.call('HSET', rk, 'node', node, 'tok', tok, 'ic', ARGV[5], 'ia', ARGV[6], 'ck', ARGV[7])
 if not old[2] then
@@ -391,25 +407,33 @@ return {redis.call('SCARD', P .. 'sessions'), w('video:0'), w('video:1'), w('tex
 `)
 
 // renewScript renews this node's lease. ARGV: prefix, node, lease TTL
-// (ms). Returns {1 if the lease was still there, live nodes count}.
+// (ms), a new epoch, the time to come back after an outage (ms). Returns {1 if the lease was still there, live nodes
+// count, epoch}: the epoch key is set once, so a different one means Redis
+// lost its data.
 var renewScript = redis.NewScript(prelude + `
 local now, ttl = now_ms(), tonumber(ARGV[3])
-beat(now, ttl)
+beat(now, ttl, tonumber(ARGV[5]))
+local epoch = redis.call('GET', P .. 'epoch')
+if not epoch then
+  epoch = ARGV[4]
+  redis.call('SET', P .. 'epoch', epoch)
+end
 local had = redis.call('ZSCORE', P .. 'nodes', ARGV[2])
 redis.call('ZADD', P .. 'nodes', now + ttl, ARGV[2])
 redis.call('HSET', P .. 'renewed', ARGV[2], now)
 local alive = 0
 if had then alive = 1 end
-return {alive, #live_nodes(now)}
+return {alive, #live_nodes(now), epoch}
 `)
 
 // reapScript takes the nodes whose lease ran out out of the lease set and
 // moves their sessions to the orphans, each due last renewal + resume
 // grace. Only the node whose script removes a lease acts on it. ARGV:
-// prefix, resume grace (ms), lease TTL (ms). Returns the nodes reaped.
+// prefix, resume grace (ms), lease TTL (ms), the time to come back after
+// an outage (ms). Returns the nodes reaped.
 var reapScript = redis.NewScript(prelude + `
 local now, grace, ttl = now_ms(), tonumber(ARGV[2]), tonumber(ARGV[3])
-if beat(now, ttl) then return {} end
+if beat(now, ttl, tonumber(ARGV[4])) then return {} end
 local dead = redis.call('ZRANGEBYSCORE', P .. 'nodes', '-inf', now)
 for _, nd in ipairs(dead) do
   redis.call('ZREM', P .. 'nodes', nd)
