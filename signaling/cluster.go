@@ -83,7 +83,7 @@ func (h *Hub) paired(id string, p Pairing) {
 	if s.match == nil && s.state == StateWaiting {
 		h.setInPool(s, false)
 	}
-	h.applyPairing(s, p, time.Now())
+	h.applyPairing(s, p, false, time.Now())
 }
 
 // delivered: a message from the partner on another node.

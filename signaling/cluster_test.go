@@ -243,6 +243,16 @@ func TestClusterWithdrawFindsAnEarlierPairing(t *testing.T) {
 	if len(ends) != 1 || ends[0].why != LeftStop {
 		t.Fatalf("ends %+v", ends)
 	}
+	// The pairing node's notice of the same match comes late: a has left
+	// that match, and is not told of it twice.
+	eng.hostOf().Paired(aw.Session, Pairing{Match: "m9", Partner: "remote-z", Remote: true, Role: RoleAnswerer, Common: []string{}})
+	a.barrier()
+	if !a.quiet() {
+		t.Fatal("a heard again of a match it had left")
+	}
+	if n := len(eng.endsOf("m9")); n != 1 {
+		t.Fatalf("the match was ended %d times", n)
+	}
 }
 
 func TestClusterUnavailable(t *testing.T) {

@@ -84,7 +84,7 @@ func (h *Hub) withdraw(s *session) bool {
 	if p.Zero() {
 		return false
 	}
-	h.applyPairing(s, p, time.Now())
+	h.applyPairing(s, p, false, time.Now())
 	return true
 }
 
@@ -170,7 +170,7 @@ func (h *Hub) queue(s *session, now time.Time) {
 	}
 	if !p.Zero() {
 		h.setInPool(s, false)
-		h.applyPairing(s, p, now)
+		h.applyPairing(s, p, true, now)
 		return
 	}
 	h.setInPool(s, true)
@@ -185,11 +185,15 @@ func (h *Hub) settle(s *session, now time.Time) {
 	h.queue(s, now)
 }
 
-// applyPairing puts s in the match p an engine made. A partner on this
+// applyPairing puts s in the match p an engine made (made: by this node's
+// Queue, not told by another node). A partner on this
 // node is matched too; one on another node is a stand-in (its node tells
 // it). A pairing that would put s in a second match is refused: that match
 // ends at once.
-func (h *Hub) applyPairing(s *session, p Pairing, now time.Time) {
+func (h *Hub) applyPairing(s *session, p Pairing, made bool, now time.Time) {
+	if s.match == nil && s.lastMatch == p.Match {
+		return // told twice (Queue returned it as earlier, then its notice came): s has left it since
+	}
 	if s.match != nil || s.state == StateIdle && !p.Earlier {
 		if s.match == nil || s.match.id != p.Match {
 			h.refuse(s.id, p)
@@ -208,7 +212,9 @@ func (h *Hub) applyPairing(s *session, p Pairing, now time.Time) {
 		partner = &session{id: p.Partner, remote: true, ident: p.PartnerIdent, state: StateMatched}
 	}
 	m := &match{id: p.Match, a: s, b: partner}
-	h.m.matches.Inc()
+	if !p.Earlier && (!p.Remote || made) {
+		h.m.matches.Inc() // on the node that made it only
+	}
 	if h.cfg.onMatch != nil {
 		h.cfg.onMatch(m.id, s.id, partner.id)
 	}

@@ -68,7 +68,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "strangers_waiting", Help: "Sessions waiting for a partner, by mode.",
 		}, []string{"mode"}),
 		matches: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "strangers_matches_total", Help: "Matches made.",
+			Name: "strangers_matches_total", Help: "Matches made (with a shared engine: by this node, so that the nodes' sum is the cluster's).",
 		}),
 		timeToMatch: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "strangers_time_to_match_seconds",
