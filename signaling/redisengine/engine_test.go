@@ -470,6 +470,11 @@ func TestDeadNodesPartnersAreToldOnce(t *testing.T) {
 	mustQueue(t, a, ticket(waiting, "only-here"))
 	killed := time.Now()
 	a.kill()
+	// Its waiting session leaves the pool as soon as a is found dead.
+	testsupport.WaitFor(t, wait, "nobody waiting", func() bool {
+		c, err := b.Counts()
+		return err == nil && c.WaitingVideo == 0
+	})
 	testsupport.WaitFor(t, wait, "PartnerLeft on b", func() (ok bool) {
 		b.host.read(func() { ok = len(b.host.left[sb]) > 0 })
 		return ok
