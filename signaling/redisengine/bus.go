@@ -308,9 +308,6 @@ func (e *Engine) receive(m *envelope) {
 	case kindPaired:
 		to, partner := m.f[0], m.f[2]
 		e.routes.learn(partner, m.from)
-		if e.routes.sawEarlier(to, m.f[1]) {
-			return // Queue or Withdraw returned it already: the hub may be past it
-		}
 		common := make([]string, 0, len(m.items))
 		for _, it := range m.items {
 			common = append(common, string(it))
@@ -356,49 +353,11 @@ func (e *Engine) receive(m *envelope) {
 }
 
 // routes is the route cache: which node holds a session, learned from
-// pairings, claims and moved notices; and the pairings of this node's
-// sessions that Queue or Withdraw returned as earlier, whose Paired notice
-// is dropped when it comes (the hub has applied the pairing, and may even
-// have ended the match since). Safe from any goroutine.
+// pairings, claims and moved notices. Safe from any goroutine.
 type routes struct {
-	mu      sync.Mutex
-	to      map[string]string  // session -> node
-	moved   map[string]movedTo // sessions claimed away from this node
-	earlier map[string]earlierPairing
-}
-
-// earlierPairing is a match returned as earlier, and until when its
-// notice is waited for.
-type earlierPairing struct {
-	match string
-	until time.Time
-}
-
-// earlierWait bounds the wait for the Paired notice of a pairing returned
-// as earlier: a notice is lost only if the node was not subscribed, and
-// arrives within this otherwise.
-const earlierWait = time.Minute
-
-// returnedEarlier notes that the hub has session id's match.
-func (r *routes) returnedEarlier(id, match string) {
-	r.mu.Lock()
-	if len(r.earlier) >= maxRoutes {
-		clear(r.earlier)
-	}
-	r.earlier[id] = earlierPairing{match, time.Now().Add(earlierWait)}
-	r.mu.Unlock()
-}
-
-// sawEarlier reports (once) whether session id's match was returned as
-// earlier.
-func (r *routes) sawEarlier(id, match string) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if p, ok := r.earlier[id]; ok && p.match == match {
-		delete(r.earlier, id)
-		return true
-	}
-	return false
+	mu    sync.Mutex
+	to    map[string]string  // session -> node
+	moved map[string]movedTo // sessions claimed away from this node
 }
 
 // movedTo is where a session this node handed over went, until when
@@ -435,7 +394,6 @@ func (r *routes) forget(id string) {
 	r.mu.Lock()
 	delete(r.to, id)
 	delete(r.moved, id)
-	delete(r.earlier, id)
 	r.mu.Unlock()
 }
 
@@ -459,18 +417,12 @@ func (r *routes) movedTo(id string) (string, bool) {
 	return m.node, ok
 }
 
-// prune forgets hand-overs older than the resume grace, and earlier
-// pairings whose notice never came.
+// prune forgets hand-overs older than the resume grace.
 func (r *routes) prune(now time.Time) {
 	r.mu.Lock()
 	for id, m := range r.moved {
 		if now.After(m.until) {
 			delete(r.moved, id)
-		}
-	}
-	for id, p := range r.earlier {
-		if now.After(p.until) {
-			delete(r.earlier, id)
 		}
 	}
 	r.mu.Unlock()

@@ -232,7 +232,7 @@ func New(cfg Config) (*Engine, error) {
 		log:     cfg.Logger.With("component", "redisengine", "node", cfg.Node),
 		m:       m,
 		channel: keyPrefix + "node:" + cfg.Node,
-		routes:  routes{to: map[string]string{}, moved: map[string]movedTo{}, earlier: map[string]earlierPairing{}},
+		routes:  routes{to: map[string]string{}, moved: map[string]movedTo{}},
 	}, nil
 }
 

@@ -253,7 +253,7 @@ func (e *Engine) Queue(t signaling.Ticket) (signaling.Pairing, error) {
 	}
 	switch kind, _ := res[0].(string); kind {
 	case "earlier":
-		return e.earlier(t.Session, res)
+		return e.earlier(res)
 	case "moved":
 		e.movedAway(t.Session, strs(res))
 		return signaling.Pairing{}, nil
@@ -293,9 +293,8 @@ func (e *Engine) Queue(t signaling.Ticket) (signaling.Pairing, error) {
 }
 
 // earlier reads a pairing another node made ({'earlier', match, partner,
-// partner node, role, partner ident client, addr, common}) of session id.
-// Its Paired notice, if still to come, will be dropped.
-func (e *Engine) earlier(id string, res []any) (signaling.Pairing, error) {
+// partner node, role, partner ident client, addr, common}).
+func (e *Engine) earlier(res []any) (signaling.Pairing, error) {
 	if len(res) != 8 {
 		return signaling.Pairing{}, errors.New("redisengine: malformed earlier pairing")
 	}
@@ -304,7 +303,6 @@ func (e *Engine) earlier(id string, res []any) (signaling.Pairing, error) {
 	if pnode != "" {
 		e.routes.learn(head[2], pnode)
 	}
-	e.routes.returnedEarlier(id, head[1])
 	return signaling.Pairing{
 		Match:        head[1],
 		Partner:      head[2],
@@ -329,7 +327,7 @@ func (e *Engine) Withdraw(sessionID string) (signaling.Pairing, error) {
 		return signaling.Pairing{}, err
 	}
 	if len(res) > 0 && res[0] == "earlier" {
-		return e.earlier(sessionID, res)
+		return e.earlier(res)
 	}
 	return signaling.Pairing{}, nil
 }
