@@ -28,6 +28,7 @@ const (
 	kindHandover byte = 'h' // f: session; items: pending
 	kindMoved    byte = 'm' // f: session, node
 	kindEnded    byte = 'e' // f: session, revoke (1/0)
+	kindFlush    byte = 'f' // f: session (to this node itself: a handover that did not come)
 )
 
 // envelope is one message between nodes. Encoded: kind, send time (unix
@@ -299,7 +300,7 @@ func (e *Engine) closeSubscription() {
 
 // receive acts on one message from another node (or this one).
 func (e *Engine) receive(m *envelope) {
-	need := map[byte]int{kindPaired: 6, kindDeliver: 2, kindLeft: 4, kindClaim: 4, kindHandover: 1, kindMoved: 2, kindEnded: 2}
+	need := map[byte]int{kindPaired: 6, kindDeliver: 2, kindLeft: 4, kindClaim: 4, kindHandover: 1, kindMoved: 2, kindEnded: 2, kindFlush: 1}
 	if n, ok := need[m.kind]; !ok || len(m.f) < n {
 		e.log.Warn("dropped an unknown message on the node channel", "kind", string(m.kind))
 		return
@@ -325,6 +326,12 @@ func (e *Engine) receive(m *envelope) {
 			return
 		}
 		to := m.f[0]
+		if held, full := e.routes.keep(to, m); held {
+			if full {
+				e.m.dropped.Inc()
+			}
+			return // it follows the handover
+		}
 		if node, ok := e.routes.movedTo(to); ok {
 			// Claimed by another node since: it follows the handover there.
 			e.publish(node, &envelope{kind: kindDeliver, f: m.f, items: m.items})
@@ -336,14 +343,15 @@ func (e *Engine) receive(m *envelope) {
 		e.host.PartnerLeft(m.f[0], m.f[1], signaling.LeftReason(m.f[2]))
 	case kindClaim:
 		id, node, pnode := m.f[0], m.f[1], m.f[3]
+		_ = pnode // the claiming node tells the partner's node
 		pending := e.host.Claimed(id)
 		e.routes.claimed(id, node, time.Now().Add(e.cfg.ResumeGrace))
 		e.publish(node, &envelope{kind: kindHandover, f: []string{id}, items: pending})
-		if pnode != "" && pnode != node && pnode != e.cfg.Node {
-			e.publish(pnode, &envelope{kind: kindMoved, f: []string{id, node}})
-		}
 	case kindHandover:
 		e.host.Handover(m.f[0], m.items)
+		e.release(m.f[0])
+	case kindFlush:
+		e.release(m.f[0])
 	case kindMoved:
 		e.routes.learn(m.f[0], m.f[1])
 	case kindEnded:
@@ -353,11 +361,84 @@ func (e *Engine) receive(m *envelope) {
 }
 
 // routes is the route cache: which node holds a session, learned from
-// pairings, claims and moved notices. Safe from any goroutine.
+// pairings, claims and moved notices; and the messages for sessions this
+// node claimed that wait for the old node's handover. Safe from any
+// goroutine.
 type routes struct {
 	mu    sync.Mutex
 	to    map[string]string  // session -> node
 	moved map[string]movedTo // sessions claimed away from this node
+	holds map[string]*hold   // sessions claimed here, until their handover
+}
+
+// hold keeps the messages for a claimed session until its handover comes,
+// or until until (then the keeper has the subscriber release them).
+type hold struct {
+	until time.Time
+	msgs  []*envelope
+}
+
+// maxHeld bounds the messages kept for one session until its handover.
+const maxHeld = 4096
+
+// holdWait is how long messages for a claimed session wait for the old
+// node's handover.
+func (e *Engine) holdWait() time.Duration { return max(time.Second, 4*e.cfg.Timeout) }
+
+func (r *routes) hold(id string, until time.Time) {
+	r.mu.Lock()
+	if len(r.holds) >= maxRoutes {
+		clear(r.holds)
+	}
+	r.holds[id] = &hold{until: until}
+	r.mu.Unlock()
+}
+
+// keep holds m if its session waits for a handover; full: it had to be
+// dropped instead.
+func (r *routes) keep(id string, m *envelope) (held, full bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	h := r.holds[id]
+	if h == nil {
+		return false, false
+	}
+	if len(h.msgs) >= maxHeld {
+		return true, true
+	}
+	h.msgs = append(h.msgs, m)
+	return true, false
+}
+
+// release delivers what was held for id, after its handover. Called by the
+// subscriber, so it stays in order with everything else delivered.
+func (e *Engine) release(id string) {
+	e.routes.mu.Lock()
+	h := e.routes.holds[id]
+	delete(e.routes.holds, id)
+	e.routes.mu.Unlock()
+	if h == nil {
+		return
+	}
+	for _, m := range h.msgs {
+		e.host.Deliver(m.f[0], m.f[1], m.items[0])
+	}
+}
+
+// expiredHolds returns the sessions whose handover is overdue, and again
+// every wait after that while they are not released (a flush notice can be
+// lost in an outage too).
+func (r *routes) expiredHolds(now time.Time, wait time.Duration) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for id, h := range r.holds {
+		if now.After(h.until) {
+			h.until = now.Add(wait)
+			out = append(out, id)
+		}
+	}
+	return out
 }
 
 // movedTo is where a session this node handed over went, until when
@@ -394,6 +475,7 @@ func (r *routes) forget(id string) {
 	r.mu.Lock()
 	delete(r.to, id)
 	delete(r.moved, id)
+	delete(r.holds, id)
 	r.mu.Unlock()
 }
 

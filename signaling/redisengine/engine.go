@@ -232,7 +232,7 @@ func New(cfg Config) (*Engine, error) {
 		log:     cfg.Logger.With("component", "redisengine", "node", cfg.Node),
 		m:       m,
 		channel: keyPrefix + "node:" + cfg.Node,
-		routes:  routes{to: map[string]string{}, moved: map[string]movedTo{}},
+		routes:  routes{to: map[string]string{}, moved: map[string]movedTo{}, holds: map[string]*hold{}},
 	}, nil
 }
 
@@ -494,6 +494,10 @@ func (e *Engine) keeper() {
 			if now.Sub(lastPrune) >= time.Second {
 				lastPrune = now
 				e.routes.prune(now)
+			}
+			for _, id := range e.routes.expiredHolds(now, e.holdWait()) {
+				// The subscriber releases them, in order with the rest.
+				e.publish(e.cfg.Node, &envelope{kind: kindFlush, f: []string{id}})
 			}
 		}
 	}

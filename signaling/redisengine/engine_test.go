@@ -470,6 +470,11 @@ func TestDeadNodesPartnersAreToldOnce(t *testing.T) {
 	mustQueue(t, a, ticket(waiting, "only-here"))
 	killed := time.Now()
 	a.kill()
+	// Its waiting session leaves the pool as soon as a is found dead.
+	testsupport.WaitFor(t, wait, "nobody waiting", func() bool {
+		c, err := b.Counts()
+		return err == nil && c.WaitingVideo == 0
+	})
 	testsupport.WaitFor(t, wait, "PartnerLeft on b", func() (ok bool) {
 		b.host.read(func() { ok = len(b.host.left[sb]) > 0 })
 		return ok
@@ -975,6 +980,42 @@ func TestClaimedFromNodeForwardsLateMessages(t *testing.T) {
 	a.host.read(func() {
 		if len(a.host.delivered[sa]) != 0 {
 			t.Errorf("a delivered %v", a.host.delivered[sa])
+		}
+	})
+}
+
+// A node killed moments ago still holds its lease: a session claimed from
+// it keeps its match, and its partner's node learns where it went from the
+// claiming node (the dead one tells nobody).
+func TestClaimFromFreshlyKilledNode(t *testing.T) {
+	t.Parallel()
+	r := testsupport.StartRedis(t, testsupport.RedisOptions{})
+	long := func(c *Config) { c.LeaseTTL = time.Minute; c.Timeout = 500 * time.Millisecond }
+	a, b, c := startNode(t, r, "a", long), startNode(t, r, "b", long), startNode(t, r, "c", long)
+	sa, tok := a.session(t)
+	sb, _ := b.session(t)
+	mustQueue(t, a, ticket(sa))
+	p := mustQueue(t, b, ticket(sb))
+	a.kill()
+	rec, ok, err := c.Claim(tok)
+	if !ok || err != nil || rec.Match != p.Match {
+		t.Fatalf("Claim: %+v %v %v", rec, ok, err)
+	}
+	testsupport.WaitFor(t, wait, "b told where sa went", func() bool {
+		n, _ := b.routes.lookup(sa)
+		return n == "c"
+	})
+	for i := range 3 {
+		b.Send(sa, p.Match, []byte(strconv.Itoa(i)))
+	}
+	// No handover comes: what waited for it is delivered, in order.
+	testsupport.WaitFor(t, wait, "b's messages on c", func() (ok bool) {
+		c.host.read(func() { ok = len(c.host.delivered[sa]) >= 3 })
+		return ok
+	})
+	c.host.read(func() {
+		if got := fmt.Sprint(c.host.delivered[sa]); got != fmt.Sprintf("[%s|0 %s|1 %s|2]", p.Match, p.Match, p.Match) {
+			t.Errorf("delivered %s", got)
 		}
 	})
 }

@@ -109,11 +109,15 @@ func (e *Engine) Claim(token string) (signaling.SessionRecord, bool, error) {
 	if rec.Partner != "" && pnode != "" {
 		e.routes.learn(rec.Partner, pnode)
 	}
-	switch {
-	case old == e.cfg.Node:
-	case oldAlive:
+	if old != e.cfg.Node && oldAlive {
+		// What the old node held comes in its handover; what the partner
+		// sends here meanwhile waits for it (bounded).
+		e.routes.hold(id, time.Now().Add(e.holdWait()))
 		e.publish(old, &envelope{kind: kindClaim, f: []string{id, e.cfg.Node, rec.Partner, pnode}})
-	case pnode != "" && pnode != e.cfg.Node:
+	}
+	// The partner's node is told here, whether the old node lives or not
+	// (a node killed moments ago still has a lease, but tells nobody).
+	if pnode != "" && pnode != e.cfg.Node && !(pnode == old && oldAlive) {
 		e.publish(pnode, &envelope{kind: kindMoved, f: []string{id, e.cfg.Node}})
 	}
 	return rec, true, nil

@@ -83,6 +83,22 @@ local function moved_to(id)
   if r[2] then pnode = redis.call('HGET', P .. 's:' .. r[2], 'node') or '' end
   return {'moved', r[1] or '', r[2] or '', pnode}
 end
+-- orphan makes id an orphan due at deadline: out of the pool (nobody may
+-- meet a session without a live node; the node that claims it queues it
+-- again), its record kept for a claim.
+local function orphan(id, deadline, nx)
+  local k = P .. 's:' .. id
+  local r = redis.call('HMGET', k, 'st', 'pk', 'tags', 'any')
+  if r[1] == 'waiting' then
+    unpool(id, r[2], r[3], r[4])
+    redis.call('HDEL', k, 'pk', 'any', 'stl')
+  end
+  if nx then
+    redis.call('ZADD', P .. 'orphans', 'NX', deadline, id)
+  else
+    redis.call('ZADD', P .. 'orphans', deadline, id)
+  end
+end
 -- end_match ends match for x, and for its partner p if p is still in it:
 -- both remember each other. Returns p's node if p was still in it, else ''.
 local function end_match(x, p, match, n, ttl)
@@ -440,9 +456,7 @@ for _, nd in ipairs(dead) do
   local last = tonumber(redis.call('HGET', P .. 'renewed', nd) or now)
   redis.call('HDEL', P .. 'renewed', nd)
   local k = P .. 'nodesess:' .. nd
-  for _, id in ipairs(redis.call('SMEMBERS', k)) do
-    redis.call('ZADD', P .. 'orphans', 'NX', last + grace, id)
-  end
+  for _, id in ipairs(redis.call('SMEMBERS', k)) do orphan(id, last + grace, true) end
   redis.call('DEL', k)
 end
 return dead
@@ -475,7 +489,7 @@ local k = P .. 'nodesess:' .. node
 local out = {}
 for _, id in ipairs(redis.call('SMEMBERS', k)) do
   if drain then
-    redis.call('ZADD', P .. 'orphans', now + grace, id)
+    orphan(id, now + grace, false)
   else
     out[#out + 1] = end_session(id, tonumber(ARGV[5]), tonumber(ARGV[6]))
   end
