@@ -50,6 +50,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		return err
 	}
 	logger := newLogger(cfg, stdout)
+	redisClientLog.Store(logger)
 	for _, w := range warnings {
 		logger.Warn(w)
 	}

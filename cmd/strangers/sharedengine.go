@@ -1,8 +1,10 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -26,4 +28,17 @@ func newSharedEngine(cfg settings, logger *slog.Logger, reg prometheus.Registere
 		return nil, fmt.Errorf("STRANGERS_REDIS_URL (host %s): %w", cfg.redisHost, err) // the engine's errors never repeat the URL
 	}
 	return e, nil
+}
+
+// redisClientLog is the running server's logger, for the Redis client
+// library's own messages: main installs redisClientLogger as the library's
+// (process-wide) logger once, before run, and run stores its logger here.
+var redisClientLog atomic.Pointer[slog.Logger]
+
+// redisClientLogger hands the Redis client library's messages to
+// redisClientLog at debug level (see redisengine.ClientLogger).
+type redisClientLogger struct{}
+
+func (redisClientLogger) Printf(ctx context.Context, format string, v ...any) {
+	redisengine.ClientLogger{Logger: redisClientLog.Load()}.Printf(ctx, format, v...)
 }
