@@ -51,6 +51,8 @@ type churnLog struct {
 	reports    []churnReport
 	chats      []churnChat
 	violations []string
+	dropped    []string // connections that failed under load (the first 20)
+	drops      int
 	errors     map[signaling.ErrorCode]int
 	matches    int
 }
@@ -69,6 +71,18 @@ func (l *churnLog) violation(format string, args ...any) {
 	defer l.mu.Unlock()
 	if len(l.violations) < 20 {
 		l.violations = append(l.violations, fmt.Sprintf(format, args...))
+	}
+}
+
+// drop records a connection that failed: on a loaded machine a node may
+// be too slow for a client's deadlines, or a client for a node's. That is
+// no broken rule, but many of them would be.
+func (l *churnLog) drop(format string, args ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.drops++
+	if len(l.dropped) < 20 {
+		l.dropped = append(l.dropped, fmt.Sprintf(format, args...))
 	}
 }
 
@@ -269,7 +283,7 @@ func (c *churner) run(ctx context.Context, end time.Time, quit <-chan struct{}, 
 		select {
 		case msg, ok := <-c.conn.Messages():
 			if !ok {
-				c.log.violation("%s: connection ended: %v", c.session, c.conn.Err())
+				c.log.drop("%s: connection ended: %v", c.session, c.conn.Err())
 				c.state.Store(stGone)
 				if acting {
 					acted.Add(1)
@@ -294,7 +308,7 @@ func (c *churner) run(ctx context.Context, end time.Time, quit <-chan struct{}, 
 				c.state.Store(stGone)
 				c.conn = nil
 				if err := c.connect(ctx); err != nil {
-					c.log.violation("reconnect: %v", err)
+					c.log.drop("reconnect: %v", err)
 					acted.Add(1)
 					<-quit
 					return
@@ -458,6 +472,15 @@ func TestClusterChurn(t *testing.T) {
 			churnSettle, s.Online, s.Waiting, want.online, want.waiting, want.halfMatched)
 	}
 	log.check(t)
+	log.mu.Lock()
+	drops, dropped := log.drops, log.dropped
+	log.mu.Unlock()
+	for _, d := range dropped {
+		t.Logf("dropped: %s", d)
+	}
+	if drops > n/20 {
+		t.Errorf("%d of %d clients lost their connection: more than a loaded machine explains", drops, n)
+	}
 }
 
 func (l *churnLog) matchCount() int {
