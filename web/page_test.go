@@ -228,8 +228,13 @@ func TestBrowser(t *testing.T) {
 				t.Errorf("%s: %d peer connections; the same call should have recovered", u.name, m.PCs)
 			}
 		}
+		// The promise is the call coming back over TURN/TCP. Whether it took
+		// an ICE restart, or ICE moved to a TCP relay pair it already had
+		// (gathered while warming), is the browser's choice.
 		if after := eval[string](a, ufrag); after == before {
-			t.Error("the ICE credentials did not change: no ICE restart happened")
+			t.Log("recovered without an ICE restart: ICE moved to a TCP relay pair it already had")
+		} else {
+			t.Log("recovered with an ICE restart")
 		}
 	})
 
