@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -130,9 +131,19 @@ func startHog(tb testing.TB, limit time.Duration) {
 	})
 }
 
+// summary matches the lines of the copy inside that sum a run up.
+var summary = regexp.MustCompile(`: (Next → first frame over|reference, two peer|timeline medians|presser offered|the waiting stranger offered)`)
+
 func benchNextToFirstFrame(b *testing.B, hog bool) {
 	if !inNamespace() {
 		out := reexec(b, true)
+		// The summaries go to standard output as well: a benchmark's log
+		// is cut after its first lines.
+		for _, line := range strings.Split(out, "\n") {
+			if summary.MatchString(line) {
+				fmt.Println(strings.TrimSpace(line))
+			}
+		}
 		for _, m := range regexp.MustCompile(`(?m)^\s*figure (\S+) ([0-9.]+)$`).FindAllStringSubmatch(out, -1) {
 			v, _ := strconv.ParseFloat(m[2], 64)
 			b.ReportMetric(v, m[1])
@@ -196,9 +207,9 @@ func benchNextToFirstFrame(b *testing.B, hog bool) {
 
 		p50, p95 := percentile(next, 50), percentile(next, 95)
 		r50, r95 := percentile(loop, 50), percentile(loop, 95)
-		b.Logf("%s: Next → first frame over %d tries: p50 %.0f ms, p95 %.0f ms (min %.0f, max %.0f)",
+		say("%s: Next → first frame over %d tries: p50 %.0f ms, p95 %.0f ms (min %.0f, max %.0f)",
 			mode.name, len(next), p50, p95, slices.Min(next), slices.Max(next))
-		b.Logf("%s: reference, two peer connections in one page: p50 %.0f ms, p95 %.0f ms; Next adds %.0f ms at p50, ratio %.2f",
+		say("%s: reference, two peer connections in one page: p50 %.0f ms, p95 %.0f ms; Next adds %.0f ms at p50, ratio %.2f",
 			mode.name, r50, r95, p50-r50, p50/r50)
 		printTimeline(b, mode.name+": timeline medians (ms after Next, presser's side)", lines)
 		// The server picks the offerer at random: the tries where the
@@ -228,7 +239,12 @@ func benchNextToFirstFrame(b *testing.B, hog bool) {
 	}
 }
 
-// printTimeline logs the medians of lines' timelines.
+// say prints a summary line of the copy inside on its standard output,
+// whence the outer benchmark prints it again (a benchmark's log is cut
+// after its first lines, so b.Log would lose it).
+func say(format string, args ...any) { fmt.Printf(format+"\n", args...) }
+
+// printTimeline prints the medians of lines' timelines.
 func printTimeline(b *testing.B, what string, lines []timeline) {
 	med := func(f func(timeline) float64) float64 {
 		var xs []float64
@@ -239,7 +255,7 @@ func printTimeline(b *testing.B, what string, lines []timeline) {
 		}
 		return percentile(xs, 50)
 	}
-	b.Logf("%s, %d tries: matched %.0f, offer %.0f, answer %.0f, connected %.0f, first frame %.0f",
+	say("%s, %d tries: matched %.0f, offer %.0f, answer %.0f, connected %.0f, first frame %.0f",
 		what, len(lines), med(func(l timeline) float64 { return l.Matched }), med(func(l timeline) float64 { return l.Offer }),
 		med(func(l timeline) float64 { return l.Answer }), med(func(l timeline) float64 { return l.Connected }),
 		med(func(l timeline) float64 { return l.Frame }))
