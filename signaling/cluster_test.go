@@ -370,3 +370,27 @@ func TestClusterDrainKeepsSessions(t *testing.T) {
 		t.Fatalf("a draining hub ended sessions %v and matches %v: they are to resume elsewhere", eng.endedSess, eng.ends)
 	}
 }
+
+func TestClusterReportKeepsTheRemotePartnersChat(t *testing.T) {
+	eng := newScriptEngine()
+	mod := newFakeModerator()
+	cfg := testConfig()
+	cfg.Engine = eng
+	cfg.Moderator = mod
+	e := newEnv(t, cfg)
+	a := e.dial()
+	aw := a.hello()
+	remoteMatch(t, a, aw, eng, "m1")
+	h := eng.hostOf()
+	h.Deliver(aw.Session, "m1", encode(&Signal{Type: TypeSignal, Match: "m1", SDP: &SessionDescription{Type: "offer", SDP: "v=0"}}))
+	a.expect(TypeSignal)
+	h.Deliver(aw.Session, "m1", encode(&Chat{Type: TypeChat, Match: "m1", Text: "from afar"}))
+	a.expect(TypeChat)
+	a.send(Chat{Type: TypeChat, Match: "m1", Text: "from here"})
+	a.send(Report{Type: TypeReport, Match: "m1", Reason: "spam"})
+	eventually(t, func() bool { _, n := mod.lastReport(); return n == 1 })
+	r, _ := mod.lastReport()
+	if len(r.Chat) != 2 || r.Chat[0].From != "reported" || r.Chat[0].Text != "from afar" || r.Chat[1].From != "reporter" {
+		t.Fatalf("evidence %+v, want the remote partner's line then the reporter's", r.Chat)
+	}
+}
