@@ -476,7 +476,7 @@ func TestSharedRedisAway(t *testing.T) {
 	srv := testsupport.StartRedis(t, testsupport.RedisOptions{Persist: true})
 	p := place{open: func(t *testing.T) Store { return openRedis(t, srv.URL()) }}
 	clk := &clock{t: time.Now()}
-	var logs syncBuffer
+	var logs testsupport.LogBuffer
 	a := newService(t, p, clk, Config{ReloadEvery: 50 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	defer a.Close()
 	if _, _, err := a.Ban(BanRequest{Client: "before", Reason: "r", Duration: time.Hour}, "tok"); err != nil {
@@ -503,22 +503,4 @@ func TestSharedRedisAway(t *testing.T) {
 		_, before := a.Banned(id("before", ""), clk.now())
 		return after && before && strings.Contains(logs.String(), "the shared store answers again")
 	})
-}
-
-// syncBuffer is a log written by several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -7,7 +7,6 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,25 +24,7 @@ type modNode struct {
 	addr string // host:port of its /ws
 }
 
-// syncBuffer is a log both nodes write to.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func startModNode(t *testing.T, cfg settings, logs *syncBuffer) *modNode {
+func startModNode(t *testing.T, cfg settings, logs *testsupport.LogBuffer) *modNode {
 	t.Helper()
 	logger := slog.New(slog.NewTextHandler(logs, nil))
 	m, err := openModeration(cfg, func(string) string { return "" }, logger, prometheus.NewRegistry())
@@ -81,7 +62,7 @@ func TestModerationSharedThroughRedis(t *testing.T) {
 	var cfg settings
 	cfg.redisURL = srv.URL()
 	cfg.AppealContact = "appeals@example.com"
-	var logs syncBuffer
+	var logs testsupport.LogBuffer
 	a, b := startModNode(t, cfg, &logs), startModNode(t, cfg, &logs)
 	if a.mod.dir != "" || !bytes.Equal(a.mod.key, b.mod.key) {
 		t.Fatalf("state dir %q; keys equal: %v", a.mod.dir, bytes.Equal(a.mod.key, b.mod.key))
