@@ -2,6 +2,7 @@ package signaling
 
 import (
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -197,3 +198,88 @@ var (
 	// ErrMatchGone: EndMatch named a match that had already ended.
 	ErrMatchGone = errors.New("signaling: match already ended")
 )
+
+// Batcher is an Engine that can make several calls in one round trip to
+// its backend. Given one, the hub no longer waits for the engine on its
+// owner goroutine: it hands every call that changes the shared state
+// (Register, End, Queue, Withdraw, EndMatch, Block) to a goroutine of its
+// own, in the order it makes them; that goroutine passes whatever has
+// gathered meanwhile to Do, and the owner acts on each result when it
+// comes back. So a node's throughput is bounded by what the backend can
+// do, not by one round trip per call. The memory engine is not a Batcher:
+// its calls cost no round trip, and the hub calls it directly.
+type Batcher interface {
+	Engine
+	// Do makes ops in order, with the same effects as calling each one's
+	// method one after another, and returns one result per op, in the same
+	// order. Each op is atomic; the batch need not be. Called from one
+	// goroutine at a time, never the owner goroutine, so the engine's
+	// EngineHost calls may come while it runs.
+	Do(ops []Op) []OpResult
+}
+
+// OpKind names the Engine method an Op stands for.
+type OpKind uint8
+
+// The calls a Batcher takes in a batch.
+const (
+	OpRegister OpKind = iota + 1
+	OpEnd
+	OpQueue
+	OpWithdraw
+	OpEndMatch
+	OpBlock
+)
+
+// Op is one Engine call in a batch; the fields its method takes are set,
+// the others are zero.
+type Op struct {
+	Kind   OpKind
+	Record SessionRecord // OpRegister
+	Ticket Ticket        // OpQueue
+	// Session: OpEnd, OpWithdraw, OpEndMatch (the side that ends it) and
+	// OpBlock (the reporter).
+	Session string
+	Match   string     // OpEndMatch
+	Other   string     // OpEndMatch: the partner; OpBlock: the reported
+	Why     LeftReason // OpEndMatch
+	Revoke  bool       // OpEnd
+}
+
+// OpResult is what one Op's method returned.
+type OpResult struct {
+	Pairing Pairing // OpQueue, OpWithdraw
+	Err     error
+}
+
+// DoEach makes ops one after another through e's methods: Do for an
+// engine that has no faster way.
+func DoEach(e Engine, ops []Op) []OpResult {
+	out := make([]OpResult, len(ops))
+	for i, op := range ops {
+		out[i] = DoOne(e, op)
+	}
+	return out
+}
+
+// DoOne makes one op through e's method.
+func DoOne(e Engine, op Op) OpResult {
+	var r OpResult
+	switch op.Kind {
+	case OpRegister:
+		r.Err = e.Register(op.Record)
+	case OpEnd:
+		r.Err = e.End(op.Session, op.Revoke)
+	case OpQueue:
+		r.Pairing, r.Err = e.Queue(op.Ticket)
+	case OpWithdraw:
+		r.Pairing, r.Err = e.Withdraw(op.Session)
+	case OpEndMatch:
+		r.Err = e.EndMatch(op.Match, op.Session, op.Other, op.Why)
+	case OpBlock:
+		r.Err = e.Block(op.Session, op.Other)
+	default:
+		r.Err = fmt.Errorf("signaling: unknown engine op %d", op.Kind)
+	}
+	return r
+}
