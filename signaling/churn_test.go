@@ -184,8 +184,16 @@ func TestChurn(t *testing.T) {
 	if testing.Short() {
 		t.Skip("1,000 clients")
 	}
+	t.Run("direct", func(t *testing.T) { testChurn(t, false) })
+	// As with a shared engine: results come later, after the sessions may
+	// have moved on.
+	t.Run("batched", func(t *testing.T) { testChurn(t, true) })
+}
+
+func testChurn(t *testing.T, batched bool) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	cfg := testConfig()
+	cfg.batchAll = batched
 	cfg.ResumeGrace = 300 * time.Millisecond
 	cfg.InterestWait = 50 * time.Millisecond
 	log := &churnLog{made: map[string][2]string{}, roles: map[string]map[string]Role{}}

@@ -79,17 +79,7 @@ func (h *Hub) engineError(op string, err error) {
 var chatPrefix = []byte(`{"type":"` + TypeChat + `"`)
 
 // paired: another node paired this node's session id.
-func (h *Hub) paired(id string, p Pairing) {
-	s := h.byID[id]
-	if s == nil {
-		h.refuse(id, p)
-		return
-	}
-	if s.match == nil && s.state == StateWaiting {
-		h.setInPool(s, false)
-	}
-	h.applyPairing(s, p, false, time.Now())
-}
+func (h *Hub) paired(id string, p Pairing) { h.pairedLate(id, p, false) }
 
 // delivered: a message from the partner on another node.
 func (h *Hub) delivered(id, matchID string, data []byte) {
@@ -202,7 +192,7 @@ func (h *Hub) claim(c *conn, token string) bool {
 	}
 	c.send(h.welcome(s, true))
 	if s.state == StateWaiting {
-		h.queue(s, time.Now())
+		h.queue(s, time.Now(), false)
 	}
 	return true
 }
@@ -227,15 +217,12 @@ func (h *Hub) endedElsewhere(id string, revoke bool) {
 // session is recorded again and every waiting one queued again.
 func (h *Hub) resync() {
 	for _, s := range h.sessions {
-		if err := h.engine.Register(s.record(h.node)); err != nil {
-			h.engineError("register", err)
-			return
-		}
+		h.call("register", Op{Kind: OpRegister, Record: s.record(h.node)}, nil)
 	}
 	now := time.Now()
 	for _, s := range h.sessions {
 		if s.state == StateWaiting && s.conn != nil {
-			h.queue(s, now)
+			h.queue(s, now, false)
 		}
 	}
 }

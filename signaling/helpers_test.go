@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -21,6 +22,11 @@ import (
 
 	"github.com/strangers-chat/strangers/internal/testsupport"
 )
+
+// batchAll runs every hub of the package's tests with its engine calls
+// taken later, through a batcher, as with a shared engine:
+// go test ./signaling/ -args -batch-all.
+var batchAll = flag.Bool("batch-all", false, "take engine results asynchronously, as with a shared engine")
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
@@ -117,6 +123,7 @@ func testConfig() Config {
 		RateLimit:     1000,
 		RateBurst:     1000,
 		Registerer:    prometheus.NewRegistry(),
+		batchAll:      *batchAll,
 	}
 }
 

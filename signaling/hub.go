@@ -146,6 +146,9 @@ type Config struct {
 	// onMatch, for tests, is called from the owner goroutine with every
 	// match made and the session ids of its two sides.
 	onMatch func(match, a, b string)
+	// batchAll, for tests, makes the hub take even the memory engine's
+	// results later, through a batcher, as it does a Batcher's.
+	batchAll bool
 }
 
 // fill validates c (see Validate) and fills in its defaults.
@@ -202,6 +205,7 @@ type Hub struct {
 	iceByAddr map[netip.Addr]*tokenBucket // ice requests by client address, see icelimit.go
 	skipLogs  map[string]*skipLog         // finds and nexts by client key, see skiplimit.go
 	engine    Engine                      // cfg.Engine, or the memory engine; its own methods say which goroutine may call them
+	batch     *batcher                    // set by New when engine is a Batcher; closed by Shutdown after the owner stops
 	node      string                      // engine.Node()
 
 	// This node's sessions in the pool, by mode and in the shadow pool.
@@ -278,6 +282,14 @@ func New(cfg Config) (*Hub, error) {
 	h.node = h.engine.Node()
 	if err := h.engine.Start(engineHost{h}); err != nil {
 		return nil, fmt.Errorf("signaling: starting the matchmaking engine: %w", err)
+	}
+	if cfg.batchAll {
+		if _, ok := h.engine.(Batcher); !ok {
+			h.engine = &eachBatcher{Engine: h.engine}
+		}
+	}
+	if b, ok := h.engine.(Batcher); ok {
+		h.batch = newBatcher(h, b)
 	}
 	for i := range h.pingSlots {
 		h.pingSlots[i] = make(map[*conn]struct{})
@@ -437,6 +449,9 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 	close(h.quit)
 	<-h.ownerDone
 	h.bgWG.Wait()
+	if h.batch != nil {
+		h.batch.close()
+	}
 	if cerr := h.engine.Close(h.node != ""); cerr != nil && err == nil {
 		err = fmt.Errorf("signaling: closing the matchmaking engine: %w", cerr)
 	}

@@ -1,7 +1,6 @@
 package signaling
 
 import (
-	"errors"
 	"time"
 )
 
@@ -31,7 +30,8 @@ func (h *Hub) find(s *session, m *Find, now time.Time) {
 	if h.checkBan(s, now) {
 		return
 	}
-	if h.withdraw(s) {
+	h.withdraw(s)
+	if s.state == StateMatched {
 		return // another node paired it meanwhile: that match stands
 	}
 	if h.overSkipLimit(s, now) {
@@ -60,32 +60,32 @@ func (h *Hub) next(s *session, now time.Time) {
 }
 
 func (h *Hub) stop(s *session) {
-	if s.state == StateWaiting && !h.withdraw(s) {
-		s.state = StateIdle
-		s.gen++
+	if s.state == StateWaiting {
+		h.withdraw(s)
+		if s.state == StateWaiting {
+			s.state = StateIdle
+			s.gen++
+		}
 	}
 	if s.state == StateMatched {
 		h.endMatch(s, LeftStop)
 	}
 }
 
-// withdraw takes s out of the pool, if it is in it, and reports whether
-// another node had paired it meanwhile: then s is in that match now.
-func (h *Hub) withdraw(s *session) bool {
+// withdraw takes s out of the pool, if it may be in it. If another node
+// had paired it meanwhile, s is put in that match when the engine says so:
+// at once with the memory engine, later with a Batcher (see pairedLate).
+func (h *Hub) withdraw(s *session) {
 	if !s.inPool {
-		return false
+		return
 	}
 	h.setInPool(s, false)
-	p, err := h.engine.Withdraw(s.id)
-	if err != nil {
-		h.engineError("withdraw", err)
-		return false
-	}
-	if p.Zero() {
-		return false
-	}
-	h.applyPairing(s, p, false, time.Now())
-	return true
+	id := s.id
+	h.call("withdraw", Op{Kind: OpWithdraw, Session: id}, func(r OpResult) {
+		if r.Err == nil && !r.Pairing.Zero() {
+			h.pairedLate(id, r.Pairing, false)
+		}
+	})
 }
 
 // setInPool records whether the engine holds s in the pool, and keeps
@@ -118,15 +118,7 @@ func (h *Hub) startWaiting(s *session, now time.Time) {
 	s.settled = false
 	s.shadow = h.cfg.Moderator != nil && h.cfg.Moderator.Shadowed(s.ident, now)
 	s.gen++
-	h.queue(s, now)
-	if s.state != StateWaiting {
-		return
-	}
-	w := &Waiting{Type: TypeWaiting, Mode: s.mode}
-	if len(s.interests) > 0 && !s.interestsOnly {
-		w.FallbackIn = max(0, s.fallbackAt.Sub(now).Milliseconds())
-	}
-	h.deliver(s, encode(w), false)
+	h.queue(s, now, true)
 }
 
 // ticket is s as the pool sees it.
@@ -155,34 +147,73 @@ func (h *Hub) ticket(s *session) Ticket {
 // trade a better partner for any partner once waiting longer would likely
 // be waiting for nothing; and on a quiet instance it ends the dead end of
 // two people online who just parted and would otherwise never meet again.
-func (h *Hub) queue(s *session, now time.Time) {
+//
+// With a Batcher the result comes later (see batch.go): s counts as in the
+// pool from the call on, so that a stop or a disconnect meanwhile withdraws
+// it; if s has moved on by the time the result comes (its gen changed),
+// only a pairing is taken (pairedLate decides whether s can have it).
+// announce: tell s it is waiting, unless it is paired at once.
+func (h *Hub) queue(s *session, now time.Time, announce bool) {
 	if !now.Before(s.fallbackAt) {
 		s.settled = true
 	}
-	p, err := h.engine.Queue(h.ticket(s))
-	if err != nil {
-		h.engineError("queue", err)
-		h.setInPool(s, false)
-		s.state = StateIdle
-		s.gen++
-		h.deliver(s, encode(&Error{Type: TypeError, Code: CodeUnavailable, Message: "matching is unavailable for now; try again in a few seconds"}), false)
-		return
-	}
-	if !p.Zero() {
-		h.setInPool(s, false)
-		h.applyPairing(s, p, true, now)
-		return
-	}
 	h.setInPool(s, true)
-	if !s.settled {
-		h.schedule(s, s.fallbackAt, dlFallback)
-	}
+	gen, mode := s.gen, s.mode
+	h.call("queue", Op{Kind: OpQueue, Ticket: h.ticket(s)}, func(r OpResult) {
+		current := h.byID[s.id] == s && s.gen == gen && s.state == StateWaiting
+		switch {
+		case r.Err != nil:
+			if !current {
+				return
+			}
+			h.setInPool(s, false)
+			s.state = StateIdle
+			s.gen++
+			h.deliver(s, encode(&Error{Type: TypeError, Code: CodeUnavailable, Message: "matching is unavailable for now; try again in a few seconds"}), false)
+		case !r.Pairing.Zero():
+			if !current && s.mode != mode && s.match == nil && h.byID[s.id] == s {
+				// A pairing for a find s has replaced with another mode.
+				h.refuse(s.id, r.Pairing)
+				return
+			}
+			h.pairedLate(s.id, r.Pairing, true)
+		case current:
+			if !s.settled {
+				h.schedule(s, s.fallbackAt, dlFallback)
+			}
+			if announce {
+				w := &Waiting{Type: TypeWaiting, Mode: s.mode}
+				if len(s.interests) > 0 && !s.interestsOnly {
+					w.FallbackIn = max(0, s.fallbackAt.Sub(now).Milliseconds())
+				}
+				h.deliver(s, encode(w), false)
+			}
+		}
+	})
 }
 
 // settle is s's fallback: see queue.
 func (h *Hub) settle(s *session, now time.Time) {
 	s.settled = true
-	h.queue(s, now)
+	h.queue(s, now, false)
+}
+
+// pairedLate takes a pairing the engine returned for session id (made:
+// by this node's Queue) or that another node made: s is put in it if it
+// still waits for one, else the pairing is refused.
+func (h *Hub) pairedLate(id string, p Pairing, made bool) {
+	s := h.byID[id]
+	if s == nil {
+		if _, moved := h.away[id]; moved {
+			return // its new node has it now
+		}
+		h.refuse(id, p)
+		return
+	}
+	if s.match == nil && s.state == StateWaiting {
+		h.setInPool(s, false)
+	}
+	h.applyPairing(s, p, made, time.Now())
 }
 
 // applyPairing puts s in the match p an engine made (made: by this node's
@@ -191,10 +222,10 @@ func (h *Hub) settle(s *session, now time.Time) {
 // it). A pairing that would put s in a second match is refused: that match
 // ends at once.
 func (h *Hub) applyPairing(s *session, p Pairing, made bool, now time.Time) {
-	if s.match == nil && s.lastMatch == p.Match {
-		return // told twice (Queue returned it as earlier, then its notice came): s has left it since
+	if s.match == nil && s.lastMatch == p.Match || s.refused == p.Match {
+		return // told twice (Queue returned it as earlier, then its notice came): s has left it, or refused it, since
 	}
-	if s.match != nil || s.state == StateIdle && !p.Earlier {
+	if s.match != nil || s.state != StateWaiting {
 		if s.match == nil || s.match.id != p.Match {
 			h.refuse(s.id, p)
 		}
@@ -203,7 +234,7 @@ func (h *Hub) applyPairing(s *session, p Pairing, made bool, now time.Time) {
 	var partner *session
 	if !p.Remote {
 		partner = h.byID[p.Partner]
-		if partner == nil || partner.match != nil {
+		if partner == nil || partner.match != nil || partner.state != StateWaiting {
 			h.refuse(s.id, p)
 			return
 		}
@@ -226,11 +257,22 @@ func (h *Hub) applyPairing(s *session, p Pairing, made bool, now time.Time) {
 }
 
 // refuse ends a match an engine made for session id that the hub cannot
-// take (the session is in another match, or gone).
+// take (the session is in another match, no longer waiting, or gone). A
+// side on this node that still waits goes back into the pool: the engine
+// took it out for this match.
 func (h *Hub) refuse(id string, p Pairing) {
 	h.m.refused.Inc()
-	if err := h.engine.EndMatch(p.Match, id, p.Partner, LeftDisconnected); err != nil && !errors.Is(err, ErrMatchGone) {
-		h.engineError("end refused match", err)
+	h.call("end refused match", Op{Kind: OpEndMatch, Match: p.Match, Session: id, Other: p.Partner, Why: LeftDisconnected}, nil)
+	now := time.Now()
+	for _, x := range [2]string{id, p.Partner} {
+		s := h.byID[x]
+		if s == nil {
+			continue
+		}
+		s.refused = p.Match
+		if s.state == StateWaiting && s.match == nil && s.conn != nil {
+			h.queue(s, now, false)
+		}
 	}
 }
 
@@ -273,9 +315,7 @@ func (h *Hub) iceServers(s *session) []ICEServer {
 func (h *Hub) endMatch(s *session, why LeftReason) {
 	m := s.match
 	p := m.other(s)
-	if err := h.engine.EndMatch(m.id, s.id, p.id, why); err != nil && !errors.Is(err, ErrMatchGone) {
-		h.engineError("end match", err)
-	}
+	h.call("end match", Op{Kind: OpEndMatch, Match: m.id, Session: s.id, Other: p.id, Why: why}, nil)
 	for _, x := range [2]*session{s, p} {
 		if !x.remote {
 			h.leave(x, m)

@@ -112,7 +112,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "strangers_engine_errors_total", Help: "Matchmaking engine calls that failed, by operation (with Redis: also while it is down).",
 		}, []string{"op"}),
 		refused: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "strangers_pairings_refused_total", Help: "Pairings made by another node that this node refused, because its session was already in a match or gone.",
+			Name: "strangers_pairings_refused_total", Help: "Pairings this node refused, because a session of it was already in a match, no longer waiting, or gone.",
 		}),
 	}
 	for _, c := range []prometheus.Collector{

@@ -39,7 +39,7 @@ type event struct {
 }
 
 // deadline is a scheduled check on a session; it is void if the session's
-// gen moved on since.
+// gen (a grace deadline: its detaches) moved on since.
 type deadline struct {
 	at   time.Time
 	s    *session
@@ -92,7 +92,11 @@ func (h *Hub) run() {
 }
 
 func (h *Hub) schedule(s *session, at time.Time, kind uint8) {
-	heap.Push(&h.deadlines, deadline{at: at, s: s, gen: s.gen, kind: kind})
+	gen := s.gen
+	if kind == dlGrace {
+		gen = s.detaches
+	}
+	heap.Push(&h.deadlines, deadline{at: at, s: s, gen: gen, kind: kind})
 }
 
 // armTimer points the owner's single timer at the earliest deadline.
@@ -113,16 +117,14 @@ func (h *Hub) expire(now time.Time) {
 	for len(h.deadlines) > 0 && !h.deadlines[0].at.After(now) {
 		d := heap.Pop(&h.deadlines).(deadline)
 		s := d.s
-		if d.gen != s.gen {
-			continue
-		}
 		switch d.kind {
 		case dlFallback:
-			if s.state == StateWaiting && s.inPool && !s.settled {
+			if d.gen == s.gen && s.state == StateWaiting && s.inPool && !s.settled {
 				h.settle(s, now)
 			}
 		case dlGrace:
-			if s.conn == nil {
+			// Not voided by a match made meanwhile: only a resume does.
+			if d.gen == s.detaches && s.conn == nil && h.byID[s.id] == s {
 				h.endSession(s, false)
 			}
 		}

@@ -27,9 +27,7 @@ func (h *Hub) report(s *session, m *Report) {
 		s.conn.sendError(CodeNotInMatch, "report names a match you are not in")
 		return
 	}
-	if err := h.engine.Block(s.id, reported); err != nil {
-		h.engineError("block", err)
-	}
+	h.call("block", Op{Kind: OpBlock, Session: s.id, Other: reported}, nil)
 	h.m.reports.Inc()
 	if h.cfg.Moderator == nil || other == nil {
 		return

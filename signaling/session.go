@@ -56,6 +56,7 @@ type session struct {
 	fallbackAt time.Time // interests give way to anyone, and recent partners are allowed
 	settled    bool      // waited past fallbackAt: may meet a settled recent partner
 	gen        uint64    // bumped to void scheduled deadlines
+	detaches   uint64    // bumped when it detaches or attaches: voids a grace deadline
 
 	match       *match
 	lastMatch   string // id of the match that ended last, for a late report
@@ -63,6 +64,11 @@ type session struct {
 	lastPartner string // that match's partner's session id
 
 	pending [][]byte // messages for it while detached, delivered on resume
+
+	// refused is the last pairing refused for it: a later notice of that
+	// pairing (a Withdraw or Queue made before the refusal returns it as
+	// earlier) is ignored.
+	refused string
 
 	iceBucket *tokenBucket // ice requests; nil until the first
 }
@@ -130,9 +136,7 @@ func (h *Hub) hello(c *conn, m *Hello) {
 	s.skips = h.skipLogFor(s.ident.Client)
 	c.sess = s
 	h.add(s)
-	if err := h.engine.Register(s.record(h.node)); err != nil {
-		h.engineError("register", err)
-	}
+	h.call("register", Op{Kind: OpRegister, Record: s.record(h.node)}, nil)
 	if h.cfg.Sessions != nil {
 		h.cfg.Sessions.SessionStarted(s.id)
 	}
@@ -174,7 +178,8 @@ func (h *Hub) resume(s *session, c *conn) {
 		s.pending = append(old.takeQueue(), s.pending...)
 		old.closeWith(CloseResumed, "session resumed on another connection", reasonResumed)
 	}
-	s.gen++ // void the grace deadline
+	s.gen++
+	s.detaches++ // void the grace deadline
 	s.conn = c
 	c.sess = s
 	c.send(h.welcome(s, true))
@@ -183,7 +188,7 @@ func (h *Hub) resume(s *session, c *conn) {
 		s.pending = nil
 	}
 	if s.state == StateWaiting && !s.inPool {
-		h.queue(s, time.Now())
+		h.queue(s, time.Now(), false)
 	}
 }
 
@@ -200,6 +205,7 @@ func (h *Hub) gone(c *conn, clean bool) {
 	}
 	h.withdraw(s) // a detached session is not offered to anyone
 	s.gen++       // void its fallback; queue() schedules a new one on resume
+	s.detaches++
 	h.schedule(s, time.Now().Add(h.cfg.ResumeGrace), dlGrace)
 }
 
@@ -216,9 +222,7 @@ func (h *Hub) endSession(s *session, revoke bool) {
 	s.pending = nil
 	s.gen++
 	h.forget(s)
-	if err := h.engine.End(s.id, revoke); err != nil {
-		h.engineError("end", err)
-	}
+	h.call("end", Op{Kind: OpEnd, Session: s.id, Revoke: revoke}, nil)
 	if h.cfg.Sessions != nil {
 		h.cfg.Sessions.SessionEnded(s.id)
 	}
@@ -236,7 +240,7 @@ func (h *Hub) endAll() {
 			s.match = nil
 			s.state = StateIdle
 			s.inPool = false
-			_ = h.engine.End(s.id, false)
+			h.call("end", Op{Kind: OpEnd, Session: s.id}, nil)
 		}
 		h.forget(s)
 		if h.cfg.Sessions != nil {
