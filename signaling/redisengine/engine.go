@@ -395,7 +395,7 @@ func (e *Engine) renew(force bool) (resync bool, err error) {
 	call := func(ctx context.Context) error {
 		var err error
 		res, err = renewScript.Run(ctx, e.rdb, nil, keyPrefix, e.cfg.Node, e.cfg.LeaseTTL.Milliseconds(), sessionid.New(),
-			comeBack.Milliseconds()).Slice()
+			comeBack.Milliseconds(), flag(e.epoch == ""), max(0, e.cfg.ResumeGrace-reapSlack).Milliseconds()).Slice()
 		return err
 	}
 	if force {
@@ -414,12 +414,15 @@ func (e *Engine) renew(force bool) (resync bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	if len(res) != 3 {
+	if len(res) != 4 {
 		return false, errors.New("redisengine: renew lease: malformed reply")
 	}
 	had, _ := res[0].(int64)
 	nodes, _ := res[1].(int64)
 	epoch, _ := res[2].(string)
+	if n, _ := res[3].(int64); n > 0 {
+		e.log.Warn("sessions of an earlier process with this node id were left behind: they end after the resume grace unless resumed", "sessions", n)
+	}
 	e.m.nodes.Set(float64(nodes))
 	lost := e.epoch != "" && epoch != e.epoch
 	if lost {

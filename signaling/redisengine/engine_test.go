@@ -1019,3 +1019,38 @@ func TestClaimFromFreshlyKilledNode(t *testing.T) {
 		}
 	})
 }
+
+// A node killed and started again under the same node id within its
+// lease is never found dead by a reaper: the new process makes orphans of
+// what the old one left, so its waiting sessions leave the pool and its
+// sessions' partners are told after the resume grace.
+func TestRestartUnderTheSameNodeIDOrphansTheOldSessions(t *testing.T) {
+	t.Parallel()
+	r := testsupport.StartRedis(t, testsupport.RedisOptions{})
+	lease := func(c *Config) { c.LeaseTTL = time.Minute; c.ResumeGrace = 600 * time.Millisecond }
+	a, b := startNode(t, r, "a", lease), startNode(t, r, "b", lease)
+	_, sb, match := pairAcross(t, a, b)
+	waiting, _ := a.session(t)
+	mustQueue(t, a, ticket(waiting, "only-here"))
+	a.kill()
+	again := startNode(t, r, "a", lease)
+	if n, err := b.Counts(); err != nil || n.WaitingVideo != 0 {
+		t.Fatalf("Counts = %+v, %v: the old process's session still waits", n, err)
+	}
+	x, _ := b.session(t)
+	if p := mustQueue(t, b, ticket(x, "only-here")); !p.Zero() {
+		t.Fatalf("paired with a session of the dead process: %+v", p)
+	}
+	testsupport.WaitFor(t, wait, "PartnerLeft on b", func() (ok bool) {
+		b.host.read(func() { ok = len(b.host.left[sb]) > 0 })
+		return ok
+	})
+	b.host.read(func() {
+		if l := b.host.left[sb]; len(l) != 1 || l[0] != (leftCall{match, signaling.LeftDisconnected}) {
+			t.Errorf("b told %v", l)
+		}
+	})
+	if n, err := again.Counts(); err != nil || n.Online != 2 || n.Nodes != 2 {
+		t.Errorf("Counts = %+v, %v (want b's two sessions, 2 nodes)", n, err)
+	}
+}

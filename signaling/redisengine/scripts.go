@@ -423,9 +423,15 @@ return {redis.call('SCARD', P .. 'sessions'), w('video:0'), w('video:1'), w('tex
 `)
 
 // renewScript renews this node's lease. ARGV: prefix, node, lease TTL
-// (ms), a new epoch, the time to come back after an outage (ms). Returns {1 if the lease was still there, live nodes
-// count, epoch}: the epoch key is set once, so a different one means Redis
-// lost its data.
+// (ms), a new epoch, the time to come back after an outage (ms), fresh
+// (1: the first renewal of this process), resume grace (ms). Returns {1 if
+// the lease was still there, live nodes count, epoch, sessions orphaned}:
+// the epoch key is set once, so a different one means Redis lost its data.
+//
+// Fresh, the node has no session yet: any Redis still lists under its name
+// belong to an earlier process with the same node id that died (a restart
+// quicker than the lease would hide that death from every reaper). They
+// become orphans, as a reaper would make them.
 var renewScript = redis.NewScript(prelude + `
 local now, ttl = now_ms(), tonumber(ARGV[3])
 beat(now, ttl, tonumber(ARGV[5]))
@@ -434,12 +440,22 @@ if not epoch then
   epoch = ARGV[4]
   redis.call('SET', P .. 'epoch', epoch)
 end
+local orphaned = 0
+if ARGV[6] == '1' then
+  local k = P .. 'nodesess:' .. ARGV[2]
+  local last = tonumber(redis.call('HGET', P .. 'renewed', ARGV[2]) or now)
+  for _, id in ipairs(redis.call('SMEMBERS', k)) do
+    orphan(id, last + tonumber(ARGV[7]), true)
+    orphaned = orphaned + 1
+  end
+  redis.call('DEL', k)
+end
 local had = redis.call('ZSCORE', P .. 'nodes', ARGV[2])
 redis.call('ZADD', P .. 'nodes', now + ttl, ARGV[2])
 redis.call('HSET', P .. 'renewed', ARGV[2], now)
 local alive = 0
 if had then alive = 1 end
-return {alive, #live_nodes(now), epoch}
+return {alive, #live_nodes(now), epoch, orphaned}
 `)
 
 // reapScript takes the nodes whose lease ran out out of the lease set and
