@@ -29,6 +29,7 @@ const (
 	kindMoved    byte = 'm' // f: session, node
 	kindEnded    byte = 'e' // f: session, revoke (1/0)
 	kindFlush    byte = 'f' // f: session (to this node itself: a handover that did not come)
+	kindDrained  byte = 'r' // f: session (its node drained: keep what is sent to it until it resumes)
 )
 
 // envelope is one message between nodes. Encoded: kind, send time (unix
@@ -300,7 +301,7 @@ func (e *Engine) closeSubscription() {
 
 // receive acts on one message from another node (or this one).
 func (e *Engine) receive(m *envelope) {
-	need := map[byte]int{kindPaired: 6, kindDeliver: 2, kindLeft: 4, kindClaim: 4, kindHandover: 1, kindMoved: 2, kindEnded: 2, kindFlush: 1}
+	need := map[byte]int{kindPaired: 6, kindDeliver: 2, kindLeft: 4, kindClaim: 4, kindHandover: 1, kindMoved: 2, kindEnded: 2, kindFlush: 1, kindDrained: 1}
 	if n, ok := need[m.kind]; !ok || len(m.f) < n {
 		e.log.Warn("dropped an unknown message on the node channel", "kind", string(m.kind))
 		return
@@ -353,7 +354,9 @@ func (e *Engine) receive(m *envelope) {
 	case kindFlush:
 		e.release(m.f[0])
 	case kindMoved:
-		e.routes.learn(m.f[0], m.f[1])
+		e.moved(m.f[0], m.f[1])
+	case kindDrained:
+		e.routes.park(m.f[0], m.from, time.Now().Add(e.cfg.ResumeGrace))
 	case kindEnded:
 		e.routes.forget(m.f[0])
 		e.host.Ended(m.f[0], m.f[1] == "1")
@@ -369,6 +372,69 @@ type routes struct {
 	to    map[string]string  // session -> node
 	moved map[string]movedTo // sessions claimed away from this node
 	holds map[string]*hold   // sessions claimed here, until their handover
+	// parked: sessions whose node drained, and what this node sent them
+	// since, until one claims them (moved) or the resume grace is over.
+	parked map[string]*hold
+}
+
+// park starts keeping what this node sends to id: its node, from,
+// drained. Unless id is known to live elsewhere already (its claim's
+// notice came first).
+func (r *routes) park(id, from string, until time.Time) {
+	r.mu.Lock()
+	if n, ok := r.to[id]; ok && n != from {
+		r.mu.Unlock()
+		return
+	}
+	if len(r.parked) >= maxRoutes {
+		clear(r.parked)
+	}
+	if r.parked[id] == nil {
+		r.parked[id] = &hold{until: until}
+	}
+	r.mu.Unlock()
+}
+
+// sendOrPark publishes m for id to the node that holds it, or keeps it
+// while id is parked; false: no route known.
+func (e *Engine) sendOrPark(id string, m *envelope) bool {
+	e.routes.mu.Lock()
+	defer e.routes.mu.Unlock()
+	if p := e.routes.parked[id]; p != nil {
+		if len(p.msgs) >= maxHeld {
+			e.m.dropped.Inc()
+		} else {
+			p.msgs = append(p.msgs, m)
+		}
+		return true
+	}
+	node, ok := e.routes.to[id]
+	if !ok {
+		return false
+	}
+	e.publish(node, m)
+	return true
+}
+
+// moved: session id was claimed by node. What this node kept for it
+// meanwhile goes there first, in order, before anything sent after (to
+// this node itself too: the subscriber then delivers it, after the
+// claim's welcome).
+func (e *Engine) moved(id, node string) {
+	e.routes.mu.Lock()
+	defer e.routes.mu.Unlock()
+	if len(e.routes.to) >= maxRoutes {
+		clear(e.routes.to)
+	}
+	e.routes.to[id] = node
+	p := e.routes.parked[id]
+	delete(e.routes.parked, id)
+	if p == nil {
+		return
+	}
+	for _, m := range p.msgs {
+		e.publish(node, m)
+	}
 }
 
 // hold keeps the messages for a claimed session until its handover comes,
@@ -476,6 +542,7 @@ func (r *routes) forget(id string) {
 	delete(r.to, id)
 	delete(r.moved, id)
 	delete(r.holds, id)
+	delete(r.parked, id)
 	r.mu.Unlock()
 }
 
@@ -499,12 +566,18 @@ func (r *routes) movedTo(id string) (string, bool) {
 	return m.node, ok
 }
 
-// prune forgets hand-overs older than the resume grace.
+// prune forgets hand-overs older than the resume grace, and what was
+// kept for a drained session nobody resumed within it.
 func (r *routes) prune(now time.Time) {
 	r.mu.Lock()
 	for id, m := range r.moved {
 		if now.After(m.until) {
 			delete(r.moved, id)
+		}
+	}
+	for id, p := range r.parked {
+		if now.After(p.until) {
+			delete(r.parked, id)
 		}
 	}
 	r.mu.Unlock()

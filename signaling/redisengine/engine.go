@@ -232,7 +232,7 @@ func New(cfg Config) (*Engine, error) {
 		log:     cfg.Logger.With("component", "redisengine", "node", cfg.Node),
 		m:       m,
 		channel: keyPrefix + "node:" + cfg.Node,
-		routes:  routes{to: map[string]string{}, moved: map[string]movedTo{}, holds: map[string]*hold{}},
+		routes:  routes{to: map[string]string{}, moved: map[string]movedTo{}, holds: map[string]*hold{}, parked: map[string]*hold{}},
 	}, nil
 }
 
@@ -330,6 +330,17 @@ func (e *Engine) leave(drain bool) error {
 		return err
 	}
 	e.tellEnded(res, false)
+	// The partners' nodes keep what they send to a drained session until
+	// its client resumes it somewhere (kindMoved) instead of sending it
+	// here, where nobody listens any more.
+	if top, _ := res.([]any); len(top) == 3 {
+		parts, _ := top[2].([]any)
+		for _, x := range parts {
+			if r := strs(x); len(r) == 2 {
+				e.publish(r[1], &envelope{kind: kindDrained, f: []string{r[0]}})
+			}
+		}
+	}
 	return nil
 }
 
@@ -544,7 +555,7 @@ func (e *Engine) endOrphans() {
 // live node (this one too, when self) that it ended.
 func (e *Engine) tellEnded(res any, self bool) {
 	top, _ := res.([]any)
-	if len(top) != 2 {
+	if len(top) < 2 {
 		return
 	}
 	ended, _ := top[0].([]any)

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -1052,5 +1053,62 @@ func TestRestartUnderTheSameNodeIDOrphansTheOldSessions(t *testing.T) {
 	})
 	if n, err := again.Counts(); err != nil || n.Online != 2 || n.Nodes != 2 {
 		t.Errorf("Counts = %+v, %v (want b's two sessions, 2 nodes)", n, err)
+	}
+}
+
+// What a partner sends to a drained session before its client resumes it
+// is kept on the partner's node and follows the session to the node that
+// claims it, in order and before anything sent after: onto a third node,
+// and onto the partner's node itself.
+func TestDrainKeepsWhatThePartnerSentUntilTheResume(t *testing.T) {
+	t.Parallel()
+	r := testsupport.StartRedis(t, testsupport.RedisOptions{})
+	a, b, c := startNode(t, r, "a", nil), startNode(t, r, "b", nil), startNode(t, r, "c", nil)
+	type pair struct{ sa, tok, sb, match string }
+	var pairs [2]pair
+	for i := range pairs {
+		sa, tok := a.session(t)
+		sb, _ := b.session(t)
+		tag := "tag-" + sa
+		mustQueue(t, a, ticket(sa, tag))
+		p := mustQueue(t, b, ticket(sb, tag))
+		if p.Partner != sa {
+			t.Fatalf("%s paired with %q", sb, p.Partner)
+		}
+		pairs[i] = pair{sa, tok, sb, p.Match}
+	}
+	if err := a.Close(true); err != nil {
+		t.Fatal(err)
+	}
+	testsupport.WaitFor(t, wait, "b keeping what it sends to a's sessions", func() bool {
+		b.routes.mu.Lock()
+		defer b.routes.mu.Unlock()
+		return b.routes.parked[pairs[0].sa] != nil && b.routes.parked[pairs[1].sa] != nil
+	})
+	for _, p := range pairs {
+		b.Send(p.sa, p.match, []byte("one"))
+		b.Send(p.sa, p.match, []byte("two"))
+	}
+	for i, n := range []*node{c, b} {
+		p := pairs[i]
+		if rec, ok, err := n.Claim(p.tok); err != nil || !ok || rec.Match != p.match {
+			t.Fatalf("Claim on %s: %+v %v %v", n.Node(), rec, ok, err)
+		}
+		if n != b {
+			b.Send(p.sa, p.match, []byte("three")) // once b knows where it went, but maybe before
+		}
+		want := []string{p.match + "|one", p.match + "|two"}
+		if n != b {
+			want = append(want, p.match+"|three")
+		}
+		testsupport.WaitFor(t, wait, "what b sent, on "+n.Node(), func() (ok bool) {
+			n.host.read(func() { ok = len(n.host.delivered[p.sa]) >= len(want) })
+			return ok
+		})
+		n.host.read(func() {
+			if got := n.host.delivered[p.sa]; !slices.Equal(got, want) {
+				t.Errorf("%s delivered %q, want %q", n.Node(), got, want)
+			}
+		})
 	}
 }

@@ -109,6 +109,9 @@ func (e *Engine) Claim(token string) (signaling.SessionRecord, bool, error) {
 	if rec.Partner != "" && pnode != "" {
 		e.routes.learn(rec.Partner, pnode)
 	}
+	if pnode == e.cfg.Node {
+		e.moved(id, e.cfg.Node) // what this node kept for it, if its node drained
+	}
 	if old != e.cfg.Node && oldAlive {
 		// What the old node held comes in its handover; what the partner
 		// sends here meanwhile waits for it (bounded).
@@ -368,21 +371,27 @@ func (e *Engine) Block(reporterID, reportedID string) error {
 // this node sent there before. A session whose node is not cached costs
 // one lookup; if that fails, or the queue is full, data is dropped
 // (strangers_pubsub_dropped_total).
+//
+// While the session's node has drained and no node has claimed it yet,
+// what is sent to it is kept here (bounded) and follows it to the node
+// that claims it.
 func (e *Engine) Send(toID, matchID string, data []byte) {
-	node, ok := e.routes.lookup(toID)
-	if !ok {
-		err := e.roundTrip("route", func(ctx context.Context) error {
-			var err error
-			node, err = e.rdb.HGet(ctx, keyPrefix+"s:"+toID, "node").Result()
-			return err
-		})
-		if err != nil || node == "" {
-			e.m.dropped.Inc()
-			return
-		}
-		e.routes.learn(toID, node)
+	m := &envelope{kind: kindDeliver, f: []string{toID, matchID}, items: [][]byte{data}}
+	if e.sendOrPark(toID, m) {
+		return
 	}
-	e.publish(node, &envelope{kind: kindDeliver, f: []string{toID, matchID}, items: [][]byte{data}})
+	var node string
+	err := e.roundTrip("route", func(ctx context.Context) error {
+		var err error
+		node, err = e.rdb.HGet(ctx, keyPrefix+"s:"+toID, "node").Result()
+		return err
+	})
+	if err != nil || node == "" {
+		e.m.dropped.Inc()
+		return
+	}
+	e.routes.learn(toID, node)
+	e.sendOrPark(toID, m)
 }
 
 // Counts returns the figures of the whole cluster.

@@ -495,21 +495,28 @@ return {out, live_nodes(now)}
 // drain its sessions become orphans due in the resume grace; without, they
 // end now. ARGV: prefix, node, drain (0/1), resume grace (ms), recent
 // partners kept, record TTL (s). Returns {{end_session's result}..., live
-// nodes} (no results with drain).
+// nodes, {session, its partner's node}...}: no results with drain, and
+// partners only with drain (those in a match with a partner on another
+// node).
 var leaveScript = redis.NewScript(prelude + `
 local node, drain, grace = ARGV[2], ARGV[3] == '1', tonumber(ARGV[4])
 local now = now_ms()
 redis.call('ZREM', P .. 'nodes', node)
 redis.call('HDEL', P .. 'renewed', node)
 local k = P .. 'nodesess:' .. node
-local out = {}
+local out, partners = {}, {}
 for _, id in ipairs(redis.call('SMEMBERS', k)) do
   if drain then
     orphan(id, now + grace, false)
+    local r = redis.call('HMGET', P .. 's:' .. id, 'st', 'p')
+    if r[1] == 'matched' and r[2] then
+      local pn = redis.call('HGET', P .. 's:' .. r[2], 'node')
+      if pn and pn ~= node then partners[#partners + 1] = {id, pn} end
+    end
   else
     out[#out + 1] = end_session(id, tonumber(ARGV[5]), tonumber(ARGV[6]))
   end
 end
 redis.call('DEL', k)
-return {out, live_nodes(now)}
+return {out, live_nodes(now), partners}
 `)
