@@ -20,9 +20,12 @@ import (
 
 var _ signaling.Batcher = (*Engine)(nil)
 
-// maxBatch bounds the calls one script run takes; Do splits a longer
-// batch into runs of this many, one after another.
-const maxBatch = 512
+// maxBatch bounds the calls one script run takes, so its arguments and
+// the time Redis runs it (a few milliseconds, far within Config.Timeout:
+// a queue's draw is bounded) stay small; Do splits a longer batch into
+// runs of this many, one after another. Past a few dozen calls a batch
+// makes no more pairings per second: Redis is busy running them.
+const maxBatch = 256
 
 // batchCalls are the functions of the batch script, by name.
 var batchCalls = []struct{ name, body string }{

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -168,7 +169,7 @@ func TestBatchLongerThanOneRoundTrip(t *testing.T) {
 	t.Parallel()
 	r := testsupport.StartRedis(t, testsupport.RedisOptions{})
 	a := startNode(t, r, "a", nil)
-	const n = maxBatch + maxBatch/2 + 1 // sessions: the registers and queues make three round trips
+	const n = maxBatch + maxBatch/2 + 1 // sessions: registers and queues make four round trips
 	var ops []signaling.Op
 	ids := make([]string, n)
 	for i := range ids {
@@ -197,4 +198,60 @@ func TestBatchLongerThanOneRoundTrip(t *testing.T) {
 	if c, err := a.Counts(); err != nil || c.Online != n || c.WaitingVideo != n%2 {
 		t.Errorf("Counts = %+v, %v; want %d online, %d waiting", c, err, n, n%2)
 	}
+}
+
+// Do runs on a goroutine of its own while the owner goroutine calls
+// Counts, Send and Claim, and the engine's own goroutines deliver what the
+// other node's batches publish (run with -race).
+func TestDoWhileOwnerCalls(t *testing.T) {
+	t.Parallel()
+	r := testsupport.StartRedis(t, testsupport.RedisOptions{})
+	a, b := startNode(t, r, "a", nil), startNode(t, r, "b", nil)
+	_, sb, match := pairAcross(t, a, b)
+	var ids [2][]string
+	for i, n := range []*node{a, b} {
+		for range 20 {
+			id, _ := n.session(t)
+			ids[i] = append(ids[i], id)
+		}
+	}
+	const batches = 50
+	var wg sync.WaitGroup
+	for i, n := range []*node{a, b} {
+		wg.Go(func() {
+			for k := range batches {
+				var ops []signaling.Op
+				for j, id := range ids[i] {
+					switch (j + k) % 3 {
+					case 0:
+						ops = append(ops, queueOp(ticket(id)))
+					case 1:
+						ops = append(ops, signaling.Op{Kind: signaling.OpWithdraw, Session: id})
+					}
+				}
+				for _, res := range n.Do(ops) {
+					if res.Err != nil {
+						t.Errorf("%s: Do: %v", n.Node(), res.Err)
+						return
+					}
+				}
+			}
+		})
+	}
+	for k := range 4 * batches {
+		if _, err := a.Counts(); err != nil {
+			t.Errorf("Counts: %v", err)
+			break
+		}
+		a.Send(sb, match, fmt.Appendf(nil, "m%d", k))
+		if _, ok, err := a.Claim("no-such-token"); ok || err != nil {
+			t.Errorf("Claim of an unknown token: %v, %v", ok, err)
+			break
+		}
+	}
+	wg.Wait()
+	testsupport.WaitFor(t, wait, "every message delivered", func() (ok bool) {
+		b.host.read(func() { ok = len(b.host.delivered[sb]) == 4*batches })
+		return ok
+	})
 }
