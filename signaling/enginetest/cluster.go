@@ -31,6 +31,7 @@ func clusterRules() []rule {
 		{"close with drain keeps sessions claimable", defaults, testCloseDrain},
 		{"a drained session nobody claims ends after the grace", short, testDrainExpires},
 		{"concurrent churn on every node", Options{RecentPartners: 2, ResumeGrace: defaults.ResumeGrace}, testChurn},
+		{"random batches on every node", Options{RecentPartners: 2, ResumeGrace: defaults.ResumeGrace}, testRandomBatches},
 	}
 }
 

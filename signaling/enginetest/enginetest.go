@@ -8,7 +8,9 @@
 // Each subtest makes its own engines (for a shared engine: its own
 // cluster of nodes) and sessions, and drives them as hubs would: one call
 // at a time per engine, a session registered before it is queued, a match
-// ended before its sessions end.
+// ended before its sessions end. The batch rules make the calls in
+// batches, through Do for a signaling.Batcher and signaling.DoEach for
+// another engine.
 package enginetest
 
 import (
@@ -163,6 +165,7 @@ func rules() []rule {
 		{"counts", defaults, testCounts},
 		{"unknown ids", defaults, testUnknown},
 		{"random operations keep the invariants", Options{RecentPartners: 2, ResumeGrace: defaults.ResumeGrace}, testRandom},
+		{"random batches keep the invariants", Options{RecentPartners: 2, ResumeGrace: defaults.ResumeGrace}, testRandomBatches},
 	}
 }
 
@@ -232,6 +235,16 @@ func (f *fixture) newSession() sess {
 // sessionOn registers a session on node n.
 func (f *fixture) sessionOn(n int) sess {
 	f.t.Helper()
+	s, rec := f.unregistered(n)
+	if err := f.engines[n].Register(rec); err != nil {
+		f.t.Fatalf("node%d: Register(%s): %v", n, s.id, err)
+	}
+	return s
+}
+
+// unregistered makes a new session of node n and the record its hub
+// registers.
+func (f *fixture) unregistered(n int) (sess, signaling.SessionRecord) {
 	id := sessionid.New()
 	s := sess{
 		id:    id,
@@ -239,18 +252,14 @@ func (f *fixture) sessionOn(n int) sess {
 		node:  n,
 		ident: signaling.Identity{Client: "client-" + id, Addr: "addr-" + id},
 	}
-	err := f.engines[n].Register(signaling.SessionRecord{
+	return s, signaling.SessionRecord{
 		ID:        s.id,
 		Token:     s.token,
 		Node:      f.engines[n].Node(),
 		Ident:     s.ident,
 		ClientKey: "key-" + id,
 		State:     signaling.StateIdle,
-	})
-	if err != nil {
-		f.t.Fatalf("node%d: Register(%s): %v", n, s.id, err)
 	}
-	return s
 }
 
 // ticket is how s waits: mode video, no interests, anyone, unsettled.

@@ -31,6 +31,9 @@ type mSess struct {
 	tk     signaling.Ticket // while waiting
 	match  string           // while matched
 	mate   string           // the partner, while matched
+	// view is its side of the match, as Queue or Withdraw return it
+	// again (Earlier), while matched.
+	view signaling.Pairing
 
 	recent []string // the last RecentPartners partners, a ring
 	next   int      // next slot of recent to overwrite
@@ -85,7 +88,15 @@ func testRandom(t *testing.T, f *fixture) {
 			m.checkCounts()
 		}
 	}
-	// Everyone leaves; nothing is left waiting.
+	m.finish()
+	t.Logf("%s: %d calls: %d pairings (%d of settled recent partners), %d waits, %d sessions ended, %d reports",
+		f.name, randomOps, m.pairings, m.recentAgain, m.waits, len(m.ended), len(m.blocked))
+}
+
+// finish has every session leave the pool and its match, and checks what
+// is left and what the hosts were told.
+func (m *model) finish() {
+	f := m.f
 	for _, id := range slices.Clone(m.ids) {
 		x := m.live[id]
 		switch x.state {
@@ -98,8 +109,6 @@ func testRandom(t *testing.T, f *fixture) {
 	}
 	m.checkCounts()
 	m.checkHosts()
-	t.Logf("%s: %d calls: %d pairings (%d of settled recent partners), %d waits, %d sessions ended, %d reports",
-		f.name, randomOps, m.pairings, m.recentAgain, m.waits, len(m.ended), len(m.blocked))
 }
 
 func (m *model) add() {
@@ -231,6 +240,13 @@ func (m *model) queue(x *mSess, tk signaling.Ticket) {
 	if err != nil {
 		f.t.Fatalf("%s: Queue(%s): %v", f.name, x.s, err)
 	}
+	m.queued(x, tk, p)
+}
+
+// queued checks what Queue(tk) of x, not in a match, returned, and
+// updates the model.
+func (m *model) queued(x *mSess, tk signaling.Ticket, p signaling.Pairing) {
+	f := m.f
 	fresh, pool := m.candidates(x, tk, false)
 	if p.Zero() {
 		if pool <= randomSmall {
@@ -274,8 +290,17 @@ func (m *model) queue(x *mSess, tk signaling.Ticket) {
 			Common: common(y.tk.Interests, tk.Interests), PartnerIdent: x.s.ident,
 		}
 	}
+	prole := signaling.RoleOfferer
+	if p.Role == prole {
+		prole = signaling.RoleAnswerer
+	}
 	x.state, x.match, x.mate, x.tk = signaling.StateMatched, p.Match, y.s.id, tk
 	y.state, y.match, y.mate = signaling.StateMatched, p.Match, x.s.id
+	x.view, y.view = p, signaling.Pairing{
+		Match: p.Match, Partner: x.s.id, Remote: p.Remote, Role: prole,
+		Common: common(y.tk.Interests, tk.Interests), PartnerIdent: x.s.ident,
+	}
+	x.view.Earlier, y.view.Earlier = true, true
 }
 
 func (m *model) endMatch(x *mSess, why signaling.LeftReason) {
@@ -283,6 +308,12 @@ func (m *model) endMatch(x *mSess, why signaling.LeftReason) {
 	if err := m.f.engine(x.s).EndMatch(x.match, x.s.id, y.s.id, why); err != nil {
 		m.f.t.Fatalf("%s: EndMatch(%s) by %s: %v", m.f.name, x.match, x.s, err)
 	}
+	m.matchEnded(x, why)
+}
+
+// matchEnded updates the model after x ended its match.
+func (m *model) matchEnded(x *mSess, why signaling.LeftReason) {
+	y := m.live[x.mate]
 	if x.s.node != y.s.node {
 		m.partnerLeft[[2]string{x.match, y.s.id}] = why
 	}

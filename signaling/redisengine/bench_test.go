@@ -1,6 +1,7 @@
 package redisengine
 
 import (
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -53,6 +54,65 @@ func BenchmarkQueuePair(b *testing.B) {
 	wg.Wait()
 	elapsed := time.Since(start)
 	b.StopTimer()
+	b.ReportMetric(float64(pairs.Load())/elapsed.Seconds(), "pairs/s")
+	b.ReportMetric(float64(2*pairs.Load())/float64(2*b.N), "paired/session")
+}
+
+// BenchmarkDo is BenchmarkQueuePair with the queues made in batches
+// (Engine.Do) of 1 (one round trip per call, as Queue makes them), 16, 64
+// and 256 ops, each node one batch at a time. It reports the queue ops and
+// the pairs made per second over both nodes.
+func BenchmarkDo(b *testing.B) {
+	for _, size := range []int{1, 16, 64, 256} {
+		b.Run(fmt.Sprintf("batch=%d", size), func(b *testing.B) { benchmarkDo(b, size) })
+	}
+}
+
+func benchmarkDo(b *testing.B, size int) {
+	r := testsupport.StartRedis(b, testsupport.RedisOptions{})
+	nodes := [2]*node{startNode(b, r, "a", nil), startNode(b, r, "b", nil)}
+	tags := []string{"music", "games", "films", "books"}
+	queues := [2][]signaling.Op{}
+	for i, n := range nodes {
+		regs := make([]signaling.Op, b.N)
+		queues[i] = make([]signaling.Op, b.N)
+		for j := range b.N {
+			id := sessionid.New()
+			regs[j] = signaling.Op{Kind: signaling.OpRegister, Record: signaling.SessionRecord{ID: id, Token: sessionid.New(), State: signaling.StateIdle}}
+			queues[i][j] = signaling.Op{Kind: signaling.OpQueue, Ticket: signaling.Ticket{Session: id, Mode: signaling.ModeVideo,
+				Anyone: true, Settled: true, Interests: []string{tags[j%4], tags[(j+1)%4]}, WaitSince: time.Now()}}
+		}
+		for _, res := range n.Do(regs) {
+			if res.Err != nil {
+				b.Fatal(res.Err)
+			}
+		}
+	}
+	var pairs atomic.Int64
+	b.ResetTimer()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i, n := range nodes {
+		wg.Go(func() {
+			for ops := queues[i]; len(ops) > 0; {
+				k := min(size, len(ops))
+				for _, res := range n.Do(ops[:k]) {
+					if res.Err != nil {
+						b.Error(res.Err)
+						return
+					}
+					if !res.Pairing.Zero() {
+						pairs.Add(1)
+					}
+				}
+				ops = ops[k:]
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	b.ReportMetric(float64(2*b.N)/elapsed.Seconds(), "ops/s")
 	b.ReportMetric(float64(pairs.Load())/elapsed.Seconds(), "pairs/s")
 	b.ReportMetric(float64(2*pairs.Load())/float64(2*b.N), "paired/session")
 }

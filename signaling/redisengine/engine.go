@@ -3,7 +3,9 @@
 // pairing (Lua scripts, so a pairing is atomic across nodes), who met or
 // reported whom, the session records a resume on another node needs, node
 // leases and a reaper that ends a dead node's sessions, and delivery to a
-// partner on another node over one pub/sub channel per node.
+// partner on another node over one pub/sub channel per node. It is a
+// signaling.Batcher: Do makes many of the hub's calls in one run of one
+// script, one round trip (batch.go).
 //
 // It needs one Redis 6.2 or later (standalone or a replicated primary, not
 // Redis Cluster: the scripts touch keys of many sessions). Every node's

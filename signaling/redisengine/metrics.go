@@ -21,12 +21,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		roundTrip: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "strangers_redis_round_trip_seconds",
-			Help:    "Time of each round trip to Redis (a script, a lookup or a pipeline of publishes), failed ones included.",
+			Help:    "Time of each round trip to Redis (a script, for a batch of calls or another, a lookup or a pipeline of publishes), failed ones included.",
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1},
 		}),
 		errors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "strangers_redis_errors_total",
-			Help: "Round trips to Redis that failed (timeout, refused, reset, or an error reply), and lost subscriptions.",
+			Help: "Round trips to Redis that failed (timeout, refused, reset, or an error reply, for a batch or one of its calls), and lost subscriptions.",
 		}),
 		up: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "strangers_redis_up",

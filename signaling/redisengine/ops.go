@@ -16,7 +16,10 @@ import (
 )
 
 // The signaling.Engine calls, each one round trip (a script) bounded by
-// Config.Timeout. They are called from the hub's owner goroutine.
+// Config.Timeout. They are called from the hub's owner goroutine. Those a
+// batch takes (Register, End, Queue, Withdraw, EndMatch, Block) are Do of
+// one op (batch.go): each is made of its call (the arguments of its part
+// of the batch script) and what is done with its result.
 
 var _ signaling.Engine = (*Engine)(nil)
 
@@ -47,40 +50,42 @@ func checkTags(tags []string) error {
 // not ends (the partner's node is told); a match rec has that Redis does
 // not is over: PartnerLeft comes for it.
 func (e *Engine) Register(rec signaling.SessionRecord) error {
+	return e.do(signaling.Op{Kind: signaling.OpRegister, Record: rec}).Err
+}
+
+func (e *Engine) registerCall(rec signaling.SessionRecord) (call, error) {
 	if rec.ID == "" || rec.Token == "" {
-		return errors.New("redisengine: Register: session id and token are required")
+		return call{}, errors.New("redisengine: Register: session id and token are required")
 	}
 	if err := checkTags(rec.Interests); err != nil {
-		return err
+		return call{}, err
 	}
 	var ws int64
 	if !rec.WaitSince.IsZero() {
 		ws = rec.WaitSince.UnixMilli()
 	}
-	var res []string
-	err := e.roundTrip("register", func(ctx context.Context) error {
-		var err error
-		res, err = registerScript.Run(ctx, e.rdb, nil, keyPrefix, rec.ID, e.cfg.Node, tokenHash(rec.Token),
-			rec.Ident.Client, rec.Ident.Addr, rec.ClientKey, flag(rec.HasFind), string(rec.Mode),
-			strings.Join(rec.Interests, "\n"), flag(rec.RelayOnly), flag(rec.InterestsOnly), string(rec.State),
-			rec.Match, rec.Partner, rec.PartnerIdent.Client, rec.PartnerIdent.Addr, ws, ttlSeconds(),
-			e.cfg.RecentPartners).StringSlice()
-		return err
-	})
-	if err != nil || len(res) == 0 {
-		return err
-	}
-	switch res[0] {
-	case "moved":
-		e.movedAway(rec.ID, res)
-	case "gone":
-		e.publish(e.cfg.Node, &envelope{kind: kindLeft, f: []string{rec.ID, rec.Match, string(signaling.LeftDisconnected), rec.Partner}})
-	case "ended":
-		if len(res) == 4 && res[1] != "" && res[3] != "" {
-			e.publish(res[3], &envelope{kind: kindLeft, f: []string{res[1], res[2], string(signaling.LeftDisconnected), rec.ID}})
+	args := []any{rec.ID, e.cfg.Node, tokenHash(rec.Token),
+		rec.Ident.Client, rec.Ident.Addr, rec.ClientKey, flag(rec.HasFind), string(rec.Mode),
+		strings.Join(rec.Interests, "\n"), flag(rec.RelayOnly), flag(rec.InterestsOnly), string(rec.State),
+		rec.Match, rec.Partner, rec.PartnerIdent.Client, rec.PartnerIdent.Addr, ws, ttlSeconds(),
+		e.cfg.RecentPartners}
+	return call{name: "register", args: args, finish: func(v any) signaling.OpResult {
+		res := strs(v)
+		if len(res) == 0 {
+			return signaling.OpResult{}
 		}
-	}
-	return nil
+		switch res[0] {
+		case "moved":
+			e.movedAway(rec.ID, res)
+		case "gone":
+			e.publish(e.cfg.Node, &envelope{kind: kindLeft, f: []string{rec.ID, rec.Match, string(signaling.LeftDisconnected), rec.Partner}})
+		case "ended":
+			if len(res) == 4 && res[1] != "" && res[3] != "" {
+				e.publish(res[3], &envelope{kind: kindLeft, f: []string{res[1], res[2], string(signaling.LeftDisconnected), rec.ID}})
+			}
+		}
+		return signaling.OpResult{}
+	}}, nil
 }
 
 // Claim moves the session of token to this node. Its previous node, if
@@ -179,39 +184,43 @@ func splitTags(s string) []string {
 // with it is told, and every other live node hears Ended. A session
 // claimed by another node meanwhile is left to that node.
 func (e *Engine) End(sessionID string, revoke bool) error {
-	var res []any
-	err := e.roundTrip("end", func(ctx context.Context) error {
-		var err error
-		res, err = endScript.Run(ctx, e.rdb, nil, keyPrefix, sessionID, e.cfg.RecentPartners, ttlSeconds(), e.cfg.Node).Slice()
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	if len(res) != 2 {
-		return nil // claimed by another node, which ends it when it does
-	}
-	e.routes.forget(sessionID)
-	r := strs(res[0])
-	if len(r) == 4 && r[1] != "" && r[3] != "" && r[3] != e.cfg.Node {
-		e.publish(r[3], &envelope{kind: kindLeft, f: []string{r[1], r[2], string(signaling.LeftDisconnected), sessionID}})
-	}
-	for _, n := range strs(res[1]) {
-		if n != e.cfg.Node {
-			e.publish(n, &envelope{kind: kindEnded, f: []string{sessionID, flag(revoke)}})
+	return e.do(signaling.Op{Kind: signaling.OpEnd, Session: sessionID, Revoke: revoke}).Err
+}
+
+func (e *Engine) endCall(sessionID string, revoke bool) call {
+	args := []any{sessionID, e.cfg.RecentPartners, ttlSeconds(), e.cfg.Node}
+	return call{name: "end", args: args, finish: func(v any) signaling.OpResult {
+		res, _ := v.([]any)
+		if len(res) != 2 {
+			return signaling.OpResult{} // claimed by another node, which ends it when it does
 		}
-	}
-	return nil
+		e.routes.forget(sessionID)
+		r := strs(res[0])
+		if len(r) == 4 && r[1] != "" && r[3] != "" && r[3] != e.cfg.Node {
+			e.publish(r[3], &envelope{kind: kindLeft, f: []string{r[1], r[2], string(signaling.LeftDisconnected), sessionID}})
+		}
+		for _, n := range strs(res[1]) {
+			if n != e.cfg.Node {
+				e.publish(n, &envelope{kind: kindEnded, f: []string{sessionID, flag(revoke)}})
+			}
+		}
+		return signaling.OpResult{}
+	}}
 }
 
 // Queue pairs t's session with a compatible waiting one, or puts it in the
 // pool: one script, so the pairing is atomic across nodes.
 func (e *Engine) Queue(t signaling.Ticket) (signaling.Pairing, error) {
+	r := e.do(signaling.Op{Kind: signaling.OpQueue, Ticket: t})
+	return r.Pairing, r.Err
+}
+
+func (e *Engine) queueCall(t signaling.Ticket) (call, error) {
 	if t.Session == "" {
-		return signaling.Pairing{}, errors.New("redisengine: Queue: no session")
+		return call{}, errors.New("redisengine: Queue: no session")
 	}
 	if err := checkTags(t.Interests); err != nil {
-		return signaling.Pairing{}, err
+		return call{}, err
 	}
 	n := len(t.Interests)
 	order := make([]string, n)
@@ -236,8 +245,8 @@ func (e *Engine) Queue(t signaling.Ticket) (signaling.Pairing, error) {
 	case n > 0 && t.Settled:
 		io = "1"
 	}
-	args := make([]any, 0, 17+2*n)
-	args = append(args, keyPrefix, t.Session, e.cfg.Node, string(t.Mode), flag(t.Shadow), flag(t.Anyone),
+	args := make([]any, 0, 16+2*n)
+	args = append(args, t.Session, e.cfg.Node, string(t.Mode), flag(t.Shadow), flag(t.Anyone),
 		flag(t.Settled), t.Ident.Client, t.Ident.Addr, ws, flag(t.RelayOnly), match, string(role),
 		rand.IntN(1<<30), ttlSeconds(), io, n)
 	for _, x := range t.Interests {
@@ -246,15 +255,16 @@ func (e *Engine) Queue(t signaling.Ticket) (signaling.Pairing, error) {
 	for _, x := range order {
 		args = append(args, x)
 	}
-	var res []any
-	err := e.roundTrip("queue", func(ctx context.Context) error {
-		var err error
-		res, err = queueScript.Run(ctx, e.rdb, nil, args...).Slice()
-		return err
-	})
-	if err != nil {
-		return signaling.Pairing{}, err
-	}
+	return call{name: "queue", args: args, finish: func(v any) signaling.OpResult {
+		p, err := e.queued(t, match, role, v)
+		return signaling.OpResult{Pairing: p, Err: err}
+	}}, nil
+}
+
+// queued acts on queueBody's result for t, queued with match and role for
+// a pairing.
+func (e *Engine) queued(t signaling.Ticket, match string, role signaling.Role, v any) (signaling.Pairing, error) {
+	res, _ := v.([]any)
 	if len(res) == 0 {
 		return signaling.Pairing{}, errors.New("redisengine: queue: empty reply")
 	}
@@ -324,47 +334,48 @@ func (e *Engine) earlier(res []any) (signaling.Pairing, error) {
 // Withdraw takes a session out of the pool, or returns the pairing another
 // node made meanwhile.
 func (e *Engine) Withdraw(sessionID string) (signaling.Pairing, error) {
-	var res []any
-	err := e.roundTrip("withdraw", func(ctx context.Context) error {
-		var err error
-		res, err = withdrawScript.Run(ctx, e.rdb, nil, keyPrefix, sessionID, e.cfg.Node).Slice()
-		return err
-	})
-	if err != nil {
-		return signaling.Pairing{}, err
-	}
-	if len(res) > 0 && res[0] == "earlier" {
-		return e.earlier(res)
-	}
-	return signaling.Pairing{}, nil
+	r := e.do(signaling.Op{Kind: signaling.OpWithdraw, Session: sessionID})
+	return r.Pairing, r.Err
+}
+
+func (e *Engine) withdrawCall(sessionID string) call {
+	return call{name: "withdraw", args: []any{sessionID, e.cfg.Node}, finish: func(v any) signaling.OpResult {
+		res, _ := v.([]any)
+		if len(res) > 0 && res[0] == "earlier" {
+			p, err := e.earlier(res)
+			return signaling.OpResult{Pairing: p, Err: err}
+		}
+		return signaling.OpResult{}
+	}}
 }
 
 // EndMatch ends a match from one side; a partner on another node is told.
 func (e *Engine) EndMatch(matchID, sessionID, partnerID string, why signaling.LeftReason) error {
-	var res []string
-	err := e.roundTrip("end match", func(ctx context.Context) error {
-		var err error
-		res, err = endMatchScript.Run(ctx, e.rdb, nil, keyPrefix, matchID, sessionID, partnerID,
-			e.cfg.RecentPartners, ttlSeconds()).StringSlice()
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	if len(res) == 0 || res[0] != "ok" {
-		return signaling.ErrMatchGone
-	}
-	if len(res) == 2 && res[1] != "" && res[1] != e.cfg.Node {
-		e.publish(res[1], &envelope{kind: kindLeft, f: []string{partnerID, matchID, string(why), sessionID}})
-	}
-	return nil
+	return e.do(signaling.Op{Kind: signaling.OpEndMatch, Match: matchID, Session: sessionID, Other: partnerID, Why: why}).Err
+}
+
+func (e *Engine) endMatchCall(matchID, sessionID, partnerID string, why signaling.LeftReason) call {
+	args := []any{matchID, sessionID, partnerID, e.cfg.RecentPartners, ttlSeconds()}
+	return call{name: "end match", args: args, finish: func(v any) signaling.OpResult {
+		res := strs(v)
+		if len(res) == 0 || res[0] != "ok" {
+			return signaling.OpResult{Err: signaling.ErrMatchGone}
+		}
+		if len(res) == 2 && res[1] != "" && res[1] != e.cfg.Node {
+			e.publish(res[1], &envelope{kind: kindLeft, f: []string{partnerID, matchID, string(why), sessionID}})
+		}
+		return signaling.OpResult{}
+	}}
 }
 
 // Block records that reporter reported reported.
 func (e *Engine) Block(reporterID, reportedID string) error {
-	return e.roundTrip("block", func(ctx context.Context) error {
-		return blockScript.Run(ctx, e.rdb, nil, keyPrefix, reporterID, reportedID, maxReported, ttlSeconds()).Err()
-	})
+	return e.do(signaling.Op{Kind: signaling.OpBlock, Session: reporterID, Other: reportedID}).Err
+}
+
+func (e *Engine) blockCall(reporterID, reportedID string) call {
+	args := []any{reporterID, reportedID, maxReported, ttlSeconds()}
+	return call{name: "block", args: args, finish: func(any) signaling.OpResult { return signaling.OpResult{} }}
 }
 
 // Send publishes data for a session on another node, after everything

@@ -159,7 +159,13 @@ local function pairing_of(r)
 end
 `
 
-// queueScript pairs a seeker or puts it in the pool (Engine.Queue).
+// The bodies of the calls a batch takes (Engine.Do): each runs in
+// batchScript (batch.go) as a function of its own ARGV, laid out as a
+// script's (ARGV[1] the prefix), after the prelude, which the batch has
+// once. Their locals are the function's; P and the prelude's functions
+// are shared.
+
+// queueBody pairs a seeker or puts it in the pool (Engine.Queue).
 // ARGV: prefix, id, node, mode, shadow (0/1), anyone (0/1), settled (0/1),
 // ident client, ident addr, wait since (ms), relay only (0/1), match id
 // for a pairing, the seeker's role in it, a random offset, record TTL (s),
@@ -171,7 +177,7 @@ end
 // client, addr, common (seeker's order), common (partner's order)} or
 // {'waiting'}; moved_to's answer if another live node holds the session
 // now.
-var queueScript = redis.NewScript(prelude + `
+const queueBody = `
 local id, node, mode, shadow = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local anyone, settled = ARGV[6] == '1', ARGV[7] == '1'
 local ic, ia, ws, ro = ARGV[8], ARGV[9], ARGV[10], ARGV[11]
@@ -278,12 +284,12 @@ redis.call('EXPIRE', rk, ttl)
 redis.call('SADD', P .. 'sessions', id)
 redis.call('SADD', P .. 'nodesess:' .. node, id)
 return {'waiting'}
-`)
+`
 
-// withdrawScript takes a session out of the pool (Engine.Withdraw).
+// withdrawBody takes a session out of the pool (Engine.Withdraw).
 // ARGV: prefix, id, node. Returns what queueScript does for earlier, or
 // {'idle'}.
-var withdrawScript = redis.NewScript(prelude + `
+const withdrawBody = `
 local rk = P .. 's:' .. ARGV[2]
 local cur = redis.call('HMGET', rk, 'st', 'm', 'p', 'role', 'cm', 'pic', 'pia', 'pk', 'tags', 'any', 'node')
 if elsewhere(cur[11], ARGV[3]) then return {'idle'} end
@@ -294,21 +300,21 @@ if cur[1] == 'waiting' then
   redis.call('HDEL', rk, 'pk', 'any', 'stl')
 end
 return {'idle'}
-`)
+`
 
-// endMatchScript ends a match from one side (Engine.EndMatch). ARGV:
+// endMatchBody ends a match from one side (Engine.EndMatch). ARGV:
 // prefix, match, id, partner, recent partners kept, record TTL (s).
 // Returns {'gone'} or {'ok', partner's node if the partner was still in
 // the match, else an empty string}.
-var endMatchScript = redis.NewScript(prelude + `
+const endMatchBody = `
 local match, id, partner = ARGV[2], ARGV[3], ARGV[4]
 local n, ttl = tonumber(ARGV[5]), tonumber(ARGV[6])
 local r = redis.call('HMGET', P .. 's:' .. id, 'st', 'm')
 if r[1] ~= 'matched' or r[2] ~= match then return {'gone'} end
 return {'ok', end_match(id, partner, match, n, ttl)}
-`)
+`
 
-// registerScript records a session of this node (Engine.Register). ARGV:
+// registerBody records a session of this node (Engine.Register). ARGV:
 // prefix, id, node, token hash, ident client, addr, client key, has find,
 // mode, tags, relay only, interests only, state, match, partner, partner
 // ident client, addr, wait since (ms), record TTL (s), recent partners
@@ -325,7 +331,7 @@ return {'ok', end_match(id, partner, match, n, ttl)}
 // now),
 // {'gone'} (the hub's match ended meanwhile) or {'ended', partner, match,
 // partner's node} (Redis's match ended).
-var registerScript = redis.NewScript(prelude + `
+const registerBody = `
 local id, node, tok = ARGV[2], ARGV[3], ARGV[4]
 local st, match = ARGV[13], ARGV[14]
 local ttl, n = tonumber(ARGV[19]), tonumber(ARGV[20])
@@ -358,7 +364,7 @@ redis.call('SADD', P .. 'nodesess:' .. node, id)
 redis.call('SADD', P .. 'sessions', id)
 redis.call('ZREM', P .. 'orphans', id)
 return out
-`)
+`
 
 // claimScript moves the session of a resume token to this node
 // (Engine.Claim). ARGV: prefix, token hash, node, record TTL (s). Returns
@@ -389,20 +395,20 @@ if p then pnode = redis.call('HGET', P .. 's:' .. p, 'node') or '' end
 return {id, old, alive, pnode, redis.call('HGETALL', rk)}
 `)
 
-// endScript ends a session for good (Engine.End). ARGV: prefix, id,
+// endBody ends a session for good (Engine.End). ARGV: prefix, id,
 // recent partners kept, record TTL (s), node. Returns {end_session's
 // result, live nodes}, or {} if the session lives on another node now
 // (claimed away: that node ends it).
-var endScript = redis.NewScript(prelude + `
+const endBody = `
 local nd = redis.call('HGET', P .. 's:' .. ARGV[2], 'node')
 if nd and nd ~= ARGV[5] then return {} end
 local r = end_session(ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]))
 return {r, live_nodes(now_ms())}
-`)
+`
 
-// blockScript records a report (Engine.Block). ARGV: prefix, reporter,
+// blockBody records a report (Engine.Block). ARGV: prefix, reporter,
 // reported, most kept, record TTL (s).
-var blockScript = redis.NewScript(prelude + `
+const blockBody = `
 local k = P .. 'rep:' .. ARGV[2]
 redis.call('SADD', k, ARGV[3])
 if redis.call('SCARD', k) > tonumber(ARGV[4]) then
@@ -412,7 +418,7 @@ if redis.call('SCARD', k) > tonumber(ARGV[4]) then
 end
 redis.call('EXPIRE', k, tonumber(ARGV[5]))
 return 1
-`)
+`
 
 // countsScript: {online, video, video shadow, text, text shadow, nodes}.
 // ARGV: prefix.
