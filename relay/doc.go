@@ -114,7 +114,9 @@
 //
 // pion reads each socket in one goroutine, one datagram per ReadFrom. The
 // client-facing UDP port is served by several SO_REUSEPORT sockets (one
-// per core, 4 MiB receive buffers), and on Linux every UDP socket,
+// per core), every UDP socket, client-facing or relay, asks for a 4 MiB
+// receive buffer (SO_RCVBUFFORCE past net.core.rmem_max when
+// privileged), and on Linux every UDP socket,
 // client-facing or relay, is read with recvmmsg: one system call fetches
 // what is queued and later ReadFrom calls are served from that batch,
 // which is borrowed from a pool only while it holds datagrams. Reads,
@@ -127,9 +129,14 @@
 // ChannelData, the bulk of relayed traffic, skips pion: relayed straight
 // to the other side (padded to 4 bytes, as pion does) once admission lets
 // it pass, else dropped, as pion's path would. On Linux the data plane
-// sends with raw sendto calls on the non-blocking sockets, to
+// sends on the non-blocking sockets with raw system calls, to
 // destinations converted once per allocation or channel; elsewhere with
-// WriteTo. A client-facing socket finds a client's allocation in a map
+// WriteTo. What one batch of reads relays is queued by the socket's
+// reader (in its plane.IO) and leaves once the batch is handled, or
+// before pion gets a datagram, with one sendmmsg per outgoing socket in
+// the order queued: a client-facing socket's batch goes out per relay
+// socket, a relay socket's batch to its client in one call. Stream
+// readers, and datagrams too large for the queue, send at once. A client-facing socket finds a client's allocation in a map
 // sharded 256 ways, each shard copied on write, so lookups take no lock
 // and creating or deleting one of thousands of allocations copies a
 // shard, not the map.

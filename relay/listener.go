@@ -132,7 +132,7 @@ func (l *streamListener) admit(c net.Conn) *streamConn {
 		l:     l,
 		ip:    ip,
 		buf:   make([]byte, streamBufSize),
-		io:    plane.NewIO(),
+		io:    plane.NewIO(nil), // sends at once: a stream's reader has no batches
 		sio:   sockio.NewStream(c),
 		wake:  make(chan struct{}, 1),
 		done:  make(chan struct{}),

@@ -14,7 +14,10 @@ import (
 // relayConn wraps one allocation's relay socket, between it and pion's
 // relay loop for the allocation (the reader). Every datagram it reads
 // goes through the allocation's data plane (pl.FromPeer: counted,
-// relayed to the client on a bound channel, or admitted for pion), every
+// relayed to the client on a bound channel, or admitted for pion; what
+// one batch of reads relays to the client is queued in io and leaves in
+// one sendmmsg once the batch is handled or before pion gets a datagram),
+// every
 // datagram pion writes through admission (pl.AdmitTo: permissions, the
 // own-address guard, the cap); sockio does its I/O. Close may be called
 // from several places: pion when the allocation ends, and the server when
@@ -39,7 +42,7 @@ func (s *Server) newRelayConn(pc net.PacketConn, port int) *relayConn {
 		PacketConn: pc,
 		sio:        sio,
 		pl:         plane.NewRelay(sio, netip.AddrPortFrom(s.cfg.PublicIP.Unmap(), uint16(port)), s.limits),
-		io:         plane.NewIO(),
+		io:         plane.NewIO(s.batches),
 		s:          s,
 		port:       port,
 	}
@@ -63,13 +66,18 @@ func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
 		n, addr, err = c.sio.ReadFrom(p)
 		c.readers.Add(-1)
 		if err != nil {
+			c.io.Flush()
 			if c.pl.Closed() {
 				c.finish()
 			}
 			return n, addr, err
 		}
 		if ap, ok := addrPort(addr); ok && c.pl.FromPeer(&c.io, p[:n], ap) {
+			c.io.Flush() // before pion, whose sends must not overtake the queue
 			return n, addr, nil
+		}
+		if !c.sio.Buffered() {
+			c.io.Flush() // the batch is handled: what it relayed leaves
 		}
 	}
 }

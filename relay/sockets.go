@@ -14,8 +14,8 @@ import (
 )
 
 const (
-	// udpReceiveBuffer is the receive buffer asked for on each client-facing
-	// UDP socket. The kernel default (~200 KiB) overflows at a few tens of
+	// udpReceiveBuffer is the receive buffer asked for on each UDP socket,
+	// client-facing or relay. The kernel default (~200 KiB) overflows at a few tens of
 	// thousands of datagrams per second; 4 MiB absorbs scheduling hiccups.
 	udpReceiveBuffer = 4 << 20
 	// listenerAddrCache and relayAddrCache size the source-address caches
@@ -139,7 +139,9 @@ func detectPublicIP() netip.Addr {
 //     (Server.intercept), which screens ChannelBind requests, relays
 //     ChannelData on the data plane and notes Allocate requests;
 //   - is the socket the data plane sends to the clients it serves on
-//     (clients);
+//     (clients); what the data plane relays from one batch of reads is
+//     queued in io and leaves, one sendmmsg per relay socket, once the
+//     batch is handled or before pion gets a datagram;
 //   - tells the shutdown tracker when pion's read loop has let go of it.
 type turnPacketConn struct {
 	net.PacketConn
@@ -165,7 +167,7 @@ func newTurnPacketConn(pc net.PacketConn, s *Server) *turnPacketConn {
 	return &turnPacketConn{
 		PacketConn: pc,
 		sio:        sockio.NewUDP(pc, s.batches, listenerAddrCache),
-		io:         plane.NewIO(),
+		io:         plane.NewIO(s.batches),
 		s:          s,
 		closed:     make(chan struct{}),
 	}
@@ -184,6 +186,7 @@ func (c *turnPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	for {
 		n, addr, err := c.read(p)
 		if err != nil {
+			c.io.Flush()
 			select {
 			case <-c.closed:
 				c.doneOnce.Do(c.s.track.done)
@@ -200,11 +203,15 @@ func (c *turnPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 		failures = 0
 		toPion, reply, pending := c.s.intercept(c, &c.io, &c.guard, addr, p[:n])
 		if !toPion {
+			if !c.sio.Buffered() {
+				c.io.Flush() // the batch is handled: what it relayed leaves
+			}
 			if reply != nil {
 				_, _ = c.WriteTo(reply, addr)
 			}
 			continue
 		}
+		c.io.Flush() // before pion, whose sends must not overtake the queue
 		c.pendingKey = pending
 		return n, addr, nil
 	}

@@ -32,20 +32,21 @@ const (
 func NewUDP(pc net.PacketConn, pool *Pool, cacheSize int) UDP {
 	uc, raw, ok := udpSyscallConn(pc)
 	if !ok || pool == nil {
-		return portableUDP{pc}
+		return &portableUDP{pc}
 	}
 	family := 0
 	if err := raw.Control(func(fd uintptr) {
 		family, _ = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_DOMAIN)
 	}); err != nil || (family != unix.AF_INET && family != unix.AF_INET6) {
-		return portableUDP{pc}
+		return &portableUDP{pc}
 	}
 	r := &batchReader{conn: uc, raw: raw, laddr: uc.LocalAddr(), pool: pool, addrs: newAddrCache(cacheSize)}
 	r.recvF = r.recv
 	return &linuxUDP{batchReader: r, out: rawUDP{raw: raw, family: family}}
 }
 
-// linuxUDP reads with recvmmsg and sends with raw sendto.
+// linuxUDP reads with recvmmsg and sends with raw sendto, or sendmmsg for
+// a Sender's queue.
 type linuxUDP struct {
 	*batchReader
 	out rawUDP
@@ -98,10 +99,11 @@ type batch struct {
 // Pool pools the receive batches of a server's sockets. A reader
 // holds one only while it has datagrams buffered, never while it waits for
 // the socket, so idle relay sockets cost no batch memory.
-type Pool struct{ p sync.Pool }
+// It lends Senders' queues too, on the same terms.
+type Pool struct{ p, out sync.Pool }
 
 func NewPool() *Pool {
-	return &Pool{p: sync.Pool{New: func() any {
+	return &Pool{out: sync.Pool{New: newOutQueue}, p: sync.Pool{New: func() any {
 		b := new(batch)
 		for i := range b.hdrs {
 			b.hdrs[i].hdr.Name = (*byte)(unsafe.Pointer(&b.names[i]))
@@ -118,6 +120,9 @@ func NewPool() *Pool {
 
 func (bp *Pool) get() *batch  { return bp.p.Get().(*batch) } // only batches are put
 func (bp *Pool) put(b *batch) { bp.p.Put(b) }
+
+func (bp *Pool) getOut() *outQueue  { return bp.out.Get().(*outQueue) } // only queues are put
+func (bp *Pool) putOut(q *outQueue) { bp.out.Put(q) }
 
 // batchReader reads a UDP socket with recvmmsg: one system call returns
 // every datagram already queued (up to batchSize), and the following
@@ -180,6 +185,13 @@ func (r *batchReader) ReadFrom(p []byte) (int, net.Addr, error) {
 		r.next = 1
 	}
 	return n, addr, nil
+}
+
+// Buffered reports whether datagrams of the last recvmmsg are waiting.
+func (r *batchReader) Buffered() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.b != nil
 }
 
 // recv is the RawConn.Read callback: one recvmmsg, the first datagram into
@@ -386,21 +398,21 @@ type rawUDP struct {
 	family int
 }
 
-// Sender holds one goroutine's sendto arguments, so that a send allocates
-// nothing: the callback is bound once. A sender must not be used by two
-// goroutines at once.
-type Sender struct {
+// sendState is a Sender's system-call state: the arguments of an
+// immediate sendto, and the progress of a sendmmsg. Its callbacks are
+// bound once (init), so a send allocates nothing.
+type sendState struct {
 	b     []byte
 	sa    *sockaddr
 	errno syscall.Errno
-	f     func(fd uintptr) bool
+	f     func(fd uintptr) bool // sendto
+	mf    func(fd uintptr) bool // sendmmsg
+	m     *outSys               // the sendmmsg in progress
 }
 
-// NewSender returns a Sender for one goroutine.
-func NewSender() *Sender {
-	s := &Sender{}
+func (s *Sender) init() {
 	s.f = s.sendto
-	return s
+	s.mf = s.sendmmsg
 }
 
 // send sends b to sa on u.
@@ -430,4 +442,96 @@ func (s *Sender) sendto(fd uintptr) bool {
 		s.errno = errno
 		return true
 	}
+}
+
+// outSys is the memory of a queue's sendmmsg calls: one message header
+// per datagram, pointing at its slot and its destination.
+type outSys struct {
+	hdrs [SendBatch]mmsghdr
+	iovs [SendBatch]unix.Iovec
+	idx  [SendBatch]uint8 // the queue index of hdrs[i]
+	k    int              // headers filled
+	pos  int              // headers attempted
+	sent uint32           // queue indexes sent
+}
+
+// sendGroup sends the datagrams of group (bits of q's indexes), all for
+// u, in their order: runs of raw destinations with sendmmsg, others with
+// WriteTo. It reports which were sent.
+func (s *Sender) sendGroup(q *outQueue, u UDP, group uint32) uint32 {
+	lu, ok := u.(*linuxUDP)
+	if !ok {
+		return s.sendEach(q, u, group)
+	}
+	m := &q.sys
+	m.k, m.sent = 0, 0
+	for i := range q.n {
+		if group&(1<<i) == 0 {
+			continue
+		}
+		msg := &q.msgs[i]
+		if !msg.d.raw {
+			s.sendRun(lu, m)
+			if lu.Send(s, q.bufs[i][:msg.n], msg.d) == nil {
+				m.sent |= 1 << i
+			}
+			continue
+		}
+		h := &m.hdrs[m.k]
+		iov := &m.iovs[m.k]
+		iov.Base = &q.bufs[i][0]
+		iov.SetLen(msg.n)
+		h.hdr = unix.Msghdr{Name: (*byte)(unsafe.Pointer(&msg.d.sa.raw)), Namelen: msg.d.sa.len, Iov: iov}
+		h.hdr.SetIovlen(1)
+		h.n = 0
+		m.idx[m.k] = uint8(i)
+		m.k++
+	}
+	s.sendRun(lu, m)
+	return m.sent
+}
+
+// sendRun sends the m.k datagrams whose headers are filled with sendmmsg
+// calls on u, marking those sent in m.sent, and empties the run.
+func (s *Sender) sendRun(u *linuxUDP, m *outSys) {
+	if m.k == 0 {
+		return
+	}
+	m.pos = 0
+	s.m = m
+	_ = u.out.raw.Write(s.mf) // a closed socket: nothing more is sent
+	s.m = nil
+	clear(m.hdrs[:m.k]) // keep no destination or slot alive
+	clear(m.iovs[:m.k])
+	m.k = 0
+}
+
+// sendmmsg is the RawConn.Write callback of sendRun. sendmmsg returns how
+// many datagrams left, from the first; when one fails after others were
+// sent, the next call, starting with it, reports its error: that datagram
+// is dropped, as a failed sendto drops it, and the rest still go. It
+// returns false, to wait until the socket is writable, on EAGAIN.
+func (s *Sender) sendmmsg(fd uintptr) bool {
+	m := s.m
+	for m.pos < m.k {
+		n, _, errno := unix.RawSyscall6(unix.SYS_SENDMMSG, fd,
+			uintptr(unsafe.Pointer(&m.hdrs[m.pos])), uintptr(m.k-m.pos), 0, 0, 0)
+		switch errno {
+		case 0:
+			if n == 0 {
+				n = 1 // not expected; never retry a datagram forever
+			} else {
+				for i := m.pos; i < m.pos+int(n); i++ {
+					m.sent |= 1 << m.idx[i]
+				}
+			}
+			m.pos += int(n)
+		case unix.EINTR:
+		case unix.EAGAIN:
+			return false
+		default:
+			m.pos++
+		}
+	}
+	return true
 }
