@@ -119,7 +119,11 @@
 // privileged), and on Linux every UDP socket,
 // client-facing or relay, is read with recvmmsg: one system call fetches
 // what is queued and later ReadFrom calls are served from that batch,
-// which is borrowed from a pool only while it holds datagrams. Reads,
+// which is borrowed from a pool only while it holds datagrams. The socket
+// wrappers see each datagram of a batch where it lies (sockio.Handler),
+// before pion: what the data plane relays never returns to pion's read
+// loop, and a batch that was all relayed and drained the socket's queue
+// waits for the poller without another recvmmsg. Reads,
 // relay writes and the counters allocate nothing per datagram. On Linux
 // a frame for an idle TURN-over-TCP connection (not TLS) is written at
 // once with one non-blocking write; otherwise, and for frames produced

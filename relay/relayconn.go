@@ -46,6 +46,7 @@ func (s *Server) newRelayConn(pc net.PacketConn, port int) *relayConn {
 		s:          s,
 		port:       port,
 	}
+	sio.SetHandler(c)
 	s.track.add()
 	s.traffic.attach(c)
 	s.mu.Lock()
@@ -56,31 +57,28 @@ func (s *Server) newRelayConn(pc net.PacketConn, port int) *relayConn {
 }
 
 // ReadFrom implements net.PacketConn: a datagram from a peer. Datagrams
-// the data plane relays to the client are not returned.
+// the data plane relays to the client are not returned: sockio offers
+// each to Handle first.
 func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
-	for {
-		c.readers.Add(1)
-		var n int
-		var addr net.Addr
-		var err error
-		n, addr, err = c.sio.ReadFrom(p)
-		c.readers.Add(-1)
-		if err != nil {
-			c.io.Flush()
-			if c.pl.Closed() {
-				c.finish()
-			}
-			return n, addr, err
-		}
-		if ap, ok := addrPort(addr); ok && c.pl.FromPeer(&c.io, p[:n], ap) {
-			c.io.Flush() // before pion, whose sends must not overtake the queue
-			return n, addr, nil
-		}
-		if !c.sio.Buffered() {
-			c.io.Flush() // the batch is handled: what it relayed leaves
-		}
+	c.readers.Add(1)
+	n, addr, err := c.sio.ReadFrom(p)
+	c.readers.Add(-1)
+	if err != nil && c.pl.Closed() {
+		c.finish()
 	}
+	return n, addr, err
 }
+
+// Handle implements sockio.Handler: a datagram from a peer goes through
+// the data plane, which relays it to the client (queued in io) or leaves
+// it to pion. One without a UDP source is dropped.
+func (c *relayConn) Handle(b []byte, from net.Addr) bool {
+	ap, ok := addrPort(from)
+	return !ok || !c.pl.FromPeer(&c.io, b, ap)
+}
+
+// Flush implements sockio.Handler: what the data plane queued leaves.
+func (c *relayConn) Flush() { c.io.Flush() }
 
 // WriteTo implements net.PacketConn: a datagram pion sends to a peer. One
 // that admission drops is reported as sent, as the network would lose it;

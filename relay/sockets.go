@@ -136,8 +136,9 @@ func detectPublicIP() netip.Addr {
 //   - reads through sockio (batched where it can) and retries transient
 //     read errors, on which pion's loop would stop for good;
 //   - passes every datagram through the interception step
-//     (Server.intercept), which screens ChannelBind requests, relays
-//     ChannelData on the data plane and notes Allocate requests;
+//     (Server.intercept, in Handle, which sockio calls for each datagram
+//     it reads), which screens ChannelBind requests, relays ChannelData
+//     on the data plane and notes Allocate requests;
 //   - is the socket the data plane sends to the clients it serves on
 //     (clients); what the data plane relays from one batch of reads is
 //     queued in io and leaves, one sendmmsg per relay socket, once the
@@ -164,13 +165,15 @@ type turnPacketConn struct {
 
 func newTurnPacketConn(pc net.PacketConn, s *Server) *turnPacketConn {
 	s.track.add()
-	return &turnPacketConn{
+	c := &turnPacketConn{
 		PacketConn: pc,
 		sio:        sockio.NewUDP(pc, s.batches, listenerAddrCache),
 		io:         plane.NewIO(s.batches),
 		s:          s,
 		closed:     make(chan struct{}),
 	}
+	c.sio.SetHandler(c)
+	return c
 }
 
 // ReadFrom implements net.PacketConn.
@@ -186,7 +189,6 @@ func (c *turnPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	for {
 		n, addr, err := c.read(p)
 		if err != nil {
-			c.io.Flush()
 			select {
 			case <-c.closed:
 				c.doneOnce.Do(c.s.track.done)
@@ -200,22 +202,27 @@ func (c *turnPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 			c.doneOnce.Do(c.s.track.done)
 			return n, addr, err
 		}
-		failures = 0
-		toPion, reply, pending := c.s.intercept(c, &c.io, &c.guard, addr, p[:n])
-		if !toPion {
-			if !c.sio.Buffered() {
-				c.io.Flush() // the batch is handled: what it relayed leaves
-			}
-			if reply != nil {
-				_, _ = c.WriteTo(reply, addr)
-			}
-			continue
-		}
-		c.io.Flush() // before pion, whose sends must not overtake the queue
-		c.pendingKey = pending
 		return n, addr, nil
 	}
 }
+
+// Handle implements sockio.Handler: every message a client sends passes
+// the interception step; what it leaves goes to pion (its pending
+// Allocate noted for the next ReadFrom).
+func (c *turnPacketConn) Handle(b []byte, from net.Addr) bool {
+	toPion, reply, pending := c.s.intercept(c, &c.io, &c.guard, from, b)
+	if toPion {
+		c.pendingKey = pending
+		return false
+	}
+	if reply != nil {
+		_, _ = c.WriteTo(reply, from)
+	}
+	return true
+}
+
+// Flush implements sockio.Handler: what the data plane queued leaves.
+func (c *turnPacketConn) Flush() { c.io.Flush() }
 
 // WriteTo implements net.PacketConn. Responses to unauthenticated requests
 // go through Server.screenReply and may be trimmed or dropped (a dropped

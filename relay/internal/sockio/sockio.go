@@ -4,7 +4,11 @@
 //
 // On Linux a UDP socket is read with recvmmsg (one system call fetches
 // what is queued; later reads are served from that batch, borrowed from a
-// Pool only while it holds datagrams) and the data plane sends on it with
+// Pool only while it holds datagrams). A reader's Handler sees each
+// datagram first, where it lies, and ReadFrom returns only those it
+// leaves, so a reader whose datagrams the data plane relays waits for the
+// socket again without returning, or asking the kernel for a queue it
+// already found drained. The data plane sends on a socket with
 // raw sendto calls to destinations converted once (Dest), or queues
 // datagrams in its Sender and sends them with one sendmmsg per socket
 // (Flush); a TCP
@@ -35,13 +39,25 @@ type UDP interface {
 	// Send sends b to d, a Dest of this socket, using w, which belongs to
 	// the calling goroutine.
 	Send(w *Sender, b []byte, d *Dest) error
-	// Buffered reports whether datagrams of the last batch read are still
-	// waiting for ReadFrom, so that the next ReadFrom will not wait for
-	// the socket. Only the reading goroutine may ask.
-	Buffered() bool
+	// SetHandler makes ReadFrom offer every datagram it reads to h
+	// before returning it. It is called before the first ReadFrom.
+	SetHandler(h Handler)
 	// Close closes the socket; a blocked ReadFrom returns an error
 	// wrapping net.ErrClosed, and datagrams still buffered are dropped.
 	Close() error
+}
+
+// Handler takes the datagrams a UDP socket reads before its reader sees
+// them. Its methods are called by the reading goroutine, inside ReadFrom.
+type Handler interface {
+	// Handle is offered each datagram b, from from, in the order read. b
+	// is valid only during the call. It reports whether it dealt with the
+	// datagram; ReadFrom returns those it did not.
+	Handle(b []byte, from net.Addr) bool
+	// Flush is called once every datagram of a batch read has been
+	// offered, before ReadFrom waits for the socket and before it returns:
+	// what the handler queued while handling the batch must leave.
+	Flush()
 }
 
 // Stream is the I/O of one stream connection. Read is called by one
@@ -70,12 +86,29 @@ func (d *Dest) Addr() net.Addr { return d.addr }
 // Raw reports whether sends to d are raw sendto calls.
 func (d *Dest) Raw() bool { return d.raw }
 
-// portableUDP reads and writes through the net package. It is used
-// through a pointer, so that a Sender's queue can tell sockets apart by
-// comparing them.
-type portableUDP struct{ pc net.PacketConn }
+// portableUDP reads and writes through the net package, one datagram per
+// read. It is used through a pointer, so that a Sender's queue can tell
+// sockets apart by comparing them.
+type portableUDP struct {
+	pc net.PacketConn
+	h  Handler // set before the first read; nil when none
+}
 
-func (u *portableUDP) ReadFrom(p []byte) (int, net.Addr, error) { return u.pc.ReadFrom(p) }
+func (u *portableUDP) ReadFrom(p []byte) (int, net.Addr, error) {
+	for {
+		n, addr, err := u.pc.ReadFrom(p)
+		if u.h == nil {
+			return n, addr, err
+		}
+		taken := err == nil && u.h.Handle(p[:n], addr)
+		u.h.Flush()
+		if !taken {
+			return n, addr, err
+		}
+	}
+}
+
+func (u *portableUDP) SetHandler(h Handler) { u.h = h }
 
 func (u *portableUDP) Dest(addr net.Addr, _ netip.AddrPort) Dest { return Dest{addr: addr} }
 
@@ -83,8 +116,6 @@ func (u *portableUDP) Send(_ *Sender, b []byte, d *Dest) error {
 	_, err := u.pc.WriteTo(b, d.addr)
 	return err
 }
-
-func (u *portableUDP) Buffered() bool { return false }
 
 func (u *portableUDP) Close() error { return u.pc.Close() }
 

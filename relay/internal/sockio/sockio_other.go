@@ -20,7 +20,7 @@ func (bp *Pool) getOut() *outQueue  { return bp.out.Get().(*outQueue) } // only 
 func (bp *Pool) putOut(q *outQueue) { bp.out.Put(q) }
 
 // NewUDP returns the portable I/O for pc.
-func NewUDP(pc net.PacketConn, _ *Pool, _ int) UDP { return &portableUDP{pc} }
+func NewUDP(pc net.PacketConn, _ *Pool, _ int) UDP { return &portableUDP{pc: pc} }
 
 // NewStream returns the portable I/O for c.
 func NewStream(c net.Conn) Stream { return portableStream{c} }

@@ -32,15 +32,15 @@ const (
 func NewUDP(pc net.PacketConn, pool *Pool, cacheSize int) UDP {
 	uc, raw, ok := udpSyscallConn(pc)
 	if !ok || pool == nil {
-		return &portableUDP{pc}
+		return &portableUDP{pc: pc}
 	}
 	family := 0
 	if err := raw.Control(func(fd uintptr) {
 		family, _ = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_DOMAIN)
 	}); err != nil || (family != unix.AF_INET && family != unix.AF_INET6) {
-		return &portableUDP{pc}
+		return &portableUDP{pc: pc}
 	}
-	r := &batchReader{conn: uc, raw: raw, laddr: uc.LocalAddr(), pool: pool, addrs: newAddrCache(cacheSize)}
+	r := &batchReader{conn: uc, raw: raw, laddr: uc.LocalAddr(), pool: pool, addrs: newAddrCache(cacheSize), h: keepAll{}}
 	r.recvF = r.recv
 	return &linuxUDP{batchReader: r, out: rawUDP{raw: raw, family: family}}
 }
@@ -130,38 +130,78 @@ func (bp *Pool) putOut(q *outQueue) { bp.out.Put(q) }
 // The first datagram of a call lands directly in the caller's buffer. The
 // socket's read deadline applies as to a plain read. Source addresses come
 // from a small cache, so steady traffic from known peers allocates nothing.
+//
+// With a Handler, each datagram is offered to it first, in place, and
+// only those it leaves are returned. A call whose datagrams the handler
+// all took, and that found the socket's queue drained (fewer datagrams
+// than asked for), waits for the socket to become readable again without
+// another recvmmsg that would only report it empty: the runtime's poller
+// has seen every datagram queued since this read began.
 type batchReader struct {
 	conn   *net.UDPConn
 	raw    syscall.RawConn
 	laddr  net.Addr
 	pool   *Pool
 	closed atomic.Bool
+	h      Handler // set before the first read; keepAll when none
 
 	mu      sync.Mutex // serialises readers; guards the fields below
-	b       *batch     // datagrams 1..n-1 of the last call; nil when none is left
+	b       *batch     // datagrams next..n-1 of the last call; nil when none is left
 	next, n int
 	p       []byte // the caller's buffer during a system call
+	kept    int    // during a system call: the length of the datagram left in p
+	from    *net.UDPAddr
 	errno   syscall.Errno
 	recvF   func(fd uintptr) bool // recv bound once, so Read does not allocate
 	addrs   addrCache
 }
 
-// ReadFrom reads one datagram, as net.PacketConn's ReadFrom.
+// keepAll is the Handler of a reader that was given none: it takes
+// nothing.
+type keepAll struct{}
+
+func (keepAll) Handle([]byte, net.Addr) bool { return false }
+func (keepAll) Flush()                       {}
+
+// SetHandler implements UDP.
+func (r *batchReader) SetHandler(h Handler) {
+	if h == nil {
+		h = keepAll{}
+	}
+	r.h = h
+}
+
+// ReadFrom reads one datagram the handler leaves, as net.PacketConn's
+// ReadFrom, and calls the handler's Flush before it returns.
 func (r *batchReader) ReadFrom(p []byte) (int, net.Addr, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	n, addr, err := r.read(p)
+	r.h.Flush()
+	return n, addr, err
+}
+
+func (r *batchReader) read(p []byte) (int, net.Addr, error) {
 	if r.closed.Load() {
 		r.drop()
 		return 0, nil, r.opErr(net.ErrClosed)
 	}
-	if r.b != nil {
+	for r.b != nil {
 		i := r.next
-		n := copy(p, r.b.bufs[i][:r.b.hdrs[i].n])
+		d := r.b.bufs[i][:min(int(r.b.hdrs[i].n), len(p))]
 		addr := r.addrs.get(&r.b.names[i])
+		keep := !r.h.Handle(d, addr)
+		n := 0
+		if keep {
+			n = copy(p, d)
+		}
 		if r.next++; r.next == r.n {
 			r.drop()
+			r.h.Flush()
 		}
-		return n, addr, nil
+		if keep {
+			return n, addr, nil
+		}
 	}
 	r.p = p
 	err := r.raw.Read(r.recvF)
@@ -177,36 +217,30 @@ func (r *batchReader) ReadFrom(p []byte) (int, net.Addr, error) {
 		}
 		return 0, nil, r.opErr(err)
 	}
-	n := int(r.b.hdrs[0].n)
-	addr := r.addrs.get(&r.b.names[0])
-	if r.n <= 1 {
+	n, addr := r.kept, r.from
+	r.from = nil
+	if r.next == r.n {
 		r.drop()
-	} else {
-		r.next = 1
 	}
 	return n, addr, nil
 }
 
-// Buffered reports whether datagrams of the last recvmmsg are waiting.
-func (r *batchReader) Buffered() bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.b != nil
-}
-
-// recv is the RawConn.Read callback: one recvmmsg, the first datagram into
-// r.p and any further ones into the batch. It returns false to wait for the
-// socket when nothing is queued.
+// recv is the RawConn.Read callback: recvmmsg, the first datagram into
+// r.p and any further ones into the batch, each offered to the handler.
+// It returns true when a datagram is left for the caller (in r.p, r.kept
+// bytes from r.from, with r.next the one after it) or on an error, and
+// false to wait for the socket: when nothing is queued, or when the
+// handler took everything and the queue was drained.
 func (r *batchReader) recv(fd uintptr) bool {
-	if r.b == nil {
-		r.b = r.pool.get()
-	}
-	b := r.b
 	vlen := batchSize
 	if len(r.p) > batchSlot {
 		vlen = 1
 	}
 	for {
+		if r.b == nil {
+			r.b = r.pool.get()
+		}
+		b := r.b
 		for i := range vlen {
 			b.hdrs[i].hdr.Namelen = unix.SizeofSockaddrInet6
 			b.hdrs[i].hdr.Flags = 0
@@ -222,8 +256,6 @@ func (r *batchReader) recv(fd uintptr) bool {
 		b.iovs[0].Base = nil // do not keep the caller's buffer alive
 		switch errno {
 		case 0:
-			r.n, r.errno = int(n), 0
-			return true
 		case unix.EINTR:
 			continue
 		case unix.EAGAIN:
@@ -233,7 +265,42 @@ func (r *batchReader) recv(fd uintptr) bool {
 			r.errno = errno
 			return true
 		}
+		r.n, r.errno = int(n), 0
+		if r.offer() {
+			return true
+		}
+		r.h.Flush()
+		if r.n < vlen {
+			r.drop()
+			return false // drained: the poller reports what comes next
+		}
 	}
+}
+
+// offer offers the r.n datagrams just read to the handler, in order, and
+// reports whether one is left for the caller: it is then in r.p (copied
+// there unless it is the first), r.kept bytes from r.from, and r.next is
+// the datagram after it.
+func (r *batchReader) offer() bool {
+	b := r.b
+	for i := range r.n {
+		var d []byte
+		if i == 0 {
+			d = r.p[:b.hdrs[0].n] // the kernel truncated it to p
+		} else {
+			d = b.bufs[i][:min(int(b.hdrs[i].n), len(r.p))]
+		}
+		from := r.addrs.get(&b.names[i])
+		if r.h.Handle(d, from) {
+			continue
+		}
+		if i > 0 {
+			copy(r.p, d)
+		}
+		r.kept, r.from, r.next = len(d), from, i+1
+		return true
+	}
+	return false
 }
 
 // drop returns the batch to the pool.
