@@ -139,8 +139,10 @@
 // reader (in its plane.IO) and leaves once the batch is handled, or
 // before pion gets a datagram, with one sendmmsg per outgoing socket in
 // the order queued: a client-facing socket's batch goes out per relay
-// socket, a relay socket's batch to its client in one call. Stream
-// readers, and datagrams too large for the queue, send at once. A client-facing socket finds a client's allocation in a map
+// socket, a relay socket's batch to its client in one call. A stream
+// connection's reader does the same with the frames of one read (all for
+// its allocation's relay socket); datagrams too large for the queue are
+// sent at once. A client-facing socket finds a client's allocation in a map
 // sharded 256 ways, each shard copied on write, so lookups take no lock
 // and creating or deleting one of thousands of allocations copies a
 // shard, not the map.
