@@ -114,10 +114,16 @@
 //
 // pion reads each socket in one goroutine, one datagram per ReadFrom. The
 // client-facing UDP port is served by several SO_REUSEPORT sockets (one
-// per core, 4 MiB receive buffers), and on Linux every UDP socket,
+// per core), every UDP socket, client-facing or relay, asks for a 4 MiB
+// receive buffer (SO_RCVBUFFORCE past net.core.rmem_max when
+// privileged), and on Linux every UDP socket,
 // client-facing or relay, is read with recvmmsg: one system call fetches
 // what is queued and later ReadFrom calls are served from that batch,
-// which is borrowed from a pool only while it holds datagrams. Reads,
+// which is borrowed from a pool only while it holds datagrams. The socket
+// wrappers see each datagram of a batch where it lies (sockio.Handler),
+// before pion: what the data plane relays never returns to pion's read
+// loop, and a batch that was all relayed and drained the socket's queue
+// waits for the poller without another recvmmsg. Reads,
 // relay writes and the counters allocate nothing per datagram. On Linux
 // a frame for an idle TURN-over-TCP connection (not TLS) is written at
 // once with one non-blocking write; otherwise, and for frames produced
@@ -127,9 +133,16 @@
 // ChannelData, the bulk of relayed traffic, skips pion: relayed straight
 // to the other side (padded to 4 bytes, as pion does) once admission lets
 // it pass, else dropped, as pion's path would. On Linux the data plane
-// sends with raw sendto calls on the non-blocking sockets, to
+// sends on the non-blocking sockets with raw system calls, to
 // destinations converted once per allocation or channel; elsewhere with
-// WriteTo. A client-facing socket finds a client's allocation in a map
+// WriteTo. What one batch of reads relays is queued by the socket's
+// reader (in its plane.IO) and leaves once the batch is handled, or
+// before pion gets a datagram, with one sendmmsg per outgoing socket in
+// the order queued: a client-facing socket's batch goes out per relay
+// socket, a relay socket's batch to its client in one call. A stream
+// connection's reader does the same with the frames of one read (all for
+// its allocation's relay socket); datagrams too large for the queue are
+// sent at once. A client-facing socket finds a client's allocation in a map
 // sharded 256 ways, each shard copied on write, so lookups take no lock
 // and creating or deleting one of thousands of allocations copies a
 // shard, not the map.

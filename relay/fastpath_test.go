@@ -3,12 +3,15 @@ package relay
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"net"
 	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/pion/stun/v3"
+
+	"github.com/strangers-chat/strangers/relay/internal/plane"
 )
 
 // fastCounts sums what the fast path relayed over the open relay sockets.
@@ -341,4 +344,63 @@ func (s *Server) relayAt(a netip.AddrPort) *relayConn {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.relays[int(a.Port())]
+}
+
+// TestFastPathBurst checks that a burst is relayed whole and in order in
+// both directions, over UDP (datagrams read in batches) and TCP (frames
+// sent in one write, so one read holds several), on both data paths.
+func TestFastPathBurst(t *testing.T) {
+	t.Parallel()
+	for _, path := range dataPaths() {
+		for _, tcp := range transports() {
+			t.Run(path.name+"/"+transportName(tcp), func(t *testing.T) {
+				t.Parallel()
+				testBurst(t, path, tcp)
+			})
+		}
+	}
+}
+
+func testBurst(t *testing.T, path dataPath, tcp bool) {
+	s, c, peer, _ := fastSetup(t, tcp, path.on(nil))
+	const n = 40 // fewer than the sink holds
+	var burst []byte
+	for i := range n {
+		payload := fmt.Sprintf("to-peer-%02d", i) // 10 bytes: padded on TCP
+		frame := make([]byte, 4, 16)
+		binary.BigEndian.PutUint16(frame, 0x4000)
+		binary.BigEndian.PutUint16(frame[2:], uint16(len(payload)))
+		frame = append(frame, payload...)
+		if !tcp {
+			if _, err := c.conn.Write(frame); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		burst = append(burst, append(frame, 0, 0)...)
+	}
+	if tcp {
+		if _, err := c.conn.Write(burst); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range n {
+		if got, want := string(peer.next(5*time.Second)), fmt.Sprintf("to-peer-%02d", i); got != want {
+			t.Fatalf("peer received %q, want %q", got, want)
+		}
+	}
+
+	relay := relayedAddrOf(t, s)
+	for i := range n {
+		if _, err := peer.conn.WriteToUDPAddrPort(fmt.Appendf(nil, "to-client-%02d", i), relay); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range n {
+		number, raw := c.relayed(5 * time.Second)
+		_, data, ok := plane.ParseChannelData(raw)
+		if want := fmt.Sprintf("to-client-%02d", i); number != 0x4000 || !ok || string(data) != want {
+			t.Fatalf("client received % x, want ChannelData %q", raw, want)
+		}
+	}
 }

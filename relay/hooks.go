@@ -6,6 +6,8 @@ import (
 	"net/netip"
 
 	"github.com/pion/turn/v4"
+
+	"github.com/strangers-chat/strangers/relay/internal/sockio"
 )
 
 // The hooks pion's control plane calls: the auth, quota and permission
@@ -231,6 +233,12 @@ func (g *relayGen) AllocatePacketConn(network string, requestedPort int) (net.Pa
 	if !ok {
 		pc.Close()
 		return nil, nil, fmt.Errorf("relay: relay socket has address %T", addr)
+	}
+	// A relay socket hears a peer as the client-facing sockets hear
+	// clients: with the default buffer a burst overflows it. The buffer is
+	// a bound, not memory set aside.
+	if _, err := sockio.SetReceiveBuffer(pc, udpReceiveBuffer); err != nil {
+		g.s.log.Debug("relay socket receive buffer not set", "port", ua.Port, "err", err)
 	}
 	c := g.s.newRelayConn(pc, ua.Port)
 	return c, addr, nil

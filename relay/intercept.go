@@ -112,10 +112,13 @@ func (c *turnPacketConn) served(src net.Addr) *plane.Relay {
 // served implements clientSide.
 func (c *streamConn) served(net.Addr) *plane.Relay { return c.fast.Load() }
 
-// SendToClient implements plane.Owner. A UDP send does not wait for the
-// client, so wait does not matter.
+// SendToClient implements plane.Owner: b is queued in w when w queues
+// (its reader flushes it), else sent at once. A UDP send does not wait
+// for the client, so wait does not matter.
 func (c *turnPacketConn) SendToClient(w *plane.IO, b []byte, to *sockio.Dest, _ bool) bool {
-	_ = c.sio.Send(w.Sender, b, to)
+	if !w.Queue(c.sio, to, b) {
+		_ = c.sio.Send(w.Sender, b, to)
+	}
 	return true
 }
 

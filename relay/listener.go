@@ -132,7 +132,7 @@ func (l *streamListener) admit(c net.Conn) *streamConn {
 		l:     l,
 		ip:    ip,
 		buf:   make([]byte, streamBufSize),
-		io:    plane.NewIO(),
+		io:    plane.NewIO(l.s.batches),
 		sio:   sockio.NewStream(c),
 		wake:  make(chan struct{}, 1),
 		done:  make(chan struct{}),
@@ -208,7 +208,7 @@ type streamConn struct {
 	pendingKey   string // see turnPacketConn.pendingKey
 
 	fast  atomic.Pointer[plane.Relay] // the data plane of the connection's allocation, if it serves it
-	io    plane.IO                    // owned by the reader
+	io    plane.IO                    // owned by the reader; queues what the frames of one read relay
 	guard replyGuard                  // the request being handled, for screenReply
 
 	// Static after admit.
@@ -238,6 +238,7 @@ func (c *streamConn) Read(p []byte) (int, error) {
 	}
 	for {
 		if frame, err := c.nextFrame(); err != nil {
+			c.io.Flush()
 			c.l.s.metrics.tcpRejected.WithLabelValues(streamFrame).Inc()
 			c.Close()
 			return 0, err
@@ -255,11 +256,13 @@ func (c *streamConn) Read(p []byte) (int, error) {
 			if !toPion {
 				if reply != nil {
 					if _, err := c.Write(reply); err != nil {
+						c.io.Flush()
 						return 0, err
 					}
 				}
 				continue
 			}
+			c.io.Flush() // before pion, whose sends must not overtake the queue
 			c.pendingKey = pending
 			if len(p) < len(frame) {
 				c.Close()
@@ -269,6 +272,7 @@ func (c *streamConn) Read(p []byte) (int, error) {
 			c.guard.note(p[:n]) // frame's bytes may move on the next fill; p stays while pion handles it
 			return n, nil
 		}
+		c.io.Flush() // the frames read are handled: what they relayed leaves
 		if err := c.fill(); err != nil {
 			return 0, err
 		}

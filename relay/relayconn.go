@@ -14,7 +14,10 @@ import (
 // relayConn wraps one allocation's relay socket, between it and pion's
 // relay loop for the allocation (the reader). Every datagram it reads
 // goes through the allocation's data plane (pl.FromPeer: counted,
-// relayed to the client on a bound channel, or admitted for pion), every
+// relayed to the client on a bound channel, or admitted for pion; what
+// one batch of reads relays to the client is queued in io and leaves in
+// one sendmmsg once the batch is handled or before pion gets a datagram),
+// every
 // datagram pion writes through admission (pl.AdmitTo: permissions, the
 // own-address guard, the cap); sockio does its I/O. Close may be called
 // from several places: pion when the allocation ends, and the server when
@@ -39,10 +42,11 @@ func (s *Server) newRelayConn(pc net.PacketConn, port int) *relayConn {
 		PacketConn: pc,
 		sio:        sio,
 		pl:         plane.NewRelay(sio, netip.AddrPortFrom(s.cfg.PublicIP.Unmap(), uint16(port)), s.limits),
-		io:         plane.NewIO(),
+		io:         plane.NewIO(s.batches),
 		s:          s,
 		port:       port,
 	}
+	sio.SetHandler(c)
 	s.track.add()
 	s.traffic.attach(c)
 	s.mu.Lock()
@@ -53,26 +57,28 @@ func (s *Server) newRelayConn(pc net.PacketConn, port int) *relayConn {
 }
 
 // ReadFrom implements net.PacketConn: a datagram from a peer. Datagrams
-// the data plane relays to the client are not returned.
+// the data plane relays to the client are not returned: sockio offers
+// each to Handle first.
 func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
-	for {
-		c.readers.Add(1)
-		var n int
-		var addr net.Addr
-		var err error
-		n, addr, err = c.sio.ReadFrom(p)
-		c.readers.Add(-1)
-		if err != nil {
-			if c.pl.Closed() {
-				c.finish()
-			}
-			return n, addr, err
-		}
-		if ap, ok := addrPort(addr); ok && c.pl.FromPeer(&c.io, p[:n], ap) {
-			return n, addr, nil
-		}
+	c.readers.Add(1)
+	n, addr, err := c.sio.ReadFrom(p)
+	c.readers.Add(-1)
+	if err != nil && c.pl.Closed() {
+		c.finish()
 	}
+	return n, addr, err
 }
+
+// Handle implements sockio.Handler: a datagram from a peer goes through
+// the data plane, which relays it to the client (queued in io) or leaves
+// it to pion. One without a UDP source is dropped.
+func (c *relayConn) Handle(b []byte, from net.Addr) bool {
+	ap, ok := addrPort(from)
+	return !ok || !c.pl.FromPeer(&c.io, b, ap)
+}
+
+// Flush implements sockio.Handler: what the data plane queued leaves.
+func (c *relayConn) Flush() { c.io.Flush() }
 
 // WriteTo implements net.PacketConn: a datagram pion sends to a peer. One
 // that admission drops is reported as sent, as the network would lose it;

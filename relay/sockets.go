@@ -14,8 +14,8 @@ import (
 )
 
 const (
-	// udpReceiveBuffer is the receive buffer asked for on each client-facing
-	// UDP socket. The kernel default (~200 KiB) overflows at a few tens of
+	// udpReceiveBuffer is the receive buffer asked for on each UDP socket,
+	// client-facing or relay. The kernel default (~200 KiB) overflows at a few tens of
 	// thousands of datagrams per second; 4 MiB absorbs scheduling hiccups.
 	udpReceiveBuffer = 4 << 20
 	// listenerAddrCache and relayAddrCache size the source-address caches
@@ -136,10 +136,13 @@ func detectPublicIP() netip.Addr {
 //   - reads through sockio (batched where it can) and retries transient
 //     read errors, on which pion's loop would stop for good;
 //   - passes every datagram through the interception step
-//     (Server.intercept), which screens ChannelBind requests, relays
-//     ChannelData on the data plane and notes Allocate requests;
+//     (Server.intercept, in Handle, which sockio calls for each datagram
+//     it reads), which screens ChannelBind requests, relays ChannelData
+//     on the data plane and notes Allocate requests;
 //   - is the socket the data plane sends to the clients it serves on
-//     (clients);
+//     (clients); what the data plane relays from one batch of reads is
+//     queued in io and leaves, one sendmmsg per relay socket, once the
+//     batch is handled or before pion gets a datagram;
 //   - tells the shutdown tracker when pion's read loop has let go of it.
 type turnPacketConn struct {
 	net.PacketConn
@@ -162,13 +165,15 @@ type turnPacketConn struct {
 
 func newTurnPacketConn(pc net.PacketConn, s *Server) *turnPacketConn {
 	s.track.add()
-	return &turnPacketConn{
+	c := &turnPacketConn{
 		PacketConn: pc,
 		sio:        sockio.NewUDP(pc, s.batches, listenerAddrCache),
-		io:         plane.NewIO(),
+		io:         plane.NewIO(s.batches),
 		s:          s,
 		closed:     make(chan struct{}),
 	}
+	c.sio.SetHandler(c)
+	return c
 }
 
 // ReadFrom implements net.PacketConn.
@@ -197,18 +202,27 @@ func (c *turnPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 			c.doneOnce.Do(c.s.track.done)
 			return n, addr, err
 		}
-		failures = 0
-		toPion, reply, pending := c.s.intercept(c, &c.io, &c.guard, addr, p[:n])
-		if !toPion {
-			if reply != nil {
-				_, _ = c.WriteTo(reply, addr)
-			}
-			continue
-		}
-		c.pendingKey = pending
 		return n, addr, nil
 	}
 }
+
+// Handle implements sockio.Handler: every message a client sends passes
+// the interception step; what it leaves goes to pion (its pending
+// Allocate noted for the next ReadFrom).
+func (c *turnPacketConn) Handle(b []byte, from net.Addr) bool {
+	toPion, reply, pending := c.s.intercept(c, &c.io, &c.guard, from, b)
+	if toPion {
+		c.pendingKey = pending
+		return false
+	}
+	if reply != nil {
+		_, _ = c.WriteTo(reply, from)
+	}
+	return true
+}
+
+// Flush implements sockio.Handler: what the data plane queued leaves.
+func (c *turnPacketConn) Flush() { c.io.Flush() }
 
 // WriteTo implements net.PacketConn. Responses to unauthenticated requests
 // go through Server.screenReply and may be trimmed or dropped (a dropped

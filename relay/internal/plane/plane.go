@@ -23,13 +23,70 @@ type Owner interface {
 
 // IO is one reader's reusable state for sends. It must not be used by two
 // goroutines at once.
+//
+// An IO made with a Pool queues what this package relays over UDP
+// (Queue) until its reader calls Flush, which sends the datagrams queued
+// for one socket with one system call where the platform allows: a
+// reader of a batched socket flushes when it has handled the datagrams of
+// one batch, and before it hands one to pion, so that pion's sends never
+// overtake the queue. Admission happens when a datagram is queued; one
+// to a peer is counted sent when Flush sent it.
 type IO struct {
 	Sender *sockio.Sender
 	out    []byte // ChannelData being sent to a client
+
+	// Of each datagram queued: the Relay it is sent on behalf of, when it
+	// goes to a peer (nil: to a client), and its size.
+	to   [sockio.SendBatch]*Relay
+	size [sockio.SendBatch]int
 }
 
-// NewIO returns an IO for one reader.
-func NewIO() IO { return IO{Sender: sockio.NewSender()} }
+// NewIO returns an IO for one reader; with a pool it queues its sends
+// until Flush.
+func NewIO(pool *sockio.Pool) IO { return IO{Sender: sockio.NewSender(pool)} }
+
+// Queue queues b to leave through u, one of the owner's sockets, for d at
+// the next Flush. It reports false when it did not (the IO does not
+// queue, or b is too large), having sent what was queued, so that the
+// caller's immediate send keeps the order.
+func (w *IO) Queue(u sockio.UDP, d *sockio.Dest, b []byte) bool {
+	return w.queue(u, d, b, nil)
+}
+
+// queue is Queue for a datagram sent to a peer on behalf of to (nil: to a
+// client), counted to it once sent.
+func (w *IO) queue(u sockio.UDP, d *sockio.Dest, b []byte, to *Relay) bool {
+	if w.Sender.Queued() == sockio.SendBatch {
+		w.Flush()
+	}
+	i, ok := w.Sender.Queue(u, d, b)
+	if !ok {
+		w.Flush()
+		return false
+	}
+	w.to[i], w.size[i] = to, len(b)
+	return true
+}
+
+// Flush sends what is queued and counts the datagrams to peers that left.
+func (w *IO) Flush() {
+	n := w.Sender.Queued()
+	if n == 0 {
+		return
+	}
+	sent := w.Sender.Flush()
+	for i := range n {
+		r := w.to[i]
+		if r == nil {
+			continue
+		}
+		w.to[i] = nil
+		if sent&(1<<i) != 0 {
+			r.CountTo(w.size[i])
+			r.Counters.FastTo.Add(1)
+		}
+	}
+}
 
 // client is the client side of an allocation this package serves.
 type client struct {
@@ -109,7 +166,7 @@ func IsChannelData(b []byte) bool {
 
 // FromClient relays a ChannelData message from the client to the peer
 // bound to its channel, if admission lets it pass (else it drops it),
-// sending with w, the calling reader's. It reports false, relaying
+// sending (or queuing) with w, the calling reader's. It reports false, relaying
 // nothing, when pion must handle the message.
 func (r *Relay) FromClient(w *IO, frame []byte) bool {
 	number, data, ok := ParseChannelData(frame)
@@ -124,6 +181,9 @@ func (r *Relay) FromClient(w *IO, frame []byte) bool {
 		return true
 	}
 	if peer.local != nil && r.handOver(w, peer.local, data) {
+		return true
+	}
+	if w.queue(r.io, &peer.dest, data, r) {
 		return true
 	}
 	if r.io.Send(w.Sender, data, &peer.dest) == nil {

@@ -68,7 +68,7 @@ func TestSenderSends(t *testing.T) {
 	t.Parallel()
 	rcv := listenUDP(t, "udp4", "127.0.0.1:0")
 	to := rcv.LocalAddr().(*net.UDPAddr).AddrPort()
-	snd := NewSender()
+	snd := NewSender(nil)
 	for _, network := range []string{"udp4", "udp"} {
 		pc := listenUDP(t, network, ":0")
 		lu, _ := NewUDP(pc, NewPool(), 1).(*linuxUDP)

@@ -32,20 +32,21 @@ const (
 func NewUDP(pc net.PacketConn, pool *Pool, cacheSize int) UDP {
 	uc, raw, ok := udpSyscallConn(pc)
 	if !ok || pool == nil {
-		return portableUDP{pc}
+		return &portableUDP{pc: pc}
 	}
 	family := 0
 	if err := raw.Control(func(fd uintptr) {
 		family, _ = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_DOMAIN)
 	}); err != nil || (family != unix.AF_INET && family != unix.AF_INET6) {
-		return portableUDP{pc}
+		return &portableUDP{pc: pc}
 	}
-	r := &batchReader{conn: uc, raw: raw, laddr: uc.LocalAddr(), pool: pool, addrs: newAddrCache(cacheSize)}
+	r := &batchReader{conn: uc, raw: raw, laddr: uc.LocalAddr(), pool: pool, addrs: newAddrCache(cacheSize), h: keepAll{}}
 	r.recvF = r.recv
 	return &linuxUDP{batchReader: r, out: rawUDP{raw: raw, family: family}}
 }
 
-// linuxUDP reads with recvmmsg and sends with raw sendto.
+// linuxUDP reads with recvmmsg and sends with raw sendto, or sendmmsg for
+// a Sender's queue.
 type linuxUDP struct {
 	*batchReader
 	out rawUDP
@@ -98,10 +99,11 @@ type batch struct {
 // Pool pools the receive batches of a server's sockets. A reader
 // holds one only while it has datagrams buffered, never while it waits for
 // the socket, so idle relay sockets cost no batch memory.
-type Pool struct{ p sync.Pool }
+// It lends Senders' queues too, on the same terms.
+type Pool struct{ p, out sync.Pool }
 
 func NewPool() *Pool {
-	return &Pool{p: sync.Pool{New: func() any {
+	return &Pool{out: sync.Pool{New: newOutQueue}, p: sync.Pool{New: func() any {
 		b := new(batch)
 		for i := range b.hdrs {
 			b.hdrs[i].hdr.Name = (*byte)(unsafe.Pointer(&b.names[i]))
@@ -119,44 +121,87 @@ func NewPool() *Pool {
 func (bp *Pool) get() *batch  { return bp.p.Get().(*batch) } // only batches are put
 func (bp *Pool) put(b *batch) { bp.p.Put(b) }
 
+func (bp *Pool) getOut() *outQueue  { return bp.out.Get().(*outQueue) } // only queues are put
+func (bp *Pool) putOut(q *outQueue) { bp.out.Put(q) }
+
 // batchReader reads a UDP socket with recvmmsg: one system call returns
 // every datagram already queued (up to batchSize), and the following
 // ReadFrom calls hand them out one by one, copied into the caller's buffer.
 // The first datagram of a call lands directly in the caller's buffer. The
 // socket's read deadline applies as to a plain read. Source addresses come
 // from a small cache, so steady traffic from known peers allocates nothing.
+//
+// With a Handler, each datagram is offered to it first, in place, and
+// only those it leaves are returned. A call whose datagrams the handler
+// all took, and that found the socket's queue drained (fewer datagrams
+// than asked for), waits for the socket to become readable again without
+// another recvmmsg that would only report it empty: the runtime's poller
+// has seen every datagram queued since this read began.
 type batchReader struct {
 	conn   *net.UDPConn
 	raw    syscall.RawConn
 	laddr  net.Addr
 	pool   *Pool
 	closed atomic.Bool
+	h      Handler // set before the first read; keepAll when none
 
 	mu      sync.Mutex // serialises readers; guards the fields below
-	b       *batch     // datagrams 1..n-1 of the last call; nil when none is left
+	b       *batch     // datagrams next..n-1 of the last call; nil when none is left
 	next, n int
 	p       []byte // the caller's buffer during a system call
+	kept    int    // during a system call: the length of the datagram left in p
+	from    *net.UDPAddr
 	errno   syscall.Errno
 	recvF   func(fd uintptr) bool // recv bound once, so Read does not allocate
 	addrs   addrCache
 }
 
-// ReadFrom reads one datagram, as net.PacketConn's ReadFrom.
+// keepAll is the Handler of a reader that was given none: it takes
+// nothing.
+type keepAll struct{}
+
+func (keepAll) Handle([]byte, net.Addr) bool { return false }
+func (keepAll) Flush()                       {}
+
+// SetHandler implements UDP.
+func (r *batchReader) SetHandler(h Handler) {
+	if h == nil {
+		h = keepAll{}
+	}
+	r.h = h
+}
+
+// ReadFrom reads one datagram the handler leaves, as net.PacketConn's
+// ReadFrom, and calls the handler's Flush before it returns.
 func (r *batchReader) ReadFrom(p []byte) (int, net.Addr, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	n, addr, err := r.read(p)
+	r.h.Flush()
+	return n, addr, err
+}
+
+func (r *batchReader) read(p []byte) (int, net.Addr, error) {
 	if r.closed.Load() {
 		r.drop()
 		return 0, nil, r.opErr(net.ErrClosed)
 	}
-	if r.b != nil {
+	for r.b != nil {
 		i := r.next
-		n := copy(p, r.b.bufs[i][:r.b.hdrs[i].n])
+		d := r.b.bufs[i][:min(int(r.b.hdrs[i].n), len(p))]
 		addr := r.addrs.get(&r.b.names[i])
+		keep := !r.h.Handle(d, addr)
+		n := 0
+		if keep {
+			n = copy(p, d)
+		}
 		if r.next++; r.next == r.n {
 			r.drop()
+			r.h.Flush()
 		}
-		return n, addr, nil
+		if keep {
+			return n, addr, nil
+		}
 	}
 	r.p = p
 	err := r.raw.Read(r.recvF)
@@ -172,29 +217,30 @@ func (r *batchReader) ReadFrom(p []byte) (int, net.Addr, error) {
 		}
 		return 0, nil, r.opErr(err)
 	}
-	n := int(r.b.hdrs[0].n)
-	addr := r.addrs.get(&r.b.names[0])
-	if r.n <= 1 {
+	n, addr := r.kept, r.from
+	r.from = nil
+	if r.next == r.n {
 		r.drop()
-	} else {
-		r.next = 1
 	}
 	return n, addr, nil
 }
 
-// recv is the RawConn.Read callback: one recvmmsg, the first datagram into
-// r.p and any further ones into the batch. It returns false to wait for the
-// socket when nothing is queued.
+// recv is the RawConn.Read callback: recvmmsg, the first datagram into
+// r.p and any further ones into the batch, each offered to the handler.
+// It returns true when a datagram is left for the caller (in r.p, r.kept
+// bytes from r.from, with r.next the one after it) or on an error, and
+// false to wait for the socket: when nothing is queued, or when the
+// handler took everything and the queue was drained.
 func (r *batchReader) recv(fd uintptr) bool {
-	if r.b == nil {
-		r.b = r.pool.get()
-	}
-	b := r.b
 	vlen := batchSize
 	if len(r.p) > batchSlot {
 		vlen = 1
 	}
 	for {
+		if r.b == nil {
+			r.b = r.pool.get()
+		}
+		b := r.b
 		for i := range vlen {
 			b.hdrs[i].hdr.Namelen = unix.SizeofSockaddrInet6
 			b.hdrs[i].hdr.Flags = 0
@@ -210,8 +256,6 @@ func (r *batchReader) recv(fd uintptr) bool {
 		b.iovs[0].Base = nil // do not keep the caller's buffer alive
 		switch errno {
 		case 0:
-			r.n, r.errno = int(n), 0
-			return true
 		case unix.EINTR:
 			continue
 		case unix.EAGAIN:
@@ -221,7 +265,42 @@ func (r *batchReader) recv(fd uintptr) bool {
 			r.errno = errno
 			return true
 		}
+		r.n, r.errno = int(n), 0
+		if r.offer() {
+			return true
+		}
+		r.h.Flush()
+		if r.n < vlen {
+			r.drop()
+			return false // drained: the poller reports what comes next
+		}
 	}
+}
+
+// offer offers the r.n datagrams just read to the handler, in order, and
+// reports whether one is left for the caller: it is then in r.p (copied
+// there unless it is the first), r.kept bytes from r.from, and r.next is
+// the datagram after it.
+func (r *batchReader) offer() bool {
+	b := r.b
+	for i := range r.n {
+		var d []byte
+		if i == 0 {
+			d = r.p[:b.hdrs[0].n] // the kernel truncated it to p
+		} else {
+			d = b.bufs[i][:min(int(b.hdrs[i].n), len(r.p))]
+		}
+		from := r.addrs.get(&b.names[i])
+		if r.h.Handle(d, from) {
+			continue
+		}
+		if i > 0 {
+			copy(r.p, d)
+		}
+		r.kept, r.from, r.next = len(d), from, i+1
+		return true
+	}
+	return false
 }
 
 // drop returns the batch to the pool.
@@ -386,21 +465,21 @@ type rawUDP struct {
 	family int
 }
 
-// Sender holds one goroutine's sendto arguments, so that a send allocates
-// nothing: the callback is bound once. A sender must not be used by two
-// goroutines at once.
-type Sender struct {
+// sendState is a Sender's system-call state: the arguments of an
+// immediate sendto, and the progress of a sendmmsg. Its callbacks are
+// bound once (init), so a send allocates nothing.
+type sendState struct {
 	b     []byte
 	sa    *sockaddr
 	errno syscall.Errno
-	f     func(fd uintptr) bool
+	f     func(fd uintptr) bool // sendto
+	mf    func(fd uintptr) bool // sendmmsg
+	m     *outSys               // the sendmmsg in progress
 }
 
-// NewSender returns a Sender for one goroutine.
-func NewSender() *Sender {
-	s := &Sender{}
+func (s *Sender) init() {
 	s.f = s.sendto
-	return s
+	s.mf = s.sendmmsg
 }
 
 // send sends b to sa on u.
@@ -430,4 +509,96 @@ func (s *Sender) sendto(fd uintptr) bool {
 		s.errno = errno
 		return true
 	}
+}
+
+// outSys is the memory of a queue's sendmmsg calls: one message header
+// per datagram, pointing at its slot and its destination.
+type outSys struct {
+	hdrs [SendBatch]mmsghdr
+	iovs [SendBatch]unix.Iovec
+	idx  [SendBatch]uint8 // the queue index of hdrs[i]
+	k    int              // headers filled
+	pos  int              // headers attempted
+	sent uint32           // queue indexes sent
+}
+
+// sendGroup sends the datagrams of group (bits of q's indexes), all for
+// u, in their order: runs of raw destinations with sendmmsg, others with
+// WriteTo. It reports which were sent.
+func (s *Sender) sendGroup(q *outQueue, u UDP, group uint32) uint32 {
+	lu, ok := u.(*linuxUDP)
+	if !ok {
+		return s.sendEach(q, u, group)
+	}
+	m := &q.sys
+	m.k, m.sent = 0, 0
+	for i := range q.n {
+		if group&(1<<i) == 0 {
+			continue
+		}
+		msg := &q.msgs[i]
+		if !msg.d.raw {
+			s.sendRun(lu, m)
+			if lu.Send(s, q.bufs[i][:msg.n], msg.d) == nil {
+				m.sent |= 1 << i
+			}
+			continue
+		}
+		h := &m.hdrs[m.k]
+		iov := &m.iovs[m.k]
+		iov.Base = &q.bufs[i][0]
+		iov.SetLen(msg.n)
+		h.hdr = unix.Msghdr{Name: (*byte)(unsafe.Pointer(&msg.d.sa.raw)), Namelen: msg.d.sa.len, Iov: iov}
+		h.hdr.SetIovlen(1)
+		h.n = 0
+		m.idx[m.k] = uint8(i)
+		m.k++
+	}
+	s.sendRun(lu, m)
+	return m.sent
+}
+
+// sendRun sends the m.k datagrams whose headers are filled with sendmmsg
+// calls on u, marking those sent in m.sent, and empties the run.
+func (s *Sender) sendRun(u *linuxUDP, m *outSys) {
+	if m.k == 0 {
+		return
+	}
+	m.pos = 0
+	s.m = m
+	_ = u.out.raw.Write(s.mf) // a closed socket: nothing more is sent
+	s.m = nil
+	clear(m.hdrs[:m.k]) // keep no destination or slot alive
+	clear(m.iovs[:m.k])
+	m.k = 0
+}
+
+// sendmmsg is the RawConn.Write callback of sendRun. sendmmsg returns how
+// many datagrams left, from the first; when one fails after others were
+// sent, the next call, starting with it, reports its error: that datagram
+// is dropped, as a failed sendto drops it, and the rest still go. It
+// returns false, to wait until the socket is writable, on EAGAIN.
+func (s *Sender) sendmmsg(fd uintptr) bool {
+	m := s.m
+	for m.pos < m.k {
+		n, _, errno := unix.RawSyscall6(unix.SYS_SENDMMSG, fd,
+			uintptr(unsafe.Pointer(&m.hdrs[m.pos])), uintptr(m.k-m.pos), 0, 0, 0)
+		switch errno {
+		case 0:
+			if n == 0 {
+				n = 1 // not expected; never retry a datagram forever
+			} else {
+				for i := m.pos; i < m.pos+int(n); i++ {
+					m.sent |= 1 << m.idx[i]
+				}
+			}
+			m.pos += int(n)
+		case unix.EINTR:
+		case unix.EAGAIN:
+			return false
+		default:
+			m.pos++
+		}
+	}
+	return true
 }

@@ -5,9 +5,11 @@ package sockio
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
+	"sync"
 	"testing"
 	"time"
 	"unsafe"
@@ -208,4 +210,138 @@ func rawSockaddr(k netip.AddrPort) unix.RawSockaddrInet6 {
 	sa.Port = *(*uint16)(unsafe.Pointer(&port))
 	sa.Addr = k.Addr().As16()
 	return sa
+}
+
+// takeEven is a Handler that takes datagrams whose first byte is even and
+// records what it was offered, and when Flush was called.
+type takeEven struct {
+	mu      sync.Mutex
+	offered []byte // first bytes, in order
+	taken   []byte
+	flushes int
+	seen    chan struct{} // gets a token per datagram offered
+}
+
+func (h *takeEven) Handle(b []byte, _ net.Addr) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.offered = append(h.offered, b[0])
+	take := b[0]%2 == 0
+	if take {
+		h.taken = append(h.taken, b[0])
+	}
+	select {
+	case h.seen <- struct{}{}:
+	default:
+	}
+	return take
+}
+
+func (h *takeEven) Flush() {
+	h.mu.Lock()
+	h.flushes++
+	h.mu.Unlock()
+}
+
+// TestBatchReaderHandler checks that a reader offers every datagram to
+// its handler in order and returns only those the handler leaves, and
+// that a reader whose handler took a whole batch that drained the socket
+// still wakes for the next datagram.
+func TestBatchReaderHandler(t *testing.T) {
+	t.Parallel()
+	for _, bufSize := range []int{1600, batchSlot + 100} { // batched, and one datagram per call
+		t.Run(fmt.Sprint(bufSize), func(t *testing.T) {
+			t.Parallel()
+			rc := listenUDP(t, "udp4", "127.0.0.1:0")
+			if _, err := SetReceiveBuffer(rc, 4<<20); err != nil {
+				t.Fatal(err)
+			}
+			rd := NewUDP(rc, NewPool(), 4)
+			h := &takeEven{seen: make(chan struct{}, 1000)}
+			rd.SetHandler(h)
+			snd := listenUDP(t, "udp4", "127.0.0.1:0")
+			send := func(first byte) {
+				t.Helper()
+				if _, err := snd.WriteTo(bytes.Repeat([]byte{first}, 100), rc.LocalAddr()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// Runs of taken datagrams longer than a batch between the kept
+			// ones, and kept ones back to back.
+			var sent []byte
+			for i := range 3*batchSize + 7 {
+				b := byte(2 * i)
+				if i%11 == 10 || i%11 == 0 {
+					b++
+				}
+				send(b)
+				sent = append(sent, b)
+			}
+			send(255) // the last one is kept
+			sent = append(sent, 255)
+			var kept, wantKept []byte
+			for _, b := range sent {
+				if b%2 == 1 {
+					wantKept = append(wantKept, b)
+				}
+			}
+			buf := make([]byte, bufSize)
+			_ = rc.SetReadDeadline(time.Now().Add(10 * time.Second))
+			for range wantKept {
+				n, _, err := rd.ReadFrom(buf)
+				if err != nil {
+					t.Fatalf("after %v: %v", kept, err)
+				}
+				if n != 100 {
+					t.Fatalf("read %d bytes, want 100", n)
+				}
+				kept = append(kept, buf[0])
+			}
+			h.mu.Lock()
+			offered, flushes := append([]byte(nil), h.offered...), h.flushes
+			h.mu.Unlock()
+			if !bytes.Equal(kept, wantKept) || !bytes.Equal(offered, sent) {
+				t.Fatalf("offered %v and returned %v; sent %v, want %v returned", offered, kept, sent, wantKept)
+			}
+			if flushes < len(wantKept) {
+				t.Errorf("Flush called %d times, want at least once per return (%d)", flushes, len(wantKept))
+			}
+
+			// Everything taken and the queue drained: the reader waits, and
+			// a datagram sent then wakes it.
+			for len(h.seen) > 0 {
+				<-h.seen
+			}
+			_ = rc.SetReadDeadline(time.Now().Add(20 * time.Second))
+			done := make(chan error, 1)
+			go func() {
+				n, _, err := rd.ReadFrom(buf)
+				if err == nil && (n != 100 || buf[0] != 7) {
+					err = fmt.Errorf("read %d bytes starting %d, want 100 starting 7", n, buf[0])
+				}
+				done <- err
+			}()
+			for i := range 5 {
+				send(byte(100 + 2*i))
+			}
+			for range 5 {
+				select {
+				case <-h.seen:
+				case err := <-done:
+					t.Fatalf("read returned before the kept datagram: %v", err)
+				case <-time.After(10 * time.Second):
+					t.Fatal("taken datagrams not offered")
+				}
+			}
+			send(7)
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(15 * time.Second):
+				t.Fatal("reader did not wake for a datagram after a drained batch")
+			}
+		})
+	}
 }
