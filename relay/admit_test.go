@@ -145,9 +145,14 @@ func TestBitrateCap(t *testing.T) {
 					t.Fatalf("under the cap, dropped %v to the peer and %v to the client", to, from)
 				}
 
-				// Over the cap, client to peer.
+				// Over the cap, client to peer. A datagram is counted once it
+				// has left, which may be just after the peer got it: the
+				// count starts once the last one under the cap is in.
 				limit := func(d time.Duration) float64 {
 					return 2 * (capBits/8*d.Seconds() + s.limits.Burst().Seconds()*capBits/8)
+				}
+				if !eventually(func() bool { return s.traffic.total().bytesTo >= under*size }) {
+					t.Fatalf("counted %d bytes to the peer, want %d", s.traffic.total().bytesTo, under*size)
 				}
 				before := s.traffic.total()
 				start := time.Now()

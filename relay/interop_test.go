@@ -61,6 +61,7 @@ func testInteropTurnutilsUclient(t *testing.T, path dataPath) {
 			if sent != clients*msgs || recv != sent {
 				t.Errorf("sent %d, received %d; want %d both (no loss)", sent, recv, clients*msgs)
 			}
+			eventually(func() bool { return s.traffic.total().packetsTo >= uint64(sent) })
 			if tot := s.traffic.total(); tot.packetsTo < uint64(sent) {
 				t.Errorf("relay counted %d packets to peers, uclient sent %d", tot.packetsTo, sent)
 			}

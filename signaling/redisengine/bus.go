@@ -299,10 +299,13 @@ func (e *Engine) closeSubscription() {
 	}
 }
 
+// fieldsOf is how many fields each kind of envelope has at least (zero:
+// no such kind).
+var fieldsOf = [256]uint8{kindPaired: 6, kindDeliver: 2, kindLeft: 4, kindClaim: 4, kindHandover: 1, kindMoved: 2, kindEnded: 2, kindFlush: 1, kindDrained: 1}
+
 // receive acts on one message from another node (or this one).
 func (e *Engine) receive(m *envelope) {
-	need := map[byte]int{kindPaired: 6, kindDeliver: 2, kindLeft: 4, kindClaim: 4, kindHandover: 1, kindMoved: 2, kindEnded: 2, kindFlush: 1, kindDrained: 1}
-	if n, ok := need[m.kind]; !ok || len(m.f) < n {
+	if n := fieldsOf[m.kind]; n == 0 || len(m.f) < int(n) {
 		e.log.Warn("dropped an unknown message on the node channel", "kind", string(m.kind))
 		return
 	}
