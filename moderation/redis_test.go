@@ -365,6 +365,15 @@ func TestSharedReloadAfterMissedChanges(t *testing.T) {
 	if _, banned := b.Banned(id("early", ""), clk.now()); !banned {
 		t.Fatal("a ban made before the start is not loaded")
 	}
+	// b's subscription is up, and the reload that follows its start is
+	// done, once b sees a ban made after its start.
+	if _, _, err := a.Ban(BanRequest{Client: "probe", Reason: "spam", Duration: time.Hour}, "tok"); err != nil {
+		t.Fatal(err)
+	}
+	testsupport.WaitFor(t, 3*propagation, "b to see a ban made after it started", func() bool {
+		_, banned := b.Banned(id("probe", ""), clk.now())
+		return banned
+	})
 	// Written behind the services' back (no notice), then the
 	// subscriptions' connections are cut: they resume, and everything is
 	// reloaded.
