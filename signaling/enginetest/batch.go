@@ -2,7 +2,6 @@ package enginetest
 
 import (
 	"errors"
-	"math/rand/v2"
 	"testing"
 
 	"github.com/strangers-chat/strangers/signaling"
@@ -54,20 +53,7 @@ type planned struct {
 }
 
 func testRandomBatches(t *testing.T, f *fixture) {
-	seed := rand.Uint64()
-	t.Logf("%s: seed %d", f.name, seed)
-	m := &model{
-		f:           f,
-		rng:         rand.New(rand.NewPCG(seed, seed>>1)),
-		live:        map[string]*mSess{},
-		blocked:     map[[2]string]int{},
-		revoked:     map[string]bool{},
-		paired:      map[[2]string]signaling.Pairing{},
-		partnerLeft: map[[2]string]signaling.LeftReason{},
-	}
-	for range randomSessions {
-		m.add()
-	}
+	m := newModel(t, f)
 	calls, earlier, gone := 0, 0, 0
 	for i := range batchRounds {
 		n := m.rng.IntN(len(f.engines))
@@ -85,7 +71,7 @@ func testRandomBatches(t *testing.T, f *fixture) {
 				gone++
 			}
 			if t.Failed() {
-				t.Fatalf("%s: stopped at op %d of batch %d on node%d (seed %d)", f.name, j, i, n, seed)
+				t.Fatalf("%s: stopped at op %d of batch %d on node%d (seed %d)", f.name, j, i, n, m.seed)
 			}
 		}
 		calls += len(plan)

@@ -62,13 +62,17 @@ type model struct {
 	partnerLeft map[[2]string]signaling.LeftReason
 
 	pairings, waits, recentAgain int // what the calls did, for the log
+	seed                         uint64
 }
 
-func testRandom(t *testing.T, f *fixture) {
+// newModel is a model of f with randomSessions sessions, seeded at
+// random (the seed is logged, to replay a failure).
+func newModel(t *testing.T, f *fixture) *model {
 	seed := rand.Uint64()
 	t.Logf("%s: seed %d", f.name, seed)
 	m := &model{
 		f:           f,
+		seed:        seed,
 		rng:         rand.New(rand.NewPCG(seed, seed>>1)),
 		live:        map[string]*mSess{},
 		blocked:     map[[2]string]int{},
@@ -79,10 +83,15 @@ func testRandom(t *testing.T, f *fixture) {
 	for range randomSessions {
 		m.add()
 	}
+	return m
+}
+
+func testRandom(t *testing.T, f *fixture) {
+	m := newModel(t, f)
 	for i := range randomOps {
 		m.step()
 		if t.Failed() {
-			t.Fatalf("%s: stopped after call %d (seed %d)", f.name, i, seed)
+			t.Fatalf("%s: stopped after call %d (seed %d)", f.name, i, m.seed)
 		}
 		if i%countsEvery == 0 {
 			m.checkCounts()
