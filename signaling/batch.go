@@ -25,8 +25,8 @@ const maxBatch = 256
 // pendingOp is an op on its way to the engine, and what the owner does
 // with its result.
 type pendingOp struct {
-	name string         // for engine_errors_total{op}
-	op   Op             //
+	name string // for engine_errors_total{op}
+	op   Op
 	done func(OpResult) // on the owner goroutine; nil: only a failure is counted
 }
 

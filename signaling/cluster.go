@@ -33,7 +33,7 @@ func (e engineHost) call(f func()) bool {
 func (e engineHost) later(f func()) { e.h.post(event{kind: evCall, call: f}) }
 
 func (e engineHost) Paired(id string, p Pairing) {
-	e.later(func() { e.h.paired(id, p) })
+	e.later(func() { e.h.pairedLate(id, p, false) })
 }
 
 func (e engineHost) Deliver(id, matchID string, data []byte) {
@@ -77,9 +77,6 @@ func (h *Hub) engineError(op string, err error) {
 // chatPrefix starts every chat message as encode writes it (the fields of
 // Chat in order), on this node and on the node that forwarded it.
 var chatPrefix = []byte(`{"type":"` + TypeChat + `"`)
-
-// paired: another node paired this node's session id.
-func (h *Hub) paired(id string, p Pairing) { h.pairedLate(id, p, false) }
 
 // delivered: a message from the partner on another node.
 func (h *Hub) delivered(id, matchID string, data []byte) {
