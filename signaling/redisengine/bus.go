@@ -402,21 +402,24 @@ func (r *routes) park(id, from string, until time.Time) {
 // while id is parked; false: no route known.
 func (e *Engine) sendOrPark(id string, m *envelope) bool {
 	e.routes.mu.Lock()
-	defer e.routes.mu.Unlock()
 	if p := e.routes.parked[id]; p != nil {
 		if len(p.msgs) >= maxHeld {
 			e.m.dropped.Inc()
 		} else {
 			p.msgs = append(p.msgs, m)
 		}
+		e.routes.mu.Unlock()
 		return true
 	}
 	node, ok := e.routes.to[id]
-	if !ok {
-		return false
+	e.routes.mu.Unlock()
+	// Published outside the lock: a claim's notice (moved) points the
+	// route at the new node and sends what was parked in one hold of it,
+	// so a send that finds that route comes after.
+	if ok {
+		e.publish(node, m)
 	}
-	e.publish(node, m)
-	return true
+	return ok
 }
 
 // moved: session id was claimed by node. What this node kept for it
