@@ -122,13 +122,33 @@ func (c *turnPacketConn) SendToClient(w *plane.IO, b []byte, to *sockio.Dest, _ 
 	return true
 }
 
-// SendToClient implements plane.Owner.
-func (c *streamConn) SendToClient(_ *plane.IO, b []byte, _ *sockio.Dest, wait bool) bool {
+// SendToClient implements plane.Owner: b is joined in w with the other
+// frames w's reader relays to this connection until its next Flush.
+func (c *streamConn) SendToClient(w *plane.IO, b []byte, _ *sockio.Dest, wait bool) bool {
+	return w.QueueStream(c, b, wait)
+}
+
+// Room implements plane.Stream.
+func (c *streamConn) Room(n int) bool {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	select {
+	case <-c.done:
+		return false
+	default:
+	}
+	return c.werr == nil && (len(c.out) == 0 || len(c.out)+n <= streamOutMax)
+}
+
+// Deliver implements plane.Stream: b, ChannelData frames, is written
+// (or queued for the writer) as Write does, or with wait false only if
+// that needs no wait for room.
+func (c *streamConn) Deliver(b []byte, wait bool) bool {
 	if !wait {
 		return c.offer(b)
 	}
-	_, _ = c.Write(b)
-	return true
+	_, err := c.write(b)
+	return err == nil
 }
 
 // addrPort returns a's address and port with IPv4-in-IPv6 unwrapped, and

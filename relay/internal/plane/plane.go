@@ -21,6 +21,23 @@ type Owner interface {
 	SendToClient(w *IO, b []byte, to *sockio.Dest, wait bool) bool
 }
 
+// Stream is a client's stream connection as the data plane writes to it.
+// What one reader relays to a stream between two Flushes is joined and
+// written with one Deliver (QueueStream), so that the frames of one read
+// cost one write rather than one each.
+type Stream interface {
+	// Room reports whether n more bytes can be written or queued without
+	// waiting for the connection.
+	Room(n int) bool
+	// Deliver writes b, whole frames; with wait false it may refuse,
+	// writing nothing, rather than wait for room.
+	Deliver(b []byte, wait bool) bool
+}
+
+// streamJoinMax is the most bytes an IO joins for one stream before it
+// writes them.
+const streamJoinMax = 32 << 10
+
 // IO is one reader's reusable state for sends. It must not be used by two
 // goroutines at once.
 //
@@ -31,9 +48,17 @@ type Owner interface {
 // one batch, and before it hands one to pion, so that pion's sends never
 // overtake the queue. Admission happens when a datagram is queued; one
 // to a peer is counted sent when Flush sent it.
+//
+// Frames for a stream connection are joined the same way (QueueStream),
+// for one stream at a time: Flush, or a frame for another stream, writes
+// them.
 type IO struct {
 	Sender *sockio.Sender
 	out    []byte // ChannelData being sent to a client
+
+	st    Stream // the stream sbuf is for; nil: none
+	sbuf  []byte // frames joined for st
+	swait bool   // one of them may wait for room
 
 	// Of each datagram queued: the Relay it is sent on behalf of, when it
 	// goes to a peer (nil: to a client), and its size.
@@ -68,8 +93,42 @@ func (w *IO) queue(u sockio.UDP, d *sockio.Dest, b []byte, to *Relay) bool {
 	return true
 }
 
+// QueueStream joins b, a frame for s, to what w writes to s at the next
+// Flush, and reports true; with wait false it reports false, joining
+// nothing, when s has no room for it at once. b is copied.
+func (w *IO) QueueStream(s Stream, b []byte, wait bool) bool {
+	if w.st != nil && (w.st != s || len(w.sbuf)+len(b) > streamJoinMax) {
+		w.flushStream()
+	}
+	if !wait && !s.Room(len(w.sbuf)+len(b)) {
+		return false
+	}
+	w.st = s
+	w.sbuf = append(w.sbuf, b...)
+	w.swait = w.swait || wait
+	return true
+}
+
+// flushStream writes what QueueStream joined. Frames a stream refuses at
+// this point (it filled up since they were joined, all of them offered
+// without waiting) are lost, as the connection is backlogged by more than
+// its bound.
+func (w *IO) flushStream() {
+	if w.st == nil {
+		return
+	}
+	w.st.Deliver(w.sbuf, w.swait)
+	w.st, w.swait = nil, false
+	if cap(w.sbuf) > 2*streamJoinMax {
+		w.sbuf = nil
+	} else {
+		w.sbuf = w.sbuf[:0]
+	}
+}
+
 // Flush sends what is queued and counts the datagrams to peers that left.
 func (w *IO) Flush() {
+	w.flushStream()
 	n := w.Sender.Queued()
 	if n == 0 {
 		return

@@ -100,3 +100,80 @@ func TestIOQueue(t *testing.T) {
 		t.Errorf("an IO without a pool queued: sent %q", sent)
 	}
 }
+
+// recordStream is a Stream that records each Deliver and has room for
+// room bytes at once.
+type recordStream struct {
+	name      string
+	room      int
+	delivered *[]string
+}
+
+func (s *recordStream) Room(n int) bool { return n <= s.room }
+
+func (s *recordStream) Deliver(b []byte, wait bool) bool {
+	*s.delivered = append(*s.delivered, fmt.Sprintf("%s:%s:%v", s.name, b, wait))
+	return true
+}
+
+// TestIOQueueStream checks that what one reader relays to a stream
+// between Flushes is written with one Deliver, in order; that a frame for
+// another stream, or past streamJoinMax bytes, writes what was joined
+// first; and that a frame offered without waiting is refused, joining
+// nothing, when the stream has no room for what would be written.
+func TestIOQueueStream(t *testing.T) {
+	t.Parallel()
+	var got []string
+	a := &recordStream{name: "a", room: 8, delivered: &got}
+	b := &recordStream{name: "b", room: 1 << 20, delivered: &got}
+	w := NewIO(nil)
+
+	check := func(step string, want ...string) {
+		t.Helper()
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("%s: delivered %q, want %q", step, got, want)
+		}
+		got = got[:0]
+	}
+	w.QueueStream(a, []byte("11"), false)
+	w.QueueStream(a, []byte("22"), false)
+	check("before Flush")
+	w.Flush()
+	check("Flush", "a:1122:false")
+	w.Flush()
+	check("second Flush")
+
+	w.QueueStream(a, []byte("11"), false)
+	w.QueueStream(b, []byte("xx"), true)
+	check("another stream", "a:11:false")
+	w.QueueStream(b, []byte("yy"), false)
+	w.Flush()
+	check("mixed wait", "b:xxyy:true")
+
+	if !w.QueueStream(a, []byte("1234"), false) || !w.QueueStream(a, []byte("5678"), false) {
+		t.Fatal("frames within the room refused")
+	}
+	if w.QueueStream(a, []byte("9"), false) {
+		t.Fatal("a frame past the room joined")
+	}
+	if !w.QueueStream(a, []byte("9"), true) {
+		t.Fatal("a frame that may wait refused")
+	}
+	w.Flush()
+	check("room", "a:123456789:true")
+
+	big := make([]byte, streamJoinMax/2+1)
+	for i := range big {
+		big[i] = 'z'
+	}
+	w.QueueStream(b, big, true)
+	w.QueueStream(b, big, true)
+	if len(got) != 1 {
+		t.Fatalf("after %d bytes joined: %d delivers, want 1", 2*len(big), len(got))
+	}
+	got = got[:0]
+	w.Flush()
+	if len(got) != 1 {
+		t.Fatalf("Flush after the join limit: %d delivers, want 1", len(got))
+	}
+}
