@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"strconv"
@@ -99,28 +100,35 @@ func (d *dialer) dial(ctx context.Context) (*client, error) {
 	return c, nil
 }
 
+// serverMsg is the little of a server message the load client reads:
+// one JSON decode per message, no per-type value.
+type serverMsg struct {
+	Type      signaling.MsgType `json:"type"`
+	Match     string            `json:"match"`
+	Candidate *struct {
+		Candidate string `json:"candidate"`
+	} `json:"candidate"`
+}
+
 func (c *client) read() {
 	defer close(c.done)
+	var m serverMsg
 	for {
-		m, err := c.ws.Recv(context.Background())
+		data, err := c.ws.RecvRaw()
 		if err != nil {
 			return
 		}
 		if !c.active.Load() {
 			continue
 		}
-		ev := event{typ: wsclient.TypeOf(m), at: time.Now()}
-		switch m := m.(type) {
-		case *signaling.Matched:
-			ev.match = m.Match
-		case *signaling.PartnerLeft:
-			ev.match = m.Match
-		case *signaling.Signal:
-			ev.match = m.Match
-			if m.Candidate != nil {
-				if i := strings.LastIndex(m.Candidate.Candidate, " sent "); i >= 0 {
-					ev.sent, _ = strconv.ParseInt(m.Candidate.Candidate[i+6:], 10, 64)
-				}
+		m = serverMsg{}
+		if json.Unmarshal(data, &m) != nil {
+			m.Type = "" // not a message any phase waits for
+		}
+		ev := event{typ: m.Type, match: m.Match, at: time.Now()}
+		if m.Type == signaling.TypeSignal && m.Candidate != nil {
+			if i := strings.LastIndex(m.Candidate.Candidate, " sent "); i >= 0 {
+				ev.sent, _ = strconv.ParseInt(m.Candidate.Candidate[i+6:], 10, 64)
 			}
 		}
 		select {

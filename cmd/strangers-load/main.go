@@ -36,6 +36,8 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/debug"
+	"runtime/pprof"
 	"runtime/trace"
 	"slices"
 	"strconv"
@@ -68,6 +70,7 @@ type options struct {
 	phases          string
 	hold            time.Duration
 	timeout         time.Duration
+	cpuProfile      string
 }
 
 type stringList []string
@@ -99,7 +102,14 @@ func main() {
 	flag.StringVar(&o.phases, "phases", "idle,matches,latency,relay", "phases to run")
 	flag.DurationVar(&o.hold, "hold", 0, "keep the sessions connected this long after the last phase (to inspect the server)")
 	flag.DurationVar(&o.timeout, "timeout", 10*time.Minute, "give up after this long")
+	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of this tool (not of the servers) to this file")
 	flag.Parse()
+	if os.Getenv("GOGC") == "" {
+		// The tool shares the machine with the servers it measures: its
+		// own garbage collection is CPU they do not get. Its heap is
+		// small (buffers of idle sessions), so trade memory for it.
+		debug.SetGCPercent(400)
+	}
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "strangers-load:", err)
 		os.Exit(1)
@@ -139,6 +149,17 @@ func run(o options) error {
 	}
 	fmt.Printf("open files limit %d, nice %d (the spawned servers inherit both)\n", limit, niceness())
 
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	if path := os.Getenv("STRANGERS_LOAD_TRACE"); path != "" {
 		f, err := os.Create(path)
 		if err != nil {

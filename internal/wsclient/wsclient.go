@@ -17,6 +17,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"reflect"
@@ -125,6 +126,8 @@ type Conn struct {
 	readErr   error
 
 	closeOnce sync.Once
+
+	raw []byte // owned by the reader: RecvRaw's buffer, reused
 }
 
 // Dial opens a signaling WebSocket at url (ws:// or wss://…/ws). It only
@@ -283,6 +286,33 @@ func (c *Conn) Recv(ctx context.Context) (any, error) {
 		return nil, fmt.Errorf("wsclient: reading: %w", err)
 	}
 	return DecodeServer(data)
+}
+
+// RecvRaw reads the next server message and returns it undecoded, valid
+// until the next read. It is for clients that look at few fields of
+// many messages (a load generator); the rules of Recv apply, and a read
+// without a deadline has no per-call cost beyond the read.
+func (c *Conn) RecvRaw() ([]byte, error) {
+	_, r, err := c.ws.NextReader()
+	if err != nil {
+		return nil, fmt.Errorf("wsclient: reading: %w", err)
+	}
+	buf := c.raw[:0]
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("wsclient: reading: %w", err)
+		}
+	}
+	c.raw = buf
+	return buf, nil
 }
 
 // DecodeServer decodes one server message (see Recv for what it returns).
