@@ -129,6 +129,10 @@
 // once with one non-blocking write; otherwise, and for frames produced
 // while a write is in progress, frames are queued and written together by
 // the connection's writer goroutine, so under load they share TCP writes.
+// What one reader relays to a stream connection (a relay socket's batch
+// for its TCP client, or frames handed over from another client's read)
+// is joined in the reader's plane.IO and written with one write when the
+// batch is handled.
 //
 // ChannelData, the bulk of relayed traffic, skips pion: relayed straight
 // to the other side (padded to 4 bytes, as pion does) once admission lets
