@@ -188,10 +188,14 @@ local tags, order = {}, {}
 for i = 1, n do tags[i] = ARGV[17 + i]; order[i] = ARGV[17 + n + i] end
 
 local rk = P .. 's:' .. id
-local cur = redis.call('HMGET', rk, 'st', 'm', 'p', 'role', 'cm', 'pic', 'pia', 'pk', 'tags', 'any', 'node')
+local cur = redis.call('HMGET', rk, 'st', 'm', 'p', 'role', 'cm', 'pic', 'pia', 'pk', 'tags', 'any', 'node', 'stl')
 if elsewhere(cur[11], node) then return moved_to(id) end
 if cur[1] == 'matched' then return pairing_of(cur) end
 unpool(id, cur[8], cur[9], cur[10])
+-- What of the record is to go, as read above (nothing in between writes
+-- those fields): an HDEL of fields all absent is skipped.
+local had_pool = cur[8] or cur[10] or cur[12]
+local had_match = cur[2] or cur[3] or cur[4] or cur[5] or cur[6] or cur[7]
 
 local now = now_ms()
 local pk = mode .. ':' .. shadow
@@ -254,7 +258,7 @@ if found then
   redis.call('HSET', rk, 'node', node, 'ic', ic, 'ia', ia, 'hf', '1', 'mode', mode, 'tags', table.concat(tags, '\n'),
     'ro', ro, 'ws', ws, 'st', 'matched', 'm', match, 'p', c, 'pic', found[7] or '', 'pia', found[8] or '',
     'role', role, 'cm', table.concat(mine, '\n'))
-  redis.call('HDEL', rk, 'pk', 'any', 'stl')
+  if had_pool then redis.call('HDEL', rk, 'pk', 'any', 'stl') end
   if io ~= '' then redis.call('HSET', rk, 'io', io) end
   local ck = P .. 's:' .. c
   redis.call('HSET', ck, 'st', 'matched', 'm', match, 'p', id, 'pic', ic, 'pia', ia,
@@ -278,7 +282,7 @@ local stl = '0'
 if settled then stl = '1' end
 redis.call('HSET', rk, 'node', node, 'ic', ic, 'ia', ia, 'hf', '1', 'mode', mode, 'tags', table.concat(tags, '\n'),
   'ro', ro, 'ws', ws, 'st', 'waiting', 'pk', pk, 'any', any, 'stl', stl)
-redis.call('HDEL', rk, 'm', 'p', 'pic', 'pia', 'role', 'cm')
+if had_match then redis.call('HDEL', rk, 'm', 'p', 'pic', 'pia', 'role', 'cm') end
 if io ~= '' then redis.call('HSET', rk, 'io', io) end
 redis.call('EXPIRE', rk, ttl)
 redis.call('SADD', P .. 'sessions', id)
