@@ -161,9 +161,9 @@ end
 
 // The bodies of the calls a batch takes (Engine.Do): each runs in
 // batchScript (batch.go) as a function of its own ARGV, laid out as a
-// script's (ARGV[1] the prefix), after the prelude, which the batch has
-// once. Their locals are the function's; P and the prelude's functions
-// are shared.
+// script's (ARGV[1] the prefix), after the prelude and batchPrelude,
+// which the batch has once. Their locals are the function's; P and the
+// preludes' functions are shared.
 
 // queueBody pairs a seeker or puts it in the pool (Engine.Queue).
 // ARGV: prefix, id, node, mode, shadow (0/1), anyone (0/1), settled (0/1),
@@ -217,8 +217,8 @@ local function pick(key)
       if not r[1] then
         redis.call('SREM', key, c) -- the session ended: a ghost entry
       elseif r[1] == 'waiting' and r[4] == pk then
-        local exp = redis.call('ZSCORE', P .. 'nodes', r[2] or '')
-        if exp and tonumber(exp) > now then
+        local exp = lease(r[2] or '')
+        if exp and exp > now then
           r.id = c
           drawn[#drawn + 1] = r
           if not avoided(id, c, true) and not avoided(c, id, true) then return r end
