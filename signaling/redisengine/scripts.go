@@ -51,10 +51,11 @@ local function unpool(id, pk, tags, any)
   if any == '1' then redis.call('SREM', base .. ':any', id) end
   redis.call('SREM', base .. ':all', id)
 end
+-- remember puts o first in x's recent partners, n kept. A list of n or
+-- fewer needs no LTRIM (n <= 0 keeps the LTRIM, whatever it does).
 local function remember(x, o, n, ttl)
   local k = P .. 'recent:' .. x
-  redis.call('LPUSH', k, o)
-  redis.call('LTRIM', k, 0, n - 1)
+  if redis.call('LPUSH', k, o) > n then redis.call('LTRIM', k, 0, n - 1) end
   redis.call('EXPIRE', k, ttl)
 end
 local function unmatch(x)
