@@ -114,12 +114,17 @@ local function end_match(x, p, match, n, ttl)
   end
   return ''
 end
+-- end_fields reads what end_session needs of id's record.
+local function end_fields(id)
+  return redis.call('HMGET', P .. 's:' .. id, 'st', 'm', 'p', 'pk', 'tags', 'any', 'tok', 'node')
+end
 -- end_session deletes everything of id. If it was still in a match its
 -- partner is in too, the partner leaves it: returns the partner, the match
--- and the partner's node ('' when none).
-local function end_session(id, n, ttl)
+-- and the partner's node ('' when none). r: end_fields(id), if the caller
+-- has just read it.
+local function end_session(id, n, ttl, r)
   local k = P .. 's:' .. id
-  local r = redis.call('HMGET', k, 'st', 'm', 'p', 'pk', 'tags', 'any', 'tok', 'node')
+  r = r or end_fields(id)
   local partner, match, pnode = '', '', ''
   if r[1] == 'waiting' then unpool(id, r[4], r[5], r[6]) end
   if r[1] == 'matched' and r[3] then
@@ -432,9 +437,9 @@ return {id, old, alive, pnode, redis.call('HGETALL', rk)}
 // result, live nodes}, or {} if the session lives on another node now
 // (claimed away: that node ends it).
 const endBody = `
-local nd = redis.call('HGET', P .. 's:' .. ARGV[2], 'node')
-if nd and nd ~= ARGV[5] then return {} end
-local r = end_session(ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]))
+local f = end_fields(ARGV[2])
+if f[8] and f[8] ~= ARGV[5] then return {} end
+local r = end_session(ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), f)
 return {r, live_nodes(now_ms())}
 `
 
