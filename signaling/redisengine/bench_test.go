@@ -227,7 +227,7 @@ func BenchmarkMatchCost(b *testing.B) {
 		case "info", "config|resetstat", "publish", "ping", "subscribe", "client|setinfo", "hello":
 		default:
 			inner += f["calls"]
-			each = append(each, fmt.Sprintf("%s %.2f", name, f["calls"]/float64(matches)))
+			each = append(each, fmt.Sprintf("%s %.2f (%.2fµs)", name, f["calls"]/float64(matches), f["usec"]/float64(matches)))
 		}
 	}
 	m := float64(matches)

@@ -213,7 +213,9 @@ unpool(id, cur[8], cur[9], cur[10])
 local had_pool = cur[8] or cur[10] or cur[12]
 local had_match = cur[2] or cur[3] or cur[4] or cur[5] or cur[6] or cur[7]
 
-local now = now_ms()
+-- now: read at the first lease to check (a queue that finds no candidate
+-- needs no TIME), then the same for the rest of the call.
+local now
 local pk = mode .. ':' .. shadow
 local base = P .. 'pool:' .. pk
 -- avoided: a reported b, or (recent_too) b is one of a's recent partners.
@@ -253,6 +255,7 @@ local function pick(key)
         redis.call('SREM', key, c) -- the session ended: a ghost entry
       elseif r[1] == 'waiting' and r[4] == pk then
         local exp = lease(r[2] or '')
+        if exp then now = now or now_ms() end
         if exp and exp > now then
           r.id = c
           drawn[#drawn + 1] = r
