@@ -218,28 +218,11 @@ local had_match = cur[2] or cur[3] or cur[4] or cur[5] or cur[6] or cur[7]
 local now
 local pk = mode .. ':' .. shadow
 local base = P .. 'pool:' .. pk
--- avoided: a reported b, or (recent_too) b is one of a's recent partners.
+-- avoided: b is one of a's recent partners (recent_too) or a reported b;
+-- the partner just left, the likeliest, is checked first.
 local function avoided(a, b, recent_too)
-  if redis.call('SISMEMBER', P .. 'rep:' .. a, b) == 1 then return true end
-  return recent_too and redis.call('LPOS', P .. 'recent:' .. a, b)
-end
--- avoids is avoided(id, b, recent_too), the seeker's side, with each of
--- its recent partners and its reports read once, when first needed
--- (nothing here writes them), recent partners first: the likeliest reject
--- (the partner just left) costs one read, later candidates none.
-local reps, recents
-local function set_of(list)
-  local set = {}
-  for _, x in ipairs(list) do set[x] = true end
-  return set
-end
-local function avoids(b, recent_too)
-  if recent_too then
-    recents = recents or set_of(redis.call('LRANGE', P .. 'recent:' .. id, 0, -1))
-    if recents[b] then return true end
-  end
-  reps = reps or set_of(redis.call('SMEMBERS', P .. 'rep:' .. id))
-  return reps[b] or false
+  if recent_too and redis.call('LPOS', P .. 'recent:' .. a, b) then return true end
+  return redis.call('SISMEMBER', P .. 'rep:' .. a, b) == 1
 end
 -- drawn: candidates seen, in the order drawn, for the second pass.
 local drawn, seen = {}, {}
@@ -259,7 +242,7 @@ local function pick(key)
         if exp and exp > now then
           r.id = c
           drawn[#drawn + 1] = r
-          if not avoids(c, true) and not avoided(c, id, true) then return r end
+          if not avoided(id, c, true) and not avoided(c, id, true) then return r end
         end
       end
     end
@@ -274,7 +257,7 @@ end
 if not found and anyone then found = pick(base .. ':any') end
 if not found and settled then
   for _, r in ipairs(drawn) do
-    if r[3] == '1' and not avoids(r.id, false) and not avoided(r.id, id, false) then
+    if r[3] == '1' and not avoided(id, r.id, false) and not avoided(r.id, id, false) then
       found = r
       break
     end
