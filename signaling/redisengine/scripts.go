@@ -193,16 +193,6 @@ local n = tonumber(ARGV[17])
 local tags, order = {}, {}
 for i = 1, n do tags[i] = ARGV[17 + i]; order[i] = ARGV[17 + n + i] end
 
--- with_io adds io, if the ticket tells it, to the fields f of an HSET of
--- the record: one HSET, not two.
-local function with_io(f)
-  if io ~= '' then
-    f[#f + 1] = 'io'
-    f[#f + 1] = io
-  end
-  return f
-end
-
 local rk = P .. 's:' .. id
 local cur = redis.call('HMGET', rk, 'st', 'm', 'p', 'role', 'cm', 'pic', 'pia', 'pk', 'tags', 'any', 'node', 'stl')
 if elsewhere(cur[11], node) then return moved_to(id) end
@@ -276,10 +266,11 @@ if found then
   for _, x in ipairs(ctags) do if ins[x] then theirs[#theirs + 1] = x end end
   local crole = 'offerer'
   if role == 'offerer' then crole = 'answerer' end
-  redis.call('HSET', rk, unpack(with_io({'node', node, 'ic', ic, 'ia', ia, 'hf', '1', 'mode', mode,
-    'tags', table.concat(tags, '\n'), 'ro', ro, 'ws', ws, 'st', 'matched', 'm', match, 'p', c,
-    'pic', found[7] or '', 'pia', found[8] or '', 'role', role, 'cm', table.concat(mine, '\n')})))
+  redis.call('HSET', rk, 'node', node, 'ic', ic, 'ia', ia, 'hf', '1', 'mode', mode, 'tags', table.concat(tags, '\n'),
+    'ro', ro, 'ws', ws, 'st', 'matched', 'm', match, 'p', c, 'pic', found[7] or '', 'pia', found[8] or '',
+    'role', role, 'cm', table.concat(mine, '\n'))
   if had_pool then redis.call('HDEL', rk, 'pk', 'any', 'stl') end
+  if io ~= '' then redis.call('HSET', rk, 'io', io) end
   local ck = P .. 's:' .. c
   redis.call('HSET', ck, 'st', 'matched', 'm', match, 'p', id, 'pic', ic, 'pia', ia,
     'role', crole, 'cm', table.concat(theirs, '\n'))
@@ -300,9 +291,10 @@ end
 redis.call('SADD', base .. ':all', id)
 local stl = '0'
 if settled then stl = '1' end
-redis.call('HSET', rk, unpack(with_io({'node', node, 'ic', ic, 'ia', ia, 'hf', '1', 'mode', mode,
-  'tags', table.concat(tags, '\n'), 'ro', ro, 'ws', ws, 'st', 'waiting', 'pk', pk, 'any', any, 'stl', stl})))
+redis.call('HSET', rk, 'node', node, 'ic', ic, 'ia', ia, 'hf', '1', 'mode', mode, 'tags', table.concat(tags, '\n'),
+  'ro', ro, 'ws', ws, 'st', 'waiting', 'pk', pk, 'any', any, 'stl', stl)
 if had_match then redis.call('HDEL', rk, 'm', 'p', 'pic', 'pia', 'role', 'cm') end
+if io ~= '' then redis.call('HSET', rk, 'io', io) end
 redis.call('EXPIRE', rk, ttl)
 redis.call('SADD', P .. 'sessions', id)
 redis.call('SADD', P .. 'nodesess:' .. node, id)
