@@ -354,27 +354,25 @@ local rk = P .. 's:' .. id
 local old = redis.call('HMGET', rk, 'node', 'st', 'tok', 'm', 'p', 'pk', 'tags', 'any')
 if elsewhere(old[1], node) then return moved_to(id) end
 local out = {'ok'}
--- One HSET: what every record takes, and all of a new one.
-local f = {'node', node, 'tok', tok, 'ic', ARGV[5], 'ia', ARGV[6], 'ck', ARGV[7]}
-local function add(...)
-  for _, x in ipairs({...}) do f[#f + 1] = x end
-end
 if not old[2] then
+  -- A new record: all of it in one HSET.
   if st == 'waiting' then st = 'idle' end
-  add('hf', ARGV[8], 'mode', ARGV[9], 'tags', ARGV[10], 'ro', ARGV[11], 'io', ARGV[12], 'st', st, 'ws', ARGV[18])
-  if st == 'matched' then add('m', match, 'p', ARGV[15], 'pic', ARGV[16], 'pia', ARGV[17]) end
-end
-redis.call('HSET', rk, unpack(f))
-if not old[2] then
-  -- A new record: all written.
-elseif st == 'matched' then
-  if old[2] ~= 'matched' or old[4] ~= match then out = {'gone'} end
-elseif old[2] == 'matched' then
-  out = {'ended', old[5] or '', old[4] or '', end_match(id, old[5] or '', old[4] or '', n, ttl)}
-elseif old[2] == 'waiting' and st == 'idle' then
-  unpool(id, old[6], old[7], old[8])
-  redis.call('HSET', rk, 'st', 'idle')
-  redis.call('HDEL', rk, 'pk', 'any', 'stl')
+  redis.call('HSET', rk, 'node', node, 'tok', tok, 'ic', ARGV[5], 'ia', ARGV[6], 'ck', ARGV[7], 'hf', ARGV[8],
+    'mode', ARGV[9], 'tags', ARGV[10], 'ro', ARGV[11], 'io', ARGV[12], 'st', st, 'ws', ARGV[18])
+  if st == 'matched' then
+    redis.call('HSET', rk, 'm', match, 'p', ARGV[15], 'pic', ARGV[16], 'pia', ARGV[17])
+  end
+else
+  redis.call('HSET', rk, 'node', node, 'tok', tok, 'ic', ARGV[5], 'ia', ARGV[6], 'ck', ARGV[7])
+  if st == 'matched' then
+    if old[2] ~= 'matched' or old[4] ~= match then out = {'gone'} end
+  elseif old[2] == 'matched' then
+    out = {'ended', old[5] or '', old[4] or '', end_match(id, old[5] or '', old[4] or '', n, ttl)}
+  elseif old[2] == 'waiting' and st == 'idle' then
+    unpool(id, old[6], old[7], old[8])
+    redis.call('HSET', rk, 'st', 'idle')
+    redis.call('HDEL', rk, 'pk', 'any', 'stl')
+  end
 end
 if old[1] and old[1] ~= node then redis.call('SREM', P .. 'nodesess:' .. old[1], id) end
 if old[3] and old[3] ~= tok then redis.call('DEL', P .. 'tok:' .. old[3]) end
