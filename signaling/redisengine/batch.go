@@ -75,8 +75,7 @@ func batchSource() string {
 local out, at = {}, 3
 for k = 1, tonumber(ARGV[2]) do
   local name, n = ARGV[at], tonumber(ARGV[at + 1])
-  local a = {P}
-  for j = 1, n do a[j + 1] = ARGV[at + 1 + j] end
+  local a = {P, unpack(ARGV, at + 2, at + 1 + n)} -- made at its size, not grown
   at = at + 2 + n
   local fn = calls[name]
   if not fn then
