@@ -47,7 +47,9 @@ end
 local function unpool(id, pk, tags, any)
   if not pk or pk == '' then return end
   local base = P .. 'pool:' .. pk
-  for _, tag in ipairs(split(tags)) do redis.call('SREM', base .. ':t:' .. tag, id) end
+  if tags and tags ~= '' then
+    for _, tag in ipairs(split(tags)) do redis.call('SREM', base .. ':t:' .. tag, id) end
+  end
   if any == '1' then redis.call('SREM', base .. ':any', id) end
   redis.call('SREM', base .. ':all', id)
 end
@@ -257,13 +259,16 @@ end
 if found then
   local c = found.id
   unpool(c, found[4], found[5], found[6])
-  local ctags = split(found[5])
-  local inc, ins = {}, {}
-  for _, x in ipairs(ctags) do inc[x] = true end
-  for _, x in ipairs(tags) do ins[x] = true end
+  -- The interests in common, in each side's order (none if either has none).
   local mine, theirs = {}, {}
-  for _, x in ipairs(tags) do if inc[x] then mine[#mine + 1] = x end end
-  for _, x in ipairs(ctags) do if ins[x] then theirs[#theirs + 1] = x end end
+  if n > 0 and found[5] and found[5] ~= '' then
+    local ctags = split(found[5])
+    local inc, ins = {}, {}
+    for _, x in ipairs(ctags) do inc[x] = true end
+    for _, x in ipairs(tags) do ins[x] = true end
+    for _, x in ipairs(tags) do if inc[x] then mine[#mine + 1] = x end end
+    for _, x in ipairs(ctags) do if ins[x] then theirs[#theirs + 1] = x end end
+  end
   local crole = 'offerer'
   if role == 'offerer' then crole = 'answerer' end
   redis.call('HSET', rk, 'node', node, 'ic', ic, 'ia', ia, 'hf', '1', 'mode', mode, 'tags', table.concat(tags, '\n'),
