@@ -130,7 +130,9 @@ func benchmarkDo(b *testing.B, size int) {
 // turn, so the figures are Redis's own, not contention's. From INFO after
 // CONFIG RESETSTAT it reports per match: Redis CPU (µs, user + sys),
 // the script runs' time (µs, evalsha's usec), the commands the scripts
-// call; and per op the commands called and the script's µs.
+// call; and per op the commands called and the script's µs. With -v it
+// logs each command's calls and µs per match. Timing figures are noisy on
+// a shared machine; the command counts are not.
 func BenchmarkMatchCost(b *testing.B) {
 	const perNode, size = 256, 64
 	r := testsupport.StartRedis(b, testsupport.RedisOptions{})
