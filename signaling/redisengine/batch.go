@@ -45,9 +45,28 @@ var batchCalls = []struct{ name, body string }{
 // take the whole answer).
 var batchScript = redis.NewScript(batchSource())
 
+// batchPrelude is what the calls of a batch share beyond the prelude.
+//
+// lease(nd) is node nd's lease expiry (ms) or false for none, read once
+// per batch: no call of a batch writes the nodes zset, so a second ZSCORE
+// would read the same.
+const batchPrelude = `
+local leases = {}
+local function lease(nd)
+  local exp = leases[nd]
+  if exp == nil then
+    exp = redis.call('ZSCORE', P .. 'nodes', nd)
+    exp = exp and tonumber(exp) or false
+    leases[nd] = exp
+  end
+  return exp
+end
+`
+
 func batchSource() string {
 	var b strings.Builder
 	b.WriteString(prelude)
+	b.WriteString(batchPrelude)
 	b.WriteString("local calls = {}\n")
 	for _, c := range batchCalls {
 		fmt.Fprintf(&b, "calls[%q] = function(ARGV)\n%s\nend\n", c.name, c.body)
@@ -56,8 +75,7 @@ func batchSource() string {
 local out, at = {}, 3
 for k = 1, tonumber(ARGV[2]) do
   local name, n = ARGV[at], tonumber(ARGV[at + 1])
-  local a = {P}
-  for j = 1, n do a[j + 1] = ARGV[at + 1 + j] end
+  local a = {P, unpack(ARGV, at + 2, at + 1 + n)} -- made at its size, not grown
   at = at + 2 + n
   local fn = calls[name]
   if not fn then

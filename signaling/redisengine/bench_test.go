@@ -1,11 +1,16 @@
 package redisengine
 
 import (
+	"context"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/strangers-chat/strangers/internal/sessionid"
 	"github.com/strangers-chat/strangers/internal/testsupport"
@@ -115,4 +120,142 @@ func benchmarkDo(b *testing.B, size int) {
 	b.ReportMetric(float64(2*b.N)/elapsed.Seconds(), "ops/s")
 	b.ReportMetric(float64(pairs.Load())/elapsed.Seconds(), "pairs/s")
 	b.ReportMetric(float64(2*pairs.Load())/float64(2*b.N), "paired/session")
+}
+
+// BenchmarkMatchCost measures what Redis spends per match (b.N matches),
+// as the load tool's crowd makes them: sessions on two nodes, no
+// interests, each pairing ended by its seeker's node (EndMatch) and both
+// sides queued again, every node's calls in batches (Engine.Do) of up to
+// 64 ops, as the hub sends them. One goroutine runs the nodes' batches in
+// turn, so the figures are Redis's own, not contention's. From INFO after
+// CONFIG RESETSTAT it reports per match: Redis CPU (µs, user + sys),
+// the script runs' time (µs, evalsha's usec), the commands the scripts
+// call; and per op the commands called and the script's µs. With -v it
+// logs each command's calls and µs per match. Timing figures are noisy on
+// a shared machine; the command counts are not.
+func BenchmarkMatchCost(b *testing.B) {
+	const perNode, size = 256, 64
+	r := testsupport.StartRedis(b, testsupport.RedisOptions{})
+	nodes := [2]*node{startNode(b, r, "a", nil), startNode(b, r, "b", nil)}
+	opts, err := redis.ParseURL(r.URL())
+	if err != nil {
+		b.Fatal(err)
+	}
+	rdb := redis.NewClient(opts)
+	defer func() { _ = rdb.Close() }()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+
+	nodeOf := map[string]int{} // session -> index in nodes
+	var requeue [2][]string    // sessions to queue, per node
+	var ends [2][]signaling.Op // EndMatch ops to send, per node
+	for i, n := range nodes {
+		regs := make([]signaling.Op, perNode)
+		for j := range regs {
+			id := sessionid.New()
+			nodeOf[id] = i
+			requeue[i] = append(requeue[i], id)
+			regs[j] = signaling.Op{Kind: signaling.OpRegister, Record: signaling.SessionRecord{ID: id, Token: sessionid.New(), State: signaling.StateIdle}}
+		}
+		for _, res := range n.Do(regs) {
+			if res.Err != nil {
+				b.Fatal(res.Err)
+			}
+		}
+	}
+	if err := rdb.ConfigResetStat(ctx).Err(); err != nil {
+		b.Fatal(err)
+	}
+	cpu0 := redisCPU(ctx, b, rdb)
+	b.ResetTimer()
+	matches, ops := 0, 0
+	for turn := 0; matches < b.N; turn++ {
+		i := turn % 2
+		batch := ends[i][:min(size, len(ends[i]))]
+		ends[i] = ends[i][len(batch):]
+		k := min(size-len(batch), len(requeue[i]))
+		for _, id := range requeue[i][:k] {
+			batch = append(batch, signaling.Op{Kind: signaling.OpQueue, Ticket: signaling.Ticket{Session: id, Mode: signaling.ModeText, Anyone: true, WaitSince: time.Now()}})
+		}
+		requeue[i] = requeue[i][k:]
+		if len(batch) == 0 {
+			if turn > 4*b.N+16 {
+				b.Fatalf("no progress: %d matches of %d", matches, b.N)
+			}
+			continue
+		}
+		ops += len(batch)
+		for j, res := range nodes[i].Do(batch) {
+			op := batch[j]
+			if res.Err != nil {
+				b.Fatal(res.Err)
+			}
+			switch {
+			case op.Kind == signaling.OpEndMatch:
+				requeue[i] = append(requeue[i], op.Session)
+				requeue[nodeOf[op.Other]] = append(requeue[nodeOf[op.Other]], op.Other)
+			case !res.Pairing.Zero():
+				if res.Pairing.Earlier {
+					b.Fatalf("an earlier pairing for %s", op.Ticket.Session)
+				}
+				matches++
+				ends[i] = append(ends[i], signaling.Op{Kind: signaling.OpEndMatch, Match: res.Pairing.Match,
+					Session: op.Ticket.Session, Other: res.Pairing.Partner, Why: signaling.LeftNext})
+			}
+		}
+	}
+	b.StopTimer()
+	cpu := redisCPU(ctx, b, rdb) - cpu0
+	stats, err := rdb.Info(ctx, "commandstats").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var evalUsec, inner float64
+	var each []string // command: calls per match, for -v
+	for line := range strings.Lines(stats) {
+		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":")
+		name, found := strings.CutPrefix(name, "cmdstat_")
+		if !ok || !found {
+			continue
+		}
+		f := map[string]float64{}
+		for kv := range strings.SplitSeq(rest, ",") {
+			k, v, _ := strings.Cut(kv, "=")
+			f[k], _ = strconv.ParseFloat(v, 64)
+		}
+		switch name {
+		case "evalsha", "eval":
+			evalUsec += f["usec"]
+		case "info", "config|resetstat", "publish", "ping", "subscribe", "client|setinfo", "hello":
+		default:
+			inner += f["calls"]
+			each = append(each, fmt.Sprintf("%s %.2f (%.2fµs)", name, f["calls"]/float64(matches), f["usec"]/float64(matches)))
+		}
+	}
+	m := float64(matches)
+	if testing.Verbose() {
+		b.Logf("commands per match: %s", strings.Join(each, ", "))
+	}
+	b.ReportMetric(cpu/m, "redis-cpu-µs/match")
+	b.ReportMetric(evalUsec/m, "script-µs/match")
+	b.ReportMetric(inner/m, "calls/match")
+	b.ReportMetric(inner/float64(ops), "calls/op")
+	b.ReportMetric(evalUsec/float64(ops), "script-µs/op")
+}
+
+// redisCPU is the CPU time redis-server has used, user + sys, in µs.
+func redisCPU(ctx context.Context, b *testing.B, rdb *redis.Client) float64 {
+	info, err := rdb.Info(ctx, "cpu").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var us float64
+	for line := range strings.Lines(info) {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if ok && (k == "used_cpu_user" || k == "used_cpu_sys") {
+			s, _ := strconv.ParseFloat(v, 64)
+			us += s * 1e6
+		}
+	}
+	return us
 }

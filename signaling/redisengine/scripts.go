@@ -47,14 +47,17 @@ end
 local function unpool(id, pk, tags, any)
   if not pk or pk == '' then return end
   local base = P .. 'pool:' .. pk
-  for _, tag in ipairs(split(tags)) do redis.call('SREM', base .. ':t:' .. tag, id) end
+  if tags and tags ~= '' then
+    for _, tag in ipairs(split(tags)) do redis.call('SREM', base .. ':t:' .. tag, id) end
+  end
   if any == '1' then redis.call('SREM', base .. ':any', id) end
   redis.call('SREM', base .. ':all', id)
 end
+-- remember puts o first in x's recent partners, n kept. A list of n or
+-- fewer needs no LTRIM (n <= 0 keeps the LTRIM, whatever it does).
 local function remember(x, o, n, ttl)
   local k = P .. 'recent:' .. x
-  redis.call('LPUSH', k, o)
-  redis.call('LTRIM', k, 0, n - 1)
+  if redis.call('LPUSH', k, o) > n then redis.call('LTRIM', k, 0, n - 1) end
   redis.call('EXPIRE', k, ttl)
 end
 local function unmatch(x)
@@ -113,12 +116,17 @@ local function end_match(x, p, match, n, ttl)
   end
   return ''
 end
+-- end_fields reads what end_session needs of id's record.
+local function end_fields(id)
+  return redis.call('HMGET', P .. 's:' .. id, 'st', 'm', 'p', 'pk', 'tags', 'any', 'tok', 'node')
+end
 -- end_session deletes everything of id. If it was still in a match its
 -- partner is in too, the partner leaves it: returns the partner, the match
--- and the partner's node ('' when none).
-local function end_session(id, n, ttl)
+-- and the partner's node ('' when none). r: end_fields(id), if the caller
+-- has just read it.
+local function end_session(id, n, ttl, r)
   local k = P .. 's:' .. id
-  local r = redis.call('HMGET', k, 'st', 'm', 'p', 'pk', 'tags', 'any', 'tok', 'node')
+  r = r or end_fields(id)
   local partner, match, pnode = '', '', ''
   if r[1] == 'waiting' then unpool(id, r[4], r[5], r[6]) end
   if r[1] == 'matched' and r[3] then
@@ -161,9 +169,9 @@ end
 
 // The bodies of the calls a batch takes (Engine.Do): each runs in
 // batchScript (batch.go) as a function of its own ARGV, laid out as a
-// script's (ARGV[1] the prefix), after the prelude, which the batch has
-// once. Their locals are the function's; P and the prelude's functions
-// are shared.
+// script's (ARGV[1] the prefix), after the prelude and batchPrelude,
+// which the batch has once. Their locals are the function's; P and the
+// preludes' functions are shared.
 
 // queueBody pairs a seeker or puts it in the pool (Engine.Queue).
 // ARGV: prefix, id, node, mode, shadow (0/1), anyone (0/1), settled (0/1),
@@ -188,17 +196,25 @@ local tags, order = {}, {}
 for i = 1, n do tags[i] = ARGV[17 + i]; order[i] = ARGV[17 + n + i] end
 
 local rk = P .. 's:' .. id
-local cur = redis.call('HMGET', rk, 'st', 'm', 'p', 'role', 'cm', 'pic', 'pia', 'pk', 'tags', 'any', 'node')
+local cur = redis.call('HMGET', rk, 'st', 'm', 'p', 'role', 'cm', 'pic', 'pia', 'pk', 'tags', 'any', 'node', 'stl')
 if elsewhere(cur[11], node) then return moved_to(id) end
 if cur[1] == 'matched' then return pairing_of(cur) end
 unpool(id, cur[8], cur[9], cur[10])
+-- What of the record is to go, as read above (nothing in between writes
+-- those fields): an HDEL of fields all absent is skipped.
+local had_pool = cur[8] or cur[10] or cur[12]
+local had_match = cur[2] or cur[3] or cur[4] or cur[5] or cur[6] or cur[7]
 
-local now = now_ms()
+-- now: read at the first lease to check (a queue that finds no candidate
+-- needs no TIME), then the same for the rest of the call.
+local now
 local pk = mode .. ':' .. shadow
 local base = P .. 'pool:' .. pk
+-- avoided: b is one of a's recent partners (recent_too) or a reported b;
+-- the partner just left, the likeliest, is checked first.
 local function avoided(a, b, recent_too)
-  if redis.call('SISMEMBER', P .. 'rep:' .. a, b) == 1 then return true end
-  return recent_too and redis.call('LPOS', P .. 'recent:' .. a, b)
+  if recent_too and redis.call('LPOS', P .. 'recent:' .. a, b) then return true end
+  return redis.call('SISMEMBER', P .. 'rep:' .. a, b) == 1
 end
 -- drawn: candidates seen, in the order drawn, for the second pass.
 local drawn, seen = {}, {}
@@ -213,8 +229,9 @@ local function pick(key)
       if not r[1] then
         redis.call('SREM', key, c) -- the session ended: a ghost entry
       elseif r[1] == 'waiting' and r[4] == pk then
-        local exp = redis.call('ZSCORE', P .. 'nodes', r[2] or '')
-        if exp and tonumber(exp) > now then
+        local exp = lease(r[2] or '')
+        if exp then now = now or now_ms() end
+        if exp and exp > now then
           r.id = c
           drawn[#drawn + 1] = r
           if not avoided(id, c, true) and not avoided(c, id, true) then return r end
@@ -242,19 +259,22 @@ end
 if found then
   local c = found.id
   unpool(c, found[4], found[5], found[6])
-  local ctags = split(found[5])
-  local inc, ins = {}, {}
-  for _, x in ipairs(ctags) do inc[x] = true end
-  for _, x in ipairs(tags) do ins[x] = true end
+  -- The interests in common, in each side's order (none if either has none).
   local mine, theirs = {}, {}
-  for _, x in ipairs(tags) do if inc[x] then mine[#mine + 1] = x end end
-  for _, x in ipairs(ctags) do if ins[x] then theirs[#theirs + 1] = x end end
+  if n > 0 and found[5] and found[5] ~= '' then
+    local ctags = split(found[5])
+    local inc, ins = {}, {}
+    for _, x in ipairs(ctags) do inc[x] = true end
+    for _, x in ipairs(tags) do ins[x] = true end
+    for _, x in ipairs(tags) do if inc[x] then mine[#mine + 1] = x end end
+    for _, x in ipairs(ctags) do if ins[x] then theirs[#theirs + 1] = x end end
+  end
   local crole = 'offerer'
   if role == 'offerer' then crole = 'answerer' end
   redis.call('HSET', rk, 'node', node, 'ic', ic, 'ia', ia, 'hf', '1', 'mode', mode, 'tags', table.concat(tags, '\n'),
     'ro', ro, 'ws', ws, 'st', 'matched', 'm', match, 'p', c, 'pic', found[7] or '', 'pia', found[8] or '',
     'role', role, 'cm', table.concat(mine, '\n'))
-  redis.call('HDEL', rk, 'pk', 'any', 'stl')
+  if had_pool then redis.call('HDEL', rk, 'pk', 'any', 'stl') end
   if io ~= '' then redis.call('HSET', rk, 'io', io) end
   local ck = P .. 's:' .. c
   redis.call('HSET', ck, 'st', 'matched', 'm', match, 'p', id, 'pic', ic, 'pia', ia,
@@ -278,7 +298,7 @@ local stl = '0'
 if settled then stl = '1' end
 redis.call('HSET', rk, 'node', node, 'ic', ic, 'ia', ia, 'hf', '1', 'mode', mode, 'tags', table.concat(tags, '\n'),
   'ro', ro, 'ws', ws, 'st', 'waiting', 'pk', pk, 'any', any, 'stl', stl)
-redis.call('HDEL', rk, 'm', 'p', 'pic', 'pia', 'role', 'cm')
+if had_match then redis.call('HDEL', rk, 'm', 'p', 'pic', 'pia', 'role', 'cm') end
 if io ~= '' then redis.call('HSET', rk, 'io', io) end
 redis.call('EXPIRE', rk, ttl)
 redis.call('SADD', P .. 'sessions', id)
@@ -339,22 +359,25 @@ local rk = P .. 's:' .. id
 local old = redis.call('HMGET', rk, 'node', 'st', 'tok', 'm', 'p', 'pk', 'tags', 'any')
 if elsewhere(old[1], node) then return moved_to(id) end
 local out = {'ok'}
-redis.call('HSET', rk, 'node', node, 'tok', tok, 'ic', ARGV[5], 'ia', ARGV[6], 'ck', ARGV[7])
 if not old[2] then
+  -- A new record: all of it in one HSET.
   if st == 'waiting' then st = 'idle' end
-  redis.call('HSET', rk, 'hf', ARGV[8], 'mode', ARGV[9], 'tags', ARGV[10], 'ro', ARGV[11], 'io', ARGV[12],
-    'st', st, 'ws', ARGV[18])
+  redis.call('HSET', rk, 'node', node, 'tok', tok, 'ic', ARGV[5], 'ia', ARGV[6], 'ck', ARGV[7], 'hf', ARGV[8],
+    'mode', ARGV[9], 'tags', ARGV[10], 'ro', ARGV[11], 'io', ARGV[12], 'st', st, 'ws', ARGV[18])
   if st == 'matched' then
     redis.call('HSET', rk, 'm', match, 'p', ARGV[15], 'pic', ARGV[16], 'pia', ARGV[17])
   end
-elseif st == 'matched' then
-  if old[2] ~= 'matched' or old[4] ~= match then out = {'gone'} end
-elseif old[2] == 'matched' then
-  out = {'ended', old[5] or '', old[4] or '', end_match(id, old[5] or '', old[4] or '', n, ttl)}
-elseif old[2] == 'waiting' and st == 'idle' then
-  unpool(id, old[6], old[7], old[8])
-  redis.call('HSET', rk, 'st', 'idle')
-  redis.call('HDEL', rk, 'pk', 'any', 'stl')
+else
+  redis.call('HSET', rk, 'node', node, 'tok', tok, 'ic', ARGV[5], 'ia', ARGV[6], 'ck', ARGV[7])
+  if st == 'matched' then
+    if old[2] ~= 'matched' or old[4] ~= match then out = {'gone'} end
+  elseif old[2] == 'matched' then
+    out = {'ended', old[5] or '', old[4] or '', end_match(id, old[5] or '', old[4] or '', n, ttl)}
+  elseif old[2] == 'waiting' and st == 'idle' then
+    unpool(id, old[6], old[7], old[8])
+    redis.call('HSET', rk, 'st', 'idle')
+    redis.call('HDEL', rk, 'pk', 'any', 'stl')
+  end
 end
 if old[1] and old[1] ~= node then redis.call('SREM', P .. 'nodesess:' .. old[1], id) end
 if old[3] and old[3] ~= tok then redis.call('DEL', P .. 'tok:' .. old[3]) end
@@ -400,9 +423,9 @@ return {id, old, alive, pnode, redis.call('HGETALL', rk)}
 // result, live nodes}, or {} if the session lives on another node now
 // (claimed away: that node ends it).
 const endBody = `
-local nd = redis.call('HGET', P .. 's:' .. ARGV[2], 'node')
-if nd and nd ~= ARGV[5] then return {} end
-local r = end_session(ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]))
+local f = end_fields(ARGV[2])
+if f[8] and f[8] ~= ARGV[5] then return {} end
+local r = end_session(ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), f)
 return {r, live_nodes(now_ms())}
 `
 
