@@ -127,7 +127,9 @@ type Conn struct {
 
 	closeOnce sync.Once
 
-	raw []byte // owned by the reader: RecvRaw's buffer, reused
+	// Owned by the reader.
+	raw           []byte // RecvRaw's buffer, reused
+	rawNoDeadline bool   // RecvRaw cleared the read deadline
 }
 
 // Dial opens a signaling WebSocket at url (ws:// or wss://…/ws). It only
@@ -290,9 +292,16 @@ func (c *Conn) Recv(ctx context.Context) (any, error) {
 
 // RecvRaw reads the next server message and returns it undecoded, valid
 // until the next read. It is for clients that look at few fields of
-// many messages (a load generator); the rules of Recv apply, and a read
-// without a deadline has no per-call cost beyond the read.
+// many messages (a load generator); the rules of Recv apply. It waits
+// without a deadline: the first call clears one an earlier Recv (Hello's)
+// left on the connection.
 func (c *Conn) RecvRaw() ([]byte, error) {
+	if !c.rawNoDeadline {
+		if err := c.ws.SetReadDeadline(time.Time{}); err != nil {
+			return nil, fmt.Errorf("wsclient: reading: %w", err)
+		}
+		c.rawNoDeadline = true
+	}
 	_, r, err := c.ws.NextReader()
 	if err != nil {
 		return nil, fmt.Errorf("wsclient: reading: %w", err)

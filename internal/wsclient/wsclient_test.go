@@ -227,3 +227,44 @@ func TestCloseEndsTheReaderAndIsIdempotent(t *testing.T) {
 		t.Fatalf("Next after Close = %v, want ErrClosed", err)
 	}
 }
+
+// TestRecvRawOutlivesHellosDeadline checks that RecvRaw reads messages
+// after the deadline of the context Hello was given has passed: a load
+// client says hello with a short context and then reads for minutes.
+func TestRecvRawOutlivesHellosDeadline(t *testing.T) {
+	url := startHub(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	a, b := dial(ctx, t, url), dial(ctx, t, url)
+	hctx, hcancel := context.WithTimeout(ctx, 3*time.Second)
+	hdl, _ := hctx.Deadline()
+	for _, c := range []*wsclient.Conn{a, b} {
+		if _, err := c.Hello(hctx, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hcancel()
+	// Hello left a read deadline on b's connection (hdl); wait until it has
+	// passed before b reads again.
+	for time.Now().Before(hdl.Add(50 * time.Millisecond)) {
+		time.Sleep(time.Until(hdl.Add(50 * time.Millisecond)))
+	}
+	for _, c := range []*wsclient.Conn{a, b} {
+		if err := c.Send(ctx, signaling.Find{Mode: signaling.ModeText}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for {
+		data, err := b.RecvRaw()
+		if err != nil {
+			t.Fatalf("RecvRaw after Hello's deadline: %v", err)
+		}
+		m, err := wsclient.DecodeServer(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := m.(*signaling.Matched); ok {
+			return
+		}
+	}
+}
