@@ -129,7 +129,7 @@ type Conn struct {
 
 	// Owned by the reader.
 	raw           []byte // RecvRaw's buffer, reused
-	rawNoDeadline bool   // RecvRaw cleared the read deadline
+	rawNoDeadline bool   // no read deadline is set: RecvRaw need not clear one
 }
 
 // Dial opens a signaling WebSocket at url (ws:// or wss://…/ws). It only
@@ -277,6 +277,7 @@ func (c *Conn) Recv(ctx context.Context) (any, error) {
 	if err := c.ws.SetReadDeadline(dl); err != nil {
 		return nil, fmt.Errorf("wsclient: reading: %w", err)
 	}
+	c.rawNoDeadline = dl.IsZero()
 	// A cancelled ctx ends the read at once; the read reports the error.
 	stop := context.AfterFunc(ctx, func() { _ = c.ws.SetReadDeadline(time.Now()) })
 	defer stop()
@@ -293,8 +294,8 @@ func (c *Conn) Recv(ctx context.Context) (any, error) {
 // RecvRaw reads the next server message and returns it undecoded, valid
 // until the next read. It is for clients that look at few fields of
 // many messages (a load generator); the rules of Recv apply. It waits
-// without a deadline: the first call clears one an earlier Recv (Hello's)
-// left on the connection.
+// without a deadline, clearing one an earlier Recv (Hello's) left on the
+// connection.
 func (c *Conn) RecvRaw() ([]byte, error) {
 	if !c.rawNoDeadline {
 		if err := c.ws.SetReadDeadline(time.Time{}); err != nil {

@@ -229,42 +229,69 @@ func TestCloseEndsTheReaderAndIsIdempotent(t *testing.T) {
 }
 
 // TestRecvRawOutlivesHellosDeadline checks that RecvRaw reads messages
-// after the deadline of the context Hello was given has passed: a load
-// client says hello with a short context and then reads for minutes.
+// after the deadline of the context Hello (or any Recv) was given has
+// passed: a load client says hello with a short context and then reads
+// for minutes.
 func TestRecvRawOutlivesHellosDeadline(t *testing.T) {
 	url := startHub(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	a, b := dial(ctx, t, url), dial(ctx, t, url)
+	// pastDeadline waits until the deadline a Recv with rctx left on b's
+	// connection has passed.
+	pastDeadline := func(rctx context.Context) {
+		dl, _ := rctx.Deadline()
+		for time.Now().Before(dl.Add(50 * time.Millisecond)) {
+			time.Sleep(time.Until(dl.Add(50 * time.Millisecond)))
+		}
+	}
+	recvRaw := func(step string, want signaling.MsgType) any {
+		t.Helper()
+		for {
+			data, err := b.RecvRaw()
+			if err != nil {
+				t.Fatalf("%s: RecvRaw: %v", step, err)
+			}
+			m, err := wsclient.DecodeServer(data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if wsclient.TypeOf(m) == want {
+				return m
+			}
+		}
+	}
+
 	hctx, hcancel := context.WithTimeout(ctx, 3*time.Second)
-	hdl, _ := hctx.Deadline()
+	defer hcancel()
 	for _, c := range []*wsclient.Conn{a, b} {
 		if _, err := c.Hello(hctx, ""); err != nil {
 			t.Fatal(err)
 		}
 	}
-	hcancel()
-	// Hello left a read deadline on b's connection (hdl); wait until it has
-	// passed before b reads again.
-	for time.Now().Before(hdl.Add(50 * time.Millisecond)) {
-		time.Sleep(time.Until(hdl.Add(50 * time.Millisecond)))
-	}
+	pastDeadline(hctx)
 	for _, c := range []*wsclient.Conn{a, b} {
 		if err := c.Send(ctx, signaling.Find{Mode: signaling.ModeText}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	for {
-		data, err := b.RecvRaw()
-		if err != nil {
-			t.Fatalf("RecvRaw after Hello's deadline: %v", err)
-		}
-		m, err := wsclient.DecodeServer(data)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, ok := m.(*signaling.Matched); ok {
-			return
-		}
+	matched := recvRaw("after Hello's deadline", signaling.TypeMatched).(*signaling.Matched)
+
+	// A Recv with a deadline between two RecvRaws: the second still waits
+	// without one.
+	rctx, rcancel := context.WithTimeout(ctx, 3*time.Second)
+	defer rcancel()
+	if err := a.Send(ctx, signaling.Chat{Match: matched.Match, Text: "one"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := wsclient.Wait[signaling.Chat](rctx, b, signaling.TypeChat); err != nil {
+		t.Fatal(err)
+	}
+	pastDeadline(rctx)
+	if err := a.Send(ctx, signaling.Chat{Match: matched.Match, Text: "two"}); err != nil {
+		t.Fatal(err)
+	}
+	if c := recvRaw("after a Recv's deadline", signaling.TypeChat).(*signaling.Chat); c.Text != "two" {
+		t.Fatalf("chat %q, want two", c.Text)
 	}
 }
