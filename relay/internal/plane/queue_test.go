@@ -1,6 +1,7 @@
 package plane
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"net"
@@ -162,10 +163,7 @@ func TestIOQueueStream(t *testing.T) {
 	w.Flush()
 	check("room", "a:123456789:true")
 
-	big := make([]byte, streamJoinMax/2+1)
-	for i := range big {
-		big[i] = 'z'
-	}
+	big := bytes.Repeat([]byte("z"), streamJoinMax/2+1)
 	w.QueueStream(b, big, true)
 	w.QueueStream(b, big, true)
 	if len(got) != 1 {
