@@ -31,6 +31,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
 	"net"
@@ -149,28 +150,16 @@ func run(o options) error {
 	}
 	fmt.Printf("open files limit %d, nice %d (the spawned servers inherit both)\n", limit, niceness())
 
-	if o.cpuProfile != "" {
-		f, err := os.Create(o.cpuProfile)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
+	stopProfile, err := record(o.cpuProfile, pprof.StartCPUProfile, pprof.StopCPUProfile)
+	if err != nil {
+		return err
 	}
-	if path := os.Getenv("STRANGERS_LOAD_TRACE"); path != "" {
-		f, err := os.Create(path)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if err := trace.Start(f); err != nil {
-			return err
-		}
-		defer trace.Stop()
+	defer stopProfile()
+	stopTrace, err := record(os.Getenv("STRANGERS_LOAD_TRACE"), trace.Start, trace.Stop)
+	if err != nil {
+		return err
 	}
+	defer stopTrace()
 
 	var runs []figures
 	if o.compare {
@@ -189,6 +178,27 @@ func run(o options) error {
 	runs = append(runs, f)
 	printFigures(os.Stdout, runs)
 	return nil
+}
+
+// record starts writing a CPU profile or an execution trace of this tool
+// to path (none when path is ""); the returned func stops it and closes
+// the file.
+func record(path string, start func(io.Writer) error, stop func()) (func(), error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := start(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return func() {
+		stop()
+		f.Close()
+	}, nil
 }
 
 // runOn spawns nodes servers (with Redis when more than one), or takes
