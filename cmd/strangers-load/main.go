@@ -19,7 +19,9 @@
 // phases 3 and 4 always have their two sides on different nodes, so their
 // figures are those of pairing and relaying across nodes. -compare runs
 // the phases on one spawned node first and then on the cluster, and prints
-// both sets of figures side by side. Connections come from several loopback
+// both sets of figures side by side. Spawned nodes share the machine's
+// CPUs out between them (GOMAXPROCS, -node-procs), as nodes on boxes of
+// their own would not compete for them. Connections come from several loopback
 // source addresses (127.0.0.2 and up), so the ephemeral port range of one
 // address does not cap them. Every phase is bounded in time. On a machine
 // shared with other work, run it under nice -n -20 (the spawned server
@@ -57,6 +59,7 @@ type options struct {
 	nodes           int
 	compare         bool
 	redisServer     string
+	nodeProcs       int
 	env             stringList
 	n, connected    int
 	srcIPs, workers int
@@ -87,6 +90,7 @@ func main() {
 	flag.IntVar(&o.nodes, "nodes", 1, "with -spawn: nodes to start; more than one share a redis-server started for the run")
 	flag.BoolVar(&o.compare, "compare", false, "with -spawn and -nodes: run the phases on one node first, then on the cluster, and print both sets of figures side by side")
 	flag.StringVar(&o.redisServer, "redis-server", "redis-server", "redis-server binary started for -nodes above 1")
+	flag.IntVar(&o.nodeProcs, "node-procs", -1, "with -spawn: GOMAXPROCS of each spawned node; -1: its share of this machine's CPUs (all of them for one node, at least 1 each), unless GOMAXPROCS is set; 0: leave it to Go")
 	flag.Var(&o.env, "env", "extra KEY=VALUE for the spawned server (repeatable)")
 	flag.IntVar(&o.n, "n", 20000, "idle sessions to connect in phase 1")
 	flag.IntVar(&o.connected, "connected", 10000, "sessions kept connected for phases 2-4")

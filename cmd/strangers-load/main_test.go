@@ -127,3 +127,23 @@ func TestMakeGroupsSpreadsNodes(t *testing.T) {
 		}
 	}
 }
+
+func TestNodeProcs(t *testing.T) {
+	for _, c := range []struct {
+		flag, n, cpus int
+		envSet        bool
+		want          int
+	}{
+		{-1, 3, 2, false, 1},  // three nodes on two CPUs: one each
+		{-1, 1, 8, false, 8},  // one node: the whole machine
+		{-1, 3, 8, false, 2},  // rounded down, so they never oversubscribe
+		{-1, 3, 2, true, 0},   // the tool's own GOMAXPROCS is passed on
+		{0, 3, 2, false, 0},   // left to Go
+		{4, 3, 2, false, 4},   // as asked
+		{-1, 4, 16, false, 4}, // at least 1, at most the share
+	} {
+		if got := nodeProcs(c.flag, c.n, c.cpus, c.envSet); got != c.want {
+			t.Errorf("nodeProcs(%d, %d nodes, %d CPUs, env %v) = %d, want %d", c.flag, c.n, c.cpus, c.envSet, got, c.want)
+		}
+	}
+}

@@ -283,8 +283,15 @@ func spawnFleet(ctx context.Context, o options, n int) (*fleet, error) {
 		f.redis, redisURL = r, url
 		fmt.Printf("spawned %s: pid %d, %s\n", o.redisServer, r.pid, url)
 	}
+	procs := nodeProcs(o.nodeProcs, n, runtime.NumCPU(), os.Getenv("GOMAXPROCS") != "")
+	if procs > 0 {
+		fmt.Printf("each node runs with GOMAXPROCS=%d (its share of %d CPUs; -node-procs to change)\n", procs, runtime.NumCPU())
+	}
 	for i := range n {
 		env := slices.Clone(o.env)
+		if procs > 0 {
+			env = append(env, fmt.Sprintf("GOMAXPROCS=%d", procs))
+		}
 		if redisURL != "" {
 			env = append(env, "STRANGERS_REDIS_URL="+redisURL, fmt.Sprintf("STRANGERS_NODE_ID=load%d", i+1))
 		}
@@ -305,6 +312,24 @@ func spawnFleet(ctx context.Context, o options, n int) (*fleet, error) {
 		fmt.Printf("spawned %s: pid %d, %s\n", o.spawn, s.pid, f.urls[i])
 	}
 	return f, nil
+}
+
+// nodeProcs is the GOMAXPROCS to give each of n nodes spawned on a
+// machine of cpus CPUs; 0: none (Go's default). By default (flag -1) each
+// node gets its share: a Go program takes every CPU of the machine as its
+// own, and several on one machine then run more threads than there are
+// CPUs, which costs each of them wake-ups that wait for a CPU (what a
+// node on a box of its own does not pay). A GOMAXPROCS set for the tool
+// (envSet) is passed on as it is.
+func nodeProcs(flag, n, cpus int, envSet bool) int {
+	switch {
+	case flag >= 0:
+		return flag
+	case envSet:
+		return 0
+	default:
+		return max(1, cpus/n)
+	}
 }
 
 // spawnRedis starts a redis-server on a free loopback port, keeping
