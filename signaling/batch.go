@@ -145,8 +145,8 @@ func (h *Hub) finish(p pendingOp, r OpResult) {
 }
 
 // eachBatcher makes an engine's calls one by one as a Batcher (tests:
-// Config.batchAll). Its lock keeps the one call the owner makes directly
-// (Counts) apart from Do's.
+// Config.batchAll). Its lock keeps Counts, which the hub then asks from
+// other goroutines, apart from Do's.
 type eachBatcher struct {
 	Engine
 	mu sync.Mutex

@@ -1,8 +1,12 @@
 package signaling
 
 import (
+	"fmt"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/strangers-chat/strangers/internal/testsupport"
 )
 
 // gatedEngine is the memory engine as a Batcher whose batches the test
@@ -66,4 +70,81 @@ func TestBatchedPairingForAStoppedSessionIsRefused(t *testing.T) {
 	if n := counter(e.hub.m.matches); n != 1 {
 		t.Fatalf("matches_total %v, want 1 (the refused one is not counted)", n)
 	}
+}
+
+// slowCounts is the memory engine as a Batcher whose Counts waits until
+// the test lets it answer: a shared engine whose backend is slow.
+type slowCounts struct {
+	Engine
+	mu      sync.Mutex
+	entered chan struct{} // one value per Counts call
+	answer  chan struct{} // closed by the test
+}
+
+func (s *slowCounts) Do(ops []Op) []OpResult {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return DoEach(s.Engine, ops)
+}
+
+func (s *slowCounts) Counts() (EngineCounts, error) {
+	s.entered <- struct{}{}
+	<-s.answer
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.Engine.Counts()
+}
+
+// While a shared engine takes its time over the cluster's figures (for
+// the stats push, or for an operator), the hub goes on relaying: the
+// figures are asked for off the owner goroutine. Once they come, they
+// are pushed.
+func TestSlowCountsDoNotHoldUpMessages(t *testing.T) {
+	s := &slowCounts{Engine: NewMemoryEngine(MemoryConfig{}), entered: make(chan struct{}, 16), answer: make(chan struct{})}
+	cfg := testConfig()
+	cfg.Engine = s
+	cfg.StatsInterval = 320 * time.Millisecond
+	e := newEnv(t, cfg)
+	var open sync.Once
+	t.Cleanup(func() { open.Do(func() { close(s.answer) }) }) // before Shutdown, which waits for the asking goroutine
+
+	a, b, ma, _ := e.pair()
+	select {
+	case <-s.entered: // the stats push asked, and waits
+	case <-time.After(10 * time.Second):
+		t.Fatal("the hub never asked for the figures")
+	}
+	operator := make(chan Counts, 1)
+	go func() { operator <- e.hub.Counts() }()
+	select {
+	case <-s.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the operator's question never reached the engine")
+	}
+
+	for i := range 3 {
+		a.send(Chat{Type: TypeChat, Match: ma.Match, Text: fmt.Sprint("line ", i)})
+		if got := b.expect(TypeChat); got.Text != fmt.Sprint("line ", i) {
+			t.Fatalf("b got %q, want line %d", got.Text, i)
+		}
+	}
+	a.barrier()
+
+	open.Do(func() { close(s.answer) })
+	if c := <-operator; c.Online != 2 {
+		t.Fatalf("operator's figures %+v, want 2 online", c)
+	}
+	// The push starts once the figures came: a hears them.
+	testsupport.WaitFor(t, 10*time.Second, "a stats message", func() bool {
+		for {
+			select {
+			case m := <-a.in:
+				if m.Type == TypeStats && m.Online == 2 {
+					return true
+				}
+			default:
+				return false
+			}
+		}
+	})
 }

@@ -196,7 +196,7 @@ type Hub struct {
 	shards  []chan frame   // decode shards (decode.go); closed by Shutdown
 	connWG  sync.WaitGroup // per connection: its read loop, and its write loop while one runs
 	shardWG sync.WaitGroup // one per shard
-	bgWG    sync.WaitGroup // the pinger
+	bgWG    sync.WaitGroup // the pinger and askCounts' goroutine
 
 	// Owned by the owner goroutine (see owner.go).
 	sessions  map[string]*session         // by resume token
@@ -211,6 +211,7 @@ type Hub struct {
 	// This node's sessions in the pool, by mode and in the shadow pool.
 	waitingVideo, waitingText, waitingShadow int
 	lastCounts                               EngineCounts // the cluster's, as last asked
+	countsAsked                              bool         // askCounts is waiting for the engine's answer
 	deadlines                                deadlineHeap
 	timer                                    *time.Timer
 	timerAt                                  time.Time // when timer fires; zero: stopped

@@ -181,9 +181,19 @@ type Counts struct {
 // engine); zero once the hub has stopped.
 func (h *Hub) Counts() Counts {
 	var c Counts
+	var shared EngineCounts
+	var err error
+	if h.batch != nil { // a round trip: asked here, not on the owner goroutine
+		shared, err = h.engine.Counts()
+	}
 	reply := make(chan struct{})
 	if !h.post(event{kind: evCall, call: func() {
-		n := h.counts()
+		var n EngineCounts
+		if h.batch != nil {
+			n = h.tookCounts(shared, err)
+		} else {
+			n = h.counts()
+		}
 		c = Counts{Online: n.Online, WaitingVideo: n.WaitingVideo, WaitingText: n.WaitingText, Shadowed: n.Shadowed}
 		close(reply)
 	}}) {
