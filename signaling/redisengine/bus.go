@@ -14,8 +14,8 @@ import (
 
 // Messages between nodes travel on one pub/sub channel per node
 // ("strangers:node:<id>"). One publisher goroutine per node publishes them
-// in the order they were queued, pipelined on one connection at a time, so
-// everything one node sends another arrives in order. Redis forwards what
+// in the order they were queued, on one connection of its own (pubConn),
+// so everything one node sends another arrives in order. Redis forwards what
 // it receives in order too, so a message one node publishes after it
 // received another's follows that one everywhere.
 
@@ -156,11 +156,17 @@ func (e *Engine) publish(node string, m *envelope) {
 	}
 }
 
-// publisher publishes the queue in order, pipelining what has piled up.
-// Owned by Start/Close: after pubQuit it flushes the queue (bounded) and
-// stops.
+// publisher publishes the queue in order, writing what has piled up at
+// once on its own connection (pubConn). Owned by Start/Close: after
+// pubQuit it flushes the queue (bounded) and stops.
 func (e *Engine) publisher() {
 	defer close(e.pubDone)
+	var pc *pubConn
+	defer func() {
+		if pc != nil {
+			pc.close()
+		}
+	}()
 	batch := make([]*outbound, 0, publishBatch)
 	var flushBy time.Time // set once pubQuit is closed
 	for {
@@ -191,24 +197,48 @@ func (e *Engine) publisher() {
 			e.m.dropped.Add(float64(len(batch)))
 			continue
 		}
-		e.publishBatch(batch)
+		pc = e.publishOn(pc, batch)
 		clear(batch)
 	}
 }
 
-func (e *Engine) publishBatch(batch []*outbound) {
-	err := e.roundTrip("publish", func(ctx context.Context) error {
-		_, err := e.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for _, o := range batch {
-				p.Publish(ctx, o.channel, o.data)
-			}
-			return nil
-		})
-		return err
-	})
-	if err != nil {
-		e.m.dropped.Add(float64(len(batch)))
+// publishOn writes batch on pc, or on a new connection if pc is nil,
+// failed, or dates from before Redis last went down; it returns the
+// connection to use next (nil after a failure). While Redis is down the
+// batch is dropped, as is a batch that cannot be written.
+func (e *Engine) publishOn(pc *pubConn, batch []*outbound) *pubConn {
+	if pc != nil && (pc.broken() || pc.gen != e.pubGen.Load()) {
+		if pc.broken() && pc.gen == e.pubGen.Load() {
+			e.m.errors.Inc()
+			e.setDown("publish", pc.err)
+		}
+		pc.close()
+		pc = nil
 	}
+	if !e.up.Load() {
+		e.m.dropped.Add(float64(len(batch)))
+		return pc
+	}
+	if pc == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), e.cfg.Timeout)
+		var err error
+		pc, err = e.dialPub(ctx)
+		cancel()
+		if err != nil {
+			e.m.errors.Inc()
+			e.setDown("publish", err)
+			e.m.dropped.Add(float64(len(batch)))
+			return nil
+		}
+	}
+	if err := pc.publish(batch, e.cfg.Timeout); err != nil {
+		e.m.errors.Inc()
+		e.setDown("publish", err)
+		e.m.dropped.Add(float64(len(batch)))
+		pc.close()
+		return nil
+	}
+	return pc
 }
 
 // subscriber listens on this node's channel while the engine is up and

@@ -70,7 +70,7 @@ const (
 	comeBack = 2 * time.Second
 	// orphansBatch bounds the orphans one script ends.
 	orphansBatch = 256
-	// publishBatch bounds the messages pipelined in one round trip.
+	// publishBatch bounds the messages the publisher writes at once.
 	publishBatch = 512
 	// closeWait bounds how long Close spends flushing queued messages.
 	closeWait = 5 * time.Second
@@ -116,7 +116,8 @@ type Config struct {
 //
 // Goroutines, all started by Start and stopped by Close: the keeper
 // (leases, reaper, orphans, reconnection), the subscriber (this node's
-// channel, feeding the host) and the publisher (the outbound queue).
+// channel, feeding the host) and the publisher (the outbound queue, on a
+// connection of its own whose reader goroutine it owns).
 type Engine struct {
 	// Static after New.
 	cfg     Config
@@ -148,8 +149,9 @@ type Engine struct {
 	ps   *redis.PubSub
 
 	// Safe from any goroutine.
-	up         atomic.Bool // the last round trip worked
-	subscribed atomic.Bool // the subscriber listens on channel
+	up         atomic.Bool   // the last round trip worked
+	pubGen     atomic.Uint64 // setDowns so far: the publisher's connection from before one is retired
+	subscribed atomic.Bool   // the subscriber listens on channel
 	started    atomic.Bool
 	closed     atomic.Bool
 	routes     routes
@@ -390,6 +392,7 @@ func (e *Engine) setUp() {
 }
 
 func (e *Engine) setDown(what string, err error) {
+	e.pubGen.Add(1)
 	if e.up.CompareAndSwap(true, false) {
 		e.m.up.Set(0)
 		if e.bg.Err() == nil {

@@ -21,7 +21,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		roundTrip: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "strangers_redis_round_trip_seconds",
-			Help:    "Time of each round trip to Redis (a script, for a batch of calls or another, a lookup or a pipeline of publishes), failed ones included.",
+			Help:    "Time of each round trip to Redis (a script, for a batch of calls or another, a lookup; for publishes written at once, from the write to the last reply), failed ones included.",
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1},
 		}),
 		errors: prometheus.NewCounter(prometheus.CounterOpts{
