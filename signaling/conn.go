@@ -48,6 +48,7 @@ type conn struct {
 	// Static after construction.
 	h     *Hub
 	ws    *websocket.Conn
+	out   *frameMeter // ws's connection, to cork; nil if ws has another
 	ip    netip.Addr
 	shard int // decode shard
 	slot  int // ping slot
@@ -81,9 +82,11 @@ type conn struct {
 }
 
 func newConn(h *Hub, ws *websocket.Conn, ip netip.Addr, n uint64) *conn {
+	out, _ := ws.NetConn().(*frameMeter)
 	return &conn{
 		h:      h,
 		ws:     ws,
+		out:    out,
 		ip:     ip,
 		shard:  int(n % uint64(len(h.shards))),
 		slot:   int(n % pingSlots),
@@ -358,8 +361,25 @@ func (c *conn) writeLoop() {
 }
 
 // write writes a batch of messages and a ping, each under the write deadline.
+// More than one frame goes out in one write (see frameMeter).
 func (c *conn) write(batch [][]byte, ping bool) error {
 	wait := c.h.cfg.WriteWait
+	frames := len(batch)
+	if ping {
+		frames++
+	}
+	if c.out != nil && frames > 1 {
+		c.out.cork()
+		err := c.writeFrames(batch, ping, wait)
+		if uerr := c.out.uncork(time.Now().Add(wait)); err == nil {
+			err = uerr
+		}
+		return err
+	}
+	return c.writeFrames(batch, ping, wait)
+}
+
+func (c *conn) writeFrames(batch [][]byte, ping bool, wait time.Duration) error {
 	for _, data := range batch {
 		c.ws.SetWriteDeadline(time.Now().Add(wait))
 		if err := c.ws.WriteMessage(websocket.TextMessage, data); err != nil {

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -26,7 +28,11 @@ import (
 var errFrameFlood = errors.New("signaling: client sent frames faster than its budget")
 
 // frameMeter wraps a client's connection. Read is called only by gorilla's
-// reader, on the connection's read loop, which owns every field.
+// reader, on the connection's read loop, which owns the fields above mu.
+//
+// It also lets the write loop send a batch of messages in one write: between
+// cork and uncork, what gorilla writes is kept, and uncork sends it all at
+// once (gorilla writes each frame with a system call of its own).
 type frameMeter struct {
 	net.Conn
 	frames tokenBucket
@@ -34,6 +40,10 @@ type frameMeter struct {
 	left   uint64 // bytes left in the current part (ext. length, mask, payload)
 	length uint64 // the extended payload length, as its bytes arrive
 	masked bool   // the current frame has a masking key
+
+	corked atomic.Bool // set and cleared by the write loop, under mu
+	mu     sync.Mutex
+	held   *[]byte // guarded by mu: what was written while corked
 }
 
 // The parts of a frame (RFC 6455, section 5.2).
@@ -57,6 +67,58 @@ func (m *frameMeter) Read(p []byte) (int, error) {
 		return 0, errFrameFlood
 	}
 	return n, err
+}
+
+// corkBuffers keeps the buffers of corked writes between batches, so that
+// an idle connection holds none.
+var corkBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
+
+// maxCorkBuffer is the largest buffer kept for the next batch.
+const maxCorkBuffer = 64 << 10
+
+// Write passes gorilla's frames on, or keeps them while corked. Gorilla
+// calls it with its write lock held: from the write loop, or from the
+// read loop answering a ping or a close.
+func (m *frameMeter) Write(p []byte) (int, error) {
+	if m.corked.Load() {
+		m.mu.Lock()
+		if m.corked.Load() {
+			*m.held = append(*m.held, p...)
+			m.mu.Unlock()
+			return len(p), nil
+		}
+		m.mu.Unlock()
+	}
+	return m.Conn.Write(p)
+}
+
+// cork starts keeping what is written. Called by the write loop only.
+func (m *frameMeter) cork() {
+	m.mu.Lock()
+	m.held = corkBuffers.Get().(*[]byte)
+	m.corked.Store(true)
+	m.mu.Unlock()
+}
+
+// uncork writes what was kept since cork in one write, by deadline. Called
+// by the write loop only.
+func (m *frameMeter) uncork(deadline time.Time) error {
+	m.mu.Lock()
+	held := m.held
+	m.held = nil
+	m.corked.Store(false)
+	m.mu.Unlock()
+	var err error
+	if len(*held) > 0 {
+		if err = m.Conn.SetWriteDeadline(deadline); err == nil {
+			_, err = m.Conn.Write(*held)
+		}
+	}
+	if cap(*held) <= maxCorkBuffer {
+		*held = (*held)[:0]
+		corkBuffers.Put(held)
+	}
+	return err
 }
 
 // scan walks b through the frame parser; false means a frame started over

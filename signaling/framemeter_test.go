@@ -2,7 +2,13 @@ package signaling
 
 import (
 	"encoding/binary"
+	"fmt"
 	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -90,4 +96,138 @@ func TestLimitContinuationFlood(t *testing.T) {
 	eventually(t, func() bool { return counter(e.hub.m.closes.WithLabelValues(string(reasonRateLimit))) == 1 })
 	bystander.send(Chat{Type: TypeChat, Match: mb.Match, Text: "still here"})
 	partner.expect(TypeChat)
+}
+
+// newConnForTest is a conn of h around ws, for tests of its writes.
+func newConnForTest(h *Hub, ws *websocket.Conn) *conn {
+	out, _ := ws.NetConn().(*frameMeter)
+	return &conn{h: h, ws: ws, out: out}
+}
+
+// countingConn counts the writes that reach the network.
+type countingConn struct {
+	net.Conn
+	writes atomic.Int64
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	c.writes.Add(1)
+	return c.Conn.Write(p)
+}
+
+// A batch of messages and a ping leave in one write, whole and in order; a
+// single message is written as it is.
+func TestWriteBatchInOneWrite(t *testing.T) {
+	t.Parallel()
+	h := &Hub{cfg: Config{WriteWait: 5 * time.Second}}
+	up := websocket.Upgrader{}
+	var counted *countingConn
+	server := make(chan *conn, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		meter := func(c net.Conn) net.Conn {
+			counted = &countingConn{Conn: c}
+			return newFrameMeter(counted, 1000, 1000)
+		}
+		ws, err := up.Upgrade(meteredWriter{ResponseWriter: w, meter: meter}, r, nil)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		server <- newConnForTest(h, ws)
+	}))
+	defer srv.Close()
+	cl, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	c := <-server
+	defer c.ws.Close()
+	if c.out == nil {
+		t.Fatal("the connection is not corkable")
+	}
+	pinged := make(chan struct{}, 1)
+	cl.SetPingHandler(func(string) error { pinged <- struct{}{}; return nil })
+
+	before := counted.writes.Load()
+	var batch [][]byte
+	for i := range 20 {
+		batch = append(batch, []byte(fmt.Sprintf(`{"n":%d}`, i)))
+	}
+	if err := c.write(batch, true); err != nil {
+		t.Fatal(err)
+	}
+	if n := counted.writes.Load() - before; n != 1 {
+		t.Errorf("20 messages and a ping took %d writes, want 1", n)
+	}
+	_ = cl.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for i := range 20 {
+		_, data, err := cl.ReadMessage()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := fmt.Sprintf(`{"n":%d}`, i); string(data) != want {
+			t.Fatalf("message %d is %s, want %s", i, data, want)
+		}
+	}
+	go func() { _, _, _ = cl.ReadMessage() }() // runs the ping handler
+	select {
+	case <-pinged:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no ping after the batch")
+	}
+
+	before = counted.writes.Load()
+	if err := c.write([][]byte{[]byte(`{"one":1}`)}, false); err != nil {
+		t.Fatal(err)
+	}
+	if n := counted.writes.Load() - before; n != 1 {
+		t.Errorf("one message took %d writes, want 1", n)
+	}
+}
+
+// While corked, a frame gorilla writes from another goroutine (the answer
+// to a client's ping) joins the batch; uncorked, writes pass straight on.
+func TestFrameMeterCork(t *testing.T) {
+	t.Parallel()
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	counted := &countingConn{Conn: a}
+	m := newFrameMeter(counted, 1000, 1000)
+	got := make(chan []byte, 4)
+	go func() {
+		buf := make([]byte, 1024)
+		for {
+			n, err := b.Read(buf)
+			if err != nil {
+				return
+			}
+			got <- append([]byte(nil), buf[:n]...)
+		}
+	}()
+	m.cork()
+	_, _ = m.Write([]byte("one "))
+	done := make(chan struct{})
+	go func() { _, _ = m.Write([]byte("pong ")); close(done) }()
+	<-done
+	_, _ = m.Write([]byte("two"))
+	if n := counted.writes.Load(); n != 0 {
+		t.Fatalf("%d writes while corked", n)
+	}
+	if err := m.uncork(time.Now().Add(5 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if s := string(<-got); s != "one pong two" {
+		t.Errorf("uncork wrote %q", s)
+	}
+	if _, err := m.Write([]byte("three")); err != nil {
+		t.Fatal(err)
+	}
+	if s := string(<-got); s != "three" {
+		t.Errorf("uncorked write %q", s)
+	}
+	if n := counted.writes.Load(); n != 2 {
+		t.Errorf("%d writes, want 2", n)
+	}
 }
