@@ -161,6 +161,10 @@ func (e *Engine) publish(node string, m *envelope) {
 // pubQuit it flushes the queue (bounded) and stops.
 func (e *Engine) publisher() {
 	defer close(e.pubDone)
+	via := e.publishVia
+	if via == nil {
+		via = e.publishOn
+	}
 	var pc *pubConn
 	defer func() {
 		if pc != nil {
@@ -197,7 +201,7 @@ func (e *Engine) publisher() {
 			e.m.dropped.Add(float64(len(batch)))
 			continue
 		}
-		pc = e.publishOn(pc, batch)
+		pc = via(pc, batch)
 		clear(batch)
 	}
 }

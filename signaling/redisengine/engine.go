@@ -138,6 +138,9 @@ type Engine struct {
 	out     chan *outbound
 	pubQuit chan struct{}
 	pubDone chan struct{}
+	// publishVia writes a batch for the publisher; nil: publishOn. Only a
+	// benchmark sets it (before Start), to compare with a reference.
+	publishVia func(pc *pubConn, batch []*outbound) *pubConn
 
 	// epoch is the value of Redis's epoch key at the last renewal: a new
 	// one means Redis lost its data. Owned by the keeper (Start sets it

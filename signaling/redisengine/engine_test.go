@@ -39,6 +39,7 @@ type fakeHost struct {
 	handover  map[string][][]byte
 	ended     map[string][]bool
 	resyncs   int
+	onDeliver func(data []byte) // set before the deliveries it is to see
 }
 
 type leftCall struct {
@@ -66,6 +67,10 @@ func (h *fakeHost) Paired(id string, p signaling.Pairing) {
 func (h *fakeHost) Deliver(id, match string, data []byte) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.onDeliver != nil {
+		h.onDeliver(data)
+		return
+	}
 	h.delivered[id] = append(h.delivered[id], match+"|"+string(data))
 }
 
@@ -172,7 +177,7 @@ func mustQueue(t testing.TB, n *node, tk signaling.Ticket) signaling.Pairing {
 
 // pairAcross matches a session of a with one of b and returns them with
 // the match id.
-func pairAcross(t *testing.T, a, b *node) (sa, sb, match string) {
+func pairAcross(t testing.TB, a, b *node) (sa, sb, match string) {
 	t.Helper()
 	sa, _ = a.session(t)
 	sb, _ = b.session(t)
