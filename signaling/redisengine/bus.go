@@ -210,11 +210,15 @@ func (e *Engine) publisher() {
 // failed, or dates from before Redis last went down; it returns the
 // connection to use next (nil after a failure). While Redis is down the
 // batch is dropped, as is a batch that cannot be written.
+//
+// A connection Redis (or something between) closed is replaced without
+// taking Redis for down: an idle one may be closed at any time. Only a
+// dial, or a write on a new connection, that fails marks Redis down.
 func (e *Engine) publishOn(pc *pubConn, batch []*outbound) *pubConn {
 	if pc != nil && (pc.broken() || pc.gen != e.pubGen.Load()) {
-		if pc.broken() && pc.gen == e.pubGen.Load() {
-			e.m.errors.Inc()
-			e.setDown("publish", pc.err)
+		if pc.broken() && pc.unanswered() > 0 {
+			e.m.errors.Inc() // what it had in flight may be lost
+			e.log.Warn("redis closed the publisher's connection with publishes in flight", "err", pc.err)
 		}
 		pc.close()
 		pc = nil
@@ -223,26 +227,37 @@ func (e *Engine) publishOn(pc *pubConn, batch []*outbound) *pubConn {
 		e.m.dropped.Add(float64(len(batch)))
 		return pc
 	}
-	if pc == nil {
-		ctx, cancel := context.WithTimeout(context.Background(), e.cfg.Timeout)
-		var err error
-		pc, err = e.dialPub(ctx)
-		cancel()
-		if err != nil {
+	// A connection open for a while may have been closed just now, before
+	// its reader saw it: one more try, on a new one, before Redis is taken
+	// for down.
+	fresh := pc == nil
+	for {
+		if pc == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), e.cfg.Timeout)
+			var err error
+			pc, err = e.dialPub(ctx)
+			cancel()
+			if err != nil {
+				e.m.errors.Inc()
+				e.setDown("publish", err)
+				e.m.dropped.Add(float64(len(batch)))
+				return nil
+			}
+		}
+		err := pc.publish(batch, e.cfg.Timeout)
+		if err == nil {
+			return pc
+		}
+		pc.close()
+		pc = nil
+		if fresh {
 			e.m.errors.Inc()
 			e.setDown("publish", err)
 			e.m.dropped.Add(float64(len(batch)))
 			return nil
 		}
+		fresh = true
 	}
-	if err := pc.publish(batch, e.cfg.Timeout); err != nil {
-		e.m.errors.Inc()
-		e.setDown("publish", err)
-		e.m.dropped.Add(float64(len(batch)))
-		pc.close()
-		return nil
-	}
-	return pc
 }
 
 // subscriber listens on this node's channel while the engine is up and

@@ -183,6 +183,13 @@ func (p *pubConn) fail(err error) {
 	close(p.failed)
 }
 
+// unanswered is how many batches written have not had all their replies.
+func (p *pubConn) unanswered() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.pending)
+}
+
 // broken reports whether the reader found the connection failed.
 func (p *pubConn) broken() bool {
 	select {

@@ -6,12 +6,16 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
 	"github.com/strangers-chat/strangers/internal/testsupport"
 )
 
 // The publisher's own connection logs in as the URL says (user, password,
-// database), names itself, and is replaced after Redis drops it: messages
-// sent after that arrive again.
+// database), names itself, and is replaced after Redis drops it (as Redis
+// or a proxy may drop an idle one): the next message arrives on a new
+// connection, and Redis is not taken for down meanwhile.
 func TestPublisherConnection(t *testing.T) {
 	t.Parallel()
 	r := testsupport.StartRedis(t, testsupport.RedisOptions{Password: "pw"})
@@ -54,9 +58,10 @@ func TestPublisherConnection(t *testing.T) {
 	if err := a.rdb.Do(ctx, "CLIENT", "KILL", "ID", id).Err(); err != nil {
 		t.Fatal(err)
 	}
-	// The first send after the kill may be lost with the connection; the
-	// engine notices, and a later one goes out on a new connection.
-	testsupport.WaitFor(t, wait, "a delivery after the publisher's connection was dropped", func() (ok bool) {
+	// Messages sent after the kill reach a: on a new connection, dialled
+	// once the old one is seen closed (one written in the moment before
+	// may be lost with it).
+	testsupport.WaitFor(t, wait, "a delivery after the connection was dropped", func() (ok bool) {
 		b.Send(sa, match, []byte("again"))
 		a.host.read(func() {
 			d := a.host.delivered[sa]
@@ -67,4 +72,16 @@ func TestPublisherConnection(t *testing.T) {
 	if again, _ := publisher(); again == "" || again == id {
 		t.Errorf("publisher connection %q after the kill, want a new one (was %q)", again, id)
 	}
+	if !b.Ready() || gaugeValue(t, b.m.up) != 1 {
+		t.Error("b not ready after its publisher's connection was dropped: that is no outage")
+	}
+}
+
+func gaugeValue(t *testing.T, g prometheus.Gauge) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := g.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetGauge().GetValue()
 }
