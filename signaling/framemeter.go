@@ -79,12 +79,22 @@ const maxCorkBuffer = 64 << 10
 // Write passes gorilla's frames on, or keeps them while corked. Gorilla
 // calls it with its write lock held: from the write loop, or from the
 // read loop answering a ping or a close.
+//
+// What is held never grows past maxCorkBuffer: a frame that would take it
+// further first sends what is held, under the deadline gorilla has just
+// set for that frame.
 func (m *frameMeter) Write(p []byte) (int, error) {
 	if m.corked.Load() {
 		m.mu.Lock()
 		if m.corked.Load() {
+			defer m.mu.Unlock()
+			if held := *m.held; len(held) > 0 && len(held)+len(p) > maxCorkBuffer {
+				if _, err := m.Conn.Write(held); err != nil {
+					return 0, err
+				}
+				*m.held = held[:0]
+			}
 			*m.held = append(*m.held, p...)
-			m.mu.Unlock()
 			return len(p), nil
 		}
 		m.mu.Unlock()

@@ -1,6 +1,7 @@
 package signaling
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
@@ -229,5 +230,39 @@ func TestFrameMeterCork(t *testing.T) {
 	}
 	if n := counted.writes.Load(); n != 2 {
 		t.Errorf("%d writes, want 2", n)
+	}
+
+	// A batch larger than maxCorkBuffer goes out in pieces of at most
+	// that, whole frames each, in order.
+	frame := bytes.Repeat([]byte("x"), maxCorkBuffer/3+1)
+	var want []byte
+	for i := range 7 {
+		want = append(want, byte('0'+i))
+		want = append(want, frame...)
+	}
+	var all []byte
+	read := make(chan struct{})
+	go func() {
+		for len(all) < len(want) {
+			all = append(all, <-got...)
+		}
+		close(read)
+	}()
+	m.cork()
+	_ = a.SetWriteDeadline(time.Now().Add(5 * time.Second)) // as gorilla sets before each frame
+	for i := range 7 {
+		if _, err := m.Write(want[i*(len(frame)+1) : (i+1)*(len(frame)+1)]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := m.uncork(time.Now().Add(5 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	<-read
+	if !bytes.Equal(all, want) {
+		t.Error("a large corked batch came out changed")
+	}
+	if n := counted.writes.Load() - 2; n != 4 {
+		t.Errorf("7 frames of a third of the bound took %d writes, want 4 (two frames each)", n)
 	}
 }
