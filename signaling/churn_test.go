@@ -246,7 +246,12 @@ func testChurn(t *testing.T, batched bool) {
 	for _, e := range log.errs {
 		t.Error(e)
 	}
-	if len(log.made) < clients/4 {
+	// How many pairings the churn makes depends on how quickly the hub
+	// answers within the churners' pauses of 0-20ms: a quiet machine makes
+	// 600-1,800, one loaded by other tests and the race detector as few as
+	// 130. The checks above and below are the point; this one only makes
+	// sure they had pairings to look at.
+	if len(log.made) < clients/20 {
 		t.Fatalf("only %d matches: the churn did not exercise pairing", len(log.made))
 	}
 	if got := counter(h.m.matches); int(got) != len(log.made) {
