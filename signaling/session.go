@@ -221,11 +221,13 @@ func (h *Hub) endSession(s *session, revoke bool) {
 	s.state = StateIdle
 	s.pending = nil
 	s.gen++
-	h.forget(s)
-	h.call("end", Op{Kind: OpEnd, Session: s.id, Revoke: revoke}, nil)
+	// The relay first: once strangers_sessions no longer counts the
+	// session, its credentials allocate nothing.
 	if h.cfg.Sessions != nil {
 		h.cfg.Sessions.SessionEnded(s.id)
 	}
+	h.forget(s)
+	h.call("end", Op{Kind: OpEnd, Session: s.id, Revoke: revoke}, nil)
 }
 
 // endAll ends every session when the hub stops; with a shared engine it

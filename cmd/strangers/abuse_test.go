@@ -8,6 +8,8 @@ import (
 
 	"github.com/pion/turn/v4"
 	"github.com/pion/webrtc/v4"
+
+	"github.com/strangers-chat/strangers/internal/testsupport"
 	"github.com/strangers-chat/strangers/signaling"
 )
 
@@ -84,6 +86,12 @@ func TestEndedSessionCredentialsAllocateNothing(t *testing.T) {
 		p.send(signaling.ICERequest{})
 		addr, cred := turnUDP(t, expect[signaling.ICEReply](p, 10*time.Second))
 		p.Close()
+		// The server ends the session once it has read the close; until
+		// then the session is live, and so is its credential.
+		testsupport.WaitFor(t, 10*time.Second, "the closed session to end", func() bool {
+			f := metricFamilies(t, s)["strangers_sessions"]
+			return f != nil && f.GetMetric()[0].GetGauge().GetValue() == 1
+		})
 		for j := range perSession {
 			if allocateUDP(t, addr, cred) {
 				t.Fatalf("session %d: allocation %d with the credential of a closed session succeeded", i, j)
