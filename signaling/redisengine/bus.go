@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"os"
 	"sync"
 	"time"
 
@@ -212,8 +213,9 @@ func (e *Engine) publisher() {
 // batch is dropped, as is a batch that cannot be written.
 //
 // A connection Redis (or something between) closed is replaced without
-// taking Redis for down: an idle one may be closed at any time. Only a
-// dial, or a write on a new connection, that fails marks Redis down.
+// taking Redis for down: an idle one may be closed at any time. A dial
+// that fails, a write that times out, and a write on a new connection
+// that fails mark Redis down.
 func (e *Engine) publishOn(pc *pubConn, batch []*outbound) *pubConn {
 	if pc != nil && (pc.broken() || pc.gen != e.pubGen.Load()) {
 		if pc.broken() && pc.unanswered() > 0 {
@@ -229,7 +231,8 @@ func (e *Engine) publishOn(pc *pubConn, batch []*outbound) *pubConn {
 	}
 	// A connection open for a while may have been closed just now, before
 	// its reader saw it: one more try, on a new one, before Redis is taken
-	// for down.
+	// for down. Not after a timeout: part of the batch may have gone out,
+	// and a second try would publish that part twice.
 	fresh := pc == nil
 	for {
 		if pc == nil {
@@ -250,7 +253,7 @@ func (e *Engine) publishOn(pc *pubConn, batch []*outbound) *pubConn {
 		}
 		pc.close()
 		pc = nil
-		if fresh {
+		if fresh || errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, errNoReplies) {
 			e.m.errors.Inc()
 			e.setDown("publish", err)
 			e.m.dropped.Add(float64(len(batch)))

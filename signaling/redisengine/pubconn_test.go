@@ -1,10 +1,16 @@
 package redisengine
 
 import (
+	"bufio"
 	"context"
+	"fmt"
+	"io"
+	"net"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -84,4 +90,95 @@ func gaugeValue(t *testing.T, g prometheus.Gauge) float64 {
 		t.Fatal(err)
 	}
 	return m.GetGauge().GetValue()
+}
+
+// fakeRedis accepts connections and answers what the publisher sends:
+// +OK to its hello, :1 to each PUBLISH. It counts the connections.
+func fakeRedis(t *testing.T) (addr string, accepted *atomic.Int32) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	accepted = new(atomic.Int32)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			t.Cleanup(func() { c.Close() })
+			go func() {
+				r := bufio.NewReader(c)
+				for {
+					var n int
+					if _, err := fmt.Fscanf(r, "*%d\r\n", &n); err != nil {
+						return
+					}
+					var args []string
+					for range n {
+						var size int
+						if _, err := fmt.Fscanf(r, "$%d\r\n", &size); err != nil {
+							return
+						}
+						buf := make([]byte, size+2)
+						if _, err := io.ReadFull(r, buf); err != nil {
+							return
+						}
+						args = append(args, string(buf[:size]))
+					}
+					reply := "+OK\r\n"
+					if args[0] == "PUBLISH" {
+						reply = ":1\r\n"
+					}
+					if _, err := io.WriteString(c, reply); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String(), accepted
+}
+
+// A write on a connection found closed is tried once more on a new
+// connection; a write that timed out is not (part of the batch may have
+// gone out), and Redis is taken for down.
+func TestPublishRetriesOnlyAClosedConnection(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name     string
+		timedOut bool
+	}{{"closed", false}, {"timed out", true}} {
+		t.Run(c.name, func(t *testing.T) {
+			addr, accepted := fakeRedis(t)
+			e, err := New(Config{URL: "redis://" + addr + "/0", Node: "n", Timeout: 200 * time.Millisecond})
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.bg = context.Background()
+			e.up.Store(true)
+			old, far := net.Pipe() // nobody reads far: a write waits for its deadline
+			defer far.Close()
+			pc := &pubConn{c: old, w: bufio.NewWriter(old), r: bufio.NewReader(old), failed: make(chan struct{}), done: make(chan struct{})}
+			go pc.read(e)
+			if !c.timedOut {
+				far.Close() // closed under the publisher, its reader not yet told
+			}
+			batch := []*outbound{{channel: "strangers:node:m", data: []byte("x")}}
+			next := e.publishOn(pc, batch)
+			if c.timedOut {
+				if next != nil || accepted.Load() != 0 || e.up.Load() || gaugeValue(t, e.m.up) == 1 {
+					t.Errorf("after a timeout: connection %v, %d dialled, up %v; want none, none, down", next, accepted.Load(), e.up.Load())
+				}
+				return
+			}
+			if next == nil || accepted.Load() != 1 || !e.up.Load() {
+				t.Fatalf("after a closed connection: connection %v, %d dialled, up %v; want a new one, 1, up", next, accepted.Load(), e.up.Load())
+			}
+			next.close()
+		})
+	}
 }
