@@ -90,9 +90,8 @@ type Engine interface {
 	Send(toID, matchID string, data []byte)
 	// Counts returns the figures of the whole cluster: sessions online and
 	// waiting by mode. The hub asks once per StatsInterval, and when an
-	// operator asks; a Batcher's from a goroutine of the hub's other than
-	// the owner, as it costs a round trip, and maybe at the same time as
-	// Do.
+	// operator asks. A Batcher's Counts is called off the owner goroutine
+	// (it costs a round trip), maybe while Do runs.
 	Counts() (EngineCounts, error)
 }
 
@@ -206,9 +205,9 @@ var (
 // its backend. Given one, the hub no longer waits for the engine on its
 // owner goroutine: it hands every call that changes the shared state
 // (Register, End, Queue, Withdraw, EndMatch, Block) to a goroutine of its
-// own, in the order it makes them, and asks for Counts from another; that goroutine passes whatever has
+// own, in the order it makes them; that goroutine passes whatever has
 // gathered meanwhile to Do, and the owner acts on each result when it
-// comes back. So a node's throughput is bounded by what the backend can
+// comes back (Counts too is asked off the owner goroutine). So a node's throughput is bounded by what the backend can
 // do, not by one round trip per call. The memory engine is not a Batcher:
 // its calls cost no round trip, and the hub calls it directly.
 type Batcher interface {

@@ -181,19 +181,18 @@ type Counts struct {
 // engine); zero once the hub has stopped.
 func (h *Hub) Counts() Counts {
 	var c Counts
-	var shared EngineCounts
+	var n EngineCounts
 	var err error
-	if h.batch != nil { // a round trip: asked here, not on the owner goroutine
-		shared, err = h.engine.Counts()
+	shared := h.batch != nil
+	if shared { // a round trip: asked here, not on the owner goroutine
+		n, err = h.engine.Counts()
 	}
 	reply := make(chan struct{})
 	if !h.post(event{kind: evCall, call: func() {
-		var n EngineCounts
-		if h.batch != nil {
-			n = h.tookCounts(shared, err)
-		} else {
-			n = h.counts()
+		if !shared {
+			n, err = h.engine.Counts()
 		}
+		n = h.tookCounts(n, err)
 		c = Counts{Online: n.Online, WaitingVideo: n.WaitingVideo, WaitingText: n.WaitingText, Shadowed: n.Shadowed}
 		close(reply)
 	}}) {

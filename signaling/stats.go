@@ -17,8 +17,8 @@ func (h *Hub) statsTick() {
 	h.statsTicks++
 	if h.statsTicks%statsChunks == 0 {
 		h.sweepSkipLogs(time.Now())
-		if h.batch == nil {
-			h.pushStats(h.counts())
+		if h.batch == nil { // the memory engine: the answer is at hand
+			h.pushStats(h.tookCounts(h.engine.Counts()))
 		} else {
 			h.askCounts()
 		}
@@ -67,13 +67,6 @@ func (h *Hub) askCounts() {
 			h.pushStats(h.tookCounts(n, err))
 		}})
 	}()
-}
-
-// counts asks the engine for the cluster's figures, on the owner
-// goroutine: only for the memory engine, whose answer is at hand.
-func (h *Hub) counts() EngineCounts {
-	n, err := h.engine.Counts()
-	return h.tookCounts(n, err)
 }
 
 // tookCounts keeps the engine's answer, or the last one if it could not
