@@ -283,9 +283,12 @@ func spawnFleet(ctx context.Context, o options, n int) (*fleet, error) {
 		f.redis, redisURL = r, url
 		fmt.Printf("spawned %s: pid %d, %s\n", o.redisServer, r.pid, url)
 	}
-	procs := nodeProcs(o.nodeProcs, n, runtime.NumCPU(), os.Getenv("GOMAXPROCS") != "")
+	// The CPUs Go gives this tool: the machine's, or fewer in a container
+	// with a CPU limit.
+	cpus := runtime.GOMAXPROCS(0)
+	procs := nodeProcs(o.nodeProcs, n, cpus, os.Getenv("GOMAXPROCS") != "")
 	if procs > 0 {
-		fmt.Printf("each node runs with GOMAXPROCS=%d (its share of %d CPUs; -node-procs to change)\n", procs, runtime.NumCPU())
+		fmt.Printf("each node runs with GOMAXPROCS=%d (its share of %d CPUs; -node-procs to change)\n", procs, cpus)
 	}
 	for i := range n {
 		env := slices.Clone(o.env)
