@@ -89,7 +89,7 @@ func newConn(h *Hub, ws *websocket.Conn, ip netip.Addr, n uint64) *conn {
 		out:    out,
 		ip:     ip,
 		shard:  int(n % uint64(len(h.shards))),
-		slot:   int(n % pingSlots),
+		slot:   int(n % uint64(len(h.pingSlots))),
 		bucket: newTokenBucket(h.cfg.RateLimit, h.cfg.RateBurst, time.Now()),
 	}
 }
@@ -310,6 +310,7 @@ func (c *conn) finish(reason closeReason) {
 	h.m.connections.Dec()
 	h.mu.Lock()
 	delete(h.pingSlots[c.slot], c)
+	h.conns--
 	if h.perIP[c.ip]--; h.perIP[c.ip] <= 0 {
 		delete(h.perIP, c.ip)
 	}

@@ -189,8 +189,9 @@ type Hub struct {
 	mu        sync.Mutex
 	shutdown  bool
 	perIP     map[netip.Addr]int
-	pingSlots [pingSlots]map[*conn]struct{} // every connection, in the slot it is pinged in
-	connCount uint64                        // connections ever accepted
+	pingSlots []map[*conn]struct{} // every connection, in the slot it is pinged in (made by New)
+	conns     int                  // connections open (in pingSlots)
+	connCount uint64               // connections ever accepted
 
 	// Made by New; Shutdown closes the shards and waits for each group.
 	shards  []chan frame   // decode shards (decode.go); closed by Shutdown
@@ -292,6 +293,7 @@ func New(cfg Config) (*Hub, error) {
 	if b, ok := h.engine.(Batcher); ok {
 		h.batch = newBatcher(h, b)
 	}
+	h.pingSlots = make([]map[*conn]struct{}, pingSlotsFor(h.cfg.PingInterval))
 	for i := range h.pingSlots {
 		h.pingSlots[i] = make(map[*conn]struct{})
 	}
@@ -307,27 +309,61 @@ func New(cfg Config) (*Hub, error) {
 	return h, nil
 }
 
-// pingSlots is how many groups the pinger splits connections into; it wakes
-// pingSlots times per PingInterval and pings one group, so that pings are
-// spread out and no connection needs a timer of its own.
-const pingSlots = 64
+// pingTick is the ping interval's granularity: connections go into one
+// slot per pingTick of the interval, and every slot is pinged once per
+// interval. No connection needs a timer of its own.
+//
+// The pinger wakes for about pingBatch connections at a time, taking as
+// many slots as that needs: a few writes (and their pongs) at a time, not
+// a burst of thousands that every message arriving meanwhile would queue
+// behind, nor a wake-up every pingTick for a handful of connections (a
+// wake-up costs more than a ping on a busy host). With few connections it
+// wakes at least pingWakes times per interval.
+const (
+	pingTick     = 16 * time.Millisecond
+	pingBatch    = 16
+	pingWakes    = 64
+	maxPingSlots = 4096
+)
+
+// pingSlotsFor is how many slots connections are split into for a ping
+// interval: one per pingTick.
+func pingSlotsFor(interval time.Duration) int {
+	return int(min(maxPingSlots, max(1, interval/pingTick)))
+}
+
+// pingStride is how many of slots the pinger takes in one wake-up with
+// conns connections: enough for about pingBatch of them, and at most
+// slots/pingWakes.
+func pingStride(slots, conns int) int {
+	return max(1, min(slots/pingWakes, pingBatch*slots/max(1, conns)))
+}
 
 func (h *Hub) pinger() {
 	defer h.bgWG.Done()
-	tick := time.NewTicker(h.cfg.PingInterval / pingSlots)
-	defer tick.Stop()
+	slots := len(h.pingSlots)
+	tick := h.cfg.PingInterval / time.Duration(slots)
+	timer := time.NewTimer(tick)
+	defer timer.Stop()
 	var batch []*conn
-	for slot := 0; ; slot = (slot + 1) % pingSlots {
+	for slot := 0; ; {
 		select {
-		case <-tick.C:
+		case <-timer.C:
 		case <-h.quit:
 			return
 		}
 		h.mu.Lock()
-		for c := range h.pingSlots[slot] {
-			batch = append(batch, c)
+		stride := pingStride(slots, h.conns)
+		for range stride {
+			for c := range h.pingSlots[slot] {
+				batch = append(batch, c)
+			}
+			slot = (slot + 1) % slots
 		}
 		h.mu.Unlock()
+		// Each slot is pinged once per pass, and a pass takes the interval:
+		// the next wake-up is as many ticks away as slots were taken.
+		timer.Reset(time.Duration(stride) * tick)
 		for _, c := range batch {
 			c.ping()
 		}
@@ -388,6 +424,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.connCount++
 	c := newConn(h, ws, ip, h.connCount)
 	h.pingSlots[c.slot][c] = struct{}{}
+	h.conns++
 	h.connWG.Add(1)
 	h.mu.Unlock()
 	h.m.connections.Inc()

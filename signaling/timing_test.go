@@ -2,6 +2,7 @@ package signaling
 
 import (
 	"slices"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -348,6 +349,76 @@ func drainStats(c *client) []rx {
 			}
 		default:
 			return out
+		}
+	}
+}
+
+// Pings go out a few at a time, about pingBatch every wake-up rather than
+// a burst of 1/64 of the connections; still, every connection is pinged
+// once per interval.
+func TestPingsSpread(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := testConfig()
+		cfg.PingInterval = 4 * time.Second
+		cfg.PongWait = time.Minute
+		cfg.HelloTimeout = time.Minute
+		e := newPipeEnv(t, cfg)
+		const conns = 2000
+		var mu sync.Mutex
+		pings := make(map[int]int) // connection -> pings
+		var now int                // pings since the last step
+		for i := range conns {
+			ws, _, err := e.dialer.Dial("ws://pipe/ws", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ws.SetPingHandler(func(string) error { // before the client's reader starts
+				mu.Lock()
+				pings[i]++
+				now++
+				mu.Unlock()
+				return nil
+			})
+			startClient(t, ws)
+		}
+		slots := pingSlotsFor(cfg.PingInterval)
+		limit := pingBatch + (conns+slots-1)/slots // a wake-up takes whole slots
+		most := 0
+		for elapsed := time.Duration(0); elapsed < cfg.PingInterval; elapsed += pingTick {
+			time.Sleep(pingTick)
+			synctest.Wait()
+			mu.Lock()
+			most, now = max(most, now), 0
+			mu.Unlock()
+		}
+		if most > limit {
+			t.Errorf("%d pings within %v, want at most %d", most, pingTick, limit)
+		}
+		if len(pings) != conns {
+			t.Errorf("%d of %d connections pinged within the interval", len(pings), conns)
+		}
+		for i, n := range pings {
+			if n != 1 {
+				t.Errorf("connection %d pinged %d times within one interval", i, n)
+			}
+		}
+	})
+}
+
+// With few connections the pinger wakes no more often than pingWakes
+// times per interval; with many, it takes about pingBatch at a time.
+func TestPingStride(t *testing.T) {
+	for _, tc := range []struct{ slots, conns, want int }{
+		{1250, 0, 1250 / pingWakes},
+		{1250, 10, 1250 / pingWakes},
+		{1250, 3333, 6},
+		{1250, 19000, 1},
+		{250, 2000, 2},
+		{6, 5, 1},
+		{1, 100000, 1},
+	} {
+		if got := pingStride(tc.slots, tc.conns); got != tc.want {
+			t.Errorf("pingStride(%d slots, %d connections) = %d, want %d", tc.slots, tc.conns, got, tc.want)
 		}
 	}
 }
