@@ -207,9 +207,10 @@ var (
 // (Register, End, Queue, Withdraw, EndMatch, Block) to a goroutine of its
 // own, in the order it makes them; that goroutine passes whatever has
 // gathered meanwhile to Do, and the owner acts on each result when it
-// comes back (Counts too is asked off the owner goroutine). So a node's throughput is bounded by what the backend can
-// do, not by one round trip per call. The memory engine is not a Batcher:
-// its calls cost no round trip, and the hub calls it directly.
+// comes back (Counts too is asked off the owner goroutine). So a node's
+// throughput is bounded by what the backend can do, not by one round trip
+// per call. The memory engine is not a Batcher: its calls cost no round
+// trip, and the hub calls it directly.
 type Batcher interface {
 	Engine
 	// Do makes ops in order, with the same effects as calling each one's
