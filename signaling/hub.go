@@ -343,6 +343,7 @@ func (h *Hub) pinger() {
 	defer h.bgWG.Done()
 	slots := len(h.pingSlots)
 	tick := h.cfg.PingInterval / time.Duration(slots)
+	next := time.Now().Add(tick) // the wake-ups keep to this schedule
 	timer := time.NewTimer(tick)
 	defer timer.Stop()
 	var batch []*conn
@@ -362,8 +363,15 @@ func (h *Hub) pinger() {
 		}
 		h.mu.Unlock()
 		// Each slot is pinged once per pass, and a pass takes the interval:
-		// the next wake-up is as many ticks away as slots were taken.
-		timer.Reset(time.Duration(stride) * tick)
+		// the next wake-up is as many ticks after this one was due as slots
+		// were taken, so that late wake-ups do not add up over a pass (a
+		// connection would go unpinged for longer than the interval). After
+		// a stall of more than a whole pass, it starts afresh.
+		next = next.Add(time.Duration(stride) * tick)
+		if now := time.Now(); now.Sub(next) > h.cfg.PingInterval {
+			next = now
+		}
+		timer.Reset(time.Until(next))
 		for _, c := range batch {
 			c.ping()
 		}
