@@ -360,6 +360,9 @@ func (st *stage) newUser(tb testing.TB, name string, opts ...userOption) *user {
 	if err := navigate(setup, o.base+"/"); err != nil {
 		tb.Fatalf("%s: loading the page: %v", name, err)
 	}
+	// Start is enabled once the page's script runs; a click before that
+	// would do nothing. (Other pages, the moderators' say, have no Start.)
+	u.waitFor(`!document.getElementById('start')?.disabled`, "the page's script (Start enabled)")
 	if o.waitOnline {
 		u.waitFor(`/^\d/.test(document.getElementById('online-count').textContent)`, "the online count (the WebSocket is up)")
 	}

@@ -1036,3 +1036,6 @@ window.addEventListener('pageshow', (e) => {
 mountPicker(el.language);
 ui.show('landing');
 sig.connect();
+// Start comes disabled in the HTML: pressed before this script ran, it
+// would submit the form and reload the page.
+el.start.disabled = false;
