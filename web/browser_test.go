@@ -39,7 +39,7 @@ const (
 // stats, drop sockets, check the page stays in its lane and see what a
 // partner learnt. It changes nothing the page sees.
 const instrument = `(() => {
-  const t = { pcs: [], sockets: [], welcomes: [], iceServers: [], received: [], gum: 0, csp: [], msgs: [] };
+  const t = { pcs: [], sockets: [], welcomes: [], iceServers: [], received: [], iceErrors: [], gum: 0, csp: [], msgs: [] };
   // The page's calls: peer connections with media (not its reachability probe).
   t.calls = () => t.pcs.filter((p) => p.getTransceivers().length > 0);
   const note = (dir, data) => {
@@ -52,7 +52,13 @@ const instrument = `(() => {
   Object.defineProperty(window, '__test', { value: t });
   const PC = window.RTCPeerConnection;
   window.RTCPeerConnection = class extends PC {
-    constructor(...a) { super(...a); t.pcs.push(this); }
+    constructor(...a) {
+      super(...a);
+      t.pcs.push(this);
+      this.addEventListener('icecandidateerror', (e) => {
+        if (t.iceErrors.length < 50) t.iceErrors.push(e.url + ' ' + e.errorCode + ' ' + e.errorText);
+      });
+    }
   };
   const WS = window.WebSocket;
   window.WebSocket = class extends WS {
@@ -222,6 +228,8 @@ type user struct {
 	// of the test unless called before.
 	close func()
 
+	logFrom int // where the server's log stood when the user came
+
 	mu       sync.Mutex
 	problems []string // page exceptions and console errors
 }
@@ -274,6 +282,9 @@ func (st *stage) newUser(tb testing.TB, name string, opts ...userOption) *user {
 	}
 	ctx, cancel := chromedp.NewContext(root, chromedp.WithNewBrowserContext())
 	u := &user{tb: tb, name: name, ctx: ctx, st: st}
+	if st.srv != nil {
+		u.logFrom = st.srv.LogLen()
+	}
 	var wg sync.WaitGroup
 	u.close = sync.OnceFunc(func() {
 		u.finish()
@@ -393,6 +404,7 @@ func (u *user) finish() {
 	defer cancel()
 	if tb.Failed() {
 		u.screenshot(ctx, "failed")
+		u.dump(ctx)
 	} else if os.Getenv(envScreenshots) == "all" {
 		u.screenshot(ctx, "end")
 	}
@@ -412,6 +424,48 @@ func (u *user) finish() {
 }
 
 var unsafeName = regexp.MustCompile(`[^A-Za-z0-9_.-]+`)
+
+// dumpJS describes where the page stands: the messages it sent and got
+// (the last 60), the partner's address lines, and each peer connection's
+// states, candidates and ICE errors.
+const dumpJS = `(async () => {
+  const t = window.__test;
+  const out = { at: Math.round(performance.now()), document: document.readyState,
+    scriptRan: !document.getElementById('start')?.disabled,
+    resources: performance.getEntriesByType('resource').map((r) => r.name.replace(location.origin, '') + ' ' + Math.round(r.startTime) + '+' + Math.round(r.duration)),
+    sockets: t.sockets.map((s) => s.readyState), welcomes: t.welcomes, received: t.received, iceErrors: t.iceErrors,
+    msgs: t.msgs.slice(-60).map(([at, m]) => Math.round(at) + ' ' + m), pcs: [] };
+  for (const pc of t.pcs) {
+    const p = { conn: pc.connectionState, ice: pc.iceConnectionState, gathering: pc.iceGatheringState,
+      signaling: pc.signalingState, transceivers: pc.getTransceivers().length, policy: pc.getConfiguration().iceTransportPolicy,
+      ufrags: [pc.localDescription, pc.remoteDescription].map((d) => (d && /a=ice-ufrag:(\S+)/.exec(d.sdp)?.[1]) || ''),
+      local: [], remote: [], pairs: [] };
+    if (pc.connectionState !== 'closed') {
+      try {
+        (await pc.getStats()).forEach((s) => {
+          if (s.type === 'local-candidate') p.local.push(s.candidateType + ' ' + s.protocol + ' ' + (s.relayProtocol || '') + ' ' + s.address + ':' + s.port);
+          if (s.type === 'remote-candidate') p.remote.push(s.candidateType + ' ' + s.address + ':' + s.port);
+          if (s.type === 'candidate-pair') p.pairs.push(s.state + (s.nominated ? ' nominated' : '') + ' req ' + s.requestsSent + ' resp ' + s.responsesReceived);
+        });
+      } catch {}
+    }
+    out.pcs.push(p);
+  }
+  return JSON.stringify(out, null, 1);
+})()`
+
+// dump logs where the page stands and what the server logged since the
+// user came (the relay's per-datagram lines left out), for a failed test.
+func (u *user) dump(ctx context.Context) {
+	if state, err := chromedp.Run(ctx, chromedp.Evaluate[string](dumpJS, chromedp.EvalAwaitPromise)); err != nil {
+		u.tb.Logf("%s: reading the page's state: %v", u.name, err)
+	} else {
+		u.tb.Logf("%s: the page's state: %s", u.name, state)
+	}
+	if u.st.srv != nil {
+		u.tb.Logf("%s: the server's log since %s came:\n%s", u.name, u.name, headTail(withoutDatagrams(u.st.srv.LogsSince(u.logFrom)), 120, 60))
+	}
+}
 
 // screenshot saves what the user sees under the artifact directory.
 func (u *user) screenshot(ctx context.Context, label string) {

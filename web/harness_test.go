@@ -365,8 +365,49 @@ func (s *server) stop(tb testing.TB) {
 		tb.Errorf("the server did not exit within 20s of SIGTERM")
 	}
 	if tb.Failed() {
-		tb.Logf("server logs:\n%s", tailLines(s.Logs(), 300))
+		tb.Logf("server logs (the relay's per-datagram lines left out):\n%s", tailLines(withoutDatagrams(s.Logs()), 300))
 	}
+}
+
+// LogLen is how many bytes the server has logged so far: where a test's
+// own part of the logs starts.
+func (s *server) LogLen() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.logs.Len()
+}
+
+// LogsSince returns what the server logged after LogLen returned from.
+func (s *server) LogsSince(from int) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := s.logs.Bytes()
+	return string(b[min(from, len(b)):])
+}
+
+// datagramLine matches the relay's debug lines about single datagrams,
+// which bury everything else in a log of a call.
+var datagramLine = regexp.MustCompile(`"msg":"(Received \d+ bytes of|Received (DataPacket|SendIndication|ChannelData) from|Handling TURN packet|Relay socket |Relaying message from)`)
+
+// withoutDatagrams drops datagramLine's lines from a log.
+func withoutDatagrams(logs string) string {
+	lines := strings.SplitAfter(logs, "\n")
+	var b strings.Builder
+	for _, l := range lines {
+		if !datagramLine.MatchString(l) {
+			b.WriteString(l)
+		}
+	}
+	return b.String()
+}
+
+// headTail keeps the first head and the last tail lines of s.
+func headTail(s string, head, tail int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) <= head+tail {
+		return strings.Join(lines, "\n")
+	}
+	return strings.Join(lines[:head], "\n") + fmt.Sprintf("\n… %d lines …\n", len(lines)-head-tail) + strings.Join(lines[len(lines)-tail:], "\n")
 }
 
 func tailLines(s string, n int) string {
