@@ -116,6 +116,9 @@ func (c *churner) connect(ctx context.Context) error {
 	defer cancel()
 	conn, err := wsclient.Dial(cctx, "ws://"+nd.http+"/ws", wsclient.Options{
 		Origin: "http://" + nd.http, ReadBufferSize: 1024, WriteBufferSize: 1024,
+		// The churn checks who meets whom, not how fast: on a loaded
+		// machine a node may not read for longer than the default 5 s.
+		WriteWait: clusterWait,
 	})
 	if err != nil {
 		return err
