@@ -16,6 +16,7 @@ import (
 	"github.com/chromedp/cdproto/browser"
 	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/dom"
+	cdplog "github.com/chromedp/cdproto/log"
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
@@ -335,6 +336,21 @@ func (st *stage) newUser(tb testing.TB, name string, opts ...userOption) *user {
 
 	exceptions := chromedp.Events(ctx, runtime.ExceptionThrown)
 	console := chromedp.Events(ctx, runtime.ConsoleAPICalled)
+	// The browser's own complaints about loading (a module that failed to
+	// load leaves the page without its script, and says so only here).
+	entries := chromedp.Events(ctx, cdplog.EntryAdded)
+	wg.Go(func() {
+		for ev, err := range entries {
+			if err != nil {
+				return
+			}
+			if e := ev.Entry; e != nil && e.Source == cdplog.EntrySourceNetwork {
+				u.mu.Lock()
+				u.problems = append(u.problems, fmt.Sprintf("browser: %s %s", e.Text, e.URL))
+				u.mu.Unlock()
+			}
+		}
+	})
 	wg.Go(func() {
 		for ev, err := range exceptions {
 			if err != nil {

@@ -162,11 +162,17 @@ func newNamespace(tb testing.TB) string {
 		}
 	})
 	// Both ends are created inside the namespace (ip -n), so nothing is ever
-	// left behind in the host's namespace.
+	// left behind in the host's namespace. They get no IPv6 link-local
+	// address: its duplicate address detection ends a second or two after
+	// the link comes up, just as Chromium loads its first page, and
+	// Chromium takes that as a network change and aborts what it is
+	// fetching (a module the page needs, so its script never runs).
 	a, b := "swa"+id, "swb"+id
 	steps := [][]string{
 		{"-n", ns, "link", "set", "lo", "up"},
 		{"-n", ns, "link", "add", a, "type", "veth", "peer", "name", b},
+		{"-n", ns, "link", "set", a, "addrgenmode", "none"},
+		{"-n", ns, "link", "set", b, "addrgenmode", "none"},
 		{"-n", ns, "addr", "add", relayIP + "/" + netBits, "dev", a},
 		{"-n", ns, "addr", "add", peerIP + "/" + netBits, "dev", b},
 		{"-n", ns, "link", "set", a, "up"},
