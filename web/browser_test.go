@@ -345,9 +345,7 @@ func (st *stage) newUser(tb testing.TB, name string, opts ...userOption) *user {
 				return
 			}
 			if e := ev.Entry; e != nil && e.Source == cdplog.EntrySourceNetwork {
-				u.mu.Lock()
-				u.problems = append(u.problems, fmt.Sprintf("browser: %s %s", e.Text, e.URL))
-				u.mu.Unlock()
+				u.note(fmt.Sprintf("browser: %s %s", e.Text, e.URL))
 			}
 		}
 	})
@@ -377,10 +375,7 @@ func (st *stage) newUser(tb testing.TB, name string, opts ...userOption) *user {
 					parts = append(parts, a.Description)
 				}
 			}
-			line := fmt.Sprintf("console.%s: %s", ev.Type, strings.Join(parts, " "))
-			u.mu.Lock()
-			u.problems = append(u.problems, line)
-			u.mu.Unlock()
+			u.note(fmt.Sprintf("console.%s: %s", ev.Type, strings.Join(parts, " ")))
 		}
 	})
 
@@ -406,9 +401,13 @@ func exceptionText(d *runtime.ExceptionDetails) string {
 	return d.Text
 }
 
-func (u *user) problem(s string) {
+// problem records what fails the test when it ends; note, what is only
+// logged then.
+func (u *user) problem(s string) { u.note("!" + s) }
+
+func (u *user) note(s string) {
 	u.mu.Lock()
-	u.problems = append(u.problems, "!"+s)
+	u.problems = append(u.problems, s)
 	u.mu.Unlock()
 }
 

@@ -23,6 +23,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -371,7 +372,7 @@ func (s *server) stop(tb testing.TB) {
 		tb.Errorf("the server did not exit within 20s of SIGTERM")
 	}
 	if tb.Failed() {
-		tb.Logf("server logs (the relay's per-datagram lines left out):\n%s", tailLines(withoutDatagrams(s.Logs()), 300))
+		tb.Logf("server logs (the relay's per-datagram lines left out):\n%s", headTail(withoutDatagrams(s.Logs()), 0, 300))
 	}
 }
 
@@ -407,21 +408,15 @@ func withoutDatagrams(logs string) string {
 	return b.String()
 }
 
-// headTail keeps the first head and the last tail lines of s.
+// headTail keeps the first head and the last tail lines of s, and says how
+// many it left out between them.
 func headTail(s string, head, tail int) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
 	if len(lines) <= head+tail {
 		return strings.Join(lines, "\n")
 	}
-	return strings.Join(lines[:head], "\n") + fmt.Sprintf("\n… %d lines …\n", len(lines)-head-tail) + strings.Join(lines[len(lines)-tail:], "\n")
-}
-
-func tailLines(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = append([]string{fmt.Sprintf("… %d earlier lines", len(lines)-n)}, lines[len(lines)-n:]...)
-	}
-	return strings.Join(lines, "\n")
+	kept := append(slices.Clip(lines[:head]), fmt.Sprintf("… %d lines left out", len(lines)-head-tail))
+	return strings.Join(append(kept, lines[len(lines)-tail:]...), "\n")
 }
 
 // blockUDP drops every UDP datagram in the namespace except those between
@@ -481,4 +476,20 @@ func killConnections(ctx context.Context, localAddr string) error {
 		return fmt.Errorf("ss -K found no connection to %s:%s to kill; connections:\n%s", localAddr, httpPort, list)
 	}
 	return nil
+}
+
+func TestHeadTail(t *testing.T) {
+	for _, c := range []struct {
+		in         string
+		head, tail int
+		want       string
+	}{
+		{"a\nb\nc\n", 1, 1, "a\n… 1 lines left out\nc"},
+		{"a\nb\nc\nd", 0, 2, "… 2 lines left out\nc\nd"},
+		{"a\nb\n", 1, 1, "a\nb"},
+	} {
+		if got := headTail(c.in, c.head, c.tail); got != c.want {
+			t.Errorf("headTail(%q, %d, %d) = %q, want %q", c.in, c.head, c.tail, got, c.want)
+		}
+	}
 }

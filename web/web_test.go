@@ -280,3 +280,18 @@ func TestAccessibleNames(t *testing.T) {
 		}
 	}
 }
+
+// TestStartWaitsForScript: Start comes disabled, so a press before app.js
+// has run cannot submit the form natively and reload the page; app.js
+// enables it (the browser tests, which wait for it, fail if it does not).
+func TestStartWaitsForScript(t *testing.T) {
+	t.Parallel()
+	b, err := fs.ReadFile(web.Files(), "index.html")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := regexp.MustCompile(`<button[^>]*\sid="start"[^>]*>`).FindString(string(b))
+	if !regexp.MustCompile(`\sdisabled[\s>]`).MatchString(start) {
+		t.Errorf("Start is not disabled in index.html: %q", start)
+	}
+}
